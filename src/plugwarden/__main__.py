@@ -1,0 +1,3 @@
+from plugwarden.cli import main
+
+raise SystemExit(main())

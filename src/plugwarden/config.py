@@ -1,0 +1,189 @@
+"""The host config (SPEC section 5): a TOML file, a dict, or built-in defaults.
+
+``--config PATH``, else ``plugwarden.toml`` in the working directory, else the
+defaults; no file is ever required. A malformed config raises
+:class:`~plugwarden.exceptions.ConfigError` naming the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugwarden.core.guards import Limits
+from plugwarden.core.manifest import GuardSettings, guard_settings
+from plugwarden.exceptions import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "PluginConfig", "ServerConfig"]
+
+DEFAULT_CONFIG_NAME = "plugwarden.toml"
+TOKEN_ENV = "PLUGWARDEN_TOKEN"
+
+_HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
+_PLUGIN_KEYS = {"enabled", "required", "models_dir"}
+_SERVER_KEYS = {"host", "port", "token", "max_body_bytes"}
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """The operator's table for one plugin: ``[plugins.NAME]``."""
+
+    enabled: bool = True
+    required: bool = False
+    models_dir: str | None = None
+    guards: GuardSettings = field(default_factory=GuardSettings)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    defaults: Limits = field(default_factory=Limits)
+    plugins: dict[str, PluginConfig] = field(default_factory=dict)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    health_interval_s: float = 15.0
+    health_timeout_s: float = 5.0
+    lock_timeout_s: float = 2.0
+    source: str = "<built-in defaults>"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> HostConfig:
+        """From ``path``, else ``plugwarden.toml`` here, else the defaults."""
+        if path is None:
+            if not Path(DEFAULT_CONFIG_NAME).is_file():
+                return cls.from_dict({}).with_env()
+            path = DEFAULT_CONFIG_NAME
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(file), "<file>", f"cannot be read ({exc})") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(file), "<file>", f"not valid TOML ({exc})") from exc
+        return cls.from_dict(data, source=str(file)).with_env()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> HostConfig:
+        return _Parser(source).config(data)
+
+    def with_env(self) -> HostConfig:
+        token = os.environ.get(TOKEN_ENV)
+        if not token:
+            return self
+        server = ServerConfig(self.server.host, self.server.port, token, self.server.max_body_bytes)
+        return _replace(self, server=server)
+
+    def plugin(self, name: str) -> PluginConfig:
+        return self.plugins.get(name) or PluginConfig()
+
+    def limits_for(self, name: str, manifest: GuardSettings) -> Limits:
+        """Host defaults, then the manifest, then the operator's table (operator wins)."""
+        base = GuardSettings(**{k: getattr(self.defaults, k) for k in Limits.__dataclass_fields__})
+        merged = self.plugin(name).guards.merged_over(manifest.merged_over(base))
+        return Limits(**{k: getattr(merged, k) for k in Limits.__dataclass_fields__})
+
+
+def _replace(config: HostConfig, **changes: Any) -> HostConfig:
+    values = {name: getattr(config, name) for name in HostConfig.__dataclass_fields__}
+    return HostConfig(**{**values, **changes})
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.source, key, message)
+
+    def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {value!r}")
+        return value
+
+    def config(self, data: Mapping[str, Any]) -> HostConfig:
+        if not isinstance(data, Mapping):
+            raise self.error("<root>", "expected a table")
+        for key in data:
+            if key not in ("defaults", "plugins", "server"):
+                raise self.error(key, "unknown section; expected [defaults], [plugins.NAME], [server]")
+        defaults = self.table(data, "defaults")
+        guard_part = {k: v for k, v in defaults.items() if k not in _HOST_KEYS}
+        guards = guard_settings(guard_part, where="defaults", fail=self.error)
+        host_values = {k: self.positive(defaults, k, "defaults") for k in _HOST_KEYS if k in defaults}
+        limits = Limits(**{k: v for k, v in _fields(guards).items() if v is not None})
+        plugins = {
+            name: self.plugin(name, table)
+            for name, table in self.table(data, "plugins").items()
+        }
+        return HostConfig(
+            defaults=limits,
+            plugins=plugins,
+            server=self.server(self.table(data, "server")),
+            source=self.source,
+            **host_values,
+        )
+
+    def positive(self, table: Mapping[str, Any], key: str, where: str) -> float:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.error(f"{where}.{key}", f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def plugin(self, name: str, table: object) -> PluginConfig:
+        where = f"plugins.{name}"
+        if not isinstance(table, dict):
+            raise self.error(where, f"expected a table, got {table!r}")
+        guard_keys = set(GuardSettings.__dataclass_fields__)
+        guards = guard_settings(
+            {k: v for k, v in table.items() if k in guard_keys}, where=where, fail=self.error
+        )
+        for key in ("enabled", "required"):
+            if key in table and not isinstance(table[key], bool):
+                raise self.error(f"{where}.{key}", f"expected true or false, got {table[key]!r}")
+        models_dir = table.get("models_dir")
+        if models_dir is not None and not isinstance(models_dir, str):
+            raise self.error(f"{where}.models_dir", f"expected a path string, got {models_dir!r}")
+        return PluginConfig(
+            enabled=table.get("enabled", True),
+            required=table.get("required", False),
+            models_dir=models_dir,
+            guards=guards,
+            settings={k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS},
+        )
+
+    def server(self, table: dict[str, Any]) -> ServerConfig:
+        for key in table:
+            if key not in _SERVER_KEYS:
+                raise self.error(f"server.{key}", f"unknown key; expected one of {sorted(_SERVER_KEYS)}")
+        default = ServerConfig()
+        host = table.get("host", default.host)
+        if not isinstance(host, str) or not host:
+            raise self.error("server.host", f"expected an address string, got {host!r}")
+        port = table.get("port", default.port)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise self.error("server.port", f"expected a port number 0-65535, got {port!r}")
+        token = table.get("token")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise self.error("server.token", "expected a non-empty string")
+        limit = table.get("max_body_bytes", default.max_body_bytes)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise self.error("server.max_body_bytes", f"expected a positive integer, got {limit!r}")
+        return ServerConfig(host, port, token, limit)
+
+
+def _fields(settings: GuardSettings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in GuardSettings.__dataclass_fields__}

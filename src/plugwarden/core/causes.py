@@ -1,0 +1,52 @@
+"""Root causes of import failures: the reason names the cause and the fix."""
+
+from __future__ import annotations
+
+import re
+
+from plugwarden.core.guards import describe
+from plugwarden.core.packages import pip_name
+
+__all__ = ["import_failure_reason"]
+
+_CUDA_LIBRARY = re.compile(r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc|cufft|curand|cusparse|cusolver|nccl|nvjitlink|nvToolsExt)[\w.\-]*\.so[\w.]*)")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def import_failure_reason(module: str, exc: BaseException) -> str:
+    """Why importing ``module`` failed, from the innermost cause that says."""
+    chain = _chain(exc)
+    for cause in chain:
+        match = _CUDA_LIBRARY.search(str(cause))
+        if isinstance(cause, ImportError | OSError) and match:
+            return (
+                f"CUDA library {match.group(1)} failed to load while importing '{module}' "
+                f"({describe(cause)}). Install the CUDA runtime (or a torch build) that "
+                "matches your driver, or run the plugin on a machine with a GPU."
+            )
+    for cause in reversed(chain):
+        if isinstance(cause, SyntaxError):
+            return (
+                f"Syntax error in {cause.filename} line {cause.lineno}: {cause.msg}. "
+                f"Fix the plugin's source (importing '{module}')."
+            )
+        if isinstance(cause, ModuleNotFoundError) and cause.name:
+            missing = cause.name
+            if missing == module or module.startswith(missing + "."):
+                return (
+                    f"Plugin module '{module}' not found although its entry point names it. "
+                    "Reinstall the plugin's distribution (pip install --force-reinstall ...)."
+                )
+            return (
+                f"Module '{missing}' not found. Install with: pip install "
+                f"{pip_name(missing.split('.')[0])}"
+            )
+    return f"Import of '{module}' failed: {describe(exc)}"

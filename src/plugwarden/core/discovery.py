@@ -1,0 +1,99 @@
+"""Entry-point discovery (SPEC section 2): one plugin per entry point of the
+group ``plugwarden.plugins``, found with importlib.metadata, nothing imported."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import Distribution, distributions
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+__all__ = ["ENTRY_POINT_GROUP", "Discovery", "PluginSource", "discover"]
+
+ENTRY_POINT_GROUP = "plugwarden.plugins"
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSource:
+    """Where one plugin comes from, known without importing its code."""
+
+    name: str
+    value: str
+    dist_name: str
+    dist_version: str
+    requires: tuple[str, ...]
+    package_dir: Path | None
+    search_path: tuple[str, ...]
+
+    @property
+    def module(self) -> str:
+        return self.value.partition(":")[0].strip()
+
+    @property
+    def attr(self) -> str | None:
+        return self.value.partition(":")[2].strip() or None
+
+    @property
+    def origin(self) -> str:
+        return f"{self.dist_name} {self.dist_version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    plugins: dict[str, PluginSource]
+    duplicates: dict[str, tuple[PluginSource, ...]]
+
+
+def discover(path: Sequence[str] | None = None) -> Discovery:
+    """Every plugin entry point on ``path`` (default ``sys.path``).
+
+    The first copy of a distribution found on the path wins, as it would for
+    an import; a plugin name claimed by two different distributions is put in
+    ``duplicates`` with every claimant, never silently shadowed."""
+    search = tuple(sys.path if path is None else path)
+    seen_dists: set[str] = set()
+    claims: dict[str, list[PluginSource]] = {}
+    for dist in distributions(path=list(search)):
+        dist_name = dist.metadata["Name"] or "unknown"
+        key = canonicalize_name(dist_name)
+        if key in seen_dists:
+            continue
+        seen_dists.add(key)
+        for entry_point in dist.entry_points:
+            if entry_point.group != ENTRY_POINT_GROUP:
+                continue
+            source = _source(entry_point.name, entry_point.value, dist, dist_name, search)
+            claims.setdefault(source.name, []).append(source)
+    plugins = {name: found[0] for name, found in claims.items() if len(found) == 1}
+    duplicates = {name: tuple(found) for name, found in claims.items() if len(found) > 1}
+    return Discovery(plugins, duplicates)
+
+
+def _source(
+    name: str, value: str, dist: Distribution, dist_name: str, search: tuple[str, ...]
+) -> PluginSource:
+    module = value.partition(":")[0].strip()
+    return PluginSource(
+        name=name,
+        value=value,
+        dist_name=dist_name,
+        dist_version=dist.version or "0",
+        requires=tuple(dist.requires or ()),
+        package_dir=package_dir(module.split(".")[0], search),
+        search_path=search,
+    )
+
+
+def package_dir(top_level: str, search: Sequence[str]) -> Path | None:
+    """The directory of a top-level package (or of a single-module plugin),
+    found by the path finder, which does not execute the package."""
+    spec = importlib.machinery.PathFinder.find_spec(top_level, list(search))
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None

@@ -1,0 +1,335 @@
+"""The host (SPEC section 6): discovery -> manifest -> checks -> load ->
+init/validate -> registry, and every call through a guard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from plugwarden.config import HostConfig
+from plugwarden.core.checks import Check, PreflightContext, run_preflight
+from plugwarden.core.discovery import Discovery, PluginSource, discover
+from plugwarden.core.guards import Limits, Outcome
+from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
+from plugwarden.core.lifecycle import State
+from plugwarden.core.loader import LoadError
+from plugwarden.core.manifest import Manifest, read_manifest
+from plugwarden.core.packages import check_packages, check_requirements
+from plugwarden.core.registry import PluginInfo, PluginStatus, Registry
+from plugwarden.core.result import CallResult
+from plugwarden.core.runner import Attempt, Runner
+from plugwarden.exceptions import ManifestError, PlugwardenError, UnknownPlugin
+
+__all__ = ["Host"]
+
+log = logging.getLogger("plugwarden.host")
+
+PREFLIGHT: list[Check] = [check_requirements, check_packages]
+
+
+@dataclass(slots=True)
+class _Plugin:
+    source: PluginSource
+    manifest: Manifest = field(default_factory=Manifest)
+    limits: Limits = field(default_factory=Limits)
+    runner: Runner | None = None
+    restart_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Host:
+    """Finds, checks, loads and guards every installed plugin.
+
+    ``config`` is a :class:`HostConfig`, a mapping shaped like the TOML file,
+    a path to one, or None (``plugwarden.toml`` here, else the defaults).
+    ``search_path`` limits discovery to those directories (default
+    ``sys.path``)."""
+
+    def __init__(
+        self,
+        config: HostConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        search_path: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(config, HostConfig):
+            self.config = config
+        elif isinstance(config, Mapping):
+            self.config = HostConfig.from_dict(config).with_env()
+        else:
+            self.config = HostConfig.load(config)
+        self._search_path = None if search_path is None else list(search_path)
+        self.registry = Registry(self.config.lock_timeout_s)
+        self._plugins: dict[str, _Plugin] = {}
+        self._inline_executor = ElasticExecutor()
+        self._inline_memory = HostMemoryWatch()
+        self._started = threading.Event()
+        self._closed = False
+
+    # -- lifecycle of the host -------------------------------------------------
+
+    def start(self) -> None:
+        """Discover, check, load, initialise and validate every plugin,
+        concurrently. Never raises for a plugin's fault."""
+        found = discover(self._search_path)
+        self._register_duplicates(found)
+        shared: dict[str, Any] = {}
+        for name, source in found.plugins.items():
+            self._plugins[name] = _Plugin(source)
+        workers = max(1, min(32, len(found.plugins)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="plugwarden-start") as pool:
+            for name in found.plugins:
+                pool.submit(self._bring_up_safely, name, shared, False)
+        self._started.set()
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for plugin in self._plugins.values():
+            if plugin.runner is not None:
+                plugin.runner.close()
+
+    def __enter__(self) -> Host:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    def status(self, name: str) -> PluginStatus:
+        return self.registry.status(name)
+
+    def statuses(self) -> list[PluginStatus]:
+        return self.registry.statuses()
+
+    # -- calls -------------------------------------------------------------------
+
+    def call(self, name: str, tool: str, args: Mapping[str, Any] | None = None) -> CallResult:
+        """Run ``tool`` of plugin ``name``; always a result record, never raises."""
+        arguments = dict(args) if isinstance(args, Mapping) else {}
+        refused = self._refuse(name, tool, args)
+        if refused is not None:
+            return CallResult.failure(name, refused[0], refused[1], tool=tool, args=arguments)
+        plugin = self._plugins[name]
+        try:
+            refusal = self.registry.begin_call(name)
+        except PlugwardenError as exc:
+            return CallResult.failure(name, str(exc), type(exc).__name__, tool=tool, args=arguments)
+        if refusal is not None:
+            return CallResult.failure(
+                name,
+                f"Plugin '{name}' is {refusal.state.value}: {refusal.reason}",
+                "PluginNotAvailable",
+                tool=tool,
+                args=arguments,
+            )
+        runner = plugin.runner
+        if runner is None:  # restarted between begin_call and here
+            attempt = Attempt(Outcome(False, error="Plugin is restarting", error_type="Restarting"))
+        else:
+            attempt = runner.call(
+                "run", {"tool": tool, "args": arguments}, plugin.limits.timeout_s
+            )
+        outcome = attempt.outcome
+        result = CallResult(
+            ok=outcome.ok,
+            plugin=name,
+            tool=tool,
+            args=arguments,
+            result=outcome.decoded() if outcome.ok else None,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            duration_ms=outcome.duration_ms,
+            guard=attempt.guard,
+        )
+        failure = None if outcome.ok else self._call_failure(name, tool, attempt)
+        try:
+            self.registry.end_call(name, result, failure)
+        except PlugwardenError:
+            log.exception("plugin %r: could not record the end of a call", name)
+        return result
+
+    def _refuse(self, name: str, tool: object, args: object) -> tuple[str, str] | None:
+        """Input the host rejects before any plugin code runs; the plugin's
+        state is untouched (bad input is not the plugin's fault)."""
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            return str(UnknownPlugin(name, list(self._plugins))), "UnknownPlugin"
+        if not isinstance(tool, str) or not tool:
+            return "tool must be a non-empty string", "InvalidArguments"
+        if args is not None and not isinstance(args, Mapping):
+            return f"args must be a JSON object, got {type(args).__name__}", "InvalidArguments"
+        tools = plugin.manifest.tools
+        if tools and tool not in tools:
+            return (
+                f"Unknown tool '{tool}' for plugin '{name}'. Available: {', '.join(sorted(tools))}",
+                "UnknownTool",
+            )
+        return None
+
+    @staticmethod
+    def _call_failure(name: str, tool: str, attempt: Attempt) -> str:
+        outcome = attempt.outcome
+        if attempt.guard is not None:
+            return outcome.error or f"{attempt.guard} guard tripped"
+        return (
+            f"run('{tool}') failed with {outcome.error}. Fix the plugin, then restart it "
+            f"(plugwarden restart {name})."
+        )
+
+    # -- restart -----------------------------------------------------------------
+
+    def restart(self, name: str) -> PluginStatus:
+        """Rerun the whole pipeline for ``name`` with a fresh runner."""
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            raise UnknownPlugin(name, list(self._plugins))
+        self._bring_up_safely(name, {}, True)
+        return self.registry.status(name)
+
+    # -- the pipeline ------------------------------------------------------------
+
+    def _register_duplicates(self, found: Discovery) -> None:
+        for name, claimants in found.duplicates.items():
+            names = ", ".join(f"{s.origin} ({s.value})" for s in claimants)
+            self.registry.transition(
+                name,
+                State.FAILED,
+                f"Plugin name '{name}' is claimed by {len(claimants)} distributions: {names}. "
+                "Uninstall all but one, or rename an entry point.",
+            )
+
+    def _bring_up_safely(self, name: str, shared: dict[str, Any], restart: bool) -> None:
+        plugin = self._plugins[name]
+        with plugin.restart_lock:
+            try:
+                _Pipeline(self, name, plugin, shared, restart).run()
+            # The host must survive a bug of its own in one plugin's pipeline.
+            except Exception as exc:  # noqa: BLE001
+                log.exception("plugin %r: pipeline error", name)
+                _Pipeline(self, name, plugin, shared, restart=True).move(
+                    State.FAILED, f"Internal error while loading: {exc!r}. Please report it."
+                )
+
+    def _make_runner(self, plugin: _Plugin) -> Runner:
+        return InlineRunner(plugin.source, plugin.limits, self._inline_executor, self._inline_memory)
+
+
+class _Pipeline:
+    """One run of discovery -> manifest -> checks -> load -> init/validate."""
+
+    def __init__(
+        self, host: Host, name: str, plugin: _Plugin, shared: dict[str, Any], restart: bool
+    ) -> None:
+        self.host = host
+        self.name = name
+        self.plugin = plugin
+        self.shared = shared
+        self.restart = restart
+
+    def move(self, state: State, reason: str) -> None:
+        self.host.registry.transition(
+            self.name, state, reason, restart=self.restart, info=self.info()
+        )
+        self.restart = False
+
+    def run(self) -> None:
+        host, plugin, name = self.host, self.plugin, self.name
+        if plugin.runner is not None:
+            plugin.runner.close()
+            plugin.runner = None
+        settings = host.config.plugin(name)
+        source = plugin.source
+        plugin.manifest = Manifest()
+        try:
+            plugin.manifest = read_manifest(source.package_dir)
+        except ManifestError as exc:
+            self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
+            return
+        plugin.limits = host.config.limits_for(name, plugin.manifest.guards)
+        if not settings.enabled:
+            self.move(
+                State.UNAVAILABLE,
+                f"Disabled in the host config ({host.config.source}: [plugins.{name}] "
+                "enabled = false). Set enabled = true to load it.",
+            )
+            return
+        context = PreflightContext(source, plugin.manifest, settings.settings, shared=self.shared)
+        verdict = run_preflight(context, PREFLIGHT)
+        if verdict.state is not None:
+            self.move(verdict.state, verdict.reason)
+            return
+        runner = plugin.runner = host._make_runner(plugin)
+        try:
+            runner.load()
+        except LoadError as exc:
+            self.move(State.FAILED, exc.reason)
+            return
+        self.move(State.LOADED, f"imported from {source.origin}")
+        config = {**settings.settings, "models": context.facts.get("models", {})}
+        self.initialise(runner, config)
+
+    def info(self) -> PluginInfo:
+        manifest, source = self.plugin.manifest, self.plugin.source
+        return PluginInfo(
+            description=manifest.description or "",
+            version=manifest.version or source.dist_version,
+            distribution=source.origin,
+            isolation=self.plugin.limits.isolation,
+            tools=tuple(manifest.tools),
+        )
+
+    def initialise(self, runner: Runner, config: dict[str, Any]) -> None:
+        budget = self.plugin.limits.load_timeout_s
+        attempt = runner.call("init", {"config": config}, budget)
+        if not attempt.outcome.ok:
+            self.move(State.FAILED, self._hook_failure("init", attempt))
+            return
+        attempt = runner.call("validate", {}, budget)
+        verdict = _validate_verdict(attempt)
+        if verdict is not None:
+            self.move(State.FAILED, verdict)
+            return
+        self.move(State.INITIALIZED, "ready")
+
+    def _hook_failure(self, hook: str, attempt: Attempt) -> str:
+        outcome = attempt.outcome
+        if attempt.guard is not None:
+            return outcome.error or f"{hook}() tripped the {attempt.guard} guard"
+        return f"{hook}() failed with {outcome.error}. Fix the plugin, then restart it."
+
+
+def _validate_verdict(attempt: Attempt) -> str | None:
+    """None when validate() said ready, else the reason it is not."""
+    outcome = attempt.outcome
+    if attempt.guard is not None:
+        return outcome.error
+    if not outcome.ok:
+        return f"validate() raised {outcome.error}. Fix the plugin, then restart it."
+    value = outcome.value
+    if value is None or value is True:
+        return None
+    if value is False:
+        return "validate() returned False: the plugin reports it is not ready."
+    if isinstance(value, str):
+        return f"validate() reported: {value}"
+    return (
+        f"validate() returned {type(value).__name__}; expected None, True, False or a "
+        "reason string."
+    )

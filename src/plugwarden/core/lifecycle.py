@@ -1,0 +1,59 @@
+"""Plugin lifecycle states and the transitions allowed between them (SPEC section 3)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ["TERMINAL", "State", "Transition", "is_allowed"]
+
+
+class State(enum.StrEnum):
+    LOADED = "LOADED"
+    INITIALIZED = "INITIALIZED"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+TERMINAL = frozenset({State.FAILED, State.UNAVAILABLE})
+
+# Where a pipeline may begin: a fresh plugin or a manual restart.
+_ENTRY = frozenset({State.LOADED, State.FAILED, State.UNAVAILABLE})
+
+_ALLOWED: dict[State, frozenset[State]] = {
+    State.LOADED: frozenset({State.INITIALIZED, State.FAILED}),
+    State.INITIALIZED: frozenset({State.RUNNING, State.FAILED}),
+    State.RUNNING: frozenset({State.INITIALIZED, State.FAILED}),
+    State.FAILED: frozenset(),
+    State.UNAVAILABLE: frozenset(),
+}
+
+
+def is_allowed(current: State | None, target: State, *, restart: bool = False) -> bool:
+    """Whether ``current -> target`` is legal. ``current`` is None for a new
+    plugin; ``restart`` is the operator's manual restart, which may leave any
+    state, terminal ones included, to begin the pipeline again."""
+    if current is None or restart:
+        return target in _ENTRY
+    return target in _ALLOWED[current]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: State
+    reason: str
+    at: datetime
+
+    @classmethod
+    def now(cls, state: State, reason: str) -> Transition:
+        return cls(state, reason, datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"state": self.state.value, "reason": self.reason, "at": iso(self.at)}
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 UTC with a trailing Z, the form Prometheus and JS both read."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,245 @@
+"""Plugin manifests: ``manifest.toml`` or ``manifest.json``, read without
+importing the plugin's code (SPEC section 2).
+
+Every key is optional. Unknown top-level keys are ignored (ForgeSyte manifests
+carry UI keys of their own); keys under ``[guards]`` are checked strictly,
+because a typo there would silently drop a limit.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plugwarden.exceptions import ManifestError
+
+__all__ = ["MANIFEST_NAMES", "GuardSettings", "Manifest", "ModelSpec", "read_manifest"]
+
+MANIFEST_NAMES = ("manifest.toml", "manifest.json")
+ISOLATIONS = ("process", "inline")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    path: str
+    sha256: str | None = None
+    min_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """Guard values; ``None`` means "not set here, use the next layer down"."""
+
+    timeout_s: float | None = None
+    load_timeout_s: float | None = None
+    memory_mb: float | None = None
+    isolation: str | None = None
+    workers: int | None = None
+
+    def merged_over(self, base: GuardSettings) -> GuardSettings:
+        """These values where set, ``base`` elsewhere."""
+        return GuardSettings(
+            **{
+                name: getattr(base, name) if getattr(self, name) is None else getattr(self, name)
+                for name in self.__dataclass_fields__
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    path: Path | None = None
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    requires_gpu: bool = False
+    packages: tuple[str, ...] = ()
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    guards: GuardSettings = field(default_factory=GuardSettings)
+
+
+def read_manifest(package_dir: Path | None) -> Manifest:
+    """The manifest in ``package_dir``, or an empty one if there is none.
+    Raises :class:`ManifestError` naming the file, key and expected type."""
+    if package_dir is None:
+        return Manifest()
+    for filename in MANIFEST_NAMES:
+        path = package_dir / filename
+        if path.is_file():
+            return _parse(path, _load(path))
+    return Manifest()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(str(path), None, f"cannot be read ({exc})") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(str(path), None, f"not valid TOML ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            str(path), None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ManifestError(str(path), None, f"expected a table/object, got {_kind(data)}")
+    return data
+
+
+def _kind(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Reader:
+    """Typed access to one manifest's keys; every mismatch names file and key."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def fail(self, key: str, expected: str, value: object) -> ManifestError:
+        return ManifestError(str(self.path), key, f"expected {expected}, got {_kind(value)}")
+
+    def string(self, table: dict[str, Any], key: str, where: str | None = None) -> str | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(where or key, "a string", value)
+        return value
+
+
+def _parse(path: Path, data: dict[str, Any]) -> Manifest:
+    reader = _Reader(path, data)
+    requires_gpu = data.get("requires_gpu", False)
+    if not isinstance(requires_gpu, bool):
+        raise reader.fail("requires_gpu", "a boolean (true/false)", requires_gpu)
+    return Manifest(
+        path=path,
+        name=reader.string(data, "name"),
+        version=reader.string(data, "version"),
+        description=reader.string(data, "description"),
+        requires_gpu=requires_gpu,
+        packages=_packages(reader),
+        models=_models(reader),
+        tools=_tools(reader),
+        guards=_guards(reader),
+    )
+
+
+def _packages(reader: _Reader) -> tuple[str, ...]:
+    value = reader.data.get("packages", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise reader.fail("packages", "a list of import names (strings)", value)
+    return tuple(value)
+
+
+def _models(reader: _Reader) -> dict[str, ModelSpec]:
+    value = reader.data.get("models", {})
+    if not isinstance(value, dict):
+        raise reader.fail("models", "a table of model name -> path", value)
+    models: dict[str, ModelSpec] = {}
+    for name, entry in value.items():
+        key = f"models.{name}"
+        if isinstance(entry, str):
+            models[name] = ModelSpec(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise reader.fail(key, "a path string or a table with 'path'", entry)
+        model_path = reader.string(entry, "path", f"{key}.path")
+        if not model_path:
+            raise ManifestError(str(reader.path), f"{key}.path", "is required")
+        sha256 = reader.string(entry, "sha256", f"{key}.sha256")
+        if sha256 is not None and (
+            len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)
+        ):
+            raise ManifestError(str(reader.path), f"{key}.sha256", "expected 64 hex digits")
+        min_bytes = entry.get("min_bytes")
+        if min_bytes is not None and (
+            isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or min_bytes < 0
+        ):
+            raise reader.fail(f"{key}.min_bytes", "a non-negative integer", min_bytes)
+        models[name] = ModelSpec(model_path, sha256.lower() if sha256 else None, min_bytes)
+    return models
+
+
+def _tools(reader: _Reader) -> dict[str, str]:
+    value = reader.data.get("tools", {})
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        # ForgeSyte form: a list of {"id"|"name": ..., "description": ...}.
+        items = []
+        for index, entry in enumerate(value):
+            tool_name = entry.get("id") or entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(tool_name, str):
+                raise reader.fail(f"tools[{index}]", "a table with an 'id' or 'name'", entry)
+            items.append((tool_name, entry.get("description", "")))
+    else:
+        raise reader.fail("tools", "a table of tool name -> description", value)
+    tools: dict[str, str] = {}
+    for tool_name, description in items:
+        if isinstance(description, dict):
+            description = description.get("description", "")
+        if not isinstance(description, str):
+            raise reader.fail(f"tools.{tool_name}", "a description string", description)
+        tools[tool_name] = description
+    return tools
+
+
+def _guards(reader: _Reader) -> GuardSettings:
+    table = reader.data.get("guards", {})
+    if not isinstance(table, dict):
+        raise reader.fail("guards", "a table", table)
+    return guard_settings(
+        table, where="guards", fail=lambda key, msg: ManifestError(str(reader.path), key, msg)
+    )
+
+
+def guard_settings(
+    table: dict[str, Any],
+    *,
+    where: str,
+    fail: Callable[[str, str], Exception],
+    strict: bool = True,
+) -> GuardSettings:
+    """Guard values out of a manifest's ``[guards]`` or a config table.
+
+    ``fail(key, message)`` builds the error to raise; with ``strict``, unknown
+    keys are errors too."""
+    known = set(GuardSettings.__dataclass_fields__)
+    if strict:
+        for key in table:
+            if key not in known:
+                raise fail(f"{where}.{key}", f"unknown guard key; expected one of {sorted(known)}")
+    values: dict[str, Any] = {}
+    for key in ("timeout_s", "load_timeout_s", "memory_mb"):
+        value = table.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise fail(f"{where}.{key}", f"expected a positive number, got {value!r}")
+        values[key] = None if value is None else float(value)
+    isolation = table.get("isolation")
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise fail(f"{where}.isolation", f"expected 'process' or 'inline', got {isolation!r}")
+    workers = table.get("workers")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64
+    ):
+        raise fail(f"{where}.workers", f"expected an integer from 1 to 64, got {workers!r}")
+    return GuardSettings(isolation=isolation, workers=workers, **values)

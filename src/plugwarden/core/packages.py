@@ -1,0 +1,124 @@
+"""Package pre-flight: the distribution's ``Requires-Dist`` and the manifest's
+``packages``, checked against what is installed without importing anything."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+from importlib.metadata import distributions
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from plugwarden.core.checks import PreflightContext, Problem
+from plugwarden.core.lifecycle import State
+
+__all__ = ["check_packages", "check_requirements", "pip_name"]
+
+# Import names whose distribution is called something else.
+_PIP_NAMES = {
+    "cv2": "opencv-python",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "yaml": "PyYAML",
+    "bs4": "beautifulsoup4",
+    "pynvml": "nvidia-ml-py",
+    "google.protobuf": "protobuf",
+    "dateutil": "python-dateutil",
+    "attr": "attrs",
+}
+
+
+def pip_name(import_name: str) -> str:
+    return _PIP_NAMES.get(import_name, _PIP_NAMES.get(import_name.split(".")[0], import_name))
+
+
+def _installed(context: PreflightContext) -> dict[str, str]:
+    """Installed distributions (canonical name -> version), read once per start."""
+    index = context.shared.get("installed")
+    if index is None:
+        index = {}
+        for dist in distributions(path=list(context.source.search_path)):
+            name = dist.metadata["Name"]
+            if name:
+                index.setdefault(canonicalize_name(name), dist.version)
+        context.shared["installed"] = index
+    return index  # type: ignore[no-any-return]
+
+
+def check_requirements(context: PreflightContext) -> list[Problem]:
+    installed = _installed(context)
+    environment: dict[str, str] = {**default_environment(), "extra": ""}
+    problems = []
+    for line in context.source.requires:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            problems.append(
+                Problem(
+                    State.FAILED,
+                    f"Distribution {context.source.origin} declares an invalid requirement "
+                    f"{line!r} ({exc}). Fix its Requires-Dist metadata.",
+                )
+            )
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        spec = f"{requirement.name}{requirement.specifier}"
+        hint = f"pip install '{spec}'" if requirement.specifier else f"pip install {spec}"
+        version = installed.get(canonicalize_name(requirement.name))
+        if version is None:
+            problems.append(
+                Problem(
+                    State.UNAVAILABLE,
+                    f"Missing package '{requirement.name}'. Install with: {hint}",
+                )
+            )
+        elif requirement.specifier and not requirement.specifier.contains(
+            version, prereleases=True
+        ):
+            problems.append(
+                Problem(
+                    State.UNAVAILABLE,
+                    f"Package '{requirement.name}' {version} is installed but "
+                    f"{context.source.dist_name} needs {spec}. Install with: {hint}",
+                )
+            )
+    return problems
+
+
+def check_packages(context: PreflightContext) -> list[Problem]:
+    return [
+        Problem(
+            State.UNAVAILABLE,
+            f"Missing package '{name}'. Install with: pip install {pip_name(name)}",
+        )
+        for name in context.manifest.packages
+        if not _importable(name, context.source.search_path)
+    ]
+
+
+def _importable(name: str, search: tuple[str, ...]) -> bool:
+    """Whether ``name`` could be imported, found without executing any package."""
+    top, *rest = name.split(".")
+    module = sys.modules.get(top)
+    if module is not None:
+        spec = module.__spec__
+    elif top in sys.builtin_module_names:
+        return not rest
+    else:
+        spec = importlib.machinery.FrozenImporter.find_spec(
+            top
+        ) or importlib.machinery.PathFinder.find_spec(top, [*search, *sys.path])
+    if spec is None:
+        return False
+    for part in rest:
+        locations = getattr(spec, "submodule_search_locations", None)
+        if not locations:
+            return False
+        spec = importlib.machinery.PathFinder.find_spec(part, list(locations))
+        if spec is None:
+            return False
+    return True

@@ -1,0 +1,65 @@
+"""The one error hierarchy of plugwarden. Each error carries its context."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ManifestError",
+    "PlugwardenError",
+    "RegistryTimeout",
+    "TransitionError",
+    "UnknownPlugin",
+]
+
+
+class PlugwardenError(Exception):
+    """Base of every error plugwarden raises on purpose."""
+
+
+class ConfigError(PlugwardenError):
+    """The host config is malformed; ``key`` names the offending key."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        super().__init__(f"{source}: {key}: {message}")
+
+
+class ManifestError(PlugwardenError):
+    """A plugin's manifest is malformed; carries the file and the key."""
+
+    def __init__(self, path: str, key: str | None, message: str) -> None:
+        self.path = path
+        self.key = key
+        self.message = message
+        where = f"{path}: key '{key}'" if key else path
+        super().__init__(f"Invalid manifest {where}: {message}")
+
+
+class UnknownPlugin(PlugwardenError, LookupError):
+    """No plugin of that name is registered."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f" Known plugins: {', '.join(sorted(known))}." if known else ""
+        super().__init__(f"Unknown plugin '{name}'.{hint}")
+
+
+class TransitionError(PlugwardenError):
+    """A lifecycle transition that the state machine forbids."""
+
+    def __init__(self, name: str, current: str | None, target: str) -> None:
+        self.name = name
+        self.current = current
+        self.target = target
+        super().__init__(f"Plugin '{name}': transition {current} -> {target} is not allowed")
+
+
+class RegistryTimeout(PlugwardenError, TimeoutError):
+    """The registry lock could not be taken in time (HTTP answers 503)."""
+
+    def __init__(self, mode: str, timeout_s: float) -> None:
+        self.mode = mode
+        self.timeout_s = timeout_s
+        super().__init__(f"Registry {mode} lock not acquired within {timeout_s:g}s")

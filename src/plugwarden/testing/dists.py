@@ -1,0 +1,59 @@
+"""Real plugin distributions on a temporary path, for tests.
+
+:func:`write_plugin` writes a package and its ``.dist-info`` (``METADATA``,
+``entry_points.txt``, ``RECORD``) into a directory, exactly as pip would lay
+them out in site-packages, so discovery goes through importlib.metadata for
+real. Point a :class:`~plugwarden.Host` at the directory with ``search_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+__all__ = ["write_plugin"]
+
+
+def write_plugin(
+    site: Path,
+    name: str,
+    source: str,
+    *,
+    module: str | None = None,
+    dist: str | None = None,
+    version: str = "1.0.0",
+    manifest: Mapping[str, Any] | str | None = None,
+    manifest_format: str | None = None,
+    requires: Sequence[str] = (),
+    entry_point: str | None = None,
+) -> Path:
+    """Write plugin ``name`` (a package holding ``source``) into ``site``.
+
+    ``manifest`` is a mapping (written as ``manifest.json``) or the raw text
+    of ``manifest.toml`` (``manifest_format="json"`` for raw JSON text). ``entry_point`` overrides the entry point's value (default:
+    the package). Returns the package directory."""
+    module = module or f"{canonicalize_name(name).replace('-', '_')}_plugin"
+    dist = dist or f"{module.replace('_', '-')}"
+    package = site / module
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    if isinstance(manifest, str):
+        (package / f"manifest.{manifest_format or 'toml'}").write_text(manifest, encoding="utf-8")
+    elif manifest is not None:
+        (package / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    info = site / f"{canonicalize_name(dist).replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    metadata = ["Metadata-Version: 2.1", f"Name: {dist}", f"Version: {version}"]
+    metadata += [f"Requires-Dist: {line}" for line in requires]
+    (info / "METADATA").write_text("\n".join(metadata) + "\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(
+        f"[plugwarden.plugins]\n{name} = {entry_point or module}\n", encoding="utf-8"
+    )
+    (info / "RECORD").write_text("", encoding="utf-8")
+    return package
+
