@@ -17,7 +17,10 @@ from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import Discovery, PluginSource, discover
 from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
-from plugwarden.core.lifecycle import State
+from plugwarden.core.output import OutputPump
+from plugwarden.core.process import MemoryMonitor, ProcessRunner
+from plugwarden.core.zygote import Zygote
+from plugwarden.core.lifecycle import TERMINAL, State
 from plugwarden.core.loader import LoadError
 from plugwarden.core.manifest import Manifest, read_manifest
 from plugwarden.core.packages import check_packages, check_requirements
@@ -67,6 +70,9 @@ class Host:
         self._plugins: dict[str, _Plugin] = {}
         self._inline_executor = ElasticExecutor()
         self._inline_memory = HostMemoryWatch()
+        self._zygote = Zygote()
+        self._output = OutputPump()
+        self._memory = MemoryMonitor()
         self._started = threading.Event()
         self._closed = False
 
@@ -94,9 +100,13 @@ class Host:
         if self._closed:
             return
         self._closed = True
-        for plugin in self._plugins.values():
-            if plugin.runner is not None:
-                plugin.runner.close()
+        runners = [p.runner for p in self._plugins.values() if p.runner is not None]
+        if runners:
+            with ThreadPoolExecutor(min(32, len(runners))) as pool:
+                list(pool.map(lambda runner: runner.close(), runners))
+        self._memory.close()
+        self._zygote.close()
+        self._output.close()
 
     def __enter__(self) -> Host:
         self.start()
@@ -117,6 +127,22 @@ class Host:
 
     def statuses(self) -> list[PluginStatus]:
         return self.registry.statuses()
+
+    def worker_pids(self, name: str) -> list[int]:
+        """The live worker processes of a ``process`` plugin (empty for inline)."""
+        runner = self._known(name).runner
+        return runner.pids() if runner is not None else []
+
+    def resident_bytes(self, name: str) -> int | None:
+        """Resident memory of a process plugin's workers and their children."""
+        runner = self._known(name).runner
+        return runner.resident_bytes() if runner is not None else None
+
+    def _known(self, name: str) -> _Plugin:
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            raise UnknownPlugin(name, list(self._plugins))
+        return plugin
 
     # -- calls -------------------------------------------------------------------
 
@@ -163,6 +189,8 @@ class Host:
             self.registry.end_call(name, result, failure)
         except PlugwardenError:
             log.exception("plugin %r: could not record the end of a call", name)
+        if failure is not None and runner is not None:
+            runner.close()  # FAILED is terminal: free its workers until a restart
         return result
 
     def _refuse(self, name: str, tool: object, args: object) -> tuple[str, str] | None:
@@ -197,9 +225,7 @@ class Host:
 
     def restart(self, name: str) -> PluginStatus:
         """Rerun the whole pipeline for ``name`` with a fresh runner."""
-        plugin = self._plugins.get(name)
-        if plugin is None:
-            raise UnknownPlugin(name, list(self._plugins))
+        self._known(name)
         self._bring_up_safely(name, {}, True)
         return self.registry.status(name)
 
@@ -228,7 +254,24 @@ class Host:
                 )
 
     def _make_runner(self, plugin: _Plugin) -> Runner:
-        return InlineRunner(plugin.source, plugin.limits, self._inline_executor, self._inline_memory)
+        if plugin.limits.isolation == "inline":
+            return InlineRunner(
+                plugin.source, plugin.limits, self._inline_executor, self._inline_memory
+            )
+        name = plugin.source.name
+        return ProcessRunner(
+            plugin.source,
+            plugin.limits,
+            self._zygote,
+            self._output,
+            self._memory,
+            lambda reason: self._lost(name, reason),
+        )
+
+    def _lost(self, name: str, reason: str) -> None:
+        """A worker died between calls: the plugin can no longer answer."""
+        log.warning("plugin %r: %s", name, reason)
+        self.registry.fail(name, reason)
 
 
 class _Pipeline:
@@ -244,6 +287,8 @@ class _Pipeline:
         self.restart = restart
 
     def move(self, state: State, reason: str) -> None:
+        if state in TERMINAL and self.plugin.runner is not None:
+            self.plugin.runner.close()  # a terminal state keeps no worker alive
         self.host.registry.transition(
             self.name, state, reason, restart=self.restart, info=self.info()
         )

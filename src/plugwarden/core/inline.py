@@ -223,3 +223,6 @@ class InlineRunner:
 
     def resident_bytes(self) -> int | None:
         return None
+
+    def pids(self) -> list[int]:
+        return []

@@ -142,6 +142,15 @@ class Registry:
                 entry.in_flight = 0
                 entry.health = None
 
+    def fail(self, name: str, reason: str) -> bool:
+        """FAILED with ``reason`` unless already terminal; whether it moved."""
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            if entry.state in TERMINAL:
+                return False
+            entry.move(State.FAILED, reason)
+            return True
+
     def set_info(self, name: str, info: PluginInfo) -> None:
         with self._lock.write(self.lock_timeout_s):
             self._entry(name).info = info

@@ -40,6 +40,9 @@ class Runner(Protocol):
     def resident_bytes(self) -> int | None:
         """Memory of the plugin's own process tree, or None where not separate."""
 
+    def pids(self) -> list[int]:
+        """The plugin's live worker processes (none for inline)."""
+
 
 def timeout_reason(hook: str, timeout_s: float) -> str:
     knob = "timeout_s" if hook == "run" else "load_timeout_s"

@@ -1,0 +1,121 @@
+"""Workers' stdout and stderr into the host's log, tagged with the plugin.
+
+One thread reads every worker's output pipe. Memory stays bounded whatever a
+plugin prints: lines are cut at ``LINE_LIMIT`` characters, each worker keeps
+only its last ``TAIL`` lines (quoted when it dies), and past ``RATE`` lines a
+second the rest are counted, not logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import selectors
+import threading
+import time
+
+__all__ = ["OutputPump", "OutputTail"]
+
+LINE_LIMIT = 2000
+TAIL = 20
+RATE = 200
+
+
+class OutputTail:
+    """What one worker printed: its last lines, and what was dropped."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.lines: collections.deque[str] = collections.deque(maxlen=TAIL)
+        self.logger = logging.getLogger(f"plugwarden.plugin.{label}")
+        self._partial = b""
+        self._window = 0.0
+        self._in_window = 0
+        self.dropped = 0
+        self.closed = threading.Event()
+
+    def feed(self, data: bytes) -> None:
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        if len(self._partial) > LINE_LIMIT:
+            complete.append(self._partial)
+            self._partial = b""
+        for raw in complete:
+            self._line(raw.decode("utf-8", "replace").rstrip("\r"))
+
+    def flush(self) -> None:
+        if self._partial:
+            self._line(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+        if self.dropped:
+            self.logger.warning("[%d more lines not logged]", self.dropped)
+            self.dropped = 0
+
+    def _line(self, line: str) -> None:
+        if len(line) > LINE_LIMIT:
+            line = line[:LINE_LIMIT] + f"... [{len(line) - LINE_LIMIT} more characters]"
+        self.lines.append(line)
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            if self.dropped:
+                self.logger.warning("[%d lines not logged: over %d a second]", self.dropped, RATE)
+            self._window, self._in_window, self.dropped = now, 0, 0
+        self._in_window += 1
+        if self._in_window > RATE:
+            self.dropped += 1
+            return
+        self.logger.info("%s", line)
+
+    def last_line(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+
+class OutputPump:
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._adds: list[tuple[int, OutputTail]] = []
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def add(self, fd: int, tail: OutputTail) -> None:
+        """Read ``fd`` until EOF into ``tail``; the pump closes ``fd``."""
+        with self._lock:
+            self._adds.append((fd, tail))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="plugwarden-output", daemon=True
+                )
+                self._thread.start()
+        os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        while not self._stopped:
+            for key, _ in self._selector.select():
+                if key.fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    with self._lock:
+                        adds, self._adds = self._adds, []
+                    for fd, tail in adds:
+                        self._selector.register(fd, selectors.EVENT_READ, tail)
+                    continue
+                tail = key.data
+                try:
+                    data = os.read(key.fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    tail.feed(data)
+                    continue
+                self._selector.unregister(key.fd)
+                os.close(key.fd)
+                tail.flush()
+                tail.closed.set()
+
+    def close(self) -> None:
+        self._stopped = True
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")

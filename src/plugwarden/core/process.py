@@ -1,0 +1,347 @@
+"""Process isolation (SPEC section 4): the plugin runs in worker processes.
+
+A call that overruns its timeout, or a worker tree whose resident memory
+passes the limit, gets the worker's whole process group killed; a worker
+that dies for any reason (signal, exit code) ends the call in flight with a
+crash result. The host never imports the plugin's code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from plugwarden.core.discovery import PluginSource
+from plugwarden.core.guards import Limits, Outcome
+from plugwarden.core.loader import LoadError
+from plugwarden.core.output import OutputPump, OutputTail
+from plugwarden.core.runner import Attempt, memory_reason, timeout_reason
+from plugwarden.core.zygote import Zygote
+
+__all__ = ["MemoryMonitor", "ProcessRunner", "WorkerProcess", "exit_reason"]
+
+log = logging.getLogger("plugwarden.process")
+
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "Worker process died (its exit status could not be read)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+            text = signal.strsignal(-code) or name
+        except ValueError:
+            name, text = f"signal {-code}", "unknown signal"
+        return f"Worker process killed by {name} ({text})"
+    return f"Worker process exited with code {code}"
+
+
+class WorkerProcess:
+    """One worker: its pid, its control connection, its output, its fate."""
+
+    def __init__(self, label: str, zygote: Zygote, pump: OutputPump,
+                 on_death: Callable[[WorkerProcess], None]) -> None:
+        self.label = label
+        self.tail = OutputTail(label)
+        self.exit_code: int | None = None
+        self.exited = threading.Event()
+        self.killed_by: str | None = None
+        self.peak_bytes = 0
+        self.busy = False
+        self._on_death = on_death
+        self._death_r, self._death_w = os.pipe()
+        control, child_control = socket.socketpair()
+        lifeline_r, self._lifeline_w = os.pipe()
+        output_r, output_w = os.pipe()
+        try:
+            self.pid = zygote.spawn(
+                [child_control.fileno(), lifeline_r, output_w], label, self._exited
+            )
+        except BaseException:
+            for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
+                os.close(fd)
+            control.close()
+            raise
+        finally:
+            child_control.close()
+            os.close(lifeline_r)
+            os.close(output_w)
+        pump.add(output_r, self.tail)
+        self.connection = Connection(control.detach())
+        self._poller = select.poll()
+        self._poller.register(self.connection.fileno(), _READABLE)
+        self._poller.register(self._death_r, _READABLE)
+        self._tree: list[psutil.Process] = []
+        self._tree_checked = 0.0
+
+    def _exited(self, code: int | None) -> None:
+        self.exit_code = code
+        self.exited.set()
+        try:
+            os.write(self._death_w, b"x")
+        except OSError:
+            pass
+        self._on_death(self)
+
+    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
+        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None)."""
+        try:
+            self.connection.send_bytes(pickle.dumps(message))
+        except OSError:
+            return "died", None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", None
+            events = dict(self._poller.poll(remaining * 1000))
+            if self.connection.fileno() in events:
+                try:
+                    return "reply", pickle.loads(self.connection.recv_bytes())
+                except (EOFError, OSError):
+                    return "died", None
+            if self._death_r in events:
+                return "died", None
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the worker and every process it started."""
+        now = time.monotonic()
+        if now - self._tree_checked > 0.1:
+            try:
+                root = psutil.Process(self.pid)
+                self._tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                self._tree = []
+            self._tree_checked = now
+        total = 0
+        for process in self._tree:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def kill(self, why: str) -> None:
+        """SIGKILL the worker's process group and any child that left it."""
+        if self.killed_by is None:
+            self.killed_by = why
+        if self.exited.is_set():
+            return
+        try:
+            strays = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            strays = []
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for stray in strays:
+            try:
+                stray.kill()
+            except psutil.Error:
+                pass
+
+    def close(self, grace_s: float = 1.0) -> None:
+        if not self.exited.is_set():
+            if self.killed_by is None:
+                self.killed_by = "close"
+            try:
+                self.connection.send_bytes(pickle.dumps(("stop",)))
+            except OSError:
+                pass
+            if not self.exited.wait(grace_s):
+                self.kill("close")
+                self.exited.wait(5.0)
+        self.connection.close()
+        for fd in (self._lifeline_w, self._death_r, self._death_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def death_reason(self) -> str:
+        reason = exit_reason(self.exit_code)
+        last = self.tail.last_line()
+        return f"{reason}. Last output: {last!r}" if last else reason
+
+
+class MemoryMonitor:
+    """Watches workers' resident memory: busy ones every ``busy_s``, idle
+    ones every ``idle_s``; a tree past its limit is killed."""
+
+    def __init__(self, busy_s: float = 0.005, idle_s: float = 0.25) -> None:
+        self._busy_s = busy_s
+        self._idle_s = idle_s
+        self._watched: dict[WorkerProcess, tuple[int, list[float]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, worker: WorkerProcess, limit_bytes: int) -> None:
+        with self._lock:
+            self._watched[worker] = (limit_bytes, [0.0])
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="plugwarden-memory", daemon=True
+                )
+                self._thread.start()
+
+    def forget(self, worker: WorkerProcess) -> None:
+        with self._lock:
+            self._watched.pop(worker, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._busy_s):
+            now = time.monotonic()
+            with self._lock:
+                watched = list(self._watched.items())
+            for worker, (limit, last) in watched:
+                if worker.exited.is_set() or not (worker.busy or now - last[0] >= self._idle_s):
+                    continue
+                last[0] = now
+                try:
+                    over = worker.resident_bytes() > limit
+                # The monitor must outlive any surprise from one worker's /proc.
+                except Exception:  # noqa: BLE001
+                    log.exception("memory check of worker %s failed", worker.label)
+                    continue
+                if over:
+                    log.warning("worker %s: %d bytes over its %d limit", worker.label,
+                                worker.peak_bytes, limit)
+                    worker.kill("memory")
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class ProcessRunner:
+    """Runs one plugin in ``limits.workers`` worker processes; calls queue
+    for a free worker. Any tripped guard or death closes every worker: the
+    plugin is FAILED until restarted."""
+
+    def __init__(
+        self,
+        source: PluginSource,
+        limits: Limits,
+        zygote: Zygote,
+        pump: OutputPump,
+        monitor: MemoryMonitor,
+        on_idle_death: Callable[[str], None],
+    ) -> None:
+        self.source = source
+        self.limits = limits
+        self._zygote = zygote
+        self._pump = pump
+        self._monitor = monitor
+        self._on_idle_death = on_idle_death
+        self._workers: list[WorkerProcess] = []
+        self._free: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
+        self._closed = False
+
+    def _worker_died(self, worker: WorkerProcess) -> None:
+        # Deaths during a call (and kills we ordered) are reported by the call.
+        if not worker.busy and not self._closed and worker.killed_by in (None, "memory"):
+            reason = (memory_reason(self.limits.memory_mb, worker.peak_bytes)
+                      if worker.killed_by == "memory" else f"{worker.death_reason()} while idle")
+            self._on_idle_death(reason)
+
+    def load(self) -> None:
+        limit = int(self.limits.memory_mb * 2**20)
+        for index in range(self.limits.workers):
+            label = self.source.name if self.limits.workers == 1 else f"{self.source.name}.{index}"
+            try:
+                worker = WorkerProcess(label, self._zygote, self._pump, self._worker_died)
+            except OSError as exc:
+                raise LoadError(f"Could not start a worker process: {exc}", "WorkerStart") from exc
+            self._workers.append(worker)
+            self._monitor.watch(worker, limit)
+        message = ("load", self.source.name, self.source.module, self.source.attr,
+                   list(self.source.search_path))
+        for worker in self._workers:
+            attempt = self._exchange(worker, message, "import", self.limits.load_timeout_s)
+            if isinstance(attempt, Attempt):
+                self.close()
+                raise LoadError(attempt.outcome.error or "import failed",
+                                attempt.outcome.error_type or "ImportFailed")
+            if attempt[0] == "load_error":
+                self.close()
+                raise LoadError(attempt[1], attempt[2])
+            self._free.put(worker)
+
+    def call(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> Attempt:
+        if self._closed or not self._workers:
+            return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))
+        worker = self._free.get()
+        if self._closed:
+            self._free.put(worker)
+            return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))
+        try:
+            reply = self._exchange(worker, ("call", hook, kwargs), hook, timeout_s)
+        finally:
+            self._free.put(worker)
+        if isinstance(reply, Attempt):
+            self.close()
+            return reply
+        outcome: Outcome = reply[1]
+        return Attempt(outcome)
+
+    def _exchange(
+        self, worker: WorkerProcess, message: Any, what: str, timeout_s: float
+    ) -> Attempt | Any:
+        """The worker's reply, or the Attempt that says which guard tripped."""
+        start = time.perf_counter()
+        worker.busy = True
+        try:
+            status, reply = worker.exchange(message, timeout_s)
+            if status != "reply":
+                self._closed = True  # before busy clears: the death is this call's
+            if status == "timeout":
+                worker.kill("timeout")
+        finally:
+            worker.busy = False
+        elapsed = (time.perf_counter() - start) * 1000
+        if status == "reply":
+            return reply
+        if status == "timeout":
+            error, error_type, guard = timeout_reason(what, timeout_s), "Timeout", "timeout"
+        elif worker.killed_by == "memory":
+            error = memory_reason(self.limits.memory_mb, worker.peak_bytes)
+            error_type, guard = "MemoryLimitExceeded", "memory"
+        else:
+            worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
+            call = f"run('{message[2]['tool']}')" if what == "run" else f"{what}"
+            error = f"{worker.death_reason()} during {call}"
+            error_type, guard = "WorkerDied", "crash"
+        return Attempt(Outcome(False, error=error, error_type=error_type, duration_ms=elapsed),
+                       guard)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._closed = True
+        for worker in self._workers:
+            self._monitor.forget(worker)
+            worker.close()
+
+    def resident_bytes(self) -> int | None:
+        alive = [w for w in self._workers if not w.exited.is_set()]
+        return sum(w.resident_bytes() for w in alive) if alive else None
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if not w.exited.is_set()]

@@ -1,0 +1,49 @@
+"""Shared test helpers: plugin sources and waiting on conditions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import psutil
+
+ECHO = """
+from plugwarden import hookimpl
+
+@hookimpl
+def validate():
+    return True
+
+@hookimpl
+def run(tool, args):
+    return {"tool": tool, "args": args}
+"""
+
+
+def plugin_source(run_body: str, *, prelude: str = "", init_body: str = "pass") -> str:
+    """A plugin whose run() executes ``run_body`` (indented for a function)."""
+    body = "\n".join("    " + line for line in run_body.strip().splitlines())
+    init = "\n".join("    " + line for line in init_body.strip().splitlines())
+    return (
+        f"from plugwarden import hookimpl\n{prelude}\n\n"
+        f"@hookimpl\ndef init(config):\n{init}\n\n"
+        "@hookimpl\ndef validate():\n    return True\n\n"
+        f"@hookimpl\ndef run(tool, args):\n{body}\n"
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until true; fail after ``timeout_s`` (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (a zombie counts as gone: it runs no code)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -1,0 +1,250 @@
+"""Process isolation: every way a plugin can misbehave costs only that plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from plugwarden import State
+from tests.conftest import ECHO, gone, plugin_source, wait_for
+
+GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
+
+RUN_MISBEHAVIOURS = {
+    "raises": ("raise ValueError('bad input')", "ValueError", None, "ValueError: bad input"),
+    "system_exit": ("raise SystemExit(3)", "SystemExit", None, "sys.exit(3)"),
+    "keyboard_interrupt": ("raise KeyboardInterrupt", "KeyboardInterrupt", None,
+                           "KeyboardInterrupt"),
+    "os_exit": ("import os\nos._exit(7)", "WorkerDied", "crash", "exited with code 7"),
+    "segfault": ("import ctypes\nctypes.string_at(0)", "WorkerDied", "crash", "SIGSEGV"),
+    "sleeps_in_c": ("import ctypes\nctypes.CDLL(None).sleep(100000)", "Timeout", "timeout",
+                    "timed out after 1s"),
+    "spins": ("while True:\n    pass", "Timeout", "timeout", "timed out after 1s"),
+    "allocates": ("hog = []\nwhile True:\n    hog.append(b'x' * 10_000_000)",
+                  "MemoryLimitExceeded", "memory", "exceeded 150 MB memory limit"),
+    "unserialisable": ("return {1, 2}", "ResultNotSerializable", None, "not JSON-serialisable"),
+}
+
+
+@pytest.fixture
+def chaos(plugwarden_plugin, plugwarden_host):
+    """A host with one misbehaving plugin and a healthy sibling."""
+
+    def make(source: str):
+        plugwarden_plugin("sibling", ECHO)
+        plugwarden_plugin("chaos", source, manifest={"guards": GUARDS})
+        return plugwarden_host()
+
+    return make
+
+
+def assert_sibling_answers(host) -> None:
+    result = host.call("sibling", "echo", {"n": 1})
+    assert result.ok, result
+    assert result.result == {"tool": "echo", "args": {"n": 1}}
+    assert host.status("sibling").state is State.INITIALIZED
+
+
+class TestRunMisbehaviour:
+    @pytest.mark.parametrize("case", sorted(RUN_MISBEHAVIOURS))
+    def test_misbehaving_run_fails_only_that_plugin(self, chaos, case):
+        """Each misbehaviour ends in an error result and FAILED; the sibling answers."""
+        body, error_type, guard, reason = RUN_MISBEHAVIOURS[case]
+        host = chaos(plugin_source(body))
+        assert host.status("chaos").state is State.INITIALIZED
+
+        result = host.call("chaos", "go", {"x": 1})
+
+        assert not result.ok
+        assert result.error_type == error_type
+        assert result.guard == guard
+        assert reason in result.error
+        assert result.args == {"x": 1}
+        status = host.status("chaos")
+        assert status.state is State.FAILED
+        assert reason in status.reason
+        assert "Traceback" not in status.reason
+        assert_sibling_answers(host)
+
+    def test_call_after_failure_is_refused_with_the_reason(self, chaos):
+        """A FAILED plugin answers ok=false naming its state, without running code."""
+        host = chaos(plugin_source("raise RuntimeError('boom')"))
+        host.call("chaos", "go", {})
+        result = host.call("chaos", "go", {})
+        assert not result.ok
+        assert result.error_type == "PluginNotAvailable"
+        assert "FAILED" in result.error and "boom" in result.error
+
+    def test_timeout_kills_the_plugins_children_too(self, chaos, tmp_path):
+        """A plugin that starts a child and hangs: worker and child both die."""
+        pid_file = tmp_path / "child.pid"
+        body = f"""
+import subprocess, time
+child = subprocess.Popen(["sleep", "1000"])
+open({str(pid_file)!r}, "w").write(str(child.pid))
+while True:
+    time.sleep(1)
+"""
+        host = chaos(plugin_source(body))
+        workers = host.worker_pids("chaos")
+        result = host.call("chaos", "go", {})
+        assert result.guard == "timeout"
+        child = int(pid_file.read_text())
+        wait_for(lambda: gone(child), what="the plugin's child to die")
+        wait_for(lambda: all(gone(pid) for pid in workers), what="the worker to die")
+        assert_sibling_answers(host)
+
+
+class TestLoadMisbehaviour:
+    @pytest.mark.parametrize(
+        ("source", "reason"),
+        [
+            ("import time\ntime.sleep(1000)\n", "import timed out after 2s"),
+            ("import ctypes\nctypes.string_at(0)\n", "SIGSEGV"),
+            ("import os\nos._exit(4)\n", "exited with code 4"),
+            ("raise SystemExit('no')\n", "SystemExit"),
+            (plugin_source("return 1", init_body="import time\ntime.sleep(1000)"),
+             "init timed out after 2s"),
+            (plugin_source("return 1", init_body="raise OSError('no model')"),
+             "OSError: no model"),
+        ],
+        ids=["hangs_at_import", "segfaults_at_import", "exits_at_import", "system_exit_at_import",
+             "hangs_in_init", "init_raises"],
+    )
+    def test_broken_load_fails_only_that_plugin(self, chaos, source, reason):
+        """Import and init failures of every kind end FAILED with the reason."""
+        host = chaos(source)
+        status = host.status("chaos")
+        assert status.state is State.FAILED
+        assert reason in status.reason
+        assert host.worker_pids("chaos") == []
+        assert_sibling_answers(host)
+
+
+class TestWorkerLifecycle:
+    def test_restart_brings_a_failed_plugin_back_with_a_fresh_worker(
+        self, chaos, tmp_path
+    ):
+        """restart() reruns the pipeline in a new worker process."""
+        flag = tmp_path / "crash-once"
+        flag.write_text("1")
+        body = f"""
+import os
+if os.path.exists({str(flag)!r}):
+    os.remove({str(flag)!r})
+    os._exit(9)
+return "fine"
+"""
+        host = chaos(plugin_source(body))
+        first = host.worker_pids("chaos")
+        assert host.call("chaos", "go", {}).guard == "crash"
+        assert host.status("chaos").state is State.FAILED
+
+        status = host.restart("chaos")
+
+        assert status.state is State.INITIALIZED
+        assert host.worker_pids("chaos") != first
+        assert host.call("chaos", "go", {}).result == "fine"
+        states = [t.state for t in host.status("chaos").history]
+        assert states[:2] == [State.LOADED, State.INITIALIZED]
+        assert State.FAILED in states and states[-1] is State.INITIALIZED
+
+    def test_close_leaves_no_process_behind(self, plugwarden_plugin, plugwarden_host):
+        """After close() no worker, no child of a worker and no zygote is left."""
+        for index in range(3):
+            plugwarden_plugin(f"p{index}", ECHO)
+        host = plugwarden_host()
+        pids = [pid for name in ("p0", "p1", "p2") for pid in host.worker_pids(name)]
+        assert len(pids) == 3
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        assert set(pids) <= before
+
+        host.close()
+
+        wait_for(lambda: all(gone(pid) for pid in before), what="every process to exit")
+
+    def test_worker_exits_when_its_host_is_killed(self, plugwarden_plugin, plugwarden_site):
+        """A host killed with SIGKILL does not leave its workers running."""
+        plugwarden_plugin("p", ECHO)
+        script = textwrap.dedent(f"""
+            import json, sys, time
+            from plugwarden import Host
+            host = Host({{}}, search_path=[{str(plugwarden_site)!r}])
+            host.start()
+            print(json.dumps(host.worker_pids("p")), flush=True)
+            time.sleep(1000)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            workers = json.loads(proc.stdout.readline())
+            assert workers and not any(gone(pid) for pid in workers)
+            proc.kill()
+            proc.wait()
+            wait_for(lambda: all(gone(pid) for pid in workers), what="orphaned workers to exit")
+        finally:
+            proc.kill()
+            proc.stdout.close()
+
+    def test_worker_output_goes_to_the_host_log_tagged(self, chaos, caplog):
+        """print() in a plugin lands in the log under plugwarden.plugin.<name>."""
+        caplog.set_level("INFO", logger="plugwarden.plugin")
+        host = chaos(plugin_source("print('hello from the worker', flush=True)\nreturn 1"))
+        assert host.call("chaos", "go", {}).ok
+        wait_for(
+            lambda: any(
+                r.name == "plugwarden.plugin.chaos" and "hello from the worker" in r.getMessage()
+                for r in caplog.records
+            ),
+            what="the worker's line in the log",
+        )
+
+    def test_idle_worker_death_marks_the_plugin_failed(self, chaos):
+        """A worker killed between calls makes its plugin FAILED with the signal."""
+        host = chaos(plugin_source("return 1"))
+        (pid,) = host.worker_pids("chaos")
+        os.kill(pid, 9)
+        wait_for(lambda: host.status("chaos").state is State.FAILED, what="FAILED")
+        assert "SIGKILL" in host.status("chaos").reason
+        assert_sibling_answers(host)
+
+
+class TestConcurrency:
+    def test_pool_serves_calls_in_parallel_and_counts_exactly(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """workers = 3 gives three processes; 60 concurrent calls all succeed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        plugwarden_plugin("pool", plugin_source("import os\nreturn os.getpid()"),
+                          manifest={"guards": {"workers": 3}})
+        host = plugwarden_host()
+        assert len(host.worker_pids("pool")) == 3
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: host.call("pool", "pid", {}), range(60)))
+        assert all(r.ok for r in results)
+        assert {r.result for r in results} <= set(host.worker_pids("pool"))
+        status = host.status("pool")
+        assert status.metrics["success_count"] == 60
+        assert status.state is State.INITIALIZED
+
+
+def test_host_never_imports_process_plugin_code(plugwarden_plugin, plugwarden_host):
+    """A process plugin's module is imported in its worker, never in the host."""
+    plugwarden_plugin("p", ECHO, module="never_in_host_plugin")
+    host = plugwarden_host()
+    assert host.status("p").state is State.INITIALIZED
+    assert "never_in_host_plugin" not in sys.modules
+
+
+def test_worker_pids_of_inline_plugin_is_empty(plugwarden_plugin, plugwarden_host):
+    plugwarden_plugin("p", ECHO, manifest={"guards": {"isolation": "inline"}})
+    host = plugwarden_host()
+    assert host.worker_pids("p") == []
+    assert Path  # keep import used
