@@ -20,15 +20,27 @@ GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
 RUN_MISBEHAVIOURS = {
     "raises": ("raise ValueError('bad input')", "ValueError", None, "ValueError: bad input"),
     "system_exit": ("raise SystemExit(3)", "SystemExit", None, "sys.exit(3)"),
-    "keyboard_interrupt": ("raise KeyboardInterrupt", "KeyboardInterrupt", None,
-                           "KeyboardInterrupt"),
+    "keyboard_interrupt": (
+        "raise KeyboardInterrupt",
+        "KeyboardInterrupt",
+        None,
+        "KeyboardInterrupt",
+    ),
     "os_exit": ("import os\nos._exit(7)", "WorkerDied", "crash", "exited with code 7"),
     "segfault": ("import ctypes\nctypes.string_at(0)", "WorkerDied", "crash", "SIGSEGV"),
-    "sleeps_in_c": ("import ctypes\nctypes.CDLL(None).sleep(100000)", "Timeout", "timeout",
-                    "timed out after 1s"),
+    "sleeps_in_c": (
+        "import ctypes\nctypes.CDLL(None).sleep(100000)",
+        "Timeout",
+        "timeout",
+        "timed out after 1s",
+    ),
     "spins": ("while True:\n    pass", "Timeout", "timeout", "timed out after 1s"),
-    "allocates": ("hog = []\nwhile True:\n    hog.append(b'x' * 10_000_000)",
-                  "MemoryLimitExceeded", "memory", "exceeded 150 MB memory limit"),
+    "allocates": (
+        "hog = []\nwhile True:\n    hog.append(b'x' * 10_000_000)",
+        "MemoryLimitExceeded",
+        "memory",
+        "exceeded 150 MB memory limit",
+    ),
     "unserialisable": ("return {1, 2}", "ResultNotSerializable", None, "not JSON-serialisable"),
 }
 
@@ -110,13 +122,20 @@ class TestLoadMisbehaviour:
             ("import ctypes\nctypes.string_at(0)\n", "SIGSEGV"),
             ("import os\nos._exit(4)\n", "exited with code 4"),
             ("raise SystemExit('no')\n", "SystemExit"),
-            (plugin_source("return 1", init_body="import time\ntime.sleep(1000)"),
-             "init timed out after 2s"),
-            (plugin_source("return 1", init_body="raise OSError('no model')"),
-             "OSError: no model"),
+            (
+                plugin_source("return 1", init_body="import time\ntime.sleep(1000)"),
+                "init timed out after 2s",
+            ),
+            (plugin_source("return 1", init_body="raise OSError('no model')"), "OSError: no model"),
         ],
-        ids=["hangs_at_import", "segfaults_at_import", "exits_at_import", "system_exit_at_import",
-             "hangs_in_init", "init_raises"],
+        ids=[
+            "hangs_at_import",
+            "segfaults_at_import",
+            "exits_at_import",
+            "system_exit_at_import",
+            "hangs_in_init",
+            "init_raises",
+        ],
     )
     def test_broken_load_fails_only_that_plugin(self, chaos, source, reason):
         """Import and init failures of every kind end FAILED with the reason."""
@@ -129,9 +148,7 @@ class TestLoadMisbehaviour:
 
 
 class TestWorkerLifecycle:
-    def test_restart_brings_a_failed_plugin_back_with_a_fresh_worker(
-        self, chaos, tmp_path
-    ):
+    def test_restart_brings_a_failed_plugin_back_with_a_fresh_worker(self, chaos, tmp_path):
         """restart() reruns the pipeline in a new worker process."""
         flag = tmp_path / "crash-once"
         flag.write_text("1")
@@ -222,8 +239,11 @@ class TestConcurrency:
         """workers = 3 gives three processes; 60 concurrent calls all succeed."""
         from concurrent.futures import ThreadPoolExecutor
 
-        plugwarden_plugin("pool", plugin_source("import os\nreturn os.getpid()"),
-                          manifest={"guards": {"workers": 3}})
+        plugwarden_plugin(
+            "pool",
+            plugin_source("import os\nreturn os.getpid()"),
+            manifest={"guards": {"workers": 3}},
+        )
         host = plugwarden_host()
         assert len(host.worker_pids("pool")) == 3
         with ThreadPoolExecutor(6) as pool:

@@ -62,7 +62,7 @@ class HostConfig:
         """From ``path``, else ``plugwarden.toml`` here, else the defaults."""
         if path is None:
             if not Path(DEFAULT_CONFIG_NAME).is_file():
-                return cls.from_dict({}).with_env()
+                return cls.from_dict({}, source="<built-in defaults>").with_env()
             path = DEFAULT_CONFIG_NAME
         file = Path(path)
         try:
@@ -119,15 +119,18 @@ class _Parser:
             raise self.error("<root>", "expected a table")
         for key in data:
             if key not in ("defaults", "plugins", "server"):
-                raise self.error(key, "unknown section; expected [defaults], [plugins.NAME], [server]")
+                raise self.error(
+                    key, "unknown section; expected [defaults], [plugins.NAME], [server]"
+                )
         defaults = self.table(data, "defaults")
         guard_part = {k: v for k, v in defaults.items() if k not in _HOST_KEYS}
         guards = guard_settings(guard_part, where="defaults", fail=self.error)
-        host_values = {k: self.positive(defaults, k, "defaults") for k in _HOST_KEYS if k in defaults}
+        host_values = {
+            k: self.positive(defaults, k, "defaults") for k in _HOST_KEYS if k in defaults
+        }
         limits = Limits(**{k: v for k, v in _fields(guards).items() if v is not None})
         plugins = {
-            name: self.plugin(name, table)
-            for name, table in self.table(data, "plugins").items()
+            name: self.plugin(name, table) for name, table in self.table(data, "plugins").items()
         }
         return HostConfig(
             defaults=limits,
@@ -168,7 +171,9 @@ class _Parser:
     def server(self, table: dict[str, Any]) -> ServerConfig:
         for key in table:
             if key not in _SERVER_KEYS:
-                raise self.error(f"server.{key}", f"unknown key; expected one of {sorted(_SERVER_KEYS)}")
+                raise self.error(
+                    f"server.{key}", f"unknown key; expected one of {sorted(_SERVER_KEYS)}"
+                )
         default = ServerConfig()
         host = table.get("host", default.host)
         if not isinstance(host, str) or not host:

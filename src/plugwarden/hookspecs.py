@@ -28,7 +28,7 @@ def init(config: dict[str, Any]) -> None:
 
 
 @hookspec(firstresult=True)
-def validate() -> None | bool | str:  # type: ignore[empty-body]
+def validate() -> bool | str | None:
     """Called after ``init``. ``None`` or ``True``: ready. ``False``, a string
     (the reason) or an exception: broken."""
 
@@ -39,5 +39,5 @@ def run(tool: str, args: dict[str, Any]) -> Any:
 
 
 @hookspec(firstresult=True)
-def health() -> dict[str, Any] | None:  # type: ignore[empty-body]
+def health() -> dict[str, Any] | None:
     """The plugin's own report, merged into its health record."""

@@ -9,7 +9,9 @@ from plugwarden.core.packages import pip_name
 
 __all__ = ["import_failure_reason"]
 
-_CUDA_LIBRARY = re.compile(r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc|cufft|curand|cusparse|cusolver|nccl|nvjitlink|nvToolsExt)[\w.\-]*\.so[\w.]*)")
+_CUDA_LIBRARY = re.compile(
+    r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc|cufft|curand|cusparse|cusolver|nccl|nvjitlink|nvToolsExt)[\w.\-]*\.so[\w.]*)"
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -14,7 +14,7 @@ from plugwarden.core.discovery import PluginSource
 from plugwarden.core.lifecycle import State
 from plugwarden.core.manifest import Manifest
 
-__all__ = ["Check", "Problem", "PreflightContext", "Verdict", "run_preflight"]
+__all__ = ["Check", "PreflightContext", "Problem", "Verdict", "run_preflight"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
-class GuardedHook(wrapt.FunctionWrapper):  # type: ignore[misc]
+class GuardedHook(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg,unused-ignore]
     """A hook implementation that never raises and always returns an Outcome."""
 
     def __init__(self, wrapped: Any, hook: str, plugin: str) -> None:
@@ -82,7 +82,7 @@ class _Capture:
             value = wrapped(*args, **kwargs)
         # A broad except is what this library is for: nothing a plugin raises,
         # SystemExit and KeyboardInterrupt included, may reach the host.
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             duration = (time.perf_counter() - start) * 1000
             log.warning("plugin %r: hook %s raised", self.plugin, self.hook, exc_info=True)
             return Outcome(

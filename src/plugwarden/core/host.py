@@ -17,16 +17,16 @@ from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import Discovery, PluginSource, discover
 from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
-from plugwarden.core.output import OutputPump
-from plugwarden.core.process import MemoryMonitor, ProcessRunner
-from plugwarden.core.zygote import Zygote
 from plugwarden.core.lifecycle import TERMINAL, State
 from plugwarden.core.loader import LoadError
 from plugwarden.core.manifest import Manifest, read_manifest
+from plugwarden.core.output import OutputPump
 from plugwarden.core.packages import check_packages, check_requirements
+from plugwarden.core.process import MemoryMonitor, ProcessRunner
 from plugwarden.core.registry import PluginInfo, PluginStatus, Registry
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import Attempt, Runner
+from plugwarden.core.zygote import Zygote
 from plugwarden.exceptions import ManifestError, PlugwardenError, UnknownPlugin
 
 __all__ = ["Host"]
@@ -169,9 +169,7 @@ class Host:
         if runner is None:  # restarted between begin_call and here
             attempt = Attempt(Outcome(False, error="Plugin is restarting", error_type="Restarting"))
         else:
-            attempt = runner.call(
-                "run", {"tool": tool, "args": arguments}, plugin.limits.timeout_s
-            )
+            attempt = runner.call("run", {"tool": tool, "args": arguments}, plugin.limits.timeout_s)
         outcome = attempt.outcome
         result = CallResult(
             ok=outcome.ok,
@@ -247,7 +245,7 @@ class Host:
             try:
                 _Pipeline(self, name, plugin, shared, restart).run()
             # The host must survive a bug of its own in one plugin's pipeline.
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("plugin %r: pipeline error", name)
                 _Pipeline(self, name, plugin, shared, restart=True).move(
                     State.FAILED, f"Internal error while loading: {exc!r}. Please report it."

@@ -30,7 +30,16 @@ __all__ = ["ElasticExecutor", "InlineRunner", "Job"]
 class Job:
     """One unit of work handed to an executor thread; finished exactly once."""
 
-    __slots__ = ("_done", "_finish_lock", "_finished", "args", "error", "function", "guard", "value")
+    __slots__ = (
+        "_done",
+        "_finish_lock",
+        "_finished",
+        "args",
+        "error",
+        "function",
+        "guard",
+        "value",
+    )
 
     def __init__(self, function: Any, args: tuple[Any, ...]) -> None:
         self.function = function
@@ -179,7 +188,10 @@ class InlineRunner:
 
     def load(self) -> None:
         job = self._executor.submit(
-            load_plugin, self.source.name, self.source.module, self.source.attr,
+            load_plugin,
+            self.source.name,
+            self.source.module,
+            self.source.attr,
             self.source.search_path,
         )
         if not job.wait(self.limits.load_timeout_s):
@@ -205,14 +217,22 @@ class InlineRunner:
         if not finished:
             job.trip("timeout", 0)
             return Attempt(
-                Outcome(False, error=timeout_reason(hook, timeout_s), error_type="Timeout",
-                        duration_ms=elapsed),
+                Outcome(
+                    False,
+                    error=timeout_reason(hook, timeout_s),
+                    error_type="Timeout",
+                    duration_ms=elapsed,
+                ),
                 "timeout",
             )
         if job.guard is not None:
             return Attempt(
-                Outcome(False, error=memory_reason(self.limits.memory_mb, job.guard[1]),
-                        error_type="MemoryLimitExceeded", duration_ms=elapsed),
+                Outcome(
+                    False,
+                    error=memory_reason(self.limits.memory_mb, job.guard[1]),
+                    error_type="MemoryLimitExceeded",
+                    duration_ms=elapsed,
+                ),
                 "memory",
             )
         outcome: Outcome = job.value

@@ -58,7 +58,9 @@ class LoadedPlugin:
         return outcome
 
 
-def load_plugin(name: str, module: str, attr: str | None, search_path: Sequence[str]) -> LoadedPlugin:
+def load_plugin(
+    name: str, module: str, attr: str | None, search_path: Sequence[str]
+) -> LoadedPlugin:
     """Import and register plugin ``name``. Raises :class:`LoadError` only."""
     holder = _import(module, attr, search_path)
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -70,10 +72,10 @@ def load_plugin(name: str, module: str, attr: str | None, search_path: Sequence[
         raise
     # Registering reads the plugin's attributes, which may run its code.
     except BaseException as exc:  # noqa: BLE001
-        raise LoadError(f"Plugin rejected while registering: {describe(exc)}", type(exc).__name__) from None
-    implemented = frozenset(
-        hook for hook in HOOKS if getattr(manager.hook, hook).get_hookimpls()
-    )
+        raise LoadError(
+            f"Plugin rejected while registering: {describe(exc)}", type(exc).__name__
+        ) from None
+    implemented = frozenset(hook for hook in HOOKS if getattr(manager.hook, hook).get_hookimpls())
     missing = [hook for hook in hookspecs.REQUIRED_HOOKS if hook not in implemented]
     if missing:
         raise LoadError(
@@ -92,6 +94,12 @@ def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object
     for entry in reversed(search_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    # A restart (or a second host in this process) imports the plugin afresh:
+    # forget its own package's modules and any stale directory listings.
+    top = module.split(".")[0]
+    for loaded in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        del sys.modules[loaded]
+    importlib.invalidate_caches()
     try:
         holder: object = importlib.import_module(module)
         for part in (attr or "").split(".") if attr else ():
@@ -100,7 +108,7 @@ def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object
             holder = holder()
     # A broad except is what this library is for: a plugin's import may raise
     # anything, SystemExit included, and that is the plugin's fault only.
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         log.warning("plugin module %r failed to import", module, exc_info=True)
         raise LoadError(import_failure_reason(module, exc), type(exc).__name__) from None
     return holder

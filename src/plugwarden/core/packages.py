@@ -7,7 +7,6 @@ import importlib.machinery
 import sys
 from importlib.metadata import distributions
 
-from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -37,20 +36,21 @@ def pip_name(import_name: str) -> str:
 
 def _installed(context: PreflightContext) -> dict[str, str]:
     """Installed distributions (canonical name -> version), read once per start."""
-    index = context.shared.get("installed")
+    index: dict[str, str] | None = context.shared.get("installed")
     if index is None:
         index = {}
-        for dist in distributions(path=list(context.source.search_path)):
+        # What the plugin's import will see: its own path, then the host's.
+        search = list(dict.fromkeys([*context.source.search_path, *sys.path]))
+        for dist in distributions(path=search):
             name = dist.metadata["Name"]
             if name:
                 index.setdefault(canonicalize_name(name), dist.version)
         context.shared["installed"] = index
-    return index  # type: ignore[no-any-return]
+    return index
 
 
 def check_requirements(context: PreflightContext) -> list[Problem]:
     installed = _installed(context)
-    environment: dict[str, str] = {**default_environment(), "extra": ""}
     problems = []
     for line in context.source.requires:
         try:
@@ -64,7 +64,7 @@ def check_requirements(context: PreflightContext) -> list[Problem]:
                 )
             )
             continue
-        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
         spec = f"{requirement.name}{requirement.specifier}"
         hint = f"pip install '{spec}'" if requirement.specifier else f"pip install {spec}"
@@ -102,6 +102,8 @@ def check_packages(context: PreflightContext) -> list[Problem]:
 
 def _importable(name: str, search: tuple[str, ...]) -> bool:
     """Whether ``name`` could be imported, found without executing any package."""
+    if name in sys.modules:
+        return True
     top, *rest = name.split(".")
     module = sys.modules.get(top)
     if module is not None:

@@ -8,6 +8,7 @@ crash result. The host never imports the plugin's code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -27,6 +28,7 @@ from plugwarden.core.discovery import PluginSource
 from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.loader import LoadError
 from plugwarden.core.output import OutputPump, OutputTail
+from plugwarden.core.result import Guard
 from plugwarden.core.runner import Attempt, memory_reason, timeout_reason
 from plugwarden.core.zygote import Zygote
 
@@ -53,8 +55,13 @@ def exit_reason(code: int | None) -> str:
 class WorkerProcess:
     """One worker: its pid, its control connection, its output, its fate."""
 
-    def __init__(self, label: str, zygote: Zygote, pump: OutputPump,
-                 on_death: Callable[[WorkerProcess], None]) -> None:
+    def __init__(
+        self,
+        label: str,
+        zygote: Zygote,
+        pump: OutputPump,
+        on_death: Callable[[WorkerProcess], None],
+    ) -> None:
         self.label = label
         self.tail = OutputTail(label)
         self.exit_code: int | None = None
@@ -63,6 +70,8 @@ class WorkerProcess:
         self.peak_bytes = 0
         self.busy = False
         self._on_death = on_death
+        self._fd_lock = threading.Lock()  # fds are closed once, never written after
+        self._closed = False
         self._death_r, self._death_w = os.pipe()
         control, child_control = socket.socketpair()
         lifeline_r, self._lifeline_w = os.pipe()
@@ -91,10 +100,9 @@ class WorkerProcess:
     def _exited(self, code: int | None) -> None:
         self.exit_code = code
         self.exited.set()
-        try:
-            os.write(self._death_w, b"x")
-        except OSError:
-            pass
+        with self._fd_lock:
+            if not self._closed:
+                os.write(self._death_w, b"x")
         self._on_death(self)
 
     def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
@@ -149,33 +157,30 @@ class WorkerProcess:
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for stray in strays:
-            try:
+            with contextlib.suppress(psutil.Error):
                 stray.kill()
-            except psutil.Error:
-                pass
 
     def close(self, grace_s: float = 1.0) -> None:
+        if self._closed:
+            return
         if not self.exited.is_set():
             if self.killed_by is None:
                 self.killed_by = "close"
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.send_bytes(pickle.dumps(("stop",)))
-            except OSError:
-                pass
             if not self.exited.wait(grace_s):
                 self.kill("close")
                 self.exited.wait(5.0)
-        self.connection.close()
-        for fd in (self._lifeline_w, self._death_r, self._death_w):
-            try:
+        with self._fd_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.connection.close()
+            for fd in (self._lifeline_w, self._death_r, self._death_w):
                 os.close(fd)
-            except OSError:
-                pass
 
     def death_reason(self) -> str:
         reason = exit_reason(self.exit_code)
@@ -220,12 +225,16 @@ class MemoryMonitor:
                 try:
                     over = worker.resident_bytes() > limit
                 # The monitor must outlive any surprise from one worker's /proc.
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("memory check of worker %s failed", worker.label)
                     continue
                 if over:
-                    log.warning("worker %s: %d bytes over its %d limit", worker.label,
-                                worker.peak_bytes, limit)
+                    log.warning(
+                        "worker %s: %d bytes over its %d limit",
+                        worker.label,
+                        worker.peak_bytes,
+                        limit,
+                    )
                     worker.kill("memory")
 
     def close(self) -> None:
@@ -254,13 +263,16 @@ class ProcessRunner:
         self._on_idle_death = on_idle_death
         self._workers: list[WorkerProcess] = []
         self._free: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
-        self._closed = False
+        self._closed = False  # no new calls: a guard tripped or close() began
 
     def _worker_died(self, worker: WorkerProcess) -> None:
         # Deaths during a call (and kills we ordered) are reported by the call.
         if not worker.busy and not self._closed and worker.killed_by in (None, "memory"):
-            reason = (memory_reason(self.limits.memory_mb, worker.peak_bytes)
-                      if worker.killed_by == "memory" else f"{worker.death_reason()} while idle")
+            reason = (
+                memory_reason(self.limits.memory_mb, worker.peak_bytes)
+                if worker.killed_by == "memory"
+                else f"{worker.death_reason()} while idle"
+            )
             self._on_idle_death(reason)
 
     def load(self) -> None:
@@ -273,14 +285,21 @@ class ProcessRunner:
                 raise LoadError(f"Could not start a worker process: {exc}", "WorkerStart") from exc
             self._workers.append(worker)
             self._monitor.watch(worker, limit)
-        message = ("load", self.source.name, self.source.module, self.source.attr,
-                   list(self.source.search_path))
+        message = (
+            "load",
+            self.source.name,
+            self.source.module,
+            self.source.attr,
+            list(self.source.search_path),
+        )
         for worker in self._workers:
             attempt = self._exchange(worker, message, "import", self.limits.load_timeout_s)
             if isinstance(attempt, Attempt):
                 self.close()
-                raise LoadError(attempt.outcome.error or "import failed",
-                                attempt.outcome.error_type or "ImportFailed")
+                raise LoadError(
+                    attempt.outcome.error or "import failed",
+                    attempt.outcome.error_type or "ImportFailed",
+                )
             if attempt[0] == "load_error":
                 self.close()
                 raise LoadError(attempt[1], attempt[2])
@@ -320,6 +339,7 @@ class ProcessRunner:
         elapsed = (time.perf_counter() - start) * 1000
         if status == "reply":
             return reply
+        guard: Guard
         if status == "timeout":
             error, error_type, guard = timeout_reason(what, timeout_s), "Timeout", "timeout"
         elif worker.killed_by == "memory":
@@ -330,8 +350,9 @@ class ProcessRunner:
             call = f"run('{message[2]['tool']}')" if what == "run" else f"{what}"
             error = f"{worker.death_reason()} during {call}"
             error_type, guard = "WorkerDied", "crash"
-        return Attempt(Outcome(False, error=error, error_type=error_type, duration_ms=elapsed),
-                       guard)  # type: ignore[arg-type]
+        return Attempt(
+            Outcome(False, error=error, error_type=error_type, duration_ms=elapsed), guard
+        )
 
     def close(self) -> None:
         self._closed = True

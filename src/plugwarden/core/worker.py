@@ -8,6 +8,7 @@ host, and the kernel kills it when the zygote goes (``PR_SET_PDEATHSIG``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -28,10 +29,8 @@ _PR_SET_PDEATHSIG = 1
 
 def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
     parent = os.getppid()
-    try:
+    with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    except OSError:
-        pass
     _die_with_parent(parent)
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
@@ -39,7 +38,9 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
         force=True,
     )
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()

@@ -12,6 +12,7 @@ the socket closes, and its children die with it (``PR_SET_PDEATHSIG``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ class Zygote:
         self._pending: dict[int, list[Any]] = {}
         self._forked = threading.Condition()
         self._exit_listeners: dict[int, Callable[[int | None], None]] = {}
-        self._exits: dict[int, int] = {}
+        self._exits: dict[int, int | None] = {}
 
     def _ensure_running(self) -> socket.socket:
         with self._lock:
@@ -90,10 +91,11 @@ class Zygote:
             if not got or answer[0] is None:
                 raise OSError(f"the zygote did not fork a worker for {label}")
             pid: int = answer[0]
-            code = self._exits.pop(pid, "alive")
-            if code == "alive":
+            already_exited = pid in self._exits
+            code = self._exits.pop(pid, None)
+            if not already_exited:
                 self._exit_listeners[pid] = on_exit
-        if code != "alive":
+        if already_exited:
             on_exit(code)  # died before we even heard of it
         return pid
 
@@ -119,7 +121,7 @@ class Zygote:
         with self._forked:
             listener = self._exit_listeners.pop(pid, None)
             if listener is None:
-                self._exits[pid] = code  # type: ignore[assignment]
+                self._exits[pid] = code
                 return
         listener(code)
 
@@ -144,10 +146,8 @@ class Zygote:
         if sock is not None:
             # shutdown, not just close: our reader thread is blocked in recv
             # on this socket, and only shutdown makes the zygote see EOF now.
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         if process is not None:
             try:
@@ -201,10 +201,8 @@ def _serve_request(sock: socket.socket, wake_r: int, wake_w: int, serve: Any) ->
             serve(*fds, label=request.get("label", "?"))
         finally:
             os._exit(70)
-    try:
+    with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also done by the child; whichever runs first
-    except OSError:
-        pass
     for passed in fds:
         os.close(passed)
     sock.send(json.dumps({"op": "forked", "id": request["id"], "pid": pid}).encode())

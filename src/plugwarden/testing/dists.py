@@ -35,8 +35,9 @@ def write_plugin(
     """Write plugin ``name`` (a package holding ``source``) into ``site``.
 
     ``manifest`` is a mapping (written as ``manifest.json``) or the raw text
-    of ``manifest.toml`` (``manifest_format="json"`` for raw JSON text). ``entry_point`` overrides the entry point's value (default:
-    the package). Returns the package directory."""
+    of ``manifest.toml`` (``manifest_format="json"`` for raw JSON text).
+    ``entry_point`` overrides the entry point's value (default: the package).
+    Returns the package directory."""
     module = module or f"{canonicalize_name(name).replace('-', '_')}_plugin"
     dist = dist or f"{module.replace('_', '-')}"
     package = site / module
@@ -56,4 +57,3 @@ def write_plugin(
     )
     (info / "RECORD").write_text("", encoding="utf-8")
     return package
-

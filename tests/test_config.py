@@ -1,0 +1,71 @@
+"""The host config: TOML file, dict or defaults; errors name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugwarden import ConfigError, HostConfig
+from plugwarden.core.manifest import GuardSettings
+
+
+class TestHostConfig:
+    def test_defaults_without_any_file(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("PLUGWARDEN_TOKEN", raising=False)
+        config = HostConfig.load()
+        assert config.defaults.timeout_s == 60 and config.defaults.memory_mb == 1024
+        assert config.defaults.isolation == "process"
+        assert (config.server.host, config.server.token) == ("127.0.0.1", None)
+
+    def test_file_in_working_directory_is_read(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "plugwarden.toml").write_text(
+            "[defaults]\ntimeout_s = 5\n[plugins.vision]\nmemory_mb = 4096\nthreshold = 0.5\n"
+            "[server]\nport = 9000\n"
+        )
+        config = HostConfig.load()
+        assert config.defaults.timeout_s == 5
+        assert config.plugin("vision").guards.memory_mb == 4096
+        assert config.plugin("vision").settings == {"threshold": 0.5}
+        assert config.server.port == 9000
+
+    def test_operator_wins_over_manifest_over_defaults(self):
+        config = HostConfig.from_dict(
+            {"defaults": {"timeout_s": 10, "memory_mb": 100}, "plugins": {"p": {"timeout_s": 99}}}
+        )
+        limits = config.limits_for("p", GuardSettings(timeout_s=20, memory_mb=300))
+        assert (limits.timeout_s, limits.memory_mb) == (99, 300)
+        assert config.limits_for("other", GuardSettings()).timeout_s == 10
+
+    def test_token_from_the_environment(self, monkeypatch, tmp_path):
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("PLUGWARDEN_TOKEN", "s3cret")
+        assert HostConfig.load().server.token == "s3cret"
+
+    @pytest.mark.parametrize(
+        ("data", "key"),
+        [
+            ({"defaults": {"timeout_s": "fast"}}, "defaults.timeout_s"),
+            ({"defaults": {"isolation": "thread"}}, "defaults.isolation"),
+            ({"defaults": {"timeout": 5}}, "defaults.timeout"),
+            ({"server": {"port": 70000}}, "server.port"),
+            ({"server": {"hots": "0.0.0.0"}}, "server.hots"),
+            ({"plugins": {"p": {"enabled": "no"}}}, "plugins.p.enabled"),
+            ({"plugins": {"p": 3}}, "plugins.p"),
+            ({"plugin": {}}, "plugin"),
+        ],
+    )
+    def test_malformed_config_names_the_key(self, data, key):
+        with pytest.raises(ConfigError) as info:
+            HostConfig.from_dict(data)
+        assert info.value.key == key
+
+    def test_malformed_toml_file_is_an_error_not_a_default(self, tmp_path):
+        path = tmp_path / "bad.toml"
+        path.write_text("[defaults\n")
+        with pytest.raises(ConfigError, match="not valid TOML"):
+            HostConfig.load(path)
+
+    def test_missing_explicit_file_is_an_error(self, tmp_path):
+        with pytest.raises(ConfigError, match="cannot be read"):
+            HostConfig.load(tmp_path / "absent.toml")

@@ -1,0 +1,146 @@
+"""The Host: the whole pipeline, on real entry points, never raising for a plugin."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugwarden import Host, State, UnknownPlugin
+from tests.conftest import ECHO, plugin_source
+
+VALIDATE = (
+    "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n{body}\n\n"
+    "@hookimpl\ndef run(tool, args):\n    return 1\n"
+)
+
+
+@pytest.fixture(params=["process", "inline"])
+def isolation(request):
+    return {"defaults": {"isolation": request.param}}
+
+
+class TestStart:
+    def test_import_error_is_failed_with_the_exception_type(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin("bad", "raise RuntimeError('cannot start')\n")
+        host = plugwarden_host(isolation)
+        status = host.status("bad")
+        assert status.state is State.FAILED
+        assert "RuntimeError: cannot start" in status.reason
+
+    def test_import_failure_does_not_stop_the_others(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin("bad", "import no_such_module_anywhere\n")
+        plugwarden_plugin("good", ECHO)
+        host = plugwarden_host(isolation)
+        assert host.status("good").state is State.INITIALIZED
+        assert host.call("good", "echo", {"a": 1}).ok
+        available = [s.name for s in host.statuses() if s.available]
+        assert available == ["good"]
+
+    def test_init_error_is_failed_with_an_actionable_reason(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin("p", plugin_source("return 1", init_body="raise KeyError('api_key')"))
+        host = plugwarden_host(isolation)
+        status = host.status("p")
+        assert status.state is State.FAILED
+        assert status.reason == (
+            "init() failed with KeyError: 'api_key'. Fix the plugin, then restart it."
+        )
+
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            ("    return False", "validate() returned False"),
+            ("    return 'GPU memory too small'", "validate() reported: GPU memory too small"),
+            ("    raise ValueError('no weights')", "validate() raised ValueError: no weights"),
+            ("    return 42", "validate() returned int"),
+        ],
+    )
+    def test_validate_saying_not_ready_is_failed(
+        self, plugwarden_plugin, plugwarden_host, isolation, body, reason
+    ):
+        plugwarden_plugin("p", VALIDATE.format(body=body))
+        host = plugwarden_host(isolation)
+        status = host.status("p")
+        assert status.state is State.FAILED
+        assert reason in status.reason
+
+    def test_init_receives_operator_settings_and_models(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin(
+            "p",
+            plugin_source(
+                "return CONFIG", prelude="CONFIG = {}", init_body="CONFIG.update(config)"
+            ),
+        )
+        config = {**isolation, "plugins": {"p": {"greeting": "hi", "timeout_s": 5}}}
+        host = plugwarden_host(config)
+        assert host.call("p", "t", {}).result == {"greeting": "hi", "models": {}}
+
+    def test_manifest_error_fails_only_that_plugin(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin("bad", ECHO, manifest="requires_gpu = 'maybe'\n")
+        plugwarden_plugin("good", ECHO)
+        host = plugwarden_host()
+        status = host.status("bad")
+        assert status.state is State.FAILED
+        assert "manifest.toml: key 'requires_gpu': expected a boolean" in status.reason
+        assert host.status("good").state is State.INITIALIZED
+
+    def test_duplicate_name_is_failed_naming_both(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin("twin", ECHO, module="twin_a", dist="dist-a")
+        plugwarden_plugin("twin", ECHO, module="twin_b", dist="dist-b")
+        host = plugwarden_host()
+        status = host.status("twin")
+        assert status.state is State.FAILED
+        assert "dist-a" in status.reason and "dist-b" in status.reason
+
+    def test_disabled_plugin_is_not_loaded(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin("off", "raise SystemExit('must not import')\n")
+        host = plugwarden_host({"plugins": {"off": {"enabled": False}}})
+        status = host.status("off")
+        assert status.state is State.UNAVAILABLE
+        assert "enabled = false" in status.reason
+
+    def test_hundred_plugins_all_reach_their_states(self, plugwarden_plugin, plugwarden_host):
+        """100 plugins, every fifth one broken, load concurrently to the right states."""
+        for index in range(100):
+            source = "raise ImportError('broken on purpose')\n" if index % 5 == 0 else ECHO
+            plugwarden_plugin(f"p{index:03d}", source)
+        host = plugwarden_host()
+        states = {s.name: s.state for s in host.statuses()}
+        assert len(states) == 100
+        for index in range(100):
+            expected = State.FAILED if index % 5 == 0 else State.INITIALIZED
+            assert states[f"p{index:03d}"] is expected
+
+
+class TestCalls:
+    def test_unknown_plugin_and_bad_input_are_error_results(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """Bad input gets an error record and leaves the plugin untouched."""
+        plugwarden_plugin("p", ECHO, manifest={"tools": {"echo": "echo"}})
+        host = plugwarden_host()
+        assert host.call("ghost", "echo", {}).error_type == "UnknownPlugin"
+        assert host.call("p", "nope", {}).error_type == "UnknownTool"
+        assert host.call("p", "echo", [1, 2]).error_type == "InvalidArguments"  # type: ignore[arg-type]
+        assert host.call("p", "", {}).error_type == "InvalidArguments"
+        assert host.status("p").state is State.INITIALIZED
+        assert host.call("p", "echo", {"x": 1}).result == {"tool": "echo", "args": {"x": 1}}
+
+    def test_restart_of_unknown_plugin_raises(self, plugwarden_host):
+        host = plugwarden_host()
+        with pytest.raises(UnknownPlugin):
+            host.restart("ghost")
+
+
+def test_host_works_with_no_config_and_no_plugins(tmp_path, monkeypatch):
+    """No file, no plugins: start, list and close all work."""
+    monkeypatch.chdir(tmp_path)
+    with Host(search_path=[str(tmp_path)]) as host:
+        assert host.statuses() == []
+        assert host.config.source == "<built-in defaults>"

@@ -1,0 +1,63 @@
+"""Loading: hooks checked against the specs, reasons that name the hook."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugwarden import State
+
+ISOLATIONS = ["process", "inline"]
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+class TestHookChecks:
+    def test_missing_required_hook_is_failed_naming_it(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin(
+            "norun",
+            "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n    return True\n",
+        )
+        host = plugwarden_host({"defaults": {"isolation": isolation}})
+        status = host.status("norun")
+        assert status.state is State.FAILED
+        assert "required hook(s) 'run(tool, args)'" in status.reason
+
+    def test_hook_with_an_argument_the_spec_lacks_is_failed(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin(
+            "extra",
+            "from plugwarden import hookimpl\n\n@hookimpl\n"
+            "def validate():\n    return True\n\n@hookimpl\n"
+            "def run(tool, args, verbose):\n    return 1\n",
+        )
+        host = plugwarden_host({"defaults": {"isolation": isolation}})
+        status = host.status("extra")
+        assert status.state is State.FAILED
+        assert "Hook 'run' takes argument(s) 'verbose'" in status.reason
+        assert "Expected run(tool, args)" in status.reason
+
+    def test_unknown_hook_name_is_failed(self, plugwarden_plugin, plugwarden_host, isolation):
+        plugwarden_plugin(
+            "typo",
+            "from plugwarden import hookimpl\n\n@hookimpl\n"
+            "def validate():\n    return True\n\n@hookimpl\n"
+            "def runn(tool, args):\n    return 1\n",
+        )
+        host = plugwarden_host({"defaults": {"isolation": isolation}})
+        assert "Unknown hook 'runn'" in host.status("typo").reason
+
+    def test_instance_entry_point_with_subset_of_arguments(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        """module:attr naming an instance works; a hook may take fewer arguments."""
+        source = (
+            "from plugwarden import hookimpl\n\nclass Plugin:\n    @hookimpl\n"
+            "    def validate(self):\n        return None\n\n    @hookimpl\n"
+            "    def run(self, tool):\n        return tool.upper()\n\nplugin = Plugin()\n"
+        )
+        plugwarden_plugin("obj", source, entry_point="obj_plugin:plugin")
+        host = plugwarden_host({"defaults": {"isolation": isolation}})
+        assert host.status("obj").state is State.INITIALIZED
+        assert host.call("obj", "shout", {}).result == "SHOUT"

@@ -1,0 +1,95 @@
+"""Manifests: read without importing the plugin, every error names file and key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from plugwarden import ManifestError
+from plugwarden.core.manifest import read_manifest
+
+TOML = """
+name = "vision"
+version = "2.1"
+description = "Finds things"
+requires_gpu = true
+packages = ["cv2", "numpy"]
+
+[models]
+detector = "models/yolo.pt"
+tracker = { path = "models/track.onnx", sha256 = "%s", min_bytes = 1024 }
+
+[tools]
+detect = "Find objects"
+
+[guards]
+timeout_s = 30
+memory_mb = 2048
+isolation = "process"
+""" % ("ab" * 32)
+
+
+class TestReadManifest:
+    def test_toml_manifest_every_key(self, tmp_path):
+        (tmp_path / "manifest.toml").write_text(TOML)
+        manifest = read_manifest(tmp_path)
+        assert manifest.name == "vision" and manifest.version == "2.1"
+        assert manifest.requires_gpu is True
+        assert manifest.packages == ("cv2", "numpy")
+        assert manifest.models["detector"].path == "models/yolo.pt"
+        assert manifest.models["tracker"].sha256 == "ab" * 32
+        assert manifest.models["tracker"].min_bytes == 1024
+        assert manifest.tools == {"detect": "Find objects"}
+        assert manifest.guards.timeout_s == 30.0 and manifest.guards.memory_mb == 2048.0
+
+    def test_json_manifest_in_forgesyte_form(self, tmp_path):
+        """manifest.json with a list of tool objects, as ForgeSyte plugins ship."""
+        data = {
+            "name": "ocr",
+            "version": "1.0.0",
+            "entrypoint": "ocr.plugin",
+            "tools": [{"id": "read", "description": "Read text", "inputs": {}}],
+        }
+        (tmp_path / "manifest.json").write_text(json.dumps(data))
+        manifest = read_manifest(tmp_path)
+        assert manifest.tools == {"read": "Read text"}
+        assert manifest.name == "ocr"
+
+    def test_no_manifest_is_an_empty_one(self, tmp_path):
+        manifest = read_manifest(tmp_path)
+        assert manifest.path is None and manifest.tools == {}
+
+    @pytest.mark.parametrize(
+        ("text", "key", "expected"),
+        [
+            ('requires_gpu = "yes"', "requires_gpu", "a boolean"),
+            ("packages = 'cv2'", "packages", "a list of import names"),
+            ("[guards]\ntimeout_s = -1", "guards.timeout_s", "a positive number"),
+            ("[guards]\ntimeout = 5", "guards.timeout", "unknown guard key"),
+            ("[guards]\nisolation = 'thread'", "guards.isolation", "'process' or 'inline'"),
+            ("[models]\nm = 3", "models.m", "a path string"),
+            ("[models.m]\nsha256 = 'zz'", "models.m.path", "is required"),
+            ("description = 5", "description", "a string"),
+        ],
+    )
+    def test_wrong_type_names_file_key_and_expected_type(self, tmp_path, text, key, expected):
+        (tmp_path / "manifest.toml").write_text(text)
+        with pytest.raises(ManifestError) as info:
+            read_manifest(tmp_path)
+        assert info.value.key == key
+        assert expected in str(info.value)
+        assert str(tmp_path / "manifest.toml") in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("filename", "text", "message"),
+        [
+            ("manifest.toml", "name = ", "not valid TOML"),
+            ("manifest.json", '{"name": ', "not valid JSON"),
+            ("manifest.json", "[1, 2]", "expected a table"),
+        ],
+    )
+    def test_malformed_file_is_a_manifest_error(self, tmp_path, filename, text, message):
+        (tmp_path / filename).write_text(text)
+        with pytest.raises(ManifestError, match=message):
+            read_manifest(tmp_path)

@@ -1,0 +1,115 @@
+"""The registry: states, history, calls in flight, metrics."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from plugwarden import RegistryTimeout, State, TransitionError, UnknownPlugin
+from plugwarden.core.registry import Registry
+from plugwarden.core.result import CallResult
+
+
+def ready(registry: Registry, name: str = "p") -> Registry:
+    registry.transition(name, State.LOADED, "imported")
+    registry.transition(name, State.INITIALIZED, "ready")
+    return registry
+
+
+class TestTransitions:
+    def test_each_transition_keeps_its_time_and_reason(self):
+        """History holds every transition with its reason and a UTC time."""
+        registry = ready(Registry())
+        registry.transition("p", State.FAILED, "broke")
+        history = registry.status("p").history
+        assert [(t.state, t.reason) for t in history] == [
+            (State.LOADED, "imported"),
+            (State.INITIALIZED, "ready"),
+            (State.FAILED, "broke"),
+        ]
+        assert all(t.at.tzinfo is not None for t in history)
+
+    def test_refused_transition_raises_and_changes_nothing(self):
+        """FAILED is terminal: a plain transition out of it raises."""
+        registry = Registry()
+        registry.transition("p", State.FAILED, "broke")
+        with pytest.raises(TransitionError):
+            registry.transition("p", State.INITIALIZED, "no")
+        assert registry.status("p").state is State.FAILED
+        assert len(registry.status("p").history) == 1
+
+    def test_restart_leaves_a_terminal_state(self):
+        """restart=True begins the pipeline again from FAILED."""
+        registry = Registry()
+        registry.transition("p", State.FAILED, "broke")
+        registry.transition("p", State.LOADED, "again", restart=True)
+        assert registry.status("p").state is State.LOADED
+
+    def test_unknown_name_raises_unknown_plugin(self):
+        with pytest.raises(UnknownPlugin, match="'ghost'"):
+            Registry().status("ghost")
+
+    def test_readers_get_registry_timeout_while_a_writer_holds_it(self):
+        """A lock timeout is a distinct error (the HTTP layer answers 503)."""
+        registry = ready(Registry(lock_timeout_s=0.05))
+        with registry.hold_write_lock():
+            result = []
+            thread = threading.Thread(target=lambda: result.append(_try_status(registry)))
+            thread.start()
+            thread.join()
+        assert isinstance(result[0], RegistryTimeout)
+
+
+def _try_status(registry):
+    try:
+        return registry.status("p")
+    except RegistryTimeout as exc:
+        return exc
+
+
+class TestCalls:
+    def test_running_while_a_call_is_in_flight(self):
+        """begin_call moves to RUNNING; end_call back to INITIALIZED."""
+        registry = ready(Registry())
+        assert registry.begin_call("p") is None
+        assert registry.status("p").state is State.RUNNING
+        registry.end_call("p", CallResult(ok=True, plugin="p"))
+        assert registry.status("p").state is State.INITIALIZED
+
+    def test_begin_call_on_a_failed_plugin_returns_its_status(self):
+        registry = Registry()
+        registry.transition("p", State.FAILED, "broke")
+        refusal = registry.begin_call("p")
+        assert refusal is not None and refusal.reason == "broke"
+
+    def test_failing_call_marks_failed(self):
+        registry = ready(Registry())
+        registry.begin_call("p")
+        registry.end_call("p", CallResult.failure("p", "x", "ValueError"), "it broke")
+        status = registry.status("p")
+        assert (status.state, status.reason) == (State.FAILED, "it broke")
+        assert status.metrics["error_count"] == 1
+
+    def test_counts_are_exact_with_eight_threads(self):
+        """8 threads x 500 calls: every success and error counted, none lost."""
+        registry = ready(Registry())
+
+        def hammer(index):
+            for n in range(500):
+                registry.begin_call("p")
+                ok = (index + n) % 5 != 0
+                result = CallResult(ok=ok, plugin="p", duration_ms=1.0)
+                registry.end_call("p", result)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(hammer, range(8)))
+        metrics = registry.status("p").metrics
+        assert metrics["success_count"] + metrics["error_count"] == 4000
+        assert metrics["error_count"] == sum(
+            1 for i in range(8) for n in range(500) if (i + n) % 5 == 0
+        )
+        assert metrics["avg_execution_time_ms"] == 1.0
+        assert registry.status("p").state is State.INITIALIZED
+        assert registry.status("p").in_flight == 0
