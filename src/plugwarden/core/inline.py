@@ -89,14 +89,20 @@ class ElasticExecutor:
     def __init__(self, name: str = "plugwarden-inline", idle_s: float = 30.0) -> None:
         self._name = name
         self._idle_s = idle_s
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job and not yet promised one
         self._count = 0
 
     def submit(self, function: Any, *args: Any) -> Job:
         job = Job(function, args)
-        if not self._idle.acquire(blocking=False):
-            self._count += 1
+        with self._lock:
+            spawn = not self._idle
+            if spawn:
+                self._count += 1
+            else:
+                self._idle -= 1
+        if spawn:
             threading.Thread(
                 target=self._serve, name=f"{self._name}-{self._count}", daemon=True
             ).start()
@@ -108,13 +114,14 @@ class ElasticExecutor:
             try:
                 job = self._jobs.get(timeout=self._idle_s)
             except queue.Empty:
-                if self._idle.acquire(blocking=False):
-                    return  # retire: this thread's idle token is taken back
-                continue  # a submitter took our token; its job is on the way
-            if job is None:
-                return
+                with self._lock:
+                    if self._idle:
+                        self._idle -= 1
+                        return  # retire, taking this thread's idle place with it
+                continue  # a submitter counted on us; its job is on the way
             job.run()
-            self._idle.release()
+            with self._lock:
+                self._idle += 1
 
 
 def _statm_reader() -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,11 +45,15 @@ def is_allowed(current: State | None, target: State, *, restart: bool = False) -
 class Transition:
     state: State
     reason: str
-    at: datetime
+    timestamp: float  # seconds since the epoch; a datetime is built only when read
 
     @classmethod
     def now(cls, state: State, reason: str) -> Transition:
-        return cls(state, reason, datetime.now(UTC))
+        return cls(state, reason, time.time())
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp, UTC)
 
     def to_dict(self) -> dict[str, str]:
         return {"state": self.state.value, "reason": self.reason, "at": iso(self.at)}

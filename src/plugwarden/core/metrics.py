@@ -20,7 +20,7 @@ class PluginMetrics:
         self.error_count = 0
         self.total_ms = 0.0
         self.last_execution_time_ms: float | None = None
-        self.last_used: datetime | None = None
+        self._last_used: float | None = None  # epoch seconds: cheaper than a datetime
         self.guard_trips: dict[Guard, int] = dict.fromkeys(GUARDS, 0)
         self._up_since: float | None = None
 
@@ -41,7 +41,12 @@ class PluginMetrics:
                 self.guard_trips[result.guard] += 1
             self.total_ms += result.duration_ms
             self.last_execution_time_ms = result.duration_ms
-            self.last_used = datetime.now(UTC)
+            self._last_used = time.time()
+
+    @property
+    def last_used(self) -> datetime | None:
+        used = self._last_used
+        return None if used is None else datetime.fromtimestamp(used, UTC)
 
     @property
     def uptime_seconds(self) -> float:
@@ -55,7 +60,7 @@ class PluginMetrics:
                 "success_count": self.success_count,
                 "error_count": self.error_count,
                 "uptime_seconds": round(self.uptime_seconds, 3),
-                "last_used": iso(self.last_used) if self.last_used else None,
+                "last_used": iso(last_used) if (last_used := self.last_used) else None,
                 "last_execution_time_ms": (
                     None
                     if self.last_execution_time_ms is None

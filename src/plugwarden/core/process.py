@@ -128,7 +128,7 @@ class WorkerProcess:
     def resident_bytes(self) -> int:
         """Resident memory of the worker and every process it started."""
         now = time.monotonic()
-        if now - self._tree_checked > 0.1:
+        if now - self._tree_checked > 1.0:  # a /proc-wide scan: not every tick
             try:
                 root = psutil.Process(self.pid)
                 self._tree = [root, *root.children(recursive=True)]
@@ -319,8 +319,7 @@ class ProcessRunner:
         if isinstance(reply, Attempt):
             self.close()
             return reply
-        outcome: Outcome = reply[1]
-        return Attempt(outcome)
+        return Attempt(Outcome.from_wire(reply[1]))
 
     def _exchange(
         self, worker: WorkerProcess, message: Any, what: str, timeout_s: float

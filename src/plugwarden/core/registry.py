@@ -85,8 +85,11 @@ class _Entry:
         self.state = state
         self.reason = reason
         self.history.append(Transition.now(state, reason))
-        if state is State.INITIALIZED and not self.metrics.uptime_seconds:
-            self.metrics.mark_up()
+        if state is State.RUNNING:
+            return
+        if state is State.INITIALIZED:
+            if not self.metrics.uptime_seconds:
+                self.metrics.mark_up()
         elif state in TERMINAL or state is State.LOADED:
             self.metrics.mark_down()
 

@@ -55,12 +55,15 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         if op == "load":
             plugin, reply = _load(*request[1:])
         elif op == "call" and plugin is not None:
-            reply = ("outcome", _for_the_wire(plugin.call(request[1], request[2])))
+            reply = ("outcome", plugin.call(request[1], request[2]).to_wire())
         elif op == "stop":
             connection.close()
             os._exit(0)
         else:
-            reply = ("outcome", Outcome(False, error=f"bad request {op!r}", error_type="Protocol"))
+            reply = (
+                "outcome",
+                Outcome(False, error=f"bad op {op!r}", error_type="Protocol").to_wire(),
+            )
         _send(connection, reply)
 
 
@@ -70,12 +73,6 @@ def _load(name: str, module: str, attr: str | None, search_path: list[str]) -> t
     except LoadError as exc:
         return None, ("load_error", exc.reason, exc.error_type)
     return plugin, ("loaded", sorted(plugin.hooks))
-
-
-def _for_the_wire(outcome: Outcome) -> Outcome:
-    if outcome.text is not None:
-        outcome.value = None  # the JSON text travels; the host decodes it
-    return outcome
 
 
 def _send(connection: Connection, reply: Any) -> None:
@@ -90,7 +87,7 @@ def _send(connection: Connection, reply: Any) -> None:
                     False,
                     error=f"The plugin's return value cannot be sent to the host ({exc})",
                     error_type="ResultNotSerializable",
-                ),
+                ).to_wire(),
             )
         )
     try:

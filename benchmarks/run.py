@@ -1,0 +1,40 @@
+"""Run the benchmarks: ``python benchmarks/run.py [SUITE ...]``.
+
+Each figure is a ratio against a baseline measured in the same run, on the
+same machine, so a noisy or slow machine shifts both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_core, bench_isolation
+from benchmarks._harness import print_table
+
+SUITES = {
+    "core": (bench_core.run, "Guarded calls (issue 2)"),
+    "isolation": (bench_isolation.run, "Process isolation (issue 3)"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=[[], *SUITES], default=[])
+    chosen = parser.parse_args().suites or list(SUITES)
+    print(
+        f"python {platform.python_version()} on {platform.platform()}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores"
+    )
+    for name in chosen:
+        run, title = SUITES[name]
+        print_table(run(), title)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
