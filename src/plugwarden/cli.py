@@ -164,7 +164,7 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
 
 
 def _cmd_serve(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    from plugwarden.server import serve
+    from plugwarden.web.server import serve
 
     return serve(config, host=args.host, port=args.port)
 

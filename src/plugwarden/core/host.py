@@ -9,6 +9,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +17,9 @@ from plugwarden.config import HostConfig
 from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import Discovery, PluginSource, discover
 from plugwarden.core.guards import Limits, Outcome
+from plugwarden.core.health import HealthPoller
 from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
-from plugwarden.core.lifecycle import TERMINAL, State
+from plugwarden.core.lifecycle import TERMINAL, State, iso
 from plugwarden.core.loader import LoadError
 from plugwarden.core.manifest import Manifest, read_manifest
 from plugwarden.core.output import OutputPump
@@ -25,7 +27,7 @@ from plugwarden.core.packages import check_packages, check_requirements
 from plugwarden.core.process import MemoryMonitor, ProcessRunner
 from plugwarden.core.registry import PluginInfo, PluginStatus, Registry
 from plugwarden.core.result import CallResult
-from plugwarden.core.runner import Attempt, Runner
+from plugwarden.core.runner import BUSY, Attempt, Runner
 from plugwarden.core.zygote import Zygote
 from plugwarden.exceptions import ManifestError, PlugwardenError, UnknownPlugin
 
@@ -75,6 +77,7 @@ class Host:
         self._memory = MemoryMonitor()
         self._started = threading.Event()
         self._closed = False
+        self._health: HealthPoller | None = None
 
     # -- lifecycle of the host -------------------------------------------------
 
@@ -100,6 +103,8 @@ class Host:
         if self._closed:
             return
         self._closed = True
+        if self._health is not None:
+            self._health.stop()
         runners = [p.runner for p in self._plugins.values() if p.runner is not None]
         if runners:
             with ThreadPoolExecutor(min(32, len(runners))) as pool:
@@ -130,13 +135,24 @@ class Host:
 
     def worker_pids(self, name: str) -> list[int]:
         """The live worker processes of a ``process`` plugin (empty for inline)."""
-        runner = self._known(name).runner
+        runner = self._runner_of(name)
         return runner.pids() if runner is not None else []
 
     def resident_bytes(self, name: str) -> int | None:
         """Resident memory of a process plugin's workers and their children."""
-        runner = self._known(name).runner
+        runner = self._runner_of(name)
         return runner.resident_bytes() if runner is not None else None
+
+    def _runner_of(self, name: str) -> Runner | None:
+        """The plugin's runner; None for one that has none (a duplicate name)."""
+        plugin = self._plugins.get(name)
+        if plugin is None and name not in self.registry:
+            raise UnknownPlugin(name, self.registry.names())
+        return None if plugin is None else plugin.runner
+
+    def call_histogram(self, name: str) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative call-duration buckets (seconds) and their sum, for Prometheus."""
+        return self.registry.histogram(name)
 
     def _known(self, name: str) -> _Plugin:
         plugin = self._plugins.get(name)
@@ -219,12 +235,58 @@ class Host:
             f"(plugwarden restart {name})."
         )
 
+    # -- health ------------------------------------------------------------------
+
+    def check_health(self, name: str) -> dict[str, Any] | None:
+        """Run ``name``'s health hook now (budget: ``health_timeout_s``) and
+        store its report in the registry; None when the plugin is not
+        available or all its workers are busy (the last report stays)."""
+        plugin = self._known(name)
+        runner = plugin.runner
+        if runner is None or not self.registry.status(name).available:
+            return None
+        budget = self.config.health_timeout_s
+        attempt = runner.call("health", {}, budget, wait_s=budget)
+        outcome = attempt.outcome
+        if outcome.error_type == BUSY:
+            return None
+        report: dict[str, Any] = {
+            "ok": outcome.ok,
+            "checked_at": iso(datetime.now(UTC)),
+            "duration_ms": round(outcome.duration_ms, 3),
+            "report": None,
+            "error": outcome.error,
+        }
+        value = outcome.decoded() if outcome.ok else None
+        if outcome.ok and value is not None and not isinstance(value, dict):
+            report["ok"] = False
+            report["error"] = f"health() returned {type(value).__name__}; expected a dict or None"
+        elif outcome.ok:
+            report["report"] = value
+        if attempt.guard is not None:
+            runner.close()
+            self.registry.fail(name, outcome.error or "health() tripped a guard")
+        self.registry.set_health(name, report)
+        return report
+
+    def start_health_checks(self) -> None:
+        """Check every available plugin's health every ``health_interval_s``,
+        in the background, until :meth:`close`."""
+        if self._health is None:
+            self._health = HealthPoller(
+                lambda: [s.name for s in self.registry.statuses() if s.available],
+                self.check_health,
+                self.config.health_interval_s,
+            )
+            self._health.start()
+
     # -- restart -----------------------------------------------------------------
 
     def restart(self, name: str) -> PluginStatus:
-        """Rerun the whole pipeline for ``name`` with a fresh runner."""
-        self._known(name)
-        self._bring_up_safely(name, {}, True)
+        """Rerun the whole pipeline for ``name`` with a fresh runner. A name
+        claimed by two distributions stays FAILED: nothing can be loaded."""
+        if name in self._plugins:
+            self._bring_up_safely(name, {}, True)
         return self.registry.status(name)
 
     # -- the pipeline ------------------------------------------------------------

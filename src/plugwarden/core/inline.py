@@ -209,7 +209,9 @@ class InlineRunner:
             raise LoadError(describe(job.error), type(job.error).__name__)
         self._plugin = job.value
 
-    def call(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> Attempt:
+    def call(
+        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+    ) -> Attempt:
         plugin = self._plugin
         if plugin is None:
             return Attempt(Outcome(False, error="Plugin is not loaded", error_type="NotLoaded"))

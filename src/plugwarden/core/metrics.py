@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from datetime import UTC, datetime
 from typing import Any
 
 from plugwarden.core.lifecycle import iso
 from plugwarden.core.result import GUARDS, CallResult, Guard
 
-__all__ = ["PluginMetrics"]
+__all__ = ["DURATION_BUCKETS", "PluginMetrics"]
+
+# Call duration buckets (seconds) for the Prometheus histogram.
+DURATION_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 class PluginMetrics:
@@ -22,6 +41,8 @@ class PluginMetrics:
         self.last_execution_time_ms: float | None = None
         self._last_used: float | None = None  # epoch seconds: cheaper than a datetime
         self.guard_trips: dict[Guard, int] = dict.fromkeys(GUARDS, 0)
+        # Per-bucket (not cumulative) counts; the last slot is +Inf.
+        self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
         self._up_since: float | None = None
 
     def mark_up(self) -> None:
@@ -40,6 +61,7 @@ class PluginMetrics:
             if result.guard is not None:
                 self.guard_trips[result.guard] += 1
             self.total_ms += result.duration_ms
+            self.bucket_counts[bisect_left(DURATION_BUCKETS, result.duration_ms / 1000)] += 1
             self.last_execution_time_ms = result.duration_ms
             self._last_used = time.time()
 
@@ -69,3 +91,13 @@ class PluginMetrics:
                 "avg_execution_time_ms": round(self.total_ms / calls, 3) if calls else None,
                 "guard_trips": dict(self.guard_trips),
             }
+
+    def histogram(self) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative (le, count) buckets and the sum in seconds, Prometheus-style."""
+        with self._lock:
+            counts, total = list(self.bucket_counts), self.total_ms / 1000
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return cumulative, total

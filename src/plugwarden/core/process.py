@@ -29,7 +29,7 @@ from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.loader import LoadError
 from plugwarden.core.output import OutputPump, OutputTail
 from plugwarden.core.result import Guard
-from plugwarden.core.runner import Attempt, memory_reason, timeout_reason
+from plugwarden.core.runner import BUSY, Attempt, memory_reason, timeout_reason
 from plugwarden.core.zygote import Zygote
 
 __all__ = ["MemoryMonitor", "ProcessRunner", "WorkerProcess", "exit_reason"]
@@ -305,10 +305,15 @@ class ProcessRunner:
                 raise LoadError(attempt[1], attempt[2])
             self._free.put(worker)
 
-    def call(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> Attempt:
+    def call(
+        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+    ) -> Attempt:
         if self._closed or not self._workers:
             return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))
-        worker = self._free.get()
+        try:
+            worker = self._free.get(timeout=wait_s)
+        except queue.Empty:
+            return Attempt(Outcome(False, error="Every worker is busy", error_type=BUSY))
         if self._closed:
             self._free.put(worker)
             return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))

@@ -187,13 +187,21 @@ class Registry:
             elif not entry.in_flight:
                 entry.move(State.INITIALIZED, "ready")
 
-    def status(self, name: str) -> PluginStatus:
-        with self._lock.read(self.lock_timeout_s):
+    def _timeout(self, lock_timeout: float | None) -> float:
+        return self.lock_timeout_s if lock_timeout is None else lock_timeout
+
+    def status(self, name: str, lock_timeout: float | None = None) -> PluginStatus:
+        """A snapshot of ``name``; ``lock_timeout`` 0 fails at once if a writer is in."""
+        with self._lock.read(self._timeout(lock_timeout)):
             return self._entry(name).snapshot()
 
-    def statuses(self) -> list[PluginStatus]:
-        with self._lock.read(self.lock_timeout_s):
+    def statuses(self, lock_timeout: float | None = None) -> list[PluginStatus]:
+        with self._lock.read(self._timeout(lock_timeout)):
             return [entry.snapshot() for entry in self._entries.values()]
+
+    def histogram(self, name: str) -> tuple[list[tuple[str, int]], float]:
+        with self._lock.read(self.lock_timeout_s):
+            return self._entry(name).metrics.histogram()
 
     def names(self) -> list[str]:
         with self._lock.read(self.lock_timeout_s):

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.result import Guard
 
-__all__ = ["Attempt", "Runner", "timeout_reason"]
+__all__ = ["BUSY", "Attempt", "Runner", "memory_reason", "timeout_reason"]
+
+BUSY = "Busy"
 
 
 @dataclass(slots=True)
@@ -31,8 +33,11 @@ class Runner(Protocol):
     def load(self) -> None:
         """Import and register the plugin. Raises ``LoadError`` with the reason."""
 
-    def call(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> Attempt:
-        """Call one hook; never raises."""
+    def call(
+        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+    ) -> Attempt:
+        """Call one hook; never raises. ``wait_s`` bounds the wait for a free
+        worker (None: wait); past it the attempt is ``Busy``, nothing ran."""
 
     def close(self) -> None:
         """Release everything; a runner is not reused after close."""
@@ -45,7 +50,7 @@ class Runner(Protocol):
 
 
 def timeout_reason(hook: str, timeout_s: float) -> str:
-    knob = "timeout_s" if hook == "run" else "load_timeout_s"
+    knob = {"run": "timeout_s", "health": "health_timeout_s"}.get(hook, "load_timeout_s")
     what = "Plugin execution" if hook == "run" else f"Plugin {hook}"
     return f"{what} timed out after {timeout_s:g}s. Increase {knob} if needed."
 

@@ -49,9 +49,12 @@ class Zygote:
         self._forked = threading.Condition()
         self._exit_listeners: dict[int, Callable[[int | None], None]] = {}
         self._exits: dict[int, int | None] = {}
+        self._shut = False
 
     def _ensure_running(self) -> socket.socket:
         with self._lock:
+            if self._shut:
+                raise OSError("the host is closing: no new workers")
             if self._socket is not None and self._process and self._process.poll() is None:
                 return self._socket
             host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -141,6 +144,7 @@ class Zygote:
 
     def close(self) -> None:
         with self._lock:
+            self._shut = True
             sock, process = self._socket, self._process
             self._socket = self._process = None
         if sock is not None:

@@ -6,16 +6,24 @@ Fixtures, all factories:
 - ``plugwarden_plugin(name, source, **options)``: writes a real plugin
   distribution there (see :func:`plugwarden.testing.write_plugin`);
 - ``plugwarden_host(config=None, start=True)``: a :class:`~plugwarden.Host`
-  that discovers only the plugins of ``plugwarden_site``, closed at teardown.
+  that discovers only the plugins of ``plugwarden_site``, closed at teardown;
+- ``plugwarden_server(config=None)``: such a host served by a real uvicorn
+  server on a free loopback port; returns a :class:`LiveServer` (``url``,
+  ``host``). The host starts in the background, as under ``plugwarden serve``.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 from plugwarden.core.host import Host
 from plugwarden.testing.dists import write_plugin
@@ -52,3 +60,59 @@ def plugwarden_host(plugwarden_site: Path) -> Iterator[Callable[..., Host]]:
     finally:
         for host in hosts:
             host.close()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host: Host
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def wait_started(self, timeout_s: float = 60.0) -> None:
+        """Wait until the host has finished starting its plugins."""
+        deadline = time.monotonic() + timeout_s
+        while not self.host.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the host did not finish starting")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServer]]:
+    from plugwarden.web.server import build
+
+    servers: list[LiveServer] = []
+
+    def make(config: Mapping[str, Any] | None = None, *, wait: bool = True) -> LiveServer:
+        host = Host(dict(config or {}), search_path=[str(plugwarden_site)])
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(build(host, host.config), log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [listener]}, name="plugwarden-test-server"
+        )
+        thread.start()
+        live = LiveServer(f"http://127.0.0.1:{port}", host, server, thread)
+        servers.append(live)
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        if wait:
+            live.wait_started()
+        return live
+
+    try:
+        yield make
+    finally:
+        for live in servers:
+            live.stop()

@@ -1,0 +1,69 @@
+"""Background health checks: each available plugin's ``health`` hook runs on a
+period, with its own short budget, and its report (or failure) is stored in
+the registry. Readers (the HTTP app) never wait on plugin code."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["HealthPoller"]
+
+log = logging.getLogger("plugwarden.health")
+
+
+class HealthPoller:
+    """Calls ``check(name)`` for every name of ``names()`` each ``interval_s``.
+
+    Checks of different plugins run in parallel; a plugin whose previous check
+    has not returned is skipped, so one hung hook never piles up threads."""
+
+    def __init__(
+        self,
+        names: Callable[[], list[str]],
+        check: Callable[[str], Any],
+        interval_s: float,
+    ) -> None:
+        self._names = names
+        self._check = check
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="plugwarden-health")
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="plugwarden-health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.round()
+            self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+
+    def round(self) -> None:
+        for name in self._names():
+            with self._lock:
+                if name in self._busy:
+                    continue
+                self._busy.add(name)
+            self._pool.submit(self._one, name)
+
+    def _one(self, name: str) -> None:
+        try:
+            self._check(name)
+        # A health round must never end the poller.
+        except Exception:
+            log.exception("health check of %r failed", name)
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,214 @@
+"""The HTTP app (SPEC section 7): a Starlette application over one Host.
+
+Handlers read the registry and call the host; they hold no logic of their
+own. Plugin calls run in a thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from plugwarden.config import HostConfig
+from plugwarden.core.host import Host
+from plugwarden.core.registry import PluginStatus
+from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
+from plugwarden.web.errors import ContainErrors, error, http_exception, registry_timeout
+from plugwarden.web.page import render_page
+from plugwarden.web.prometheus import collector_registry, exposition
+
+__all__ = ["create_app", "readiness"]
+
+T = TypeVar("T")
+
+
+def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
+    """The app for ``host``; its ``[server]`` settings come from ``config``
+    (default: the host's own config)."""
+    server = (config or host.config).server
+    token = server.token.encode() if server.token else None
+    max_body = server.max_body_bytes
+    scrape_registry = collector_registry(host)
+
+    async def plugins(request: Request) -> Response:
+        statuses = await _read(host.registry.statuses)
+        return JSONResponse([s.to_dict(history=False) for s in statuses])
+
+    async def plugin(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            status = await _read(host.registry.status, name)
+        except UnknownPlugin as exc:
+            return error(404, str(exc), "UnknownPlugin")
+        return JSONResponse(status.to_dict())
+
+    async def run(request: Request) -> Response:
+        denied = _authorise(request, token)
+        if denied is not None:
+            return denied
+        name = request.path_params["name"]
+        if name not in host.registry:
+            return error(404, str(UnknownPlugin(name, host.registry.names())), "UnknownPlugin")
+        body = await _json_body(request, max_body)
+        if isinstance(body, Response):
+            return body
+        problem = _run_body_problem(body)
+        if problem is not None:
+            return error(422, problem, "InvalidRequest")
+        result = await run_in_threadpool(host.call, name, body["tool"], body.get("args") or {})
+        return JSONResponse(result.to_dict())
+
+    async def restart(request: Request) -> Response:
+        denied = _authorise(request, token)
+        if denied is not None:
+            return denied
+        name = request.path_params["name"]
+        try:
+            status = await run_in_threadpool(host.restart, name)
+        except UnknownPlugin as exc:
+            return error(404, str(exc), "UnknownPlugin")
+        return JSONResponse(status.to_dict())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        reasons = readiness(host, await _read(host.registry.statuses))
+        body = {"ready": not reasons, "reasons": reasons}
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
+    async def metrics(request: Request) -> Response:
+        content, media_type = await run_in_threadpool(exposition, scrape_registry)
+        return Response(content, media_type=media_type)
+
+    async def page(request: Request) -> Response:
+        statuses = await _read(host.registry.statuses)
+        return HTMLResponse(render_page(statuses, readiness(host, statuses)))
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/plugins", plugins, methods=["GET"]),
+        Route("/v1/plugins/{name}", plugin, methods=["GET"]),
+        Route("/v1/plugins/{name}/health", plugin, methods=["GET"]),
+        Route("/v1/plugins/{name}/run", run, methods=["POST"]),
+        Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(ContainErrors)],
+        exception_handlers={
+            HTTPException: http_exception,
+            RegistryTimeout: lambda request, exc: registry_timeout(exc),
+        },
+    )
+
+
+async def _read(read: Callable[..., T], *args: Any) -> T:
+    """A registry read: on the event loop when the lock is free at once (the
+    common case, no thread hop), else in a thread with the full lock timeout,
+    so a busy registry never stalls other requests (or /healthz)."""
+    try:
+        return read(*args, lock_timeout=0)
+    except RegistryTimeout:
+        return await run_in_threadpool(read, *args)
+
+
+def readiness(host: Host, statuses: list[PluginStatus]) -> list[str]:
+    """Why the host is not ready (empty: ready): startup unfinished, or a
+    plugin the config marks ``required`` is not available."""
+    if not host.started:
+        return ["startup has not finished: plugins are still loading"]
+    reasons = []
+    known = {s.name: s for s in statuses}
+    for name, settings in sorted(host.config.plugins.items()):
+        if not settings.required:
+            continue
+        status = known.get(name)
+        if status is None:
+            reasons.append(f"required plugin '{name}' is not installed")
+        elif not status.available:
+            reasons.append(f"required plugin '{name}' is {status.state.value}: {status.reason}")
+    return reasons
+
+
+def _authorise(request: Request, token: bytes | None) -> Response | None:
+    if token is None:
+        return error(
+            403,
+            "Run and restart are off: no token is configured. Set [server] token in the "
+            "config or the PLUGWARDEN_TOKEN environment variable.",
+            "MutationsDisabled",
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return error(
+            401,
+            "Missing bearer token: send 'Authorization: Bearer <token>'.",
+            "Unauthorized",
+            **{"WWW-Authenticate": 'Bearer realm="plugwarden"'},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token):
+        return error(403, "Wrong bearer token.", "Forbidden")
+    return None
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body, or the 4xx Response that says what is wrong."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return error(413, f"Request body over {limit} bytes.", "PayloadTooLarge")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return error(413, f"Request body over {limit} bytes.", "PayloadTooLarge")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return error(400, "Client disconnected while sending the body.", "ClientDisconnect")
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', "InvalidJSON")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return error(400, f"Request body is not valid JSON: {exc}", "InvalidJSON")
+
+
+def _run_body_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return f'Body must be a JSON object like {{"tool": ..., "args": {{}}}}, got {_kind(body)}.'
+    unknown = sorted(set(body) - {"tool", "args"})
+    if unknown:
+        return f"Unknown field(s) {', '.join(map(repr, unknown))}; expected 'tool' and 'args'."
+    if not isinstance(body.get("tool"), str) or not body["tool"]:
+        return "Field 'tool' is required and must be a non-empty string."
+    if "args" in body and body["args"] is not None and not isinstance(body["args"], dict):
+        return f"Field 'args' must be a JSON object, got {_kind(body['args'])}."
+    return None
+
+
+def _kind(value: object) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), "a value")

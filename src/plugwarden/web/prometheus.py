@@ -1,0 +1,101 @@
+"""``GET /metrics``: Prometheus text exposition through prometheus-client.
+
+A custom collector reads the registry at scrape time (no plugin code runs),
+into a CollectorRegistry of its own, so several hosts in one process (tests)
+never collide on the global default registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from plugwarden.core.host import Host
+from plugwarden.core.lifecycle import State
+
+__all__ = ["HostCollector", "collector_registry", "exposition"]
+
+
+class HostCollector(Collector):
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = self.host.registry.statuses()
+        state = GaugeMetricFamily(
+            "plugwarden_plugin_state",
+            "1 for the plugin's current lifecycle state, 0 for the others.",
+            labels=["plugin", "state"],
+        )
+        calls = CounterMetricFamily(
+            "plugwarden_plugin_calls", "Plugin run calls by outcome.", labels=["plugin", "outcome"]
+        )
+        trips = CounterMetricFamily(
+            "plugwarden_plugin_guard_trips",
+            "Guard trips by guard (timeout, memory, crash).",
+            labels=["plugin", "guard"],
+        )
+        duration = HistogramMetricFamily(
+            "plugwarden_plugin_call_duration_seconds",
+            "Duration of plugin run calls.",
+            labels=["plugin"],
+        )
+        uptime = GaugeMetricFamily(
+            "plugwarden_plugin_uptime_seconds",
+            "Seconds since the plugin became available (0 when it is not).",
+            labels=["plugin"],
+        )
+        in_flight = GaugeMetricFamily(
+            "plugwarden_plugin_in_flight", "Calls in flight.", labels=["plugin"]
+        )
+        resident = GaugeMetricFamily(
+            "plugwarden_plugin_worker_resident_bytes",
+            "Resident memory of an isolated plugin's workers and their children.",
+            labels=["plugin"],
+        )
+        counts = dict.fromkeys(State, 0)
+        for status in statuses:
+            name = status.name
+            counts[status.state] += 1
+            for candidate in State:
+                state.add_metric([name, candidate.value], 1.0 if candidate is status.state else 0.0)
+            metrics = status.metrics
+            calls.add_metric([name, "success"], metrics["success_count"])
+            calls.add_metric([name, "error"], metrics["error_count"])
+            for guard, count in metrics["guard_trips"].items():
+                trips.add_metric([name, guard], count)
+            buckets, total = self.host.call_histogram(name)
+            duration.add_metric([name], buckets, total)
+            uptime.add_metric([name], metrics["uptime_seconds"])
+            in_flight.add_metric([name], status.in_flight)
+            rss = self.host.resident_bytes(name)
+            if rss is not None:
+                resident.add_metric([name], rss)
+        plugins = GaugeMetricFamily(
+            "plugwarden_plugins", "Plugins by lifecycle state.", labels=["state"]
+        )
+        for candidate, count in counts.items():
+            plugins.add_metric([candidate.value], count)
+        started = GaugeMetricFamily(
+            "plugwarden_started", "1 once the host has finished starting its plugins."
+        )
+        started.add_metric([], 1.0 if self.host.started else 0.0)
+        yield from (state, calls, trips, duration, uptime, in_flight, resident, plugins, started)
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def collector_registry(host: Host) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostCollector(host))
+    return registry
