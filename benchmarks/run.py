@@ -7,18 +7,20 @@ same machine, so a noisy or slow machine shifts both sides alike.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_core, bench_isolation
+from benchmarks import bench_core, bench_http, bench_isolation
 from benchmarks._harness import print_table
 
 SUITES = {
     "core": (bench_core.run, "Guarded calls (issue 2)"),
     "isolation": (bench_isolation.run, "Process isolation (issue 3)"),
+    "http": (bench_http.run, "Health service (issue 5)"),
 }
 
 
@@ -28,7 +30,7 @@ def main() -> int:
     chosen = parser.parse_args().suites or list(SUITES)
     print(
         f"python {platform.python_version()} on {platform.platform()}, "
-        f"{len(__import__('os').sched_getaffinity(0))} cores"
+        f"{len(os.sched_getaffinity(0))} cores"
     )
     for name in chosen:
         run, title = SUITES[name]

@@ -78,6 +78,29 @@ class TestCalls:
         registry.end_call("p", CallResult(ok=True, plugin="p"))
         assert registry.status("p").state is State.INITIALIZED
 
+    def test_busy_idle_flips_do_not_push_lifecycle_history_out(self):
+        """A thousand calls leave LOADED and the first INITIALIZED in history,
+        plus the latest RUNNING -> INITIALIZED cycle."""
+        registry = ready(Registry())
+        for _ in range(1000):
+            registry.begin_call("p")
+            registry.end_call("p", CallResult(ok=True, plugin="p"))
+        states = [t.state for t in registry.status("p").history]
+        assert states == [State.LOADED, State.INITIALIZED, State.RUNNING, State.INITIALIZED]
+
+    def test_snapshot_reflects_each_change(self):
+        """Cached snapshots never go stale: every write is seen by the next read."""
+        registry = ready(Registry())
+        before = registry.status("p")
+        registry.begin_call("p")
+        during = registry.status("p")
+        registry.end_call("p", CallResult(ok=True, plugin="p"))
+        after = registry.status("p")
+        assert (before.in_flight, during.in_flight, after.in_flight) == (0, 1, 0)
+        assert during.state is State.RUNNING
+        assert after.metrics["success_count"] == 1
+        assert after.to_dict()["success_count"] == 1
+
     def test_begin_call_on_a_failed_plugin_returns_its_status(self):
         registry = Registry()
         registry.transition("p", State.FAILED, "broke")

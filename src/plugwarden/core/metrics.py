@@ -43,14 +43,14 @@ class PluginMetrics:
         self.guard_trips: dict[Guard, int] = dict.fromkeys(GUARDS, 0)
         # Per-bucket (not cumulative) counts; the last slot is +Inf.
         self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
-        self._up_since: float | None = None
+        self.up_since: float | None = None  # time.monotonic() when it became available
 
     def mark_up(self) -> None:
         """The plugin became available: uptime counts from now."""
-        self._up_since = time.monotonic()
+        self.up_since = time.monotonic()
 
     def mark_down(self) -> None:
-        self._up_since = None
+        self.up_since = None
 
     def record(self, result: CallResult) -> None:
         with self._lock:
@@ -72,17 +72,18 @@ class PluginMetrics:
 
     @property
     def uptime_seconds(self) -> float:
-        since = self._up_since
+        since = self.up_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def snapshot(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, Any]:
+        """Every figure but uptime (which moves with the clock)."""
         with self._lock:
             calls = self.success_count + self.error_count
+            last_used = self.last_used
             return {
                 "success_count": self.success_count,
                 "error_count": self.error_count,
-                "uptime_seconds": round(self.uptime_seconds, 3),
-                "last_used": iso(last_used) if (last_used := self.last_used) else None,
+                "last_used": iso(last_used) if last_used else None,
                 "last_execution_time_ms": (
                     None
                     if self.last_execution_time_ms is None
@@ -91,6 +92,9 @@ class PluginMetrics:
                 "avg_execution_time_ms": round(self.total_ms / calls, 3) if calls else None,
                 "guard_trips": dict(self.guard_trips),
             }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.counters(), "uptime_seconds": round(self.uptime_seconds, 3)}
 
     def histogram(self) -> tuple[list[tuple[str, int]], float]:
         """Cumulative (le, count) buckets and the sum in seconds, Prometheus-style."""

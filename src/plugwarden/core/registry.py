@@ -8,6 +8,8 @@ in time raises :class:`~plugwarden.exceptions.RegistryTimeout`.
 
 from __future__ import annotations
 
+import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,38 +38,79 @@ class PluginInfo:
 
 @dataclass(frozen=True, slots=True)
 class PluginStatus:
-    """A snapshot of one plugin's record; safe to hand out."""
+    """A snapshot of one plugin's record; safe to hand out.
+
+    Snapshots are cached by the registry until the plugin's record changes,
+    so readers polling a hundred plugins build almost nothing; uptime is the
+    one value computed at reading time."""
 
     name: str
     state: State
     reason: str
     info: PluginInfo
     history: tuple[Transition, ...]
-    metrics: dict[str, Any]
+    counters: dict[str, Any]
     in_flight: int
     health: dict[str, Any] | None
+    up_since: float | None = None  # time.monotonic() when it became available
+    _dicts: dict[bool, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+    _json: dict[bool, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def available(self) -> bool:
         return self.state in (State.INITIALIZED, State.RUNNING)
 
+    @property
+    def uptime_seconds(self) -> float:
+        return 0.0 if self.up_since is None else round(time.monotonic() - self.up_since, 3)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return {**self.counters, "uptime_seconds": self.uptime_seconds}
+
     def to_dict(self, *, history: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "state": self.state.value,
-            "reason": self.reason,
-            "description": self.info.description,
-            "version": self.info.version,
-            "distribution": self.info.distribution,
-            "isolation": self.info.isolation,
-            "tools": list(self.info.tools),
-            "in_flight": self.in_flight,
-            **self.metrics,
-            "health": self.health,
-        }
-        if history:
-            data["history"] = [t.to_dict() for t in self.history]
-        return data
+        cached = self._dicts.get(history)
+        if cached is None:
+            cached = {
+                "name": self.name,
+                "state": self.state.value,
+                "reason": self.reason,
+                "description": self.info.description,
+                "version": self.info.version,
+                "distribution": self.info.distribution,
+                "isolation": self.info.isolation,
+                "tools": list(self.info.tools),
+                "in_flight": self.in_flight,
+                **self.counters,
+                "uptime_seconds": 0.0,
+                "health": self.health,
+            }
+            if history:
+                cached["history"] = [t.to_dict() for t in self.history]
+            self._dicts[history] = cached
+        return {**cached, "uptime_seconds": self.uptime_seconds}
+
+    def to_json(self, *, history: bool = True) -> str:
+        """:meth:`to_dict` as compact JSON. The encoding is cached with the
+        snapshot, split around the uptime, so a reader polling many plugins
+        re-encodes only what changed."""
+        parts = self._json.get(history)
+        if parts is None:
+            data = self.to_dict(history=history)
+            keys = list(data)
+            split = keys.index("uptime_seconds")
+            head = _encode({k: data[k] for k in keys[:split]})[:-1] + ',"uptime_seconds":'
+            after = {k: data[k] for k in keys[split + 1 :]}
+            tail = "," + _encode(after)[1:] if after else "}"
+            parts = self._json[history] = (head, tail)
+        return f"{parts[0]}{self.uptime_seconds!r}{parts[1]}"
+
+
+# The encoding Starlette's JSONResponse uses.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+_BUSY_IDLE = (State.RUNNING, State.INITIALIZED)
 
 
 @dataclass(slots=True)
@@ -80,30 +123,44 @@ class _Entry:
     metrics: PluginMetrics = field(default_factory=PluginMetrics)
     in_flight: int = 0
     health: dict[str, Any] | None = None
+    cached: PluginStatus | None = None
 
     def move(self, state: State, reason: str) -> None:
         self.state = state
         self.reason = reason
-        self.history.append(Transition.now(state, reason))
-        if state is State.RUNNING:
-            return
-        if state is State.INITIALIZED:
-            if not self.metrics.uptime_seconds:
+        history = self.history
+        if (
+            state is State.RUNNING
+            and len(history) >= 2
+            and history[-1].state is State.INITIALIZED
+            and history[-2].state is State.RUNNING
+        ):
+            # Busy/idle flips of a plugin in use collapse to the latest cycle,
+            # so calls never push the lifecycle's own transitions out.
+            history.pop()
+            history.pop()
+        history.append(Transition.now(state, reason))
+        if state in _BUSY_IDLE:
+            if state is State.INITIALIZED and self.metrics.up_since is None:
                 self.metrics.mark_up()
-        elif state in TERMINAL or state is State.LOADED:
+        else:
             self.metrics.mark_down()
 
     def snapshot(self) -> PluginStatus:
-        return PluginStatus(
-            self.name,
-            self.state,
-            self.reason,
-            self.info,
-            tuple(self.history),
-            self.metrics.snapshot(),
-            self.in_flight,
-            None if self.health is None else dict(self.health),
-        )
+        cached = self.cached
+        if cached is None:
+            cached = self.cached = PluginStatus(
+                self.name,
+                self.state,
+                self.reason,
+                self.info,
+                tuple(self.history),
+                self.metrics.counters(),
+                self.in_flight,
+                None if self.health is None else dict(self.health),
+                self.metrics.up_since,
+            )
+        return cached
 
 
 class Registry:
@@ -144,6 +201,7 @@ class Registry:
             if restart:
                 entry.in_flight = 0
                 entry.health = None
+            entry.cached = None
 
     def fail(self, name: str, reason: str) -> bool:
         """FAILED with ``reason`` unless already terminal; whether it moved."""
@@ -152,15 +210,20 @@ class Registry:
             if entry.state in TERMINAL:
                 return False
             entry.move(State.FAILED, reason)
+            entry.cached = None
             return True
 
     def set_info(self, name: str, info: PluginInfo) -> None:
         with self._lock.write(self.lock_timeout_s):
-            self._entry(name).info = info
+            entry = self._entry(name)
+            entry.info = info
+            entry.cached = None
 
     def set_health(self, name: str, report: dict[str, Any] | None) -> None:
         with self._lock.write(self.lock_timeout_s):
-            self._entry(name).health = report
+            entry = self._entry(name)
+            entry.health = report
+            entry.cached = None
 
     def begin_call(self, name: str) -> PluginStatus | None:
         """Count a call in flight (INITIALIZED -> RUNNING). Returns None when the
@@ -170,6 +233,7 @@ class Registry:
             if entry.state not in (State.INITIALIZED, State.RUNNING):
                 return entry.snapshot()
             entry.in_flight += 1
+            entry.cached = None
             if entry.state is State.INITIALIZED:
                 entry.move(State.RUNNING, f"{entry.in_flight} call(s) in flight")
             return None
@@ -178,6 +242,7 @@ class Registry:
         """Record a finished call; ``failure`` (a reason) makes the plugin FAILED."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
+            entry.cached = None
             entry.metrics.record(result)
             entry.in_flight = max(0, entry.in_flight - 1)
             if entry.state is not State.RUNNING:

@@ -42,7 +42,8 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
 
     async def plugins(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
-        return JSONResponse([s.to_dict(history=False) for s in statuses])
+        body = "[" + ",".join(s.to_json(history=False) for s in statuses) + "]"
+        return Response(body, media_type="application/json")
 
     async def plugin(request: Request) -> Response:
         name = request.path_params["name"]
@@ -50,7 +51,7 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
             status = await _read(host.registry.status, name)
         except UnknownPlugin as exc:
             return error(404, str(exc), "UnknownPlugin")
-        return JSONResponse(status.to_dict())
+        return Response(status.to_json(), media_type="application/json")
 
     async def run(request: Request) -> Response:
         denied = _authorise(request, token)
