@@ -47,3 +47,20 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where the probe says CUDA works; elsewhere they skip."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import pytest
+
+    from plugwarden.core.gpu import decide, run_probe
+
+    problem = decide(run_probe(with_torch=True))
+    if problem is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {problem.reason}")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plugwarden.config import HostConfig
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace, HostConfig, Console], int] = _COMMANDS[args.command]
         return handler(args, config, console)
     except (PlugwardenError, ValueError) as exc:
-        errors.print(f"[red]plugwarden: error:[/red] {exc}", highlight=False)
+        errors.print(f"[red]plugwarden: error:[/red] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -101,11 +102,11 @@ def _status_table(statuses: list[PluginStatus], title: str = "Plugins") -> Table
         style = STATE_STYLES.get(status.state, "")
         metrics = status.metrics
         table.add_row(
-            status.name,
+            escape(status.name),
             f"[{style}]{status.state.value}[/{style}]",
-            status.info.version,
+            escape(status.info.version),
             f"{metrics['success_count']}/{metrics['error_count']}",
-            status.reason,
+            escape(status.reason),  # reasons quote config keys like [plugins.x]
         )
     return table
 
@@ -159,7 +160,10 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
     elif result.ok:
         console.print_json(json.dumps(result.result))
     else:
-        console.print(f"[red]{result.error_type}:[/red] {result.error}", highlight=False)
+        console.print(
+            f"[red]{escape(str(result.error_type))}:[/red] {escape(str(result.error))}",
+            highlight=False,
+        )
     return EXIT_OK if result.ok else EXIT_NOT_WELL
 
 

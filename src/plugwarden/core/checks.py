@@ -28,6 +28,7 @@ class PreflightContext:
     source: PluginSource
     manifest: Manifest
     settings: Mapping[str, Any]
+    models_dir: str | None = None  # the operator's [plugins.NAME] models_dir
     # What a check found and what init needs to know (resolved model paths).
     facts: dict[str, Any] = field(default_factory=dict)
     # Shared across all plugins of one host start (installed distributions).

@@ -16,12 +16,14 @@ from typing import Any
 from plugwarden.config import HostConfig
 from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import Discovery, PluginSource, discover
+from plugwarden.core.gpu import check_gpu
 from plugwarden.core.guards import Limits, Outcome
 from plugwarden.core.health import HealthPoller
 from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
 from plugwarden.core.lifecycle import TERMINAL, State, iso
 from plugwarden.core.loader import LoadError
 from plugwarden.core.manifest import Manifest, read_manifest
+from plugwarden.core.models import check_models
 from plugwarden.core.output import OutputPump
 from plugwarden.core.packages import check_packages, check_requirements
 from plugwarden.core.process import MemoryMonitor, ProcessRunner
@@ -35,7 +37,8 @@ __all__ = ["Host"]
 
 log = logging.getLogger("plugwarden.host")
 
-PREFLIGHT: list[Check] = [check_requirements, check_packages]
+# Cheapest first; the GPU probe runs only for plugins that ask for a GPU.
+PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models, check_gpu]
 
 
 @dataclass(slots=True)
@@ -375,7 +378,9 @@ class _Pipeline:
                 "enabled = false). Set enabled = true to load it.",
             )
             return
-        context = PreflightContext(source, plugin.manifest, settings.settings, shared=self.shared)
+        context = PreflightContext(
+            source, plugin.manifest, settings.settings, settings.models_dir, shared=self.shared
+        )
         verdict = run_preflight(context, PREFLIGHT)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)
