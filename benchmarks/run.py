@@ -14,12 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_core, bench_http, bench_isolation
+from benchmarks import bench_checks, bench_core, bench_http, bench_isolation  # noqa: E402
 from benchmarks._harness import print_table
 
 SUITES = {
     "core": (bench_core.run, "Guarded calls (issue 2)"),
     "isolation": (bench_isolation.run, "Process isolation (issue 3)"),
+    "checks": (bench_checks.run, "Dependency checks (issue 4)"),
     "http": (bench_http.run, "Health service (issue 5)"),
 }
 

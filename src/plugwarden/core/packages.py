@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import sys
+import threading
 from importlib.metadata import distributions
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -34,8 +35,17 @@ def pip_name(import_name: str) -> str:
     return _PIP_NAMES.get(import_name, _PIP_NAMES.get(import_name.split(".")[0], import_name))
 
 
+_index_lock = threading.Lock()
+
+
 def _installed(context: PreflightContext) -> dict[str, str]:
-    """Installed distributions (canonical name -> version), read once per start."""
+    """Installed distributions (canonical name -> version), read once per start
+    (plugins are checked concurrently: the first builds it, the others wait)."""
+    with _index_lock:
+        return _build_index(context)
+
+
+def _build_index(context: PreflightContext) -> dict[str, str]:
     index: dict[str, str] | None = context.shared.get("installed")
     if index is None:
         index = {}
