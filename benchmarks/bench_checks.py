@@ -25,8 +25,7 @@ from plugwarden.testing import write_plugin
 def _start(site: str) -> float:
     started = time.perf_counter()
     with Host({"defaults": {"isolation": "inline"}}, search_path=[site]):
-        elapsed = time.perf_counter() - started
-    return elapsed
+        return time.perf_counter() - started
 
 
 def _median(function: Callable[[], float], rounds: int = 5) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_checks, bench_core, bench_http, bench_isolation  # noqa: E402
+from benchmarks import bench_checks, bench_core, bench_http, bench_isolation
 from benchmarks._harness import print_table
 
 SUITES = {
