@@ -12,35 +12,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from plugwarden.testing import write_plugin
+from plugwarden.testing import ECHO_PLUGIN, plugin_source, write_plugin
 
-ECHO = """
-from plugwarden import hookimpl
-
-@hookimpl
-def validate():
-    return True
-
-@hookimpl
-def run(tool, args):
-    return args
-"""
+ECHO = ECHO_PLUGIN
 
 # About a millisecond of pure-Python work: a small model's or parser's call.
-WORK = """
-from plugwarden import hookimpl
-
-@hookimpl
-def validate():
-    return True
-
-@hookimpl
-def run(tool, args):
-    total = 0
-    for i in range(args.get("n", 20000)):
-        total += i * i
-    return {"total": total}
-"""
+WORK = plugin_source(
+    "total = 0\nfor i in range(args.get('n', 20000)):\n    total += i * i\nreturn {'total': total}"
+)
 
 
 @dataclass

@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 
 from benchmarks._harness import ECHO, Figure, site_with
+from plugwarden.testing import plugin_source
 
 HERE = Path(__file__).resolve().parent
-HANG = ECHO.replace("return args", "import time\n    time.sleep(3600)")
+HANG = plugin_source("import time\ntime.sleep(3600)")
 WRK = ["-t1", "-c8", "-d5s", "--latency"]
 
 

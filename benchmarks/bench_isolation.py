@@ -14,12 +14,10 @@ from multiprocessing.connection import Connection
 
 from benchmarks._harness import ECHO, Figure, compare, site_with
 from plugwarden import Host
+from plugwarden.testing import plugin_source
 
-SLEEPER = ECHO.replace("return args", "import time\n    time.sleep(3600)")
-HOG = ECHO.replace(
-    "return args",
-    "hog = []\n    while True:\n        hog.append(b'x' * (50 * 2**20))",
-)
+SLEEPER = plugin_source("import time\ntime.sleep(3600)")
+HOG = plugin_source("hog = []\nwhile True:\n    hog.append(b'x' * (50 * 2**20))")
 
 
 def _echo_child(connection: Connection) -> None:

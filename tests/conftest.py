@@ -7,29 +7,11 @@ from collections.abc import Callable
 
 import psutil
 
-ECHO = """
-from plugwarden import hookimpl
+from plugwarden.testing import ECHO_PLUGIN, plugin_source
 
-@hookimpl
-def validate():
-    return True
+ECHO = ECHO_PLUGIN
 
-@hookimpl
-def run(tool, args):
-    return {"tool": tool, "args": args}
-"""
-
-
-def plugin_source(run_body: str, *, prelude: str = "", init_body: str = "pass") -> str:
-    """A plugin whose run() executes ``run_body`` (indented for a function)."""
-    body = "\n".join("    " + line for line in run_body.strip().splitlines())
-    init = "\n".join("    " + line for line in init_body.strip().splitlines())
-    return (
-        f"from plugwarden import hookimpl\n{prelude}\n\n"
-        f"@hookimpl\ndef init(config):\n{init}\n\n"
-        "@hookimpl\ndef validate():\n    return True\n\n"
-        f"@hookimpl\ndef run(tool, args):\n{body}\n"
-    )
+__all__ = ["ECHO", "gone", "plugin_source", "wait_for"]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:

@@ -144,3 +144,19 @@ def test_host_works_with_no_config_and_no_plugins(tmp_path, monkeypatch):
     with Host(search_path=[str(tmp_path)]) as host:
         assert host.statuses() == []
         assert host.config.source == "<built-in defaults>"
+
+
+def test_second_start_is_a_no_op(plugwarden_plugin, plugwarden_host):
+    """start() twice loads nothing twice and changes no state."""
+    plugwarden_plugin("p", ECHO)
+    host = plugwarden_host()
+    pids = host.worker_pids("p")
+    host.start()
+    assert host.worker_pids("p") == pids
+    assert [t.state for t in host.status("p").history] == [State.LOADED, State.INITIALIZED]
+
+
+def test_disabled_plugin_manifest_is_not_even_read(plugwarden_plugin, plugwarden_host):
+    plugwarden_plugin("off", ECHO, manifest="this is not toml = [")
+    host = plugwarden_host({"plugins": {"off": {"enabled": False}}})
+    assert host.status("off").state is State.UNAVAILABLE

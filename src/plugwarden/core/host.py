@@ -79,6 +79,7 @@ class Host:
         self._output = OutputPump()
         self._memory = MemoryMonitor()
         self._started = threading.Event()
+        self._start_lock = threading.Lock()
         self._closed = False
         self._health: HealthPoller | None = None
 
@@ -86,7 +87,14 @@ class Host:
 
     def start(self) -> None:
         """Discover, check, load, initialise and validate every plugin,
-        concurrently. Never raises for a plugin's fault."""
+        concurrently. Never raises for a plugin's fault; a second call does
+        nothing (use :meth:`restart` for one plugin)."""
+        with self._start_lock:
+            if self._plugins or self._started.is_set():
+                return
+            self._start()
+
+    def _start(self) -> None:
         found = discover(self._search_path)
         self._register_duplicates(found)
         shared: dict[str, Any] = {}
@@ -101,6 +109,10 @@ class Host:
     @property
     def started(self) -> bool:
         return self._started.is_set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         if self._closed:
@@ -365,25 +377,27 @@ class _Pipeline:
         settings = host.config.plugin(name)
         source = plugin.source
         plugin.manifest = Manifest()
-        try:
-            plugin.manifest = read_manifest(source.package_dir)
-        except ManifestError as exc:
-            self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
-            return
-        plugin.limits = host.config.limits_for(name, plugin.manifest.guards)
-        if not settings.enabled:
+        if not settings.enabled:  # nothing of a disabled plugin is read, let alone run
             self.move(
                 State.UNAVAILABLE,
                 f"Disabled in the host config ({host.config.source}: [plugins.{name}] "
                 "enabled = false). Set enabled = true to load it.",
             )
             return
+        try:
+            plugin.manifest = read_manifest(source.package_dir)
+        except ManifestError as exc:
+            self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
+            return
+        plugin.limits = host.config.limits_for(name, plugin.manifest.guards)
         context = PreflightContext(
             source, plugin.manifest, settings.settings, settings.models_dir, shared=self.shared
         )
         verdict = run_preflight(context, PREFLIGHT)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)
+            return
+        if host.closing:  # close() began while this plugin was being checked
             return
         runner = plugin.runner = host._make_runner(plugin)
         try:

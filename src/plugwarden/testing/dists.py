@@ -16,7 +16,20 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["write_plugin"]
+__all__ = ["ECHO_PLUGIN", "plugin_source", "write_plugin"]
+
+# The smallest healthy plugin: run() echoes its tool and args back.
+ECHO_PLUGIN = """
+from plugwarden import hookimpl
+
+@hookimpl
+def validate():
+    return True
+
+@hookimpl
+def run(tool, args):
+    return {"tool": tool, "args": args}
+"""
 
 
 def write_plugin(
@@ -57,3 +70,15 @@ def write_plugin(
     )
     (info / "RECORD").write_text("", encoding="utf-8")
     return package
+
+
+def plugin_source(run_body: str, *, prelude: str = "", init_body: str = "pass") -> str:
+    """A plugin whose run() executes ``run_body`` (indented for a function)."""
+    body = "\n".join("    " + line for line in run_body.strip().splitlines())
+    init = "\n".join("    " + line for line in init_body.strip().splitlines())
+    return (
+        f"from plugwarden import hookimpl\n{prelude}\n\n"
+        f"@hookimpl\ndef init(config):\n{init}\n\n"
+        "@hookimpl\ndef validate():\n    return True\n\n"
+        f"@hookimpl\ndef run(tool, args):\n{body}\n"
+    )
