@@ -168,6 +168,7 @@ return "fine"
 
         assert status.state is State.INITIALIZED
         assert host.worker_pids("chaos") != first
+        wait_for(lambda: all(gone(pid) for pid in first), what="the old worker to be gone")
         assert host.call("chaos", "go", {}).result == "fine"
         states = [t.state for t in host.status("chaos").history]
         assert states[:2] == [State.LOADED, State.INITIALIZED]
@@ -232,7 +233,42 @@ return "fine"
         assert_sibling_answers(host)
 
 
+def meet(mine: str, theirs: str) -> str:
+    """run() that marks its arrival, then waits for the other plugin's: only
+    calls that truly run at the same time can both finish."""
+    return plugin_source(
+        f"import os, time\nopen({mine!r}, 'w').close()\n"
+        f"while not os.path.exists({theirs!r}):\n    time.sleep(0.01)\nreturn 'met'"
+    )
+
+
 class TestConcurrency:
+    def test_calls_to_different_plugins_run_in_parallel(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        from concurrent.futures import ThreadPoolExecutor
+
+        left, right = str(tmp_path / "left"), str(tmp_path / "right")
+        guards = {"guards": {"timeout_s": 60}}
+        plugwarden_plugin("left", meet(left, right), manifest=guards)
+        plugwarden_plugin("right", meet(right, left), manifest=guards)
+        host = plugwarden_host()
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda name: host.call(name, "t", {}), ["left", "right"]))
+        assert [r.result for r in results] == ["met", "met"]
+
+    def test_concurrent_calls_to_one_worker_are_queued(self, plugwarden_plugin, plugwarden_host):
+        """workers = 1: 48 calls from 8 threads share one connection; each gets
+        its own answer (requests and replies never cross)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        plugwarden_plugin("solo", plugin_source("return args['i'] * 2"))
+        host = plugwarden_host()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: host.call("solo", "t", {"i": i}), range(48)))
+        assert [r.result for r in results] == [i * 2 for i in range(48)]
+        assert host.status("solo").metrics["success_count"] == 48
+
     def test_pool_serves_calls_in_parallel_and_counts_exactly(
         self, plugwarden_plugin, plugwarden_host
     ):

@@ -173,6 +173,21 @@ class TestHealthReports:
         assert health["ok"] is True
         assert health["report"] == {"queue": 3}
 
+    def test_hung_health_hook_past_its_budget_fails_the_plugin(
+        self, plugwarden_plugin, plugwarden_server
+    ):
+        plugwarden_plugin(
+            "p", ECHO + "\n@hookimpl\ndef health():\n    import time\n    time.sleep(600)\n"
+        )
+        server = plugwarden_server({"defaults": {"health_timeout_s": 0.5}})
+        server.host.check_health("p")
+        status = get(server, "/v1/plugins/p/health").json()
+        assert status["state"] == "FAILED"
+        assert status["reason"] == (
+            "Plugin health timed out after 0.5s. Increase health_timeout_s if needed."
+        )
+        assert server.host.worker_pids("p") == []
+
     def test_failing_health_hook_is_reported_not_hidden(self, plugwarden_plugin, plugwarden_server):
         plugwarden_plugin("p", ECHO + "\n@hookimpl\ndef health():\n    raise OSError('disk')\n")
         server = plugwarden_server()
