@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 
 from plugwarden.core.host import Host
 from plugwarden.testing.dists import write_plugin
+
+if TYPE_CHECKING:  # uvicorn is imported only by tests that start a server
+    import uvicorn
 
 
 @pytest.fixture
@@ -84,6 +86,8 @@ class LiveServer:
 
 @pytest.fixture
 def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServer]]:
+    import uvicorn
+
     from plugwarden.web.server import build
 
     servers: list[LiveServer] = []
