@@ -188,6 +188,21 @@ return "fine"
 
         wait_for(lambda: all(gone(pid) for pid in before), what="every process to exit")
 
+    def test_close_also_ends_the_processes_a_plugin_started(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        pid_file = tmp_path / "child.pid"
+        init = (
+            f"import subprocess\nchild = subprocess.Popen(['sleep', '1000'])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))"
+        )
+        plugwarden_plugin("parent", plugin_source("return 1", init_body=init))
+        host = plugwarden_host()
+        child = int(pid_file.read_text())
+        assert not gone(child)
+        host.close()
+        wait_for(lambda: gone(child), what="the plugin's child to end with its worker")
+
     def test_worker_exits_when_its_host_is_killed(self, plugwarden_plugin, plugwarden_site):
         """A host killed with SIGKILL does not leave its workers running."""
         plugwarden_plugin("p", ECHO)

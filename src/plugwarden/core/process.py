@@ -170,17 +170,14 @@ class WorkerProcess:
             with contextlib.suppress(psutil.Error):
                 stray.kill()
 
-    def close(self, grace_s: float = 1.0) -> None:
+    def close(self) -> None:
+        """End the worker with everything it started, and wait for its exit
+        report (so no zombie or stray is left behind)."""
         if self._closed:
             return
         if not self.exited.is_set():
-            if self.killed_by is None:
-                self.killed_by = "close"
-            with contextlib.suppress(OSError):
-                self.connection.send_bytes(pickle.dumps(("stop",)))
-            if not self.exited.wait(grace_s):
-                self.kill("close")
-                self.exited.wait(5.0)
+            self.kill("close")
+            self.exited.wait(5.0)
         with self._fd_lock:
             if self._closed:
                 return

@@ -61,9 +61,6 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
             plugin, reply = _load(*request[1:])
         elif op == "call" and plugin is not None:
             reply = ("outcome", plugin.call(request[1], request[2]).to_wire())
-        elif op == "stop":
-            connection.close()
-            os._exit(0)
         else:
             reply = (
                 "outcome",
