@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from benchmarks._harness import ECHO, Figure, site_with
 from plugwarden import Host
-from plugwarden.core import host as host_module
+from plugwarden.core import pipeline
 from plugwarden.core.gpu import check_gpu, run_probe
 from plugwarden.testing import write_plugin
 
@@ -52,12 +52,12 @@ def run() -> list[Figure]:
         write_plugin(gpu_site, name, source, module=f"bench_{name}")
 
     def without_check() -> float:
-        saved = list(host_module.PREFLIGHT)
-        host_module.PREFLIGHT[:] = [c for c in saved if c is not check_gpu]
+        saved = list(pipeline.PREFLIGHT)
+        pipeline.PREFLIGHT[:] = [c for c in saved if c is not check_gpu]
         try:
             return _start(plain)
         finally:
-            host_module.PREFLIGHT[:] = saved
+            pipeline.PREFLIGHT[:] = saved
 
     checked, unchecked, ratio = _interleaved(lambda: _start(plain), without_check)
     figures = [

@@ -85,6 +85,20 @@ class TestRunMisbehaviour:
         assert "Traceback" not in status.reason
         assert_sibling_answers(host)
 
+    def test_memory_of_the_plugins_children_counts_too(self, chaos):
+        """A child that allocates past the limit trips the worker's guard."""
+        body = """
+import subprocess, sys
+code = "hog = b'x' * (300 * 2**20)\\nimport time\\ntime.sleep(600)"
+child = subprocess.Popen([sys.executable, "-c", code])
+child.wait()
+"""
+        host = chaos(plugin_source(body))
+        result = host.call("chaos", "go", {})
+        assert result.guard == "memory"
+        assert "exceeded 150 MB memory limit" in result.error
+        assert_sibling_answers(host)
+
     def test_call_after_failure_is_refused_with_the_reason(self, chaos):
         """A FAILED plugin answers ok=false naming its state, without running code."""
         host = chaos(plugin_source("raise RuntimeError('boom')"))

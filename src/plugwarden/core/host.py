@@ -8,46 +8,28 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from plugwarden.config import HostConfig
-from plugwarden.core.checks import Check, PreflightContext, run_preflight
-from plugwarden.core.discovery import Discovery, PluginSource, discover
-from plugwarden.core.gpu import check_gpu
-from plugwarden.core.guards import Limits, Outcome
+from plugwarden.core.discovery import Discovery, discover
+from plugwarden.core.guards import Outcome
 from plugwarden.core.health import HealthPoller
 from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
-from plugwarden.core.lifecycle import TERMINAL, State, iso
-from plugwarden.core.loader import LoadError
-from plugwarden.core.manifest import Manifest, read_manifest
-from plugwarden.core.models import check_models
+from plugwarden.core.lifecycle import State, iso
 from plugwarden.core.output import OutputPump
-from plugwarden.core.packages import check_packages, check_requirements
+from plugwarden.core.pipeline import Pipeline, PluginSlot
 from plugwarden.core.process import MemoryMonitor, ProcessRunner
-from plugwarden.core.registry import PluginInfo, PluginStatus, Registry
+from plugwarden.core.registry import PluginStatus, Registry
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import BUSY, Attempt, Runner
 from plugwarden.core.zygote import Zygote
-from plugwarden.exceptions import ManifestError, PlugwardenError, UnknownPlugin
+from plugwarden.exceptions import PlugwardenError, UnknownPlugin
 
 __all__ = ["Host"]
 
 log = logging.getLogger("plugwarden.host")
-
-# Cheapest first; the GPU probe runs only for plugins that ask for a GPU.
-PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models, check_gpu]
-
-
-@dataclass(slots=True)
-class _Plugin:
-    source: PluginSource
-    manifest: Manifest = field(default_factory=Manifest)
-    limits: Limits = field(default_factory=Limits)
-    runner: Runner | None = None
-    restart_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Host:
@@ -72,7 +54,7 @@ class Host:
             self.config = HostConfig.load(config)
         self._search_path = None if search_path is None else list(search_path)
         self.registry = Registry(self.config.lock_timeout_s)
-        self._plugins: dict[str, _Plugin] = {}
+        self._plugins: dict[str, PluginSlot] = {}
         self._inline_executor = ElasticExecutor()
         self._inline_memory = HostMemoryWatch()
         self._zygote = Zygote()
@@ -99,7 +81,7 @@ class Host:
         self._register_duplicates(found)
         shared: dict[str, Any] = {}
         for name, source in found.plugins.items():
-            self._plugins[name] = _Plugin(source)
+            self._plugins[name] = PluginSlot(source)
         workers = max(1, min(32, len(found.plugins)))
         with ThreadPoolExecutor(workers, thread_name_prefix="plugwarden-start") as pool:
             for name in found.plugins:
@@ -169,7 +151,7 @@ class Host:
         """Cumulative call-duration buckets (seconds) and their sum, for Prometheus."""
         return self.registry.histogram(name)
 
-    def _known(self, name: str) -> _Plugin:
+    def _known(self, name: str) -> PluginSlot:
         plugin = self._plugins.get(name)
         if plugin is None:
             raise UnknownPlugin(name, list(self._plugins))
@@ -320,15 +302,15 @@ class Host:
         plugin = self._plugins[name]
         with plugin.restart_lock:
             try:
-                _Pipeline(self, name, plugin, shared, restart).run()
+                Pipeline(self, name, plugin, shared, restart).run()
             # The host must survive a bug of its own in one plugin's pipeline.
             except Exception as exc:
                 log.exception("plugin %r: pipeline error", name)
-                _Pipeline(self, name, plugin, shared, restart=True).move(
+                Pipeline(self, name, plugin, shared, restart=True).move(
                     State.FAILED, f"Internal error while loading: {exc!r}. Please report it."
                 )
 
-    def _make_runner(self, plugin: _Plugin) -> Runner:
+    def _make_runner(self, plugin: PluginSlot) -> Runner:
         if plugin.limits.isolation == "inline":
             return InlineRunner(
                 plugin.source, plugin.limits, self._inline_executor, self._inline_memory
@@ -347,113 +329,3 @@ class Host:
         """A worker died between calls: the plugin can no longer answer."""
         log.warning("plugin %r: %s", name, reason)
         self.registry.fail(name, reason)
-
-
-class _Pipeline:
-    """One run of discovery -> manifest -> checks -> load -> init/validate."""
-
-    def __init__(
-        self, host: Host, name: str, plugin: _Plugin, shared: dict[str, Any], restart: bool
-    ) -> None:
-        self.host = host
-        self.name = name
-        self.plugin = plugin
-        self.shared = shared
-        self.restart = restart
-
-    def move(self, state: State, reason: str) -> None:
-        if state in TERMINAL and self.plugin.runner is not None:
-            self.plugin.runner.close()  # a terminal state keeps no worker alive
-        self.host.registry.transition(
-            self.name, state, reason, restart=self.restart, info=self.info()
-        )
-        self.restart = False
-
-    def run(self) -> None:
-        host, plugin, name = self.host, self.plugin, self.name
-        if plugin.runner is not None:
-            plugin.runner.close()
-            plugin.runner = None
-        settings = host.config.plugin(name)
-        source = plugin.source
-        plugin.manifest = Manifest()
-        if not settings.enabled:  # nothing of a disabled plugin is read, let alone run
-            self.move(
-                State.UNAVAILABLE,
-                f"Disabled in the host config ({host.config.source}: [plugins.{name}] "
-                "enabled = false). Set enabled = true to load it.",
-            )
-            return
-        try:
-            plugin.manifest = read_manifest(source.package_dir)
-        except ManifestError as exc:
-            self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
-            return
-        plugin.limits = host.config.limits_for(name, plugin.manifest.guards)
-        context = PreflightContext(
-            source, plugin.manifest, settings.settings, settings.models_dir, shared=self.shared
-        )
-        verdict = run_preflight(context, PREFLIGHT)
-        if verdict.state is not None:
-            self.move(verdict.state, verdict.reason)
-            return
-        if host.closing:  # close() began while this plugin was being checked
-            return
-        runner = plugin.runner = host._make_runner(plugin)
-        try:
-            runner.load()
-        except LoadError as exc:
-            self.move(State.FAILED, exc.reason)
-            return
-        self.move(State.LOADED, f"imported from {source.origin}")
-        config = {**settings.settings, "models": context.facts.get("models", {})}
-        self.initialise(runner, config)
-
-    def info(self) -> PluginInfo:
-        manifest, source = self.plugin.manifest, self.plugin.source
-        return PluginInfo(
-            description=manifest.description or "",
-            version=manifest.version or source.dist_version,
-            distribution=source.origin,
-            isolation=self.plugin.limits.isolation,
-            tools=tuple(manifest.tools),
-        )
-
-    def initialise(self, runner: Runner, config: dict[str, Any]) -> None:
-        budget = self.plugin.limits.load_timeout_s
-        attempt = runner.call("init", {"config": config}, budget)
-        if not attempt.outcome.ok:
-            self.move(State.FAILED, self._hook_failure("init", attempt))
-            return
-        attempt = runner.call("validate", {}, budget)
-        verdict = _validate_verdict(attempt)
-        if verdict is not None:
-            self.move(State.FAILED, verdict)
-            return
-        self.move(State.INITIALIZED, "ready")
-
-    def _hook_failure(self, hook: str, attempt: Attempt) -> str:
-        outcome = attempt.outcome
-        if attempt.guard is not None:
-            return outcome.error or f"{hook}() tripped the {attempt.guard} guard"
-        return f"{hook}() failed with {outcome.error}. Fix the plugin, then restart it."
-
-
-def _validate_verdict(attempt: Attempt) -> str | None:
-    """None when validate() said ready, else the reason it is not."""
-    outcome = attempt.outcome
-    if attempt.guard is not None:
-        return outcome.error
-    if not outcome.ok:
-        return f"validate() raised {outcome.error}. Fix the plugin, then restart it."
-    value = outcome.value
-    if value is None or value is True:
-        return None
-    if value is False:
-        return "validate() returned False: the plugin reports it is not ready."
-    if isinstance(value, str):
-        return f"validate() reported: {value}"
-    return (
-        f"validate() returned {type(value).__name__}; expected None, True, False or a "
-        "reason string."
-    )

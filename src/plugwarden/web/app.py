@@ -96,14 +96,15 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
         statuses = await _read(host.registry.statuses)
         return HTMLResponse(render_page(statuses, readiness(host, statuses)))
 
+    # Starlette tries routes in order: the ones probes poll come first.
     routes = [
-        Route("/", page, methods=["GET"]),
+        Route("/v1/plugins/{name}/health", plugin, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/plugins", plugins, methods=["GET"]),
         Route("/v1/plugins/{name}", plugin, methods=["GET"]),
-        Route("/v1/plugins/{name}/health", plugin, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
     ]
