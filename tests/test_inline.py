@@ -77,12 +77,21 @@ class TestInlineGuards:
 
     def test_memory_growth_past_the_limit_trips_the_guard(self, inline_host):
         """The host's growth during an inline call past memory_mb is blamed on it."""
+        import builtins
+
+        release = threading.Event()
+        builtins._plugwarden_test_release = release  # the plugin holds its memory until set
         body = (
-            "import time\nhog = bytearray(300 * 2**20)\n"
-            "hog[::4096] = b'x' * len(hog[::4096])\ntime.sleep(5)\nreturn len(hog)"
+            "import builtins\nhog = bytearray(300 * 2**20)\n"
+            "hog[::4096] = b'x' * len(hog[::4096])\n"
+            "builtins._plugwarden_test_release.wait(60)\nreturn len(hog)"
         )
-        host = inline_host(plugin_source(body), {"memory_mb": 100, "timeout_s": 30})
-        result = host.call("p", "hog", {})
+        try:
+            host = inline_host(plugin_source(body), {"memory_mb": 100, "timeout_s": 30})
+            result = host.call("p", "hog", {})
+        finally:
+            release.set()
+            del builtins._plugwarden_test_release
         assert result.guard == "memory"
         assert "exceeded 100 MB memory limit" in result.error
 
