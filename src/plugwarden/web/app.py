@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -31,6 +33,8 @@ __all__ = ["create_app", "readiness"]
 
 T = TypeVar("T")
 
+CALL_THREADS = 32
+
 
 def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
     """The app for ``host``; its ``[server]`` settings come from ``config``
@@ -39,6 +43,9 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
     token = server.token.encode() if server.token else None
     max_body = server.max_body_bytes
     scrape_registry = collector_registry(host)
+    # Plugin calls get threads of their own: hung runs never take the ones
+    # that /metrics and contended registry reads use.
+    calls = anyio.CapacityLimiter(CALL_THREADS)
 
     async def plugins(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
@@ -58,15 +65,19 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
         if denied is not None:
             return denied
         name = request.path_params["name"]
-        if name not in host.registry:
-            return error(404, str(UnknownPlugin(name, host.registry.names())), "UnknownPlugin")
+        try:
+            await _read(host.registry.status, name)
+        except UnknownPlugin as exc:
+            return error(404, str(exc), "UnknownPlugin")
         body = await _json_body(request, max_body)
         if isinstance(body, Response):
             return body
         problem = _run_body_problem(body)
         if problem is not None:
             return error(422, problem, "InvalidRequest")
-        result = await run_in_threadpool(host.call, name, body["tool"], body.get("args") or {})
+        result = await anyio.to_thread.run_sync(
+            host.call, name, body["tool"], body.get("args") or {}, limiter=calls
+        )
         return JSONResponse(result.to_dict())
 
     async def restart(request: Request) -> Response:
@@ -75,7 +86,7 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
             return denied
         name = request.path_params["name"]
         try:
-            status = await run_in_threadpool(host.restart, name)
+            status = await anyio.to_thread.run_sync(host.restart, name, limiter=calls)
         except UnknownPlugin as exc:
             return error(404, str(exc), "UnknownPlugin")
         return JSONResponse(status.to_dict())
