@@ -211,20 +211,23 @@ class WorkerProcess:
 
 
 class MemoryMonitor:
-    """Watches workers' resident memory: busy ones every ``busy_s``, idle
-    ones every ``idle_s``; a tree past its limit is killed."""
+    """Watches workers' resident memory: busy ones every ``busy_s``, every
+    one each ``idle_s``; a tree past its limit is killed. With no call in
+    flight it sleeps between sweeps rather than ticking."""
 
     def __init__(self, busy_s: float = 0.005, idle_s: float = 0.25) -> None:
         self._busy_s = busy_s
         self._idle_s = idle_s
-        self._watched: dict[WorkerProcess, tuple[int, list[float]]] = {}
+        self._limits: dict[WorkerProcess, int] = {}
+        self._busy: set[WorkerProcess] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stop = False
         self._thread: threading.Thread | None = None
 
     def watch(self, worker: WorkerProcess, limit_bytes: int) -> None:
         with self._lock:
-            self._watched[worker] = (limit_bytes, [0.0])
+            self._limits[worker] = limit_bytes
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="plugwarden-memory", daemon=True
@@ -233,34 +236,56 @@ class MemoryMonitor:
 
     def forget(self, worker: WorkerProcess) -> None:
         with self._lock:
-            self._watched.pop(worker, None)
+            self._limits.pop(worker, None)
+            self._busy.discard(worker)
+
+    def busy(self, worker: WorkerProcess, busy: bool) -> None:
+        """A call to ``worker`` begins (True) or ends (False)."""
+        worker.busy = busy
+        with self._lock:
+            if busy:
+                self._busy.add(worker)
+            else:
+                self._busy.discard(worker)
+        if busy:
+            self._wake.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._busy_s):
+        next_sweep = 0.0
+        while not self._stop:
+            # Cleared before the snapshot: a call that begins after it still
+            # wakes the wait below.
+            self._wake.clear()
             now = time.monotonic()
             with self._lock:
-                watched = list(self._watched.items())
-            for worker, (limit, last) in watched:
-                if worker.exited.is_set() or not (worker.busy or now - last[0] >= self._idle_s):
-                    continue
-                last[0] = now
-                try:
-                    over = worker.resident_bytes() > limit
-                # The monitor must outlive any surprise from one worker's /proc.
-                except Exception:
-                    log.exception("memory check of worker %s failed", worker.label)
-                    continue
-                if over:
-                    log.warning(
-                        "worker %s: %d bytes over its %d limit",
-                        worker.label,
-                        worker.peak_bytes,
-                        limit,
-                    )
-                    worker.kill("memory")
+                if now >= next_sweep:
+                    due = list(self._limits.items())
+                    next_sweep = now + self._idle_s
+                else:
+                    due = [(w, self._limits[w]) for w in self._busy if w in self._limits]
+                busy = bool(self._busy)
+            for worker, limit in due:
+                self._check(worker, limit)
+            self._wake.wait(self._busy_s if busy else max(0.0, next_sweep - time.monotonic()))
+
+    def _check(self, worker: WorkerProcess, limit: int) -> None:
+        if worker.exited.is_set():
+            return
+        try:
+            over = worker.resident_bytes() > limit
+        # The monitor must outlive any surprise from one worker's /proc.
+        except Exception:
+            log.exception("memory check of worker %s failed", worker.label)
+            return
+        if over:
+            log.warning(
+                "worker %s: %d bytes over its %d limit", worker.label, worker.peak_bytes, limit
+            )
+            worker.kill("memory")
 
     def close(self) -> None:
-        self._stop.set()
+        self._stop = True
+        self._wake.set()
 
 
 class ProcessRunner:
@@ -353,7 +378,7 @@ class ProcessRunner:
     ) -> Attempt | Any:
         """The worker's reply, or the Attempt that says which guard tripped."""
         start = time.perf_counter()
-        worker.busy = True
+        self._monitor.busy(worker, True)
         try:
             status, reply = worker.exchange(message, timeout_s)
             if status != "reply":
@@ -361,7 +386,7 @@ class ProcessRunner:
             if status == "timeout":
                 worker.kill("timeout")
         finally:
-            worker.busy = False
+            self._monitor.busy(worker, False)
         elapsed = (time.perf_counter() - start) * 1000
         if status == "reply":
             return reply
