@@ -149,8 +149,8 @@ class HostMemoryWatch:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, job: Job, limit_bytes: int) -> None:
-        baseline = resident_bytes()
+    def watch(self, job: Job, limit_bytes: int, baseline: int) -> None:
+        """Trip ``job`` if the host grows past ``baseline + limit_bytes``."""
         with self._lock:
             self._watched[job] = (baseline, limit_bytes)
             if self._thread is None:
@@ -216,8 +216,9 @@ class InlineRunner:
         if plugin is None:
             return Attempt(Outcome(False, error="Plugin is not loaded", error_type="NotLoaded"))
         start = time.perf_counter()
+        baseline = resident_bytes()  # before the plugin can allocate anything
         job = self._executor.submit(plugin.call, hook, kwargs)
-        self._memory.watch(job, int(self.limits.memory_mb * 2**20))
+        self._memory.watch(job, int(self.limits.memory_mb * 2**20), baseline)
         try:
             finished = job.wait(timeout_s)
         finally:
