@@ -37,7 +37,7 @@ __all__ = ["MemoryMonitor", "ProcessRunner", "WorkerProcess", "exit_reason"]
 log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
-SPIN_S = 50e-6  # how long exchange() polls for a reply before it sleeps
+SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
 
 
 def exit_reason(code: int | None) -> str:
@@ -115,6 +115,7 @@ class WorkerProcess:
         self._poller.register(self.connection.fileno(), _READABLE)
         self._poller.register(self._death_r, _READABLE)
         self._tree: list[psutil.Process] = []
+        self._fast = True  # its last reply came quickly: worth spinning for
         self._tree_checked = 0.0
 
     def _exited(self, code: int | None) -> None:
@@ -133,7 +134,8 @@ class WorkerProcess:
             return "died", None
         start = time.monotonic()
         deadline = start + timeout_s
-        spin_until = start + SPIN_S
+        # Spin only for a worker whose last reply came within the spin window.
+        spin_until = start + SPIN_S if self._fast else start
         while True:
             now = time.monotonic()
             remaining = deadline - now
@@ -144,6 +146,9 @@ class WorkerProcess:
             wait_ms = 0 if now < spin_until else remaining * 1000
             events = dict(self._poller.poll(wait_ms))
             if self.connection.fileno() in events:
+                # 3x: a fast plugin's reply that came after a sleep (slower) must
+                # not switch spinning off for good.
+                self._fast = time.monotonic() - start < 3 * SPIN_S
                 try:
                     return "reply", pickle.loads(self.connection.recv_bytes())
                 except (EOFError, OSError):
@@ -222,6 +227,8 @@ class MemoryMonitor:
         self._busy: set[WorkerProcess] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._active = False  # a call began since the last look
+        self._dozing = False  # asleep until the next sweep: a new call must wake it
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -240,14 +247,19 @@ class MemoryMonitor:
             self._busy.discard(worker)
 
     def busy(self, worker: WorkerProcess, busy: bool) -> None:
-        """A call to ``worker`` begins (True) or ends (False)."""
+        """A call to ``worker`` begins (True) or ends (False). While calls come,
+        the monitor ticks on its own; only a dozing monitor is woken (waking
+        it on every call cost each call a thread switch)."""
         worker.busy = busy
         with self._lock:
             if busy:
                 self._busy.add(worker)
+                self._active = True
+                wake = self._dozing
             else:
                 self._busy.discard(worker)
-        if busy:
+                wake = False
+        if wake:
             self._wake.set()
 
     def _run(self) -> None:
@@ -263,10 +275,12 @@ class MemoryMonitor:
                     next_sweep = now + self._idle_s
                 else:
                     due = [(w, self._limits[w]) for w in self._busy if w in self._limits]
-                busy = bool(self._busy)
+                active = self._active or bool(self._busy)
+                self._active = False
+                self._dozing = not active  # read by busy() under this same lock
             for worker, limit in due:
                 self._check(worker, limit)
-            self._wake.wait(self._busy_s if busy else max(0.0, next_sweep - time.monotonic()))
+            self._wake.wait(self._busy_s if active else max(0.0, next_sweep - time.monotonic()))
 
     def _check(self, worker: WorkerProcess, limit: int) -> None:
         if worker.exited.is_set():

@@ -27,6 +27,7 @@ from plugwarden.core.loader import LoadedPlugin, LoadError, load_plugin
 __all__ = ["serve"]
 
 _PR_SET_PDEATHSIG = 1
+SPIN_S = 100e-6  # how long an idle worker polls for the next request before it sleeps
 
 
 def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
@@ -50,12 +51,18 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     plugin: LoadedPlugin | None = None
     poller = select.poll()
     poller.register(control_fd, select.POLLIN | select.POLLHUP)
+    back_to_back = True
     while True:
-        _await_briefly(poller)
+        replied = time.monotonic()
+        if back_to_back:
+            _await_briefly(poller)
         try:
             request = connection.recv()
         except (EOFError, OSError):
             _exit_group()
+        # Spin next time only if requests come back to back: paced traffic
+        # would just burn the spin every time.
+        back_to_back = time.monotonic() - replied < SPIN_S
         op = request[0]
         if op == "load":
             plugin, reply = _load(*request[1:])
@@ -69,10 +76,10 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         _send(connection, reply)
 
 
-def _await_briefly(poller: select.poll, spin_s: float = 50e-6) -> None:
+def _await_briefly(poller: select.poll) -> None:
     """Poll for the next request a moment before blocking in recv: calls that
     come back to back then skip a sleep and a wake-up."""
-    until = time.monotonic() + spin_s
+    until = time.monotonic() + SPIN_S
     while time.monotonic() < until:
         if poller.poll(0):
             return
