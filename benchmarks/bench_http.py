@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -26,6 +27,7 @@ from plugwarden.testing import plugin_source
 HERE = Path(__file__).resolve().parent
 HANG = plugin_source("import time\ntime.sleep(3600)")
 WRK = ["-t1", "-c8", "-d5s", "--latency"]
+CALLERS = os.environ.get("PLUGWARDEN_BENCH_CALLERS", "2")  # background calling threads
 
 
 def _port() -> int:
@@ -82,7 +84,7 @@ def run(rounds: int = 3) -> list[Figure]:
     # The servers take turns, round after round (they cannot share the two
     # cores fairly at once); each figure is the median of its per-round ratios.
     for _ in range(rounds):
-        with _server(serve, str(site), "{port}", "2", ready_path="/readyz") as ours:
+        with _server(serve, str(site), "{port}", CALLERS, ready_path="/readyz") as ours:
             if not (files / "list.json").exists():
                 listing = httpx.get(ours + "/v1/plugins", timeout=30).json()
                 single = httpx.get(ours + "/v1/plugins/p050/health", timeout=30).json()

@@ -38,6 +38,7 @@ log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
+MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often
 
 
 def exit_reason(code: int | None) -> str:
@@ -126,8 +127,13 @@ class WorkerProcess:
                 os.write(self._death_w, b"x")
         self._on_death(self)
 
-    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None)."""
+    def exchange(self, message: Any, timeout_s: float, limit_bytes: int) -> tuple[str, Any]:
+        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None).
+
+        The waiting thread enforces the call's limits itself: past a short
+        spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
+        tree's memory between them, and kills the worker past ``limit_bytes``
+        (the death ends the wait). No other thread wakes for a call."""
         try:
             self.connection.send_bytes(pickle.dumps(message))
         except OSError:
@@ -143,8 +149,16 @@ class WorkerProcess:
                 return "timeout", None
             # Fast plugins answer within microseconds: poll without sleeping
             # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
-            wait_ms = 0 if now < spin_until else remaining * 1000
+            wait_ms = 0 if now < spin_until else min(remaining, MEMORY_CHECK_S) * 1000
             events = dict(self._poller.poll(wait_ms))
+            if not events and now >= spin_until and self.resident_bytes() > limit_bytes:
+                log.warning(
+                    "worker %s: %d bytes over its %d limit",
+                    self.label,
+                    self.peak_bytes,
+                    limit_bytes,
+                )
+                self.kill("memory")
             if self.connection.fileno() in events:
                 # 3x: a fast plugin's reply that came after a sleep (slower) must
                 # not switch spinning off for good.
@@ -216,20 +230,15 @@ class WorkerProcess:
 
 
 class MemoryMonitor:
-    """Watches workers' resident memory: busy ones every ``busy_s``, every
-    one each ``idle_s``; a tree past its limit is killed. With no call in
-    flight it sleeps between sweeps rather than ticking."""
+    """Sweeps every worker's resident memory each ``sweep_s``, between calls
+    (a call's own waiter watches it during the call); a tree past its limit
+    is killed."""
 
-    def __init__(self, busy_s: float = 0.005, idle_s: float = 0.25) -> None:
-        self._busy_s = busy_s
-        self._idle_s = idle_s
+    def __init__(self, sweep_s: float = 0.25) -> None:
+        self._sweep_s = sweep_s
         self._limits: dict[WorkerProcess, int] = {}
-        self._busy: set[WorkerProcess] = set()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._active = False  # a call began since the last look
-        self._dozing = False  # asleep until the next sweep: a new call must wake it
-        self._stop = False
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def watch(self, worker: WorkerProcess, limit_bytes: int) -> None:
@@ -244,47 +253,17 @@ class MemoryMonitor:
     def forget(self, worker: WorkerProcess) -> None:
         with self._lock:
             self._limits.pop(worker, None)
-            self._busy.discard(worker)
-
-    def busy(self, worker: WorkerProcess, busy: bool) -> None:
-        """A call to ``worker`` begins (True) or ends (False). While calls come,
-        the monitor ticks on its own; only a dozing monitor is woken (waking
-        it on every call cost each call a thread switch)."""
-        worker.busy = busy
-        with self._lock:
-            if busy:
-                self._busy.add(worker)
-                self._active = True
-                wake = self._dozing
-            else:
-                self._busy.discard(worker)
-                wake = False
-        if wake:
-            self._wake.set()
 
     def _run(self) -> None:
-        next_sweep = 0.0
-        while not self._stop:
-            # Cleared before the snapshot: a call that begins after it still
-            # wakes the wait below.
-            self._wake.clear()
-            now = time.monotonic()
+        while not self._stop.wait(self._sweep_s):
             with self._lock:
-                if now >= next_sweep:
-                    due = list(self._limits.items())
-                    next_sweep = now + self._idle_s
-                else:
-                    due = [(w, self._limits[w]) for w in self._busy if w in self._limits]
-                active = self._active or bool(self._busy)
-                self._active = False
-                self._dozing = not active  # read by busy() under this same lock
-            for worker, limit in due:
-                self._check(worker, limit)
-            self._wake.wait(self._busy_s if active else max(0.0, next_sweep - time.monotonic()))
+                watched = list(self._limits.items())
+            for worker, limit in watched:
+                if not worker.busy and not worker.exited.is_set():
+                    self._check(worker, limit)
 
-    def _check(self, worker: WorkerProcess, limit: int) -> None:
-        if worker.exited.is_set():
-            return
+    @staticmethod
+    def _check(worker: WorkerProcess, limit: int) -> None:
         try:
             over = worker.resident_bytes() > limit
         # The monitor must outlive any surprise from one worker's /proc.
@@ -298,8 +277,7 @@ class MemoryMonitor:
             worker.kill("memory")
 
     def close(self) -> None:
-        self._stop = True
-        self._wake.set()
+        self._stop.set()
 
 
 class ProcessRunner:
@@ -325,6 +303,7 @@ class ProcessRunner:
         self._workers: list[WorkerProcess] = []
         self._free: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
         self._closed = False  # no new calls: a guard tripped or close() began
+        self._limit_bytes = int(limits.memory_mb * 2**20)
 
     def _worker_died(self, worker: WorkerProcess) -> None:
         # Deaths during a call (and kills we ordered) are reported by the call.
@@ -337,7 +316,7 @@ class ProcessRunner:
             self._on_idle_death(reason)
 
     def load(self) -> None:
-        limit = int(self.limits.memory_mb * 2**20)
+        limit = self._limit_bytes
         for index in range(self.limits.workers):
             label = self.source.name if self.limits.workers == 1 else f"{self.source.name}.{index}"
             try:
@@ -392,15 +371,15 @@ class ProcessRunner:
     ) -> Attempt | Any:
         """The worker's reply, or the Attempt that says which guard tripped."""
         start = time.perf_counter()
-        self._monitor.busy(worker, True)
+        worker.busy = True
         try:
-            status, reply = worker.exchange(message, timeout_s)
+            status, reply = worker.exchange(message, timeout_s, self._limit_bytes)
             if status != "reply":
                 self._closed = True  # before busy clears: the death is this call's
             if status == "timeout":
                 worker.kill("timeout")
         finally:
-            self._monitor.busy(worker, False)
+            worker.busy = False
         elapsed = (time.perf_counter() - start) * 1000
         if status == "reply":
             return reply
