@@ -111,7 +111,8 @@ def _status_table(statuses: list[PluginStatus], title: str = "Plugins") -> Table
     return table
 
 
-def _all_well(statuses: list[PluginStatus], config: HostConfig) -> bool:
+def all_well(statuses: list[PluginStatus], config: HostConfig) -> bool:
+    """Every plugin the config enables is available."""
     return all(s.available or not config.plugin(s.name).enabled for s in statuses)
 
 
@@ -124,7 +125,7 @@ def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) ->
         console.print(_status_table(statuses))
     else:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
-    return EXIT_OK if _all_well(statuses, config) else EXIT_NOT_WELL
+    return EXIT_OK if all_well(statuses, config) else EXIT_NOT_WELL
 
 
 def _print_status(status: PluginStatus, console: Console, as_json: bool) -> int:

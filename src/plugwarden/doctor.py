@@ -65,7 +65,9 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     )
     with Host(config) as host:
         statuses = host.statuses()
-    well = all(s.available or not config.plugin(s.name).enabled for s in statuses)
+    from plugwarden.cli import STATE_STYLES, all_well  # cli imports this module lazily
+
+    well = all_well(statuses, config)
     if as_json:
         report: dict[str, Any] = {
             "python": {"version": platform.python_version(), "executable": sys.executable},
@@ -90,8 +92,6 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     if not statuses:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
         return 0
-    from plugwarden.cli import STATE_STYLES
-
     table = Table(title="Plugins", title_justify="left", show_lines=True)
     for column in ("plugin", "state", "reason and fix"):
         table.add_column(column, overflow="fold")

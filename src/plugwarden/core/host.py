@@ -147,10 +147,6 @@ class Host:
             raise UnknownPlugin(name, self.registry.names())
         return None if plugin is None else plugin.runner
 
-    def call_histogram(self, name: str) -> tuple[list[tuple[str, int]], float]:
-        """Cumulative call-duration buckets (seconds) and their sum, for Prometheus."""
-        return self.registry.histogram(name)
-
     def _known(self, name: str) -> PluginSlot:
         plugin = self._plugins.get(name)
         if plugin is None:

@@ -79,11 +79,13 @@ class WorkerProcess:
     def __init__(
         self,
         label: str,
+        limit_bytes: int,
         zygote: Zygote,
         pump: OutputPump,
         on_death: Callable[[WorkerProcess], None],
     ) -> None:
         self.label = label
+        self.limit_bytes = limit_bytes
         self.tail = OutputTail(label)
         self.exit_code: int | None = None
         self.exited = threading.Event()
@@ -127,13 +129,13 @@ class WorkerProcess:
                 os.write(self._death_w, b"x")
         self._on_death(self)
 
-    def exchange(self, message: Any, timeout_s: float, limit_bytes: int) -> tuple[str, Any]:
+    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
         """Send ``message``; ("reply", value), ("timeout", None) or ("died", None).
 
         The waiting thread enforces the call's limits itself: past a short
         spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
-        tree's memory between them, and kills the worker past ``limit_bytes``
-        (the death ends the wait). No other thread wakes for a call."""
+        tree's memory between them, and kills the worker past its limit (the
+        death ends the wait). No other thread wakes for a call."""
         try:
             self.connection.send_bytes(pickle.dumps(message))
         except OSError:
@@ -151,14 +153,8 @@ class WorkerProcess:
             # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
             wait_ms = 0 if now < spin_until else min(remaining, MEMORY_CHECK_S) * 1000
             events = dict(self._poller.poll(wait_ms))
-            if not events and now >= spin_until and self.resident_bytes() > limit_bytes:
-                log.warning(
-                    "worker %s: %d bytes over its %d limit",
-                    self.label,
-                    self.peak_bytes,
-                    limit_bytes,
-                )
-                self.kill("memory")
+            if not events and now >= spin_until:
+                self.over_memory()
             if self.connection.fileno() in events:
                 # 3x: a fast plugin's reply that came after a sleep (slower) must
                 # not switch spinning off for good.
@@ -188,16 +184,26 @@ class WorkerProcess:
         self.peak_bytes = max(self.peak_bytes, total)
         return total
 
+    def over_memory(self) -> bool:
+        """Kill the worker if its tree is past its limit; whether it was."""
+        if self.resident_bytes() <= self.limit_bytes:
+            return False
+        log.warning(
+            "worker %s: %d bytes over its %d limit", self.label, self.peak_bytes, self.limit_bytes
+        )
+        self.kill("memory")
+        return True
+
     def kill(self, why: str) -> None:
         """SIGKILL the worker's process group and any child that left it."""
         if self.killed_by is None:
             self.killed_by = why
         if self.exited.is_set():
             return
-        try:
-            strays = psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            strays = []
+        strays = []
+        for pid in descendants(self.pid):
+            with contextlib.suppress(psutil.Error):
+                strays.append(psutil.Process(pid))
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -236,14 +242,14 @@ class MemoryMonitor:
 
     def __init__(self, sweep_s: float = 0.25) -> None:
         self._sweep_s = sweep_s
-        self._limits: dict[WorkerProcess, int] = {}
+        self._workers: set[WorkerProcess] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, worker: WorkerProcess, limit_bytes: int) -> None:
+    def watch(self, worker: WorkerProcess) -> None:
         with self._lock:
-            self._limits[worker] = limit_bytes
+            self._workers.add(worker)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="plugwarden-memory", daemon=True
@@ -252,29 +258,20 @@ class MemoryMonitor:
 
     def forget(self, worker: WorkerProcess) -> None:
         with self._lock:
-            self._limits.pop(worker, None)
+            self._workers.discard(worker)
 
     def _run(self) -> None:
         while not self._stop.wait(self._sweep_s):
             with self._lock:
-                watched = list(self._limits.items())
-            for worker, limit in watched:
-                if not worker.busy and not worker.exited.is_set():
-                    self._check(worker, limit)
-
-    @staticmethod
-    def _check(worker: WorkerProcess, limit: int) -> None:
-        try:
-            over = worker.resident_bytes() > limit
-        # The monitor must outlive any surprise from one worker's /proc.
-        except Exception:
-            log.exception("memory check of worker %s failed", worker.label)
-            return
-        if over:
-            log.warning(
-                "worker %s: %d bytes over its %d limit", worker.label, worker.peak_bytes, limit
-            )
-            worker.kill("memory")
+                workers = list(self._workers)
+            for worker in workers:
+                if worker.busy or worker.exited.is_set():
+                    continue
+                try:
+                    worker.over_memory()
+                # The monitor must outlive any surprise from one worker's /proc.
+                except Exception:
+                    log.exception("memory check of worker %s failed", worker.label)
 
     def close(self) -> None:
         self._stop.set()
@@ -303,7 +300,6 @@ class ProcessRunner:
         self._workers: list[WorkerProcess] = []
         self._free: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
         self._closed = False  # no new calls: a guard tripped or close() began
-        self._limit_bytes = int(limits.memory_mb * 2**20)
 
     def _worker_died(self, worker: WorkerProcess) -> None:
         # Deaths during a call (and kills we ordered) are reported by the call.
@@ -316,15 +312,15 @@ class ProcessRunner:
             self._on_idle_death(reason)
 
     def load(self) -> None:
-        limit = self._limit_bytes
+        limit = int(self.limits.memory_mb * 2**20)
         for index in range(self.limits.workers):
             label = self.source.name if self.limits.workers == 1 else f"{self.source.name}.{index}"
             try:
-                worker = WorkerProcess(label, self._zygote, self._pump, self._worker_died)
+                worker = WorkerProcess(label, limit, self._zygote, self._pump, self._worker_died)
             except OSError as exc:
                 raise LoadError(f"Could not start a worker process: {exc}", "WorkerStart") from exc
             self._workers.append(worker)
-            self._monitor.watch(worker, limit)
+            self._monitor.watch(worker)
         message = (
             "load",
             self.source.name,
@@ -373,7 +369,7 @@ class ProcessRunner:
         start = time.perf_counter()
         worker.busy = True
         try:
-            status, reply = worker.exchange(message, timeout_s, self._limit_bytes)
+            status, reply = worker.exchange(message, timeout_s)
             if status != "reply":
                 self._closed = True  # before busy clears: the death is this call's
             if status == "timeout":

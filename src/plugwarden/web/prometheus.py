@@ -72,7 +72,7 @@ class HostCollector(Collector):
             calls.add_metric([name, "error"], metrics["error_count"])
             for guard, count in metrics["guard_trips"].items():
                 trips.add_metric([name, guard], count)
-            buckets, total = self.host.call_histogram(name)
+            buckets, total = self.host.registry.histogram(name)
             duration.add_metric([name], buckets, total)
             uptime.add_metric([name], metrics["uptime_seconds"])
             in_flight.add_metric([name], status.in_flight)
