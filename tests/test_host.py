@@ -55,7 +55,7 @@ class TestStart:
         [
             ("    return False", "validate() returned False"),
             ("    return 'GPU memory too small'", "validate() reported: GPU memory too small"),
-            ("    raise ValueError('no weights')", "validate() raised ValueError: no weights"),
+            ("    raise ValueError('no weights')", "validate() failed with ValueError: no weights"),
             ("    return 42", "validate() returned int"),
         ],
     )

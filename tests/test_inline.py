@@ -67,12 +67,14 @@ class TestInlineGuards:
         ],
     )
     def test_every_exception_type_becomes_an_error_result(self, inline_host, body, error_type):
-        """BaseException subclasses included: nothing reaches the caller as a raise."""
+        """BaseException subclasses included: nothing reaches the caller as a
+        raise, and the failure is the call's only: the plugin stays up."""
         host = inline_host(plugin_source(body))
         result = host.call("p", "t", {"keep": "me"})
         assert not result.ok and result.error_type == error_type
         assert result.args == {"keep": "me"}
-        assert host.status("p").state is State.FAILED
+        assert host.status("p").state is State.INITIALIZED
+        assert host.status("p").metrics["error_count"] == 1
         assert host.call("sibling", "echo", {}).ok
 
     def test_memory_growth_past_the_limit_trips_the_guard(self, inline_host):

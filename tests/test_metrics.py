@@ -14,7 +14,7 @@ class TestPluginMetrics:
         """Successes, errors, last and average time, last_used in ISO 8601 UTC."""
         metrics = PluginMetrics()
         metrics.record(CallResult(ok=True, plugin="p", duration_ms=2.0))
-        metrics.record(CallResult.failure("p", "e", "E", duration_ms=4.0, guard="timeout"))
+        metrics.record(CallResult.failure("e", "E", plugin="p", duration_ms=4.0, guard="timeout"))
         snap = metrics.snapshot()
         assert (snap["success_count"], snap["error_count"]) == (1, 1)
         assert snap["last_execution_time_ms"] == 4.0

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from plugwarden import RegistryTimeout, State, TransitionError, UnknownPlugin
+from plugwarden import PluginStatus, RegistryTimeout, State, TransitionError, UnknownPlugin
 from plugwarden.core.registry import Registry
 from plugwarden.core.result import CallResult
 
@@ -73,9 +73,10 @@ class TestCalls:
     def test_running_while_a_call_is_in_flight(self):
         """begin_call moves to RUNNING; end_call back to INITIALIZED."""
         registry = ready(Registry())
-        assert registry.begin_call("p") is None
+        ticket = registry.begin_call("p")
+        assert ticket == registry.status("p").generation
         assert registry.status("p").state is State.RUNNING
-        registry.end_call("p", CallResult(ok=True, plugin="p"))
+        registry.end_call("p", CallResult(ok=True, plugin="p"), ticket)
         assert registry.status("p").state is State.INITIALIZED
 
     def test_busy_idle_flips_do_not_push_lifecycle_history_out(self):
@@ -83,8 +84,8 @@ class TestCalls:
         plus the latest RUNNING -> INITIALIZED cycle."""
         registry = ready(Registry())
         for _ in range(1000):
-            registry.begin_call("p")
-            registry.end_call("p", CallResult(ok=True, plugin="p"))
+            ticket = registry.begin_call("p")
+            registry.end_call("p", CallResult(ok=True, plugin="p"), ticket)
         states = [t.state for t in registry.status("p").history]
         assert states == [State.LOADED, State.INITIALIZED, State.RUNNING, State.INITIALIZED]
 
@@ -92,9 +93,9 @@ class TestCalls:
         """Cached snapshots never go stale: every write is seen by the next read."""
         registry = ready(Registry())
         before = registry.status("p")
-        registry.begin_call("p")
+        ticket = registry.begin_call("p")
         during = registry.status("p")
-        registry.end_call("p", CallResult(ok=True, plugin="p"))
+        registry.end_call("p", CallResult(ok=True, plugin="p"), ticket)
         after = registry.status("p")
         assert (before.in_flight, during.in_flight, after.in_flight) == (0, 1, 0)
         assert during.state is State.RUNNING
@@ -105,15 +106,44 @@ class TestCalls:
         registry = Registry()
         registry.transition("p", State.FAILED, "broke")
         refusal = registry.begin_call("p")
-        assert refusal is not None and refusal.reason == "broke"
+        assert isinstance(refusal, PluginStatus) and refusal.reason == "broke"
 
-    def test_failing_call_marks_failed(self):
+    def test_failing_call_counts_an_error_and_leaves_the_state(self):
+        """A call's failure is the call's: the plugin goes back to INITIALIZED."""
         registry = ready(Registry())
-        registry.begin_call("p")
-        registry.end_call("p", CallResult.failure("p", "x", "ValueError"), "it broke")
+        ticket = registry.begin_call("p")
+        registry.end_call("p", CallResult.failure("x", "ValueError", plugin="p"), ticket)
         status = registry.status("p")
-        assert (status.state, status.reason) == (State.FAILED, "it broke")
+        assert status.state is State.INITIALIZED
         assert status.metrics["error_count"] == 1
+
+    def test_a_late_call_of_an_old_generation_leaves_the_new_one_alone(self):
+        """A restart begins a new generation; the old call's end counts in the
+        metrics but neither moves the state nor the new in-flight count."""
+        registry = ready(Registry())
+        old = registry.begin_call("p")
+        registry.transition("p", State.LOADED, "reloaded", restart=True, generation=old + 1)
+        registry.transition("p", State.INITIALIZED, "ready", generation=old + 1)
+        new = registry.begin_call("p")
+        registry.end_call("p", CallResult.failure("late", "WorkerDied", plugin="p"), old)
+        status = registry.status("p")
+        assert (status.state, status.in_flight, status.generation) == (State.RUNNING, 1, new)
+        assert status.metrics["error_count"] == 1
+        assert not registry.fail("p", "stale failure", old)
+        registry.end_call("p", CallResult(ok=True, plugin="p"), new)
+        assert registry.status("p").state is State.INITIALIZED
+
+    def test_health_failures_in_a_row_flip_healthy_once(self):
+        """The third failed check in a row flips healthy to False; a passing
+        check flips it back; only flips are reported."""
+        registry = ready(Registry())
+        generation = registry.status("p").generation
+        flips = [
+            registry.set_health("p", {"ok": ok}, generation, 3)
+            for ok in (False, False, True, False, False, False, False, True)
+        ]
+        assert flips == [None, None, None, None, None, False, None, True]
+        assert registry.status("p").healthy
 
     def test_counts_are_exact_with_eight_threads(self):
         """8 threads x 500 calls: every success and error counted, none lost."""
@@ -121,10 +151,10 @@ class TestCalls:
 
         def hammer(index):
             for n in range(500):
-                registry.begin_call("p")
+                ticket = registry.begin_call("p")
                 ok = (index + n) % 5 != 0
                 result = CallResult(ok=ok, plugin="p", duration_ms=1.0)
-                registry.end_call("p", result)
+                registry.end_call("p", result, ticket)
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(hammer, range(8)))

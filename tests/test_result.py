@@ -33,9 +33,38 @@ class TestCallResult:
         """failure() keeps the caller's args (a copy) and the tripped guard."""
         args = {"k": "v"}
         record = CallResult.failure(
-            "p", "too slow", "Timeout", tool="t", args=args, guard="timeout"
+            "too slow", "Timeout", plugin="p", tool="t", args=args, guard="timeout"
         )
         args["k"] = "changed"
         assert record.args == {"k": "v"}
         assert record.guard_tripped and record.to_dict()["guard"] == "timeout"
         assert not record.ok and record.error == "too slow"
+
+    def test_from_call_captures_any_base_exception_as_a_value(self):
+        """Like pluggy's Result.from_call: nothing raised reaches the caller."""
+
+        def exits():
+            raise SystemExit(3)
+
+        record = CallResult.from_call(exits, hook="run", encode=True)
+        assert not record.ok and record.error_type == "SystemExit"
+        assert "sys.exit(3)" in record.error
+
+    def test_from_call_survives_an_exception_whose_str_raises(self):
+        class Nasty(Exception):
+            def __str__(self):
+                raise RuntimeError("no")
+
+        def raises():
+            raise Nasty
+
+        record = CallResult.from_call(raises, hook="run", encode=True)
+        assert record.error_type == "Nasty" and "could not be read" in record.error
+
+    def test_encoded_result_crosses_the_wire_as_json(self):
+        """to_wire/from_wire round-trip the record; the value travels as text."""
+        record = CallResult.from_call(lambda: {"a": [1, 2.5]}, hook="run", encode=True)
+        wire = record.to_wire()
+        assert wire[2] is None and json.loads(wire[3]) == {"a": [1, 2.5]}
+        back = CallResult.from_wire(wire)
+        assert back.ok and back.result == {"a": [1, 2.5]}

@@ -21,7 +21,7 @@ def scraped(plugwarden_plugin, plugwarden_server):
         plugin_source("import time\ntime.sleep(60)"),
         manifest={"guards": {"timeout_s": 0.5}},
     )
-    server = plugwarden_server()
+    server = plugwarden_server({"defaults": {"restart": "never"}})
     for _ in range(3):
         server.host.call("good", "t", {})
     server.host.call("flaky", "t", {})
@@ -56,13 +56,18 @@ class TestMetrics:
             ]
             == 1
         )
-        assert values[("plugwarden_plugin_state", (("plugin", "flaky"), ("state", "FAILED")))] == 1
+        assert values[("plugwarden_plugin_state", (("plugin", "slow"), ("state", "FAILED")))] == 1
+        assert (
+            values[("plugwarden_plugin_state", (("plugin", "flaky"), ("state", "INITIALIZED")))]
+            == 1
+        )
+        assert values[("plugwarden_plugin_healthy", (("plugin", "good"),))] == 1
         assert (
             values[("plugwarden_plugin_state", (("plugin", "good"), ("state", "INITIALIZED")))] == 1
         )
         assert values[("plugwarden_plugin_call_duration_seconds_count", (("plugin", "good"),))] == 3
         assert values[("plugwarden_plugin_worker_resident_bytes", (("plugin", "good"),))] > 0
-        assert values[("plugwarden_plugins", (("state", "FAILED"),))] == 2
+        assert values[("plugwarden_plugins", (("state", "FAILED"),))] == 1
         assert all(name.startswith("plugwarden_") for name, _ in values)
 
     @pytest.mark.skipif(

@@ -19,20 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from plugwarden.config import HostConfig
+from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.core.host import Host
-from plugwarden.core.lifecycle import State
 from plugwarden.core.registry import PluginStatus
 from plugwarden.exceptions import PlugwardenError
 
 __all__ = ["main"]
-
-STATE_STYLES = {
-    State.INITIALIZED: "green",
-    State.RUNNING: "cyan",
-    State.LOADED: "yellow",
-    State.FAILED: "bold red",
-    State.UNAVAILABLE: "magenta",
-}
 
 EXIT_OK, EXIT_NOT_WELL, EXIT_USAGE = 0, 1, 2
 
@@ -109,11 +101,6 @@ def _status_table(statuses: list[PluginStatus], title: str = "Plugins") -> Table
             escape(status.reason),  # reasons quote config keys like [plugins.x]
         )
     return table
-
-
-def all_well(statuses: list[PluginStatus], config: HostConfig) -> bool:
-    """Every plugin the config enables is available."""
-    return all(s.available or not config.plugin(s.name).enabled for s in statuses)
 
 
 def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) -> int:

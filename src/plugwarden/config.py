@@ -7,15 +7,17 @@ defaults; no file is ever required. A malformed config raises
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from plugwarden.core.guards import Limits
 from plugwarden.core.manifest import GuardSettings, guard_settings
+from plugwarden.core.policy import RESTART_MODES, RestartPolicy
 from plugwarden.exceptions import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "PluginConfig", "ServerConfig"]
@@ -24,8 +26,10 @@ DEFAULT_CONFIG_NAME = "plugwarden.toml"
 TOKEN_ENV = "PLUGWARDEN_TOKEN"
 
 _HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
+_HOST_COUNTS = {"health_failures"}
 _PLUGIN_KEYS = {"enabled", "required", "models_dir"}
-_SERVER_KEYS = {"host", "port", "token", "max_body_bytes"}
+_POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
+_SERVER_KEYS = {"host", "port", "token", "max_body_bytes", "drain_timeout_s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,7 @@ class PluginConfig:
     required: bool = False
     models_dir: str | None = None
     guards: GuardSettings = field(default_factory=GuardSettings)
+    policy: dict[str, Any] = field(default_factory=dict)  # RestartPolicy fields set here
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,6 +50,7 @@ class ServerConfig:
     port: int = 8765
     token: str | None = None
     max_body_bytes: int = 1_048_576
+    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +58,10 @@ class HostConfig:
     defaults: Limits = field(default_factory=Limits)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     health_interval_s: float = 15.0
     health_timeout_s: float = 5.0
+    health_failures: int = 3
     lock_timeout_s: float = 2.0
     source: str = "<built-in defaults>"
 
@@ -83,22 +91,20 @@ class HostConfig:
         token = os.environ.get(TOKEN_ENV)
         if not token:
             return self
-        server = ServerConfig(self.server.host, self.server.port, token, self.server.max_body_bytes)
-        return _replace(self, server=server)
+        return replace(self, server=replace(self.server, token=token))
 
     def plugin(self, name: str) -> PluginConfig:
         return self.plugins.get(name) or PluginConfig()
+
+    def policy_for(self, name: str) -> RestartPolicy:
+        """The host-wide restart policy, with the plugin's own keys over it."""
+        return replace(self.policy, **self.plugin(name).policy)
 
     def limits_for(self, name: str, manifest: GuardSettings) -> Limits:
         """Host defaults, then the manifest, then the operator's table (operator wins)."""
         base = GuardSettings(**{k: getattr(self.defaults, k) for k in Limits.__dataclass_fields__})
         merged = self.plugin(name).guards.merged_over(manifest.merged_over(base))
         return Limits(**{k: getattr(merged, k) for k in Limits.__dataclass_fields__})
-
-
-def _replace(config: HostConfig, **changes: Any) -> HostConfig:
-    values = {name: getattr(config, name) for name in HostConfig.__dataclass_fields__}
-    return HostConfig(**{**values, **changes})
 
 
 class _Parser:
@@ -123,11 +129,16 @@ class _Parser:
                     key, "unknown section; expected [defaults], [plugins.NAME], [server]"
                 )
         defaults = self.table(data, "defaults")
-        guard_part = {k: v for k, v in defaults.items() if k not in _HOST_KEYS}
+        own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS
+        guard_part = {k: v for k, v in defaults.items() if k not in own}
         guards = guard_settings(guard_part, where="defaults", fail=self.error)
-        host_values = {
+        host_values: dict[str, Any] = {
             k: self.positive(defaults, k, "defaults") for k in _HOST_KEYS if k in defaults
         }
+        host_values |= {
+            k: self.count(defaults, k, "defaults") for k in _HOST_COUNTS if k in defaults
+        }
+        policy = RestartPolicy(**self.policy(defaults, "defaults"))
         limits = Limits(**{k: v for k, v in _fields(guards).items() if v is not None})
         plugins = {
             name: self.plugin(name, table) for name, table in self.table(data, "plugins").items()
@@ -136,21 +147,55 @@ class _Parser:
             defaults=limits,
             plugins=plugins,
             server=self.server(self.table(data, "server")),
+            policy=policy,
             source=self.source,
             **host_values,
         )
 
     def positive(self, table: Mapping[str, Any], key: str, where: str) -> float:
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise self.error(f"{where}.{key}", f"expected a positive number, got {value!r}")
         return float(value)
+
+    def count(self, table: Mapping[str, Any], key: str, where: str) -> int:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(f"{where}.{key}", f"expected a whole number >= 1, got {value!r}")
+        return value
+
+    def policy(self, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The restart policy keys set in ``table``, checked."""
+        values: dict[str, Any] = {}
+        for key in _POLICY_KEYS & set(table):
+            value = table[key]
+            if key == "restart":
+                if value not in RESTART_MODES:
+                    raise self.error(
+                        f"{where}.restart", f"expected 'on-failure' or 'never', got {value!r}"
+                    )
+                values[key] = value
+            elif key == "fail_on_error":
+                if not isinstance(value, bool):
+                    raise self.error(f"{where}.{key}", f"expected true or false, got {value!r}")
+                values[key] = value
+            elif key == "max_restarts":
+                values[key] = self.count(table, key, where)
+            else:
+                values[key] = self.positive(table, key, where)
+        return values
 
     def plugin(self, name: str, table: object) -> PluginConfig:
         where = f"plugins.{name}"
         if not isinstance(table, dict):
             raise self.error(where, f"expected a table, got {table!r}")
         guard_keys = set(GuardSettings.__dataclass_fields__)
+        policy = self.policy(table, where)
         guards = guard_settings(
             {k: v for k, v in table.items() if k in guard_keys}, where=where, fail=self.error
         )
@@ -165,7 +210,10 @@ class _Parser:
             required=table.get("required", False),
             models_dir=models_dir,
             guards=guards,
-            settings={k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS},
+            policy=policy,
+            settings={
+                k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS | _POLICY_KEYS
+            },
         )
 
     def server(self, table: dict[str, Any]) -> ServerConfig:
@@ -187,7 +235,12 @@ class _Parser:
         limit = table.get("max_body_bytes", default.max_body_bytes)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise self.error("server.max_body_bytes", f"expected a positive integer, got {limit!r}")
-        return ServerConfig(host, port, token, limit)
+        drain = (
+            self.positive(table, "drain_timeout_s", "server")
+            if "drain_timeout_s" in table
+            else default.drain_timeout_s
+        )
+        return ServerConfig(host, port, token, limit, drain)
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from plugwarden.config import HostConfig
+from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.core.gpu import GpuProbe, decide, run_probe
 from plugwarden.core.host import Host
 
@@ -65,8 +66,6 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     )
     with Host(config) as host:
         statuses = host.statuses()
-    from plugwarden.cli import STATE_STYLES, all_well  # cli imports this module lazily
-
     well = all_well(statuses, config)
     if as_json:
         report: dict[str, Any] = {

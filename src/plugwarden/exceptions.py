@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptFile",
+    "LoadError",
     "ManifestError",
     "PlugwardenError",
     "RegistryTimeout",
@@ -35,6 +37,20 @@ class ManifestError(PlugwardenError):
         self.message = message
         where = f"{path}: key '{key}'" if key else path
         super().__init__(f"Invalid manifest {where}: {message}")
+
+
+class LoadError(PlugwardenError):
+    """A plugin cannot be loaded; ``reason`` is the actionable sentence and
+    ``error_type`` one of :class:`plugwarden.ErrorType`'s names."""
+
+    def __init__(self, reason: str, error_type: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+class CorruptFile(PlugwardenError):
+    """A model file's structure is broken; the message says how."""
 
 
 class UnknownPlugin(PlugwardenError, LookupError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from plugwarden.core.guards import describe
 from plugwarden.core.packages import pip_name
+from plugwarden.core.result import describe
 
 __all__ = ["import_failure_reason"]
 

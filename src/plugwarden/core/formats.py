@@ -16,15 +16,13 @@ import struct
 from collections.abc import Callable
 from typing import BinaryIO
 
-__all__ = ["Corrupt", "check_format"]
+from plugwarden.exceptions import CorruptFile
 
-
-class Corrupt(Exception):
-    """The file's structure is broken; the message says how."""
+__all__ = ["check_format"]
 
 
 def check_format(handle: BinaryIO, size: int, suffix: str) -> None:
-    """Raise :class:`Corrupt` if the file in ``handle`` is not whole."""
+    """Raise :class:`CorruptFile` if the file in ``handle`` is not whole."""
     head = handle.read(16)
     checker = _by_magic(head) or _BY_SUFFIX.get(suffix)
     if checker is not None:
@@ -52,14 +50,14 @@ def _check_zip(handle: BinaryIO, size: int, head: bytes) -> None:
     tail = handle.read(tail_size)
     at = tail.rfind(_ZIP_EOCD)
     if at < 0 or len(tail) - at < 22:
-        raise Corrupt("zip end-of-central-directory record missing")
+        raise CorruptFile("zip end-of-central-directory record missing")
     # disk, disk of the directory, entries here, entries, directory size, offset
     _, _, _, entries, directory_size, directory_offset = struct.unpack_from("<HHHHII", tail, at + 4)
     if directory_offset == 0xFFFFFFFF or directory_size == 0xFFFFFFFF:
         return  # zip64: the 32-bit record defers to the zip64 one; presence suffices
     eocd_position = size - tail_size + at
     if directory_offset + directory_size > eocd_position or entries == 0:
-        raise Corrupt("zip central directory does not fit the file")
+        raise CorruptFile("zip central directory does not fit the file")
 
 
 # Bytes per element of the storages a legacy torch.save file names.
@@ -84,22 +82,22 @@ def _walk_pickle(handle: BinaryIO) -> list[tuple[str, object]]:
     try:
         return [(op.name, arg) for op, arg, _ in pickletools.genops(handle)]
     except ValueError as exc:
-        raise Corrupt(f"pickle cut short ({exc})") from exc
+        raise CorruptFile(f"pickle cut short ({exc})") from exc
 
 
 def _check_pickle(handle: BinaryIO, size: int, head: bytes) -> None:
     """A plain pickle must end with its STOP; a legacy torch.save file is five
     pickles then raw storages, whose sizes must add up to the file's."""
     if len(head) < 2 or head[0] != 0x80 or head[1] > 5:
-        raise Corrupt("not a pickle (no protocol header)")
+        raise CorruptFile("not a pickle (no protocol header)")
     handle.seek(0)
     first = _walk_pickle(handle)
     if first[0] != ("PROTO", 2) or len(first) < 2 or first[1][0] != "LONG1":
         if handle.tell() != size:
-            raise Corrupt(f"pickle ends at byte {handle.tell()}, file has {size}")
+            raise CorruptFile(f"pickle ends at byte {handle.tell()}, file has {size}")
         return
     if first[1][1] != _LEGACY_TORCH_MAGIC:
-        raise Corrupt("legacy torch file with a wrong magic number")
+        raise CorruptFile("legacy torch file with a wrong magic number")
     _walk_pickle(handle)  # protocol version
     _walk_pickle(handle)  # system info
     sizes = _legacy_storage_sizes(_walk_pickle(handle))
@@ -107,11 +105,11 @@ def _check_pickle(handle: BinaryIO, size: int, head: bytes) -> None:
     for key in keys:
         count_bytes = handle.read(8)
         if len(count_bytes) != 8:
-            raise Corrupt(f"storage {key} missing")
+            raise CorruptFile(f"storage {key} missing")
         (count,) = struct.unpack("<q", count_bytes)
         handle.seek(count * sizes.get(str(key), 1), os.SEEK_CUR)
     if handle.tell() != size:
-        raise Corrupt(f"legacy torch storages end at byte {handle.tell()}, file has {size}")
+        raise CorruptFile(f"legacy torch storages end at byte {handle.tell()}, file has {size}")
 
 
 def _legacy_storage_sizes(opcodes: list[tuple[str, object]]) -> dict[str, int]:
@@ -129,17 +127,17 @@ def _legacy_storage_sizes(opcodes: list[tuple[str, object]]) -> dict[str, int]:
 
 def _check_safetensors(handle: BinaryIO, size: int, head: bytes) -> None:
     if len(head) < 8:
-        raise Corrupt("shorter than the safetensors header length")
+        raise CorruptFile("shorter than the safetensors header length")
     (length,) = struct.unpack_from("<Q", head)
     if length == 0 or length > _SAFETENSORS_MAX_HEADER or 8 + length > size:
-        raise Corrupt("safetensors header length does not fit the file")
+        raise CorruptFile("safetensors header length does not fit the file")
     handle.seek(8)
     try:
         header = json.loads(handle.read(length))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Corrupt(f"safetensors header is not JSON ({exc})") from exc
+        raise CorruptFile(f"safetensors header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
-        raise Corrupt("safetensors header is not a JSON object")
+        raise CorruptFile("safetensors header is not a JSON object")
     ends = [
         entry["data_offsets"][1]
         for key, entry in header.items()
@@ -147,7 +145,7 @@ def _check_safetensors(handle: BinaryIO, size: int, head: bytes) -> None:
     ]
     expected = 8 + length + max(ends, default=0)
     if expected != size:
-        raise Corrupt(f"safetensors data should end at byte {expected}, file has {size}")
+        raise CorruptFile(f"safetensors data should end at byte {expected}, file has {size}")
 
 
 def _varint(handle: BinaryIO) -> int:
@@ -155,13 +153,13 @@ def _varint(handle: BinaryIO) -> int:
     while True:
         byte = handle.read(1)
         if not byte:
-            raise Corrupt("protobuf ends inside a varint")
+            raise CorruptFile("protobuf ends inside a varint")
         value |= (byte[0] & 0x7F) << shift
         if not byte[0] & 0x80:
             return value
         shift += 7
         if shift > 63:
-            raise Corrupt("protobuf varint too long")
+            raise CorruptFile("protobuf varint too long")
 
 
 def _check_onnx(handle: BinaryIO, size: int, head: bytes) -> None:
@@ -173,7 +171,7 @@ def _check_onnx(handle: BinaryIO, size: int, head: bytes) -> None:
         tag = _varint(handle)
         wire, number = tag & 7, tag >> 3
         if number == 0:
-            raise Corrupt("protobuf field number 0")
+            raise CorruptFile("protobuf field number 0")
         if wire == 0:
             _varint(handle)
         elif wire == 1:
@@ -183,11 +181,11 @@ def _check_onnx(handle: BinaryIO, size: int, head: bytes) -> None:
         elif wire == 5:
             handle.seek(4, os.SEEK_CUR)
         else:
-            raise Corrupt(f"protobuf wire type {wire} is not valid here")
+            raise CorruptFile(f"protobuf wire type {wire} is not valid here")
         position = handle.tell()
         fields += 1
     if position != size or fields == 0:
-        raise Corrupt(f"ONNX protobuf fields run to byte {position}, file has {size}")
+        raise CorruptFile(f"ONNX protobuf fields run to byte {position}, file has {size}")
 
 
 # ggml tensor types: (elements per block, bytes per block).
@@ -220,14 +218,14 @@ _GGUF_STRING, _GGUF_ARRAY = 8, 9
 def _read(handle: BinaryIO, count: int) -> bytes:
     data = handle.read(count)
     if len(data) != count:
-        raise Corrupt("GGUF ends inside its metadata")
+        raise CorruptFile("GGUF ends inside its metadata")
     return data
 
 
 def _gguf_string(handle: BinaryIO) -> bytes:
     (length,) = struct.unpack("<Q", _read(handle, 8))
     if length > 2**24:
-        raise Corrupt("GGUF string length is not plausible")
+        raise CorruptFile("GGUF string length is not plausible")
     return _read(handle, length)
 
 
@@ -244,16 +242,16 @@ def _gguf_skip_value(handle: BinaryIO, kind: int) -> None:
             for _ in range(count):
                 _gguf_skip_value(handle, item_kind)
     else:
-        raise Corrupt(f"GGUF metadata value type {kind} unknown")
+        raise CorruptFile(f"GGUF metadata value type {kind} unknown")
 
 
 def _check_gguf(handle: BinaryIO, size: int, head: bytes) -> None:
     if not head.startswith(b"GGUF"):
-        raise Corrupt("no GGUF magic")
+        raise CorruptFile("no GGUF magic")
     handle.seek(4)
     version, tensors, pairs = struct.unpack("<IQQ", _read(handle, 20))
     if version not in (2, 3):
-        raise Corrupt(f"GGUF version {version} not supported")
+        raise CorruptFile(f"GGUF version {version} not supported")
     alignment = 32
     for _ in range(pairs):
         key = _gguf_string(handle)
@@ -276,7 +274,7 @@ def _check_gguf(handle: BinaryIO, size: int, head: bytes) -> None:
         end = max(end, offset + nbytes)
     data_start = -(-handle.tell() // alignment) * alignment
     if data_start + end > size:
-        raise Corrupt(f"GGUF tensor data should reach byte {data_start + end}, file has {size}")
+        raise CorruptFile(f"GGUF tensor data should reach byte {data_start + end}, file has {size}")
 
 
 _BY_SUFFIX: dict[str, Callable[[BinaryIO, int, bytes], None]] = {

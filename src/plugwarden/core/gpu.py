@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugwarden.core.checks import PreflightContext, Problem
+from plugwarden.core.exits import exit_reason
 from plugwarden.core.lifecycle import State
-from plugwarden.core.process import exit_reason
 
 __all__ = ["GpuProbe", "check_gpu", "decide", "run_probe"]
 
@@ -77,9 +77,8 @@ def run_probe(
     except OSError as exc:
         return GpuProbe(error=f"GPU probe could not start: {exc}")
     if done.returncode != 0:
-        return GpuProbe(
-            error=f"GPU probe failed: {exit_reason(done.returncode)}{_last_line(done.stderr)}"
-        )
+        ended = exit_reason(done.returncode, "The probe process")
+        return GpuProbe(error=f"GPU probe failed: {ended}{_last_line(done.stderr)}")
     try:
         data = json.loads(done.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):

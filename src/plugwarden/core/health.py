@@ -65,5 +65,13 @@ class HealthPoller:
                 self._busy.discard(name)
 
     def stop(self) -> None:
+        """No more rounds; checks in progress go on (see :meth:`join`)."""
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def join(self) -> None:
+        """Wait for the poller and every check in progress to end (once the
+        runners are closed, a hung check ends at once)."""
+        if self._thread.is_alive():
+            self._thread.join()
+        self._pool.shutdown(wait=True)

@@ -2,11 +2,13 @@
 
 Its honest limits: a call that overruns its timeout is abandoned, not
 stopped (Python cannot kill a thread); the caller gets its timeout result at
-the deadline and the plugin goes FAILED, but the thread runs on until the
-plugin returns. The memory guard watches the host's resident memory while
-calls are in flight and blames growth past the limit on the plugin; it
-cannot free that memory. A segfault or ``os._exit`` in the plugin takes the
-host down with it. Use ``isolation = "process"`` for anything not trusted.
+the deadline and the plugin is restarted (re-imported) by the supervisor,
+but the abandoned thread runs on until the plugin returns. The memory guard
+watches the host's resident memory while calls are in flight and blames
+growth past the limit on the plugin; it cannot free that memory. A segfault
+or ``os._exit`` in the plugin takes the host down with it, and the plugin
+can patch anything in the host. Use ``isolation = "process"`` for anything
+not trusted.
 """
 
 from __future__ import annotations
@@ -20,14 +22,24 @@ from typing import Any
 import psutil
 
 from plugwarden.core.discovery import PluginSource
-from plugwarden.core.guards import Limits, Outcome, describe
-from plugwarden.core.loader import LoadedPlugin, LoadError, load_plugin
-from plugwarden.core.runner import Attempt, memory_reason, timeout_reason
+from plugwarden.core.guards import Limits
+from plugwarden.core.loader import LoadedPlugin, load_plugin
+from plugwarden.core.result import CallResult, describe
+from plugwarden.core.runner import (
+    LossHandler,
+    WorkerLoss,
+    hook_failure,
+    memory_reason,
+    timeout_reason,
+    validate_verdict,
+)
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
 
-__all__ = ["ElasticExecutor", "InlineRunner", "Job"]
+__all__ = ["ElasticExecutor", "HostMemoryWatch", "InlineRunner", "Task"]
 
 
-class Job:
+class Task:
     """One unit of work handed to an executor thread; finished exactly once."""
 
     __slots__ = (
@@ -63,7 +75,7 @@ class Job:
             self._finish(value=value)
 
     def trip(self, guard: str, measure: int) -> None:
-        """A guard gave up on this job: the waiter is released now."""
+        """A guard gave up on this task: the waiter is released now."""
         self._finish(guard=(guard, measure))
 
     def _finish(self, **fields: Any) -> None:
@@ -89,39 +101,61 @@ class ElasticExecutor:
     def __init__(self, name: str = "plugwarden-inline", idle_s: float = 30.0) -> None:
         self._name = name
         self._idle_s = idle_s
-        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0  # threads waiting for a job and not yet promised one
-        self._count = 0
+        self._idle = 0  # threads waiting for a task and not yet promised one
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
 
-    def submit(self, function: Any, *args: Any) -> Job:
-        job = Job(function, args)
+    def submit(self, function: Any, *args: Any) -> Task:
+        task = Task(function, args)
         with self._lock:
+            if self._closed:
+                task.trip("closed", 0)
+                return task
             spawn = not self._idle
             if spawn:
-                self._count += 1
+                thread = threading.Thread(
+                    target=self._serve, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
+                )
+                self._threads.add(thread)
             else:
                 self._idle -= 1
         if spawn:
-            threading.Thread(
-                target=self._serve, name=f"{self._name}-{self._count}", daemon=True
-            ).start()
-        self._jobs.put(job)
-        return job
+            thread.start()
+        self._tasks.put(task)
+        return task
 
     def _serve(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get(timeout=self._idle_s)
-            except queue.Empty:
+        try:
+            while True:
+                try:
+                    task = self._tasks.get(timeout=self._idle_s)
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle:
+                            self._idle -= 1
+                            return  # retire, taking this thread's idle place with it
+                    continue  # a submitter counted on us; its task is on the way
+                if task is None:
+                    return
+                task.run()
                 with self._lock:
-                    if self._idle:
-                        self._idle -= 1
-                        return  # retire, taking this thread's idle place with it
-                continue  # a submitter counted on us; its job is on the way
-            job.run()
+                    self._idle += 1
+        finally:
             with self._lock:
-                self._idle += 1
+                self._threads.discard(threading.current_thread())
+
+    def close(self) -> None:
+        """Retire every thread; one stuck in a hung plugin is left behind
+        (it is a daemon: Python cannot stop it) and ends when the plugin returns."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._tasks.put(None)
+        for thread in threads:
+            thread.join(timeout=1.0)
 
 
 def _statm_reader() -> Any:
@@ -144,15 +178,18 @@ class HostMemoryWatch:
 
     def __init__(self, interval_s: float = 0.01) -> None:
         self._interval_s = interval_s
-        self._watched: dict[Job, tuple[int, int]] = {}
+        self._watched: dict[Task, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = False
         self._thread: threading.Thread | None = None
 
-    def watch(self, job: Job, limit_bytes: int, baseline: int) -> None:
-        """Trip ``job`` if the host grows past ``baseline + limit_bytes``."""
+    def watch(self, task: Task, limit_bytes: int, baseline: int) -> None:
+        """Trip ``task`` if the host grows past ``baseline + limit_bytes``."""
         with self._lock:
-            self._watched[job] = (baseline, limit_bytes)
+            if self._stop:
+                return
+            self._watched[task] = (baseline, limit_bytes)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="plugwarden-inline-memory", daemon=True
@@ -160,23 +197,33 @@ class HostMemoryWatch:
                 self._thread.start()
         self._wake.set()
 
-    def unwatch(self, job: Job) -> None:
+    def unwatch(self, task: Task) -> None:
         with self._lock:
-            self._watched.pop(job, None)
+            self._watched.pop(task, None)
 
     def _loop(self) -> None:
         while True:
             self._wake.wait()
             with self._lock:
+                if self._stop:
+                    return
                 watched = list(self._watched.items())
                 if not watched:
                     self._wake.clear()
                     continue
             rss = resident_bytes()
-            for job, (baseline, limit) in watched:
+            for task, (baseline, limit) in watched:
                 if rss - baseline > limit:
-                    job.trip("memory", rss - baseline)
+                    task.trip("memory", rss - baseline)
             time.sleep(self._interval_s)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join()
 
 
 class InlineRunner:
@@ -186,69 +233,90 @@ class InlineRunner:
         limits: Limits,
         executor: ElasticExecutor,
         memory: HostMemoryWatch,
+        on_loss: LossHandler,
     ) -> None:
         self.source = source
         self.limits = limits
         self._executor = executor
         self._memory = memory
+        self._on_loss = on_loss
         self._plugin: LoadedPlugin | None = None
+        self._closing: str | None = None
 
     def load(self) -> None:
-        job = self._executor.submit(
+        task = self._executor.submit(
             load_plugin,
             self.source.name,
             self.source.module,
             self.source.attr,
             self.source.search_path,
         )
-        if not job.wait(self.limits.load_timeout_s):
+        if not task.wait(self.limits.load_timeout_s):
             raise LoadError(timeout_reason("import", self.limits.load_timeout_s), "Timeout")
-        if isinstance(job.error, LoadError):
-            raise job.error
-        if job.error is not None:  # pragma: no cover - load_plugin raises LoadError only
-            raise LoadError(describe(job.error), type(job.error).__name__)
-        self._plugin = job.value
+        if isinstance(task.error, LoadError):
+            raise task.error
+        if task.error is not None or task.guard is not None:
+            what = describe(task.error) if task.error else "the host is closing"
+            raise LoadError(what, ErrorType.IMPORT_FAILED)
+        self._plugin = task.value
+
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        budget = self.limits.load_timeout_s
+        init = self._run("init", {"config": config}, budget)
+        if not init.ok:
+            return hook_failure(init)
+        return validate_verdict(self._run("validate", {}, budget))
 
     def call(
         self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
-    ) -> Attempt:
+    ) -> CallResult:
+        result = self._run(hook, kwargs, timeout_s)
+        if result.guard is not None and self._closing is None:
+            self._plugin = None  # not to be trusted: the supervisor reloads it
+            self._on_loss(WorkerLoss(result.error or "", result.guard, True, 0))
+        return result
+
+    def _run(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> CallResult:
         plugin = self._plugin
         if plugin is None:
-            return Attempt(Outcome(False, error="Plugin is not loaded", error_type="NotLoaded"))
+            why = self._closing or ErrorType.PLUGIN_NOT_AVAILABLE
+            return CallResult.failure("The plugin is not loaded (restarting).", why, hook=hook)
         start = time.perf_counter()
         baseline = resident_bytes()  # before the plugin can allocate anything
-        job = self._executor.submit(plugin.call, hook, kwargs)
-        self._memory.watch(job, int(self.limits.memory_mb * 2**20), baseline)
+        task = self._executor.submit(plugin.call, hook, kwargs)
+        self._memory.watch(task, int(self.limits.memory_mb * 2**20), baseline)
         try:
-            finished = job.wait(timeout_s)
+            finished = task.wait(timeout_s)
         finally:
-            self._memory.unwatch(job)
+            self._memory.unwatch(task)
         elapsed = (time.perf_counter() - start) * 1000
         if not finished:
-            job.trip("timeout", 0)
-            return Attempt(
-                Outcome(
-                    False,
-                    error=timeout_reason(hook, timeout_s),
-                    error_type="Timeout",
-                    duration_ms=elapsed,
-                ),
-                "timeout",
+            task.trip("timeout", 0)
+            return CallResult.failure(
+                timeout_reason(hook, timeout_s),
+                ErrorType.TIMEOUT,
+                hook=hook,
+                duration_ms=elapsed,
+                guard="timeout",
             )
-        if job.guard is not None:
-            return Attempt(
-                Outcome(
-                    False,
-                    error=memory_reason(self.limits.memory_mb, job.guard[1]),
-                    error_type="MemoryLimitExceeded",
-                    duration_ms=elapsed,
-                ),
-                "memory",
+        if task.guard is not None:
+            if task.guard[0] != "memory":
+                return CallResult.failure("The host closed.", ErrorType.CLOSED, hook=hook)
+            return CallResult.failure(
+                memory_reason(self.limits.memory_mb, task.guard[1]),
+                ErrorType.MEMORY_LIMIT,
+                hook=hook,
+                duration_ms=elapsed,
+                guard="memory",
             )
-        outcome: Outcome = job.value
-        return Attempt(outcome)
+        result: CallResult = task.value
+        return result
 
-    def close(self) -> None:
+    def replace_lost(self) -> str | None:
+        return "an inline plugin has no worker to replace; it is restarted instead"
+
+    def close(self, why: str) -> None:
+        self._closing = why
         self._plugin = None
 
     def resident_bytes(self) -> int | None:

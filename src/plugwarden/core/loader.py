@@ -10,6 +10,7 @@ import importlib
 import inspect
 import logging
 import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,12 @@ import pluggy
 
 from plugwarden import hookspecs
 from plugwarden.core.causes import import_failure_reason
-from plugwarden.core.guards import GuardedHook, Outcome, describe
+from plugwarden.core.guards import GuardedHook
+from plugwarden.core.result import CallResult, describe
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
 
-__all__ = ["HOOKS", "LoadError", "LoadedPlugin", "load_plugin"]
+__all__ = ["HOOKS", "LoadedPlugin", "load_plugin"]
 
 log = logging.getLogger("plugwarden.loader")
 
@@ -33,29 +37,20 @@ _SIGNATURES = {
 }
 
 
-class LoadError(Exception):
-    """The plugin cannot be loaded; ``reason`` is the actionable sentence."""
-
-    def __init__(self, reason: str, error_type: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.error_type = error_type
-
-
 @dataclass(slots=True)
 class LoadedPlugin:
     name: str
     manager: pluggy.PluginManager
     hooks: frozenset[str]
 
-    def call(self, hook: str, kwargs: dict[str, Any]) -> Outcome:
+    def call(self, hook: str, kwargs: dict[str, Any]) -> CallResult:
         """Call one guarded hook; an optional hook not implemented is a no-op."""
         if hook not in self.hooks:
-            return Outcome(True)
-        outcome = getattr(self.manager.hook, hook)(**kwargs)
-        if not isinstance(outcome, Outcome):  # pragma: no cover - pluggy invariant
-            return Outcome(False, error="hook returned no outcome", error_type="InternalError")
-        return outcome
+            return CallResult(True, hook=hook)
+        result = getattr(self.manager.hook, hook)(**kwargs)
+        if not isinstance(result, CallResult):  # pragma: no cover - pluggy invariant
+            return CallResult.failure("hook returned no record", ErrorType.INTERNAL, hook=hook)
+        return result
 
 
 def load_plugin(
@@ -66,8 +61,8 @@ def load_plugin(
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     try:
-        _check_hooks(manager, holder)
-        manager.register(holder, name=name)
+        guarded = _guarded(manager, holder, name)
+        manager.register(guarded, name=name)
     except LoadError:
         raise
     # Registering reads the plugin's attributes, which may run its code.
@@ -82,11 +77,8 @@ def load_plugin(
             "Plugin does not implement required hook(s) "
             + ", ".join(f"'{_SIGNATURES[h]}'" for h in missing)
             + ". Add them, each marked with @plugwarden.hookimpl.",
-            "MissingHook",
+            ErrorType.MISSING_HOOK,
         )
-    for hook in implemented:
-        for impl in getattr(manager.hook, hook).get_hookimpls():
-            impl.function = GuardedHook(impl.function, hook, name)
     return LoadedPlugin(name, manager, implemented)
 
 
@@ -114,9 +106,12 @@ def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object
     return holder
 
 
-def _check_hooks(manager: pluggy.PluginManager, holder: object) -> None:
-    """Hook names and arguments checked against the specs, with a reason
-    that names the hook and what is wrong (pluggy's own message is terse)."""
+def _guarded(manager: pluggy.PluginManager, holder: object, name: str) -> object:
+    """A plugin object holding each of ``holder``'s hook implementations
+    inside a :class:`GuardedHook`, ready to register. Hook names and
+    arguments are checked against the specs first, with a reason that names
+    the hook and what is wrong (pluggy's own message is terse)."""
+    guarded = types.SimpleNamespace()
     for attr_name in dir(holder):
         opts = manager.parse_hookimpl_opts(holder, attr_name)
         if opts is None:
@@ -126,17 +121,20 @@ def _check_hooks(manager: pluggy.PluginManager, holder: object) -> None:
             raise LoadError(
                 f"Unknown hook '{hook}' marked with @plugwarden.hookimpl. "
                 f"Hooks are: {', '.join(_SIGNATURES.values())}.",
-                "UnknownHook",
+                ErrorType.UNKNOWN_HOOK,
             )
-        impl_args = _required_args(getattr(holder, attr_name))
+        function = getattr(holder, attr_name)
+        impl_args = _required_args(function)
         spec_args = getattr(manager.hook, hook).spec.argnames
         extra = [arg for arg in impl_args if arg not in spec_args]
         if extra:
             raise LoadError(
                 f"Hook '{hook}' takes argument(s) {', '.join(map(repr, extra))} that the spec "
                 f"does not pass. Expected {_SIGNATURES[hook]} (a subset of its arguments).",
-                "HookSignatureMismatch",
+                ErrorType.HOOK_SIGNATURE,
             )
+        setattr(guarded, attr_name, GuardedHook(function, hook, name))
+    return guarded
 
 
 def _required_args(function: Any) -> list[str]:

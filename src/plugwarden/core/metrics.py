@@ -44,6 +44,7 @@ class PluginMetrics:
         # Per-bucket (not cumulative) counts; the last slot is +Inf.
         self.bucket_counts = [0] * (len(DURATION_BUCKETS) + 1)
         self.up_since: float | None = None  # time.monotonic() when it became available
+        self.restarts: dict[str, int] = {}  # automatic restarts and replacements, by cause
 
     def mark_up(self) -> None:
         """The plugin became available: uptime counts from now."""
@@ -51,6 +52,15 @@ class PluginMetrics:
 
     def mark_down(self) -> None:
         self.up_since = None
+
+    def record_trip(self, guard: Guard) -> None:
+        """A guard tripped outside any call (a worker killed between calls)."""
+        with self._lock:
+            self.guard_trips[guard] += 1
+
+    def record_restart(self, cause: str) -> None:
+        with self._lock:
+            self.restarts[cause] = self.restarts.get(cause, 0) + 1
 
     def record(self, result: CallResult) -> None:
         with self._lock:
@@ -91,6 +101,8 @@ class PluginMetrics:
                 ),
                 "avg_execution_time_ms": round(self.total_ms / calls, 3) if calls else None,
                 "guard_trips": dict(self.guard_trips),
+                "restarts": sum(self.restarts.values()),
+                "restarts_by_cause": dict(self.restarts),
             }
 
     def snapshot(self) -> dict[str, Any]:

@@ -19,9 +19,10 @@ import threading
 from pathlib import Path
 
 from plugwarden.core.checks import PreflightContext, Problem
-from plugwarden.core.formats import Corrupt, check_format
+from plugwarden.core.formats import check_format
 from plugwarden.core.lifecycle import State
 from plugwarden.core.manifest import ModelSpec
+from plugwarden.exceptions import CorruptFile
 
 __all__ = ["check_models", "file_problem", "resolve"]
 
@@ -67,7 +68,7 @@ def file_problem(path: Path, spec: ModelSpec) -> str | None:
     try:
         with path.open("rb") as handle:
             check_format(handle, size, path.suffix.lower())
-    except Corrupt as exc:
+    except CorruptFile as exc:
         return f"{corrupted} ({exc})"
     except OSError as exc:
         return f"Model file unreadable: {path} ({exc.strerror})"

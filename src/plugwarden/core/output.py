@@ -84,6 +84,9 @@ class OutputPump:
     def add(self, fd: int, tail: OutputTail) -> None:
         """Read ``fd`` until EOF into ``tail``; the pump closes ``fd``."""
         with self._lock:
+            if self._stopped:
+                os.close(fd)
+                return
             self._adds.append((fd, tail))
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -95,6 +98,8 @@ class OutputPump:
     def _run(self) -> None:
         while not self._stopped:
             for key, _ in self._selector.select():
+                if self._stopped:
+                    break
                 if key.fd == self._wake_r:
                     os.read(self._wake_r, 4096)
                     with self._lock:
@@ -116,6 +121,23 @@ class OutputPump:
                 tail.closed.set()
 
     def close(self) -> None:
-        self._stopped = True
-        if self._thread is not None:
+        """Stop the thread, flush every tail and close every pipe it held."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            thread = self._thread
+            adds, self._adds = self._adds, []
+        if thread is not None:
             os.write(self._wake_w, b"x")
+            thread.join()
+        for fd, tail in adds:
+            os.close(fd)
+            tail.flush()
+        for key in list(self._selector.get_map().values()):
+            if key.fd != self._wake_r:
+                os.close(key.fd)
+                key.data.flush()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,408 +1,301 @@
 """Process isolation (SPEC section 4): the plugin runs in worker processes.
 
-A call that overruns its timeout, or a worker tree whose resident memory
-passes the limit, gets the worker's whole process group killed; a worker
-that dies for any reason (signal, exit code) ends the call in flight with a
-crash result. The host never imports the plugin's code.
+A :class:`ProcessRunner` keeps a pool of ``limits.workers`` workers. A call
+that overruns its timeout, or a worker tree past its memory limit, gets that
+worker killed; a worker that dies for any reason ends the call it held.
+Either way the worker is *lost*: it leaves the pool, the call gets a result
+naming the cause, and the loss is reported to the supervisor, which decides
+when to replace it (:meth:`ProcessRunner.replace_lost`) or, with no worker
+left, to restart the plugin. The other workers keep serving meanwhile. The
+host never imports the plugin's code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import pickle
-import queue
-import select
-import signal
-import socket
+import collections
 import threading
 import time
-from collections.abc import Callable
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
 from plugwarden.core.discovery import PluginSource
-from plugwarden.core.guards import Limits, Outcome
-from plugwarden.core.loader import LoadError
-from plugwarden.core.output import OutputPump, OutputTail
-from plugwarden.core.result import Guard
-from plugwarden.core.runner import BUSY, Attempt, memory_reason, timeout_reason
+from plugwarden.core.guards import Limits
+from plugwarden.core.output import OutputPump
+from plugwarden.core.result import CallResult, Guard
+from plugwarden.core.runner import (
+    LossHandler,
+    WorkerLoss,
+    hook_failure,
+    memory_reason,
+    timeout_reason,
+    validate_verdict,
+)
+from plugwarden.core.workers import MemoryMonitor, WorkerProcess
 from plugwarden.core.zygote import Zygote
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
 
-__all__ = ["MemoryMonitor", "ProcessRunner", "WorkerProcess", "exit_reason"]
+__all__ = ["ProcessRunner", "ProcessServices"]
 
-log = logging.getLogger("plugwarden.process")
-
-_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
-SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
-MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often
-
-
-def exit_reason(code: int | None) -> str:
-    if code is None:
-        return "Worker process died (its exit status could not be read)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-            text = signal.strsignal(-code) or name
-        except ValueError:
-            name, text = f"signal {-code}", "unknown signal"
-        return f"Worker process killed by {name} ({text})"
-    return f"Worker process exited with code {code}"
+ENDED = {
+    ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
+    ErrorType.CLOSED: "The host closed while this call ran.",
+    ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
+    "against another instance, or once the server is back.",
+}
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``. Linux lists each task's children in
-    /proc, which costs a few small reads; psutil's ``children()`` reads every
-    process's status instead, which with a hundred workers, each checked
-    twice a second, kept the GIL busy enough to slow the HTTP service."""
-    try:
-        found: list[int] = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                for child in map(int, children.read().split()):
-                    found += [child, *descendants(child)]
-        return found
-    except (OSError, ValueError):
-        try:
-            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-        except psutil.Error:
-            return []
+@dataclass(frozen=True, slots=True)
+class ProcessServices:
+    """What every process runner of one host shares (owned by Backends)."""
 
-
-class WorkerProcess:
-    """One worker: its pid, its control connection, its output, its fate."""
-
-    def __init__(
-        self,
-        label: str,
-        limit_bytes: int,
-        zygote: Zygote,
-        pump: OutputPump,
-        on_death: Callable[[WorkerProcess], None],
-    ) -> None:
-        self.label = label
-        self.limit_bytes = limit_bytes
-        self.tail = OutputTail(label)
-        self.exit_code: int | None = None
-        self.exited = threading.Event()
-        self.killed_by: str | None = None
-        self.peak_bytes = 0
-        self.busy = False
-        self._on_death = on_death
-        self._fd_lock = threading.Lock()  # fds are closed once, never written after
-        self._closed = False
-        self._death_r, self._death_w = os.pipe()
-        control, child_control = socket.socketpair()
-        lifeline_r, self._lifeline_w = os.pipe()
-        output_r, output_w = os.pipe()
-        try:
-            self.pid = zygote.spawn(
-                [child_control.fileno(), lifeline_r, output_w], label, self._exited
-            )
-        except BaseException:
-            for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
-                os.close(fd)
-            control.close()
-            raise
-        finally:
-            child_control.close()
-            os.close(lifeline_r)
-            os.close(output_w)
-        pump.add(output_r, self.tail)
-        self.connection = Connection(control.detach())
-        self._poller = select.poll()
-        self._poller.register(self.connection.fileno(), _READABLE)
-        self._poller.register(self._death_r, _READABLE)
-        self._tree: list[psutil.Process] = []
-        self._fast = True  # its last reply came quickly: worth spinning for
-        self._tree_checked = 0.0
-
-    def _exited(self, code: int | None) -> None:
-        self.exit_code = code
-        self.exited.set()
-        with self._fd_lock:
-            if not self._closed:
-                os.write(self._death_w, b"x")
-        self._on_death(self)
-
-    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None).
-
-        The waiting thread enforces the call's limits itself: past a short
-        spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
-        tree's memory between them, and kills the worker past its limit (the
-        death ends the wait). No other thread wakes for a call."""
-        try:
-            self.connection.send_bytes(pickle.dumps(message))
-        except OSError:
-            return "died", None
-        start = time.monotonic()
-        deadline = start + timeout_s
-        # Spin only for a worker whose last reply came within the spin window.
-        spin_until = start + SPIN_S if self._fast else start
-        while True:
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                return "timeout", None
-            # Fast plugins answer within microseconds: poll without sleeping
-            # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
-            wait_ms = 0 if now < spin_until else min(remaining, MEMORY_CHECK_S) * 1000
-            events = dict(self._poller.poll(wait_ms))
-            if not events and now >= spin_until:
-                self.over_memory()
-            if self.connection.fileno() in events:
-                # 3x: a fast plugin's reply that came after a sleep (slower) must
-                # not switch spinning off for good.
-                self._fast = time.monotonic() - start < 3 * SPIN_S
-                try:
-                    return "reply", pickle.loads(self.connection.recv_bytes())
-                except (EOFError, OSError):
-                    return "died", None
-            if self._death_r in events:
-                return "died", None
-
-    def resident_bytes(self) -> int:
-        """Resident memory of the worker and every process it started."""
-        now = time.monotonic()
-        if now - self._tree_checked > 0.5:
-            try:
-                self._tree = [psutil.Process(pid) for pid in (self.pid, *descendants(self.pid))]
-            except psutil.Error:
-                self._tree = []
-            self._tree_checked = now
-        total = 0
-        for process in self._tree:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                continue
-        self.peak_bytes = max(self.peak_bytes, total)
-        return total
-
-    def over_memory(self) -> bool:
-        """Kill the worker if its tree is past its limit; whether it was."""
-        if self.resident_bytes() <= self.limit_bytes:
-            return False
-        log.warning(
-            "worker %s: %d bytes over its %d limit", self.label, self.peak_bytes, self.limit_bytes
-        )
-        self.kill("memory")
-        return True
-
-    def kill(self, why: str) -> None:
-        """SIGKILL the worker's process group and any child that left it."""
-        if self.killed_by is None:
-            self.killed_by = why
-        if self.exited.is_set():
-            return
-        strays = []
-        for pid in descendants(self.pid):
-            with contextlib.suppress(psutil.Error):
-                strays.append(psutil.Process(pid))
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.pid, signal.SIGKILL)
-        for stray in strays:
-            with contextlib.suppress(psutil.Error):
-                stray.kill()
-
-    def close(self) -> None:
-        """End the worker with everything it started, and wait for its exit
-        report (so no zombie or stray is left behind)."""
-        if self._closed:
-            return
-        if not self.exited.is_set():
-            self.kill("close")
-            self.exited.wait(5.0)
-        with self._fd_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self.connection.close()
-            for fd in (self._lifeline_w, self._death_r, self._death_w):
-                os.close(fd)
-
-    def death_reason(self) -> str:
-        reason = exit_reason(self.exit_code)
-        last = self.tail.last_line()
-        return f"{reason}. Last output: {last!r}" if last else reason
-
-
-class MemoryMonitor:
-    """Sweeps every worker's resident memory each ``sweep_s``, between calls
-    (a call's own waiter watches it during the call); a tree past its limit
-    is killed."""
-
-    def __init__(self, sweep_s: float = 0.25) -> None:
-        self._sweep_s = sweep_s
-        self._workers: set[WorkerProcess] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, worker: WorkerProcess) -> None:
-        with self._lock:
-            self._workers.add(worker)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="plugwarden-memory", daemon=True
-                )
-                self._thread.start()
-
-    def forget(self, worker: WorkerProcess) -> None:
-        with self._lock:
-            self._workers.discard(worker)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._sweep_s):
-            with self._lock:
-                workers = list(self._workers)
-            for worker in workers:
-                if worker.busy or worker.exited.is_set():
-                    continue
-                try:
-                    worker.over_memory()
-                # The monitor must outlive any surprise from one worker's /proc.
-                except Exception:
-                    log.exception("memory check of worker %s failed", worker.label)
-
-    def close(self) -> None:
-        self._stop.set()
+    zygote: Zygote
+    pump: OutputPump
+    monitor: MemoryMonitor
 
 
 class ProcessRunner:
-    """Runs one plugin in ``limits.workers`` worker processes; calls queue
-    for a free worker. Any tripped guard or death closes every worker: the
-    plugin is FAILED until restarted."""
-
     def __init__(
         self,
         source: PluginSource,
         limits: Limits,
-        zygote: Zygote,
-        pump: OutputPump,
-        monitor: MemoryMonitor,
-        on_idle_death: Callable[[str], None],
+        services: ProcessServices,
+        on_loss: LossHandler,
     ) -> None:
         self.source = source
         self.limits = limits
-        self._zygote = zygote
-        self._pump = pump
-        self._monitor = monitor
-        self._on_idle_death = on_idle_death
-        self._workers: list[WorkerProcess] = []
-        self._free: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
-        self._closed = False  # no new calls: a guard tripped or close() began
+        self._services = services
+        self._on_loss = on_loss
+        self._pool = threading.Condition()
+        self._workers: list[WorkerProcess] = []  # serving: free or busy
+        self._free: collections.deque[WorkerProcess] = collections.deque()
+        self._preparing: set[WorkerProcess] = set()
+        self._closing: str | None = None  # the ErrorType calls in flight end with
+        self._config: dict[str, Any] = {}
+        self._spawned = 0
 
-    def _worker_died(self, worker: WorkerProcess) -> None:
-        # Deaths during a call (and kills we ordered) are reported by the call.
-        if not worker.busy and not self._closed and worker.killed_by in (None, "memory"):
-            reason = (
-                memory_reason(self.limits.memory_mb, worker.peak_bytes)
-                if worker.killed_by == "memory"
-                else f"{worker.death_reason()} while idle"
-            )
-            self._on_idle_death(reason)
+    # -- bringing workers up -----------------------------------------------------
 
     def load(self) -> None:
-        limit = int(self.limits.memory_mb * 2**20)
-        for index in range(self.limits.workers):
-            label = self.source.name if self.limits.workers == 1 else f"{self.source.name}.{index}"
+        for _ in range(self.limits.workers):
             try:
-                worker = WorkerProcess(label, limit, self._zygote, self._pump, self._worker_died)
-            except OSError as exc:
-                raise LoadError(f"Could not start a worker process: {exc}", "WorkerStart") from exc
-            self._workers.append(worker)
-            self._monitor.watch(worker)
-        message = (
-            "load",
-            self.source.name,
-            self.source.module,
-            self.source.attr,
-            list(self.source.search_path),
-        )
-        for worker in self._workers:
-            attempt = self._exchange(worker, message, "import", self.limits.load_timeout_s)
-            if isinstance(attempt, Attempt):
-                self.close()
-                raise LoadError(
-                    attempt.outcome.error or "import failed",
-                    attempt.outcome.error_type or "ImportFailed",
-                )
-            if attempt[0] == "load_error":
-                self.close()
-                raise LoadError(attempt[1], attempt[2])
-            self._free.put(worker)
+                self._preparing.add(self._spawn())
+            except LoadError:
+                self.close(ErrorType.CLOSED)
+                raise
+
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        self._config = config
+        for worker in list(self._preparing):
+            reason = self._prepare(worker)
+            if reason is not None:
+                return reason
+        with self._pool:
+            if self._closing is not None:
+                return None
+            for worker in self._preparing:
+                worker.serving = True
+                self._workers.append(worker)
+                self._free.append(worker)
+            self._preparing.clear()
+            self._pool.notify_all()
+        return None
+
+    def replace_lost(self) -> str | None:
+        while True:
+            with self._pool:
+                if self._closing is not None or len(self._workers) >= self.limits.workers:
+                    return None
+            try:
+                worker = self._spawn()
+            except LoadError as exc:
+                return exc.reason
+            with self._pool:
+                self._preparing.add(worker)
+            reason = self._prepare(worker)
+            with self._pool:
+                self._preparing.discard(worker)
+                if reason is None and self._closing is None:
+                    worker.serving = True
+                    self._workers.append(worker)
+                    self._free.append(worker)
+                    self._pool.notify_all()
+                    continue
+            self._discard(worker)
+            return reason
+
+    def _spawn(self) -> WorkerProcess:
+        """A new worker with the plugin imported; raises LoadError."""
+        self._spawned += 1
+        label = self.source.name
+        if self.limits.workers > 1 or self._spawned > self.limits.workers:
+            label = f"{label}.{self._spawned - 1}"
+        limit = int(self.limits.memory_mb * 2**20)
+        services = self._services
+        try:
+            worker = WorkerProcess(label, limit, services.zygote, services.pump, self._died)
+        except OSError as exc:
+            raise LoadError(
+                f"Could not start a worker process: {exc}", ErrorType.WORKER_START
+            ) from exc
+        services.monitor.watch(worker)
+        source = self.source
+        message = ("load", source.name, source.module, source.attr, list(source.search_path))
+        reply = self._exchange(worker, message, "import", self.limits.load_timeout_s)
+        if isinstance(reply, CallResult):
+            raise LoadError(reply.error or "import failed", reply.error_type or "ImportFailed")
+        if reply[0] == "load_error":
+            self._discard(worker)
+            raise LoadError(reply[1], reply[2])
+        return worker
+
+    def _prepare(self, worker: WorkerProcess) -> str | None:
+        budget = self.limits.load_timeout_s
+        init = self._call_on(worker, "init", {"config": self._config}, budget)
+        if not init.ok:
+            return hook_failure(init)
+        return validate_verdict(self._call_on(worker, "validate", {}, budget))
+
+    # -- calls -------------------------------------------------------------------
 
     def call(
         self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
-    ) -> Attempt:
-        if self._closed or not self._workers:
-            return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))
+    ) -> CallResult:
+        worker = self._acquire(timeout_s if wait_s is None else wait_s)
+        if isinstance(worker, CallResult):
+            return worker
         try:
-            worker = self._free.get(timeout=wait_s)
-        except queue.Empty:
-            return Attempt(Outcome(False, error="Every worker is busy", error_type=BUSY))
-        if self._closed:
-            self._free.put(worker)
-            return Attempt(Outcome(False, error="Plugin workers are closed", error_type="Closed"))
-        try:
-            reply = self._exchange(worker, ("call", hook, kwargs), hook, timeout_s)
+            return self._call_on(worker, hook, kwargs, timeout_s)
         finally:
-            self._free.put(worker)
-        if isinstance(reply, Attempt):
-            self.close()
+            with self._pool:
+                if worker.serving and not worker.lost and self._closing is None:
+                    self._free.append(worker)
+                    self._pool.notify()
+
+    def _acquire(self, wait_s: float) -> WorkerProcess | CallResult:
+        with self._pool:
+            self._pool.wait_for(
+                lambda: self._free or self._closing is not None or not self._workers, wait_s
+            )
+            if self._closing is not None:
+                return CallResult.failure(ENDED[self._closing], self._closing)
+            if self._free:
+                return self._free.popleft()
+            if not self._workers:
+                return CallResult.failure(
+                    "The plugin has no worker able to serve; it is being restarted.",
+                    ErrorType.PLUGIN_NOT_AVAILABLE,
+                )
+        return CallResult.failure(
+            f"Every worker stayed busy for {wait_s:g}s. Retry later, or raise workers.",
+            ErrorType.BUSY,
+        )
+
+    def _call_on(
+        self, worker: WorkerProcess, hook: str, kwargs: dict[str, Any], timeout_s: float
+    ) -> CallResult:
+        reply = self._exchange(worker, ("call", hook, kwargs), hook, timeout_s)
+        if isinstance(reply, CallResult):
             return reply
-        return Attempt(Outcome.from_wire(reply[1]))
+        return CallResult.from_wire(reply[1])
 
     def _exchange(
         self, worker: WorkerProcess, message: Any, what: str, timeout_s: float
-    ) -> Attempt | Any:
-        """The worker's reply, or the Attempt that says which guard tripped."""
+    ) -> CallResult | Any:
+        """The worker's reply, or the failed result of a lost worker."""
         start = time.perf_counter()
         worker.busy = True
         try:
             status, reply = worker.exchange(message, timeout_s)
-            if status != "reply":
-                self._closed = True  # before busy clears: the death is this call's
+            if status == "reply":
+                return reply
             if status == "timeout":
                 worker.kill("timeout")
+            elapsed = (time.perf_counter() - start) * 1000
+            failed = self._lost_call(worker, status, message, what, timeout_s, elapsed)
+            if failed.guard is not None:
+                self._lose(worker, failed.error or what, failed.guard, during_call=True)
+            else:
+                self._discard(worker)
+            return failed
         finally:
             worker.busy = False
-        elapsed = (time.perf_counter() - start) * 1000
-        if status == "reply":
-            return reply
+
+    def _lost_call(
+        self,
+        worker: WorkerProcess,
+        status: str,
+        message: Any,
+        what: str,
+        timeout_s: float,
+        elapsed: float,
+    ) -> CallResult:
+        closing = self._closing
+        if closing is not None and status != "timeout" and worker.killed_by == "close":
+            return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
         guard: Guard
         if status == "timeout":
-            error, error_type, guard = timeout_reason(what, timeout_s), "Timeout", "timeout"
+            error, error_type, guard = timeout_reason(what, timeout_s), ErrorType.TIMEOUT, "timeout"
         elif worker.killed_by == "memory":
             error = memory_reason(self.limits.memory_mb, worker.peak_bytes)
-            error_type, guard = "MemoryLimitExceeded", "memory"
+            error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
         else:
             worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
-            call = f"run('{message[2]['tool']}')" if what == "run" else f"{what}"
+            call = f"run('{message[2].get('tool')}')" if what == "run" else f"{what}()"
             error = f"{worker.death_reason()} during {call}"
-            error_type, guard = "WorkerDied", "crash"
-        return Attempt(
-            Outcome(False, error=error, error_type=error_type, duration_ms=elapsed), guard
-        )
+            error_type, guard = ErrorType.WORKER_DIED, "crash"
+        return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)
 
-    def close(self) -> None:
-        self._closed = True
-        for worker in self._workers:
-            self._monitor.forget(worker)
-            worker.close()
+    # -- losing workers ----------------------------------------------------------
+
+    def _died(self, worker: WorkerProcess) -> None:
+        """The zygote saw ``worker`` exit. A death during a call (or one we
+        ordered) is the call's to report; this one happened between calls."""
+        if worker.busy or worker.killed_by not in (None, "memory"):
+            return
+        if worker.killed_by == "memory":
+            reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
+            self._lose(worker, reason, "memory", during_call=False)
+        else:
+            self._lose(worker, f"{worker.death_reason()} while idle", "crash", during_call=False)
+
+    def _lose(self, worker: WorkerProcess, reason: str, guard: Guard, *, during_call: bool) -> None:
+        with self._pool:
+            if worker.lost:
+                return
+            worker.lost = True
+            report = worker.serving and self._closing is None
+            if worker in self._workers:
+                self._workers.remove(worker)
+            if worker in self._free:
+                self._free.remove(worker)
+            serving = len(self._workers)
+            self._pool.notify_all()
+        self._discard(worker)
+        if report:
+            self._on_loss(WorkerLoss(reason, guard, during_call, serving))
+
+    def _discard(self, worker: WorkerProcess) -> None:
+        self._services.monitor.forget(worker)
+        worker.close()
+
+    def close(self, why: str) -> None:
+        with self._pool:
+            if self._closing is not None:
+                return
+            self._closing = why
+            workers = [*self._workers, *self._preparing]
+            self._workers.clear()
+            self._free.clear()
+            self._pool.notify_all()
+        for worker in workers:
+            self._discard(worker)
+
+    # -- reading -----------------------------------------------------------------
 
     def resident_bytes(self) -> int | None:
-        alive = [w for w in self._workers if not w.exited.is_set()]
+        alive = [w for w in list(self._workers) if not w.exited.is_set()]
         return sum(w.resident_bytes() for w in alive) if alive else None
 
     def pids(self) -> list[int]:
-        return [w.pid for w in self._workers if not w.exited.is_set()]
+        return [w.pid for w in list(self._workers) if not w.exited.is_set()]

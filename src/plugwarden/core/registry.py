@@ -9,6 +9,7 @@ in time raises :class:`~plugwarden.exceptions.RegistryTimeout`.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from plugwarden.core.lifecycle import TERMINAL, State, Transition, is_allowed
 from plugwarden.core.metrics import PluginMetrics
-from plugwarden.core.result import CallResult
+from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.rwlock import RWLock
 from plugwarden.exceptions import TransitionError, UnknownPlugin
 
@@ -53,6 +54,8 @@ class PluginStatus:
     in_flight: int
     health: dict[str, Any] | None
     up_since: float | None = None  # time.monotonic() when it became available
+    healthy: bool = True  # False after health_failures failed health checks in a row
+    generation: int = 0  # which bring-up of the plugin this record describes
     _dicts: dict[bool, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
     _json: dict[bool, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -83,6 +86,7 @@ class PluginStatus:
                 "in_flight": self.in_flight,
                 **self.counters,
                 "uptime_seconds": 0.0,
+                "healthy": self.healthy,
                 "health": self.health,
             }
             if history:
@@ -123,6 +127,9 @@ class _Entry:
     metrics: PluginMetrics = field(default_factory=PluginMetrics)
     in_flight: int = 0
     health: dict[str, Any] | None = None
+    health_failures: int = 0  # failed health checks in a row
+    healthy: bool = True
+    generation: int = 0
     cached: PluginStatus | None = None
 
     def move(self, state: State, reason: str) -> None:
@@ -159,6 +166,8 @@ class _Entry:
                 self.in_flight,
                 None if self.health is None else dict(self.health),
                 self.metrics.up_since,
+                self.healthy,
+                self.generation,
             )
         return cached
 
@@ -168,6 +177,8 @@ class Registry:
         self.lock_timeout_s = lock_timeout_s
         self._lock = RWLock()
         self._entries: dict[str, _Entry] = {}
+        self._idle = threading.Condition()
+        self._idle_waiters = 0
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -182,12 +193,18 @@ class Registry:
         reason: str = "",
         *,
         restart: bool = False,
+        generation: int | None = None,
         info: PluginInfo | None = None,
-    ) -> None:
+    ) -> bool:
         """Move ``name`` to ``state``; a new name is created by its first
-        transition. Raises :class:`TransitionError` if the lifecycle forbids it."""
+        transition. ``restart`` begins a new bring-up, numbered ``generation``;
+        otherwise a ``generation`` that is no longer current changes nothing
+        (returns False). Raises :class:`TransitionError` if the lifecycle
+        forbids the move."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entries.get(name)
+            if entry is not None and not restart and _stale(entry, generation):
+                return False
             current = None if entry is None else entry.state
             if not is_allowed(current, state, restart=restart):
                 raise TransitionError(name, None if current is None else current.value, state)
@@ -199,19 +216,49 @@ class Registry:
             if info is not None:
                 entry.info = info
             if restart:
+                entry.generation = generation or entry.generation + 1
                 entry.in_flight = 0
                 entry.health = None
+                entry.health_failures = 0
+                entry.healthy = True
             entry.cached = None
+            return True
 
-    def fail(self, name: str, reason: str) -> bool:
-        """FAILED with ``reason`` unless already terminal; whether it moved."""
+    def fail(
+        self, name: str, reason: str, generation: int | None = None, *, again: bool = False
+    ) -> bool:
+        """FAILED with ``reason`` unless already terminal (``again``: unless
+        UNAVAILABLE, a FAILED plugin's reason is replaced) or ``generation``
+        is no longer current; whether it moved."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            if entry.state in TERMINAL:
+            terminal = entry.state is State.UNAVAILABLE if again else entry.state in TERMINAL
+            if terminal or _stale(entry, generation):
                 return False
             entry.move(State.FAILED, reason)
             entry.cached = None
             return True
+
+    def note(self, name: str, reason: str, generation: int | None = None) -> None:
+        """A history line that changes no state (a restart's cause, a worker replaced)."""
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            if not _stale(entry, generation):
+                entry.history.append(Transition.now(entry.state, reason))
+                entry.cached = None
+
+    def record_trip(self, name: str, guard: Guard) -> None:
+        """A guard that tripped between calls (no call's result counts it)."""
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.metrics.record_trip(guard)
+            entry.cached = None
+
+    def record_restart(self, name: str, cause: str) -> None:
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.metrics.record_restart(cause)
+            entry.cached = None
 
     def set_info(self, name: str, info: PluginInfo) -> None:
         with self._lock.write(self.lock_timeout_s):
@@ -219,38 +266,66 @@ class Registry:
             entry.info = info
             entry.cached = None
 
-    def set_health(self, name: str, report: dict[str, Any] | None) -> None:
+    def set_health(
+        self, name: str, report: dict[str, Any], generation: int, failures_allowed: int
+    ) -> bool | None:
+        """Store a health check's report; ``failures_allowed`` failed checks
+        in a row make the plugin unhealthy. Returns the new ``healthy`` when
+        it flipped, else None."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
+            if _stale(entry, generation):
+                return None
             entry.health = report
+            entry.health_failures = 0 if report.get("ok") else entry.health_failures + 1
+            healthy = entry.health_failures < failures_allowed
+            flipped = healthy != entry.healthy
+            entry.healthy = healthy
             entry.cached = None
+            return healthy if flipped else None
 
-    def begin_call(self, name: str) -> PluginStatus | None:
-        """Count a call in flight (INITIALIZED -> RUNNING). Returns None when the
-        call may go ahead, else the status that refuses it."""
+    def begin_call(self, name: str) -> PluginStatus | int:
+        """Count a call in flight (INITIALIZED -> RUNNING). Returns the
+        generation it runs against, or the status that refuses it."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            if entry.state not in (State.INITIALIZED, State.RUNNING):
+            if entry.state not in _BUSY_IDLE:
                 return entry.snapshot()
             entry.in_flight += 1
             entry.cached = None
             if entry.state is State.INITIALIZED:
                 entry.move(State.RUNNING, f"{entry.in_flight} call(s) in flight")
-            return None
+            return entry.generation
 
-    def end_call(self, name: str, result: CallResult, failure: str | None = None) -> None:
-        """Record a finished call; ``failure`` (a reason) makes the plugin FAILED."""
+    def end_call(self, name: str, result: CallResult, generation: int) -> None:
+        """Record a finished call. A call of an older generation (the plugin
+        was restarted meanwhile) counts in the metrics and nothing else."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             entry.cached = None
             entry.metrics.record(result)
+            if _stale(entry, generation):
+                return
             entry.in_flight = max(0, entry.in_flight - 1)
-            if entry.state is not State.RUNNING:
-                return  # failed, or restarted, while the call was in flight
-            if failure is not None:
-                entry.move(State.FAILED, failure)
-            elif not entry.in_flight:
+            if entry.state is State.RUNNING and not entry.in_flight:
                 entry.move(State.INITIALIZED, "ready")
+        if self._idle_waiters:
+            with self._idle:
+                self._idle.notify_all()
+
+    def in_flight(self) -> int:
+        """Calls in flight across every plugin."""
+        with self._lock.read(self.lock_timeout_s):
+            return sum(entry.in_flight for entry in self._entries.values())
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call is in flight, at most ``timeout_s``; whether none is."""
+        with self._idle:
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: not self.in_flight(), timeout_s)
+            finally:
+                self._idle_waiters -= 1
 
     def _timeout(self, lock_timeout: float | None) -> float:
         return self.lock_timeout_s if lock_timeout is None else lock_timeout
@@ -279,3 +354,7 @@ class Registry:
     def hold_write_lock(self) -> Any:
         """The write lock itself, for tests and maintenance that must block readers."""
         return self._lock.write(self.lock_timeout_s)
+
+
+def _stale(entry: _Entry, generation: int | None) -> bool:
+    return generation is not None and generation != entry.generation

@@ -2,29 +2,46 @@
 
 A :class:`Runner` loads one plugin and calls its hooks, enforcing the timeout
 and memory limits in its own way: ``inline`` in the host process (it can give
-up on a call but not stop it), ``process`` in a worker (it kills the worker).
+up on a call but not stop it), ``process`` in worker processes (it kills the
+worker). Runners are made by :class:`~plugwarden.core.backends.Backends`;
+they never change a plugin's state themselves: a lost worker is reported to
+the supervisor as a :class:`WorkerLoss`, and the supervisor decides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from plugwarden.core.guards import Limits, Outcome
-from plugwarden.core.result import Guard
+from plugwarden.core.guards import Limits
+from plugwarden.core.result import CallResult, Guard
 
-__all__ = ["BUSY", "Attempt", "Runner", "memory_reason", "timeout_reason"]
+__all__ = [
+    "LossHandler",
+    "Runner",
+    "WorkerLoss",
+    "hook_failure",
+    "memory_reason",
+    "timeout_reason",
+    "validate_verdict",
+]
 
-BUSY = "Busy"
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoss:
+    """A worker that can no longer serve: killed by a guard, or dead.
+
+    ``serving`` counts the workers still able to serve after this loss: zero
+    means the plugin cannot answer until it is restarted."""
+
+    reason: str
+    guard: Guard
+    during_call: bool
+    serving: int
 
 
-@dataclass(slots=True)
-class Attempt:
-    """What a runner saw of one hook call. A tripped guard means the plugin
-    can no longer be trusted: the host marks it FAILED with ``outcome.error``."""
-
-    outcome: Outcome
-    guard: Guard | None = None
+LossHandler = Callable[[WorkerLoss], None]
 
 
 class Runner(Protocol):
@@ -33,14 +50,23 @@ class Runner(Protocol):
     def load(self) -> None:
         """Import and register the plugin. Raises ``LoadError`` with the reason."""
 
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        """``init(config)`` then ``validate()`` wherever the plugin runs (each
+        worker); None when ready, else the reason it is not."""
+
     def call(
         self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
-    ) -> Attempt:
+    ) -> CallResult:
         """Call one hook; never raises. ``wait_s`` bounds the wait for a free
-        worker (None: wait); past it the attempt is ``Busy``, nothing ran."""
+        worker (None: ``timeout_s``); past it the result is ``Busy``."""
 
-    def close(self) -> None:
-        """Release everything; a runner is not reused after close."""
+    def replace_lost(self) -> str | None:
+        """Bring the pool back to its size after a loss; None when done,
+        else the reason a new worker could not be made ready."""
+
+    def close(self, why: str) -> None:
+        """Release everything; calls in flight end with ``error_type`` ``why``
+        (an :class:`~plugwarden.ErrorType` of the host's own). Not reused."""
 
     def resident_bytes(self) -> int | None:
         """Memory of the plugin's own process tree, or None where not separate."""
@@ -59,4 +85,28 @@ def memory_reason(limit_mb: float, peak_bytes: int) -> str:
     return (
         f"Plugin exceeded {limit_mb:g} MB memory limit (peak seen {peak_bytes / 2**20:.0f} MB). "
         "Increase memory_mb if needed."
+    )
+
+
+def hook_failure(result: CallResult) -> str:
+    """Why a failed init/validate leaves the plugin FAILED."""
+    if result.guard is not None:
+        return result.error or f"{result.hook}() tripped the {result.guard} guard"
+    return f"{result.hook}() failed with {result.error}. Fix the plugin, then restart it."
+
+
+def validate_verdict(result: CallResult) -> str | None:
+    """None when validate() said ready, else the reason it is not."""
+    if not result.ok:
+        return hook_failure(result)
+    value = result.result
+    if value is None or value is True:
+        return None
+    if value is False:
+        return "validate() returned False: the plugin reports it is not ready."
+    if isinstance(value, str):
+        return f"validate() reported: {value}"
+    return (
+        f"validate() returned {type(value).__name__}; expected None, True, False or a "
+        "reason string."
     )

@@ -21,8 +21,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from plugwarden.core.guards import Outcome
-from plugwarden.core.loader import LoadedPlugin, LoadError, load_plugin
+from plugwarden.core.loader import LoadedPlugin, load_plugin
+from plugwarden.core.result import CallResult
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
 
 __all__ = ["serve"]
 
@@ -69,10 +71,8 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         elif op == "call" and plugin is not None:
             reply = ("outcome", plugin.call(request[1], request[2]).to_wire())
         else:
-            reply = (
-                "outcome",
-                Outcome(False, error=f"bad op {op!r}", error_type="Protocol").to_wire(),
-            )
+            failure = CallResult.failure(f"bad op {op!r}", ErrorType.PROTOCOL)
+            reply = ("outcome", failure.to_wire())
         _send(connection, reply)
 
 
@@ -98,16 +98,11 @@ def _send(connection: Connection, reply: Any) -> None:
         data = pickle.dumps(reply)
     # A plugin's value (from validate or init) may refuse to pickle in any way.
     except BaseException as exc:  # noqa: BLE001
-        data = pickle.dumps(
-            (
-                "outcome",
-                Outcome(
-                    False,
-                    error=f"The plugin's return value cannot be sent to the host ({exc})",
-                    error_type="ResultNotSerializable",
-                ).to_wire(),
-            )
+        failure = CallResult.failure(
+            f"The plugin's return value cannot be sent to the host ({exc})",
+            ErrorType.RESULT_NOT_SERIALIZABLE,
         )
+        data = pickle.dumps(("outcome", failure.to_wire()))
     try:
         connection.send_bytes(data)
     except OSError:

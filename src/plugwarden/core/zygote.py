@@ -50,6 +50,7 @@ class Zygote:
         self._exit_listeners: dict[int, Callable[[int | None], None]] = {}
         self._exits: dict[int, int | None] = {}
         self._shut = False
+        self._reader: threading.Thread | None = None
 
     def _ensure_running(self) -> socket.socket:
         with self._lock:
@@ -65,9 +66,10 @@ class Zygote:
             )
             zygote_end.close()
             self._socket = host_end
-            threading.Thread(
+            self._reader = threading.Thread(
                 target=self._read, args=(host_end,), name="plugwarden-zygote", daemon=True
-            ).start()
+            )
+            self._reader.start()
             return host_end
 
     def spawn(
@@ -145,8 +147,8 @@ class Zygote:
     def close(self) -> None:
         with self._lock:
             self._shut = True
-            sock, process = self._socket, self._process
-            self._socket = self._process = None
+            sock, process, reader = self._socket, self._process, self._reader
+            self._socket = self._process = self._reader = None
         if sock is not None:
             # shutdown, not just close: our reader thread is blocked in recv
             # on this socket, and only shutdown makes the zygote see EOF now.
@@ -159,6 +161,8 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if reader is not None:
+            reader.join()
 
 
 # -- the zygote process ---------------------------------------------------------

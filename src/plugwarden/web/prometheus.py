@@ -56,6 +56,17 @@ class HostCollector(Collector):
         in_flight = GaugeMetricFamily(
             "plugwarden_plugin_in_flight", "Calls in flight.", labels=["plugin"]
         )
+        restarts = CounterMetricFamily(
+            "plugwarden_plugin_restarts",
+            "Automatic restarts and worker replacements, by cause "
+            "(crash, timeout, memory, error, failed).",
+            labels=["plugin", "reason"],
+        )
+        healthy = GaugeMetricFamily(
+            "plugwarden_plugin_healthy",
+            "0 once the plugin's health hook failed health_failures times in a row.",
+            labels=["plugin"],
+        )
         resident = GaugeMetricFamily(
             "plugwarden_plugin_worker_resident_bytes",
             "Resident memory of an isolated plugin's workers and their children.",
@@ -76,6 +87,9 @@ class HostCollector(Collector):
             duration.add_metric([name], buckets, total)
             uptime.add_metric([name], metrics["uptime_seconds"])
             in_flight.add_metric([name], status.in_flight)
+            for cause, count in metrics["restarts_by_cause"].items():
+                restarts.add_metric([name, cause], count)
+            healthy.add_metric([name], 1.0 if status.healthy else 0.0)
             rss = self.host.resident_bytes(name)
             if rss is not None:
                 resident.add_metric([name], rss)
@@ -88,7 +102,8 @@ class HostCollector(Collector):
             "plugwarden_started", "1 once the host has finished starting its plugins."
         )
         started.add_metric([], 1.0 if self.host.started else 0.0)
-        yield from (state, calls, trips, duration, uptime, in_flight, resident, plugins, started)
+        yield from (state, calls, trips, duration, uptime, in_flight, restarts, healthy, resident)
+        yield from (plugins, started)
 
 
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:

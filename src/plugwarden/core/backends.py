@@ -1,0 +1,84 @@
+"""The runner factory: one place that makes a plugin's runner for its
+isolation mode and owns the services runners share.
+
+Process runners share the zygote (forks workers), the output pump (workers'
+stdout and stderr into the log) and the memory monitor; inline runners
+share an elastic executor and the host memory watch. Each service starts
+its thread or process only when first used, and :meth:`Backends.close`
+closes all of them: a closed host leaves no thread, fd or process behind.
+A third backend plugs in as another branch of :meth:`Backends.make`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from plugwarden.core.discovery import PluginSource
+from plugwarden.core.guards import Limits
+from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
+from plugwarden.core.output import OutputPump
+from plugwarden.core.process import ProcessRunner, ProcessServices
+from plugwarden.core.runner import LossHandler, Runner
+from plugwarden.core.workers import MemoryMonitor
+from plugwarden.core.zygote import Zygote
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+
+__all__ = ["Backends"]
+
+
+class Backends:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: ProcessServices | None = None
+        self._inline: tuple[ElasticExecutor, HostMemoryWatch] | None = None
+        self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
+        self._closed = False
+
+    def make(self, source: PluginSource, limits: Limits, on_loss: LossHandler) -> Runner:
+        """A runner for ``source``; it reports each lost worker to ``on_loss``."""
+        with self._lock:
+            if self._closed:
+                raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
+            runner: Runner
+            if limits.isolation == "inline":
+                if self._inline is None:
+                    self._inline = (ElasticExecutor(), HostMemoryWatch())
+                executor, watch = self._inline
+                runner = InlineRunner(source, limits, executor, watch, on_loss)
+            else:
+                if self._process is None:
+                    self._process = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
+                runner = ProcessRunner(source, limits, self._process, on_loss)
+            self._runners.add(runner)
+            return runner
+
+    def refuse_new(self) -> None:
+        """From now on :meth:`make` raises: the host is closing."""
+        with self._lock:
+            self._closed = True
+
+    def close_runners(self, why: str) -> None:
+        """Close every runner made here (calls in flight end with ``why``)."""
+        with self._lock:
+            runners = list(self._runners)
+        if runners:
+            with ThreadPoolExecutor(min(32, len(runners))) as pool:
+                list(pool.map(lambda runner: runner.close(why), runners))
+
+    def close(self) -> None:
+        """Close every runner, then every shared service."""
+        self.refuse_new()
+        self.close_runners(ErrorType.CLOSED)
+        with self._lock:
+            process, self._process = self._process, None
+            inline, self._inline = self._inline, None
+        if process is not None:
+            process.monitor.close()
+            process.zygote.close()
+            process.pump.close()
+        if inline is not None:
+            inline[0].close()
+            inline[1].close()

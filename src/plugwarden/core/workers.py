@@ -1,0 +1,269 @@
+"""The host's handle on worker processes: one :class:`WorkerProcess` per
+worker, the memory of its whole tree, and the :class:`MemoryMonitor` that
+sweeps idle workers between calls.
+
+A call's own waiter watches the worker's memory during the call and kills
+its whole process group past the limit; a worker that dies for any reason
+(signal, exit code) is reported by the zygote with its exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from plugwarden.core.exits import exit_reason
+from plugwarden.core.output import OutputPump, OutputTail
+from plugwarden.core.zygote import Zygote
+
+__all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess", "descendants"]
+
+log = logging.getLogger("plugwarden.process")
+
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
+MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``. Linux lists each task's children in
+    /proc, which costs a few small reads; psutil's ``children()`` reads every
+    process's status instead, which with a hundred workers, each checked
+    twice a second, kept the GIL busy enough to slow the HTTP service."""
+    try:
+        found: list[int] = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                for child in map(int, children.read().split()):
+                    found += [child, *descendants(child)]
+        return found
+    except (OSError, ValueError):
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+
+
+class WorkerProcess:
+    """One worker: its pid, its control connection, its output, its fate."""
+
+    def __init__(
+        self,
+        label: str,
+        limit_bytes: int,
+        zygote: Zygote,
+        pump: OutputPump,
+        on_death: Callable[[WorkerProcess], None],
+    ) -> None:
+        self.label = label
+        self.limit_bytes = limit_bytes
+        self.tail = OutputTail(label)
+        self.exit_code: int | None = None
+        self.exited = threading.Event()
+        self.killed_by: str | None = None
+        self.peak_bytes = 0
+        self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
+        self.serving = False  # in its runner's pool, ready for calls
+        self.lost = False  # its loss was handled (once, by whoever saw it first)
+        self._on_death = on_death
+        self._fd_lock = threading.Lock()  # fds are closed once, never written after
+        self._closed = False
+        self._death_r, self._death_w = os.pipe()
+        control, child_control = socket.socketpair()
+        lifeline_r, self._lifeline_w = os.pipe()
+        output_r, output_w = os.pipe()
+        try:
+            self.pid = zygote.spawn(
+                [child_control.fileno(), lifeline_r, output_w], label, self._exited
+            )
+        except BaseException:
+            for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
+                os.close(fd)
+            control.close()
+            raise
+        finally:
+            child_control.close()
+            os.close(lifeline_r)
+            os.close(output_w)
+        pump.add(output_r, self.tail)
+        self.connection = Connection(control.detach())
+        self._poller = select.poll()
+        self._poller.register(self.connection.fileno(), _READABLE)
+        self._poller.register(self._death_r, _READABLE)
+        self._tree: list[psutil.Process] = []
+        self._fast = True  # its last reply came quickly: worth spinning for
+        self._tree_checked = 0.0
+
+    def _exited(self, code: int | None) -> None:
+        self.exit_code = code
+        self.exited.set()
+        with self._fd_lock:
+            if not self._closed:
+                os.write(self._death_w, b"x")
+        self._on_death(self)
+
+    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
+        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None).
+
+        The waiting thread enforces the call's limits itself: past a short
+        spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
+        tree's memory between them, and kills the worker past its limit (the
+        death ends the wait). No other thread wakes for a call."""
+        try:
+            self.connection.send_bytes(pickle.dumps(message))
+        except OSError:
+            return "died", None
+        start = time.monotonic()
+        deadline = start + timeout_s
+        # Spin only for a worker whose last reply came within the spin window.
+        spin_until = start + SPIN_S if self._fast else start
+        while True:
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return "timeout", None
+            # Fast plugins answer within microseconds: poll without sleeping
+            # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
+            wait_ms = 0 if now < spin_until else min(remaining, MEMORY_CHECK_S) * 1000
+            events = dict(self._poller.poll(wait_ms))
+            if not events and now >= spin_until:
+                self.over_memory()
+            if self.connection.fileno() in events:
+                # 3x: a fast plugin's reply that came after a sleep (slower) must
+                # not switch spinning off for good.
+                self._fast = time.monotonic() - start < 3 * SPIN_S
+                try:
+                    return "reply", pickle.loads(self.connection.recv_bytes())
+                except (EOFError, OSError):
+                    return "died", None
+            if self._death_r in events:
+                return "died", None
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the worker and every process it started."""
+        now = time.monotonic()
+        if now - self._tree_checked > 0.5:
+            try:
+                self._tree = [psutil.Process(pid) for pid in (self.pid, *descendants(self.pid))]
+            except psutil.Error:
+                self._tree = []
+            self._tree_checked = now
+        total = 0
+        for process in self._tree:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def over_memory(self) -> bool:
+        """Kill the worker if its tree is past its limit; whether it was."""
+        if self.resident_bytes() <= self.limit_bytes:
+            return False
+        log.warning(
+            "worker %s: %d bytes over its %d limit", self.label, self.peak_bytes, self.limit_bytes
+        )
+        self.kill("memory")
+        return True
+
+    def kill(self, why: str) -> None:
+        """SIGKILL the worker's process group and any child that left it."""
+        if self.killed_by is None:
+            self.killed_by = why
+        if self.exited.is_set():
+            return
+        strays = []
+        for pid in descendants(self.pid):
+            with contextlib.suppress(psutil.Error):
+                strays.append(psutil.Process(pid))
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+        for stray in strays:
+            with contextlib.suppress(psutil.Error):
+                stray.kill()
+
+    def close(self) -> None:
+        """End the worker with everything it started, and wait for its exit
+        report (so no zombie or stray is left behind)."""
+        if self._closed:
+            return
+        if not self.exited.is_set():
+            self.kill("close")
+            self.exited.wait(5.0)
+        with self._fd_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.connection.close()
+            for fd in (self._lifeline_w, self._death_r, self._death_w):
+                os.close(fd)
+
+    def death_reason(self) -> str:
+        reason = exit_reason(self.exit_code)
+        last = self.tail.last_line()
+        return f"{reason}. Last output: {last!r}" if last else reason
+
+
+class MemoryMonitor:
+    """Sweeps every worker's resident memory each ``sweep_s``, between calls
+    (a call's own waiter watches it during the call); a tree past its limit
+    is killed."""
+
+    def __init__(self, sweep_s: float = 0.25) -> None:
+        self._sweep_s = sweep_s
+        self._workers: set[WorkerProcess] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, worker: WorkerProcess) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._workers.add(worker)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="plugwarden-memory", daemon=True
+                )
+                self._thread.start()
+
+    def forget(self, worker: WorkerProcess) -> None:
+        with self._lock:
+            self._workers.discard(worker)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._sweep_s):
+            with self._lock:
+                workers = list(self._workers)
+            for worker in workers:
+                if worker.busy or worker.exited.is_set():
+                    continue
+                try:
+                    worker.over_memory()
+                # The monitor must outlive any surprise from one worker's /proc.
+                except Exception:
+                    log.exception("memory check of worker %s failed", worker.label)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._workers.clear()
+        if thread is not None:
+            thread.join()

@@ -1,0 +1,63 @@
+"""Every ``error_type`` of the contract (SPEC sections 4 and 7), one constant each.
+
+A result record's or an HTTP error body's ``error_type`` is either one of
+these names or, for an exception a plugin raised in its own code, that
+exception's class name (``ValueError``). Clients may switch on them: they are
+stable.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ErrorType"]
+
+
+class ErrorType:
+    """The names plugwarden itself gives to failed calls and refused requests."""
+
+    # A call that did not run, or ran and was cut short by the host.
+    BUSY: Final = "Busy"  # every worker stayed busy for the call's whole timeout
+    PLUGIN_NOT_AVAILABLE: Final = "PluginNotAvailable"  # FAILED, UNAVAILABLE or not loaded
+    UNKNOWN_PLUGIN: Final = "UnknownPlugin"
+    UNKNOWN_TOOL: Final = "UnknownTool"
+    INVALID_ARGUMENTS: Final = "InvalidArguments"
+    RESTARTED: Final = "Restarted"  # the plugin was restarted while the call ran
+    CLOSED: Final = "Closed"  # the host closed while the call ran
+    SHUTTING_DOWN: Final = "ShuttingDown"  # the server is draining
+    # A guard tripped.
+    TIMEOUT: Final = "Timeout"
+    MEMORY_LIMIT: Final = "MemoryLimitExceeded"
+    WORKER_DIED: Final = "WorkerDied"
+    # The plugin answered, but not with something the host can pass on.
+    RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
+    PROTOCOL: Final = "ProtocolViolation"
+    # Loading.
+    WORKER_START: Final = "WorkerStart"
+    IMPORT_FAILED: Final = "ImportFailed"
+    MISSING_HOOK: Final = "MissingHook"
+    UNKNOWN_HOOK: Final = "UnknownHook"
+    HOOK_SIGNATURE: Final = "HookSignatureMismatch"
+    # The host itself.
+    REGISTRY_TIMEOUT: Final = "RegistryTimeout"
+    INTERNAL: Final = "InternalError"
+    # HTTP requests refused before any plugin code runs.
+    INVALID_JSON: Final = "InvalidJSON"
+    INVALID_REQUEST: Final = "InvalidRequest"
+    PAYLOAD_TOO_LARGE: Final = "PayloadTooLarge"
+    CLIENT_DISCONNECT: Final = "ClientDisconnect"
+    MUTATIONS_DISABLED: Final = "MutationsDisabled"
+    UNAUTHORIZED: Final = "Unauthorized"
+    FORBIDDEN: Final = "Forbidden"
+    NOT_FOUND: Final = "NotFound"
+    METHOD_NOT_ALLOWED: Final = "MethodNotAllowed"
+    BAD_REQUEST: Final = "BadRequest"
+    HTTP_ERROR: Final = "HTTPError"
+
+    # The names of a call the host ended on purpose: no guard trip, no crash.
+    ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN})
+    # Failures that are not the plugin's doing (fail_on_error ignores them).
+    NOT_THE_PLUGINS: Final = frozenset(
+        {BUSY, PLUGIN_NOT_AVAILABLE, UNKNOWN_PLUGIN, UNKNOWN_TOOL, INVALID_ARGUMENTS, INTERNAL}
+        | ENDED_BY_HOST
+    )
