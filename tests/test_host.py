@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 
 from plugwarden import Host, State, UnknownPlugin
@@ -160,3 +163,32 @@ def test_disabled_plugin_manifest_is_not_even_read(plugwarden_plugin, plugwarden
     plugwarden_plugin("off", ECHO, manifest="this is not toml = [")
     host = plugwarden_host({"plugins": {"off": {"enabled": False}}})
     assert host.status("off").state is State.UNAVAILABLE
+
+
+class TestClose:
+    def test_fifty_hosts_started_and_closed_leave_no_thread_or_fd(
+        self, plugwarden_plugin, plugwarden_site
+    ):
+        """Each host uses every service (zygote, output pump, memory monitor,
+        inline executor and memory watch, health poller, scheduler); closing
+        it closes them all."""
+        from plugwarden import Host
+
+        plugwarden_plugin("proc", ECHO)
+        plugwarden_plugin("inl", ECHO, manifest={"guards": {"isolation": "inline"}})
+        config = {"plugins": {"inl": {"isolation": "inline"}}, "defaults": {"memory_mb": 512}}
+
+        def one_host() -> None:
+            host = Host(config, search_path=[str(plugwarden_site)])
+            host.start()
+            host.start_health_checks()
+            assert host.call("proc", "t", {}).ok and host.call("inl", "t", {}).ok
+            host.check_health("proc")
+            host.close()
+
+        one_host()  # first use imports modules and may open lasting fds (logging, /proc)
+        threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            one_host()
+        assert threading.active_count() == threads, [t.name for t in threading.enumerate()]
+        assert len(os.listdir("/proc/self/fd")) == fds

@@ -179,7 +179,7 @@ class TestHealthReports:
         plugwarden_plugin(
             "p", ECHO + "\n@hookimpl\ndef health():\n    import time\n    time.sleep(600)\n"
         )
-        server = plugwarden_server({"defaults": {"health_timeout_s": 0.5}})
+        server = plugwarden_server({"defaults": {"health_timeout_s": 0.5, "restart": "never"}})
         server.host.check_health("p")
         status = get(server, "/v1/plugins/p/health").json()
         assert status["state"] == "FAILED"
@@ -195,6 +195,67 @@ class TestHealthReports:
         health = get(server, "/v1/plugins/p/health").json()["health"]
         assert health["ok"] is False
         assert "OSError: disk" in health["error"]
+
+    def test_a_required_unhealthy_plugin_makes_readyz_503(
+        self, plugwarden_plugin, plugwarden_server
+    ):
+        """health_failures failed checks in a row: healthy false in the
+        record, a badge on the page, readyz 503 naming it; the plugin itself
+        stays INITIALIZED and keeps serving runs."""
+        plugwarden_plugin("p", ECHO + "\n@hookimpl\ndef health():\n    raise OSError('disk')\n")
+        server = plugwarden_server(
+            {"defaults": {"health_failures": 3}, "plugins": {"p": {"required": True}}}
+        )
+        # The server's own first round of health checks runs at start.
+        wait_for(lambda: server.host.status("p").health is not None, what="the first check")
+        server.host.check_health("p")
+        assert get(server, "/readyz").status_code == 200
+        server.host.check_health("p")
+        record = get(server, "/v1/plugins/p").json()
+        assert record["healthy"] is False and record["state"] == "INITIALIZED"
+        ready = get(server, "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reasons"] == [
+            "required plugin 'p' is unhealthy: its health check failed OSError: disk"
+        ]
+        assert 'class="unhealthy"' in get(server, "/").text
+        listed = {p["name"]: p for p in get(server, "/v1/plugins").json()}
+        assert listed["p"]["healthy"] is False
+
+
+class TestNoStarvation:
+    def test_a_flooded_slow_plugin_does_not_delay_another_plugins_run_or_restart(
+        self, plugwarden_plugin, plugwarden_server, tmp_path
+    ):
+        """40 concurrent callers on a plugin whose run blocks: another
+        plugin's run and restart answer while all 40 are still held."""
+        release = tmp_path / "release"
+        plugwarden_plugin("slow", plugin_source(waits_for_file(release)))
+        plugwarden_plugin("fast", ECHO)
+        server = plugwarden_server({"server": {"token": TOKEN}})
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answers = []
+
+        def slow_call():
+            body = {"tool": "t", "args": {}}
+            answers.append(post(server, "/v1/plugins/slow/run", json=body, headers=auth))
+
+        callers = [threading.Thread(target=slow_call) for _ in range(40)]
+        for caller in callers:
+            caller.start()
+        try:
+            wait_for(lambda: server.host.status("slow").in_flight >= 1, what="slow to be busy")
+            run = post(server, "/v1/plugins/fast/run", json={"tool": "t"}, headers=auth)
+            restart = post(server, "/v1/plugins/fast/restart", headers=auth)
+            assert run.status_code == 200 and run.json()["ok"] is True
+            assert restart.status_code == 200 and restart.json()["state"] == "INITIALIZED"
+            assert not answers  # every slow caller is still held: nothing waited on them
+        finally:
+            release.write_text("1")
+            for caller in callers:
+                caller.join(60)
+        assert len(answers) == 40
+        assert all(a.status_code == 200 and a.json()["ok"] for a in answers)
 
 
 class TestMutatingRoutes:

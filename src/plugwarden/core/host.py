@@ -141,6 +141,11 @@ class Host:
         runner = self._runner_of(name)
         return runner.resident_bytes() if runner is not None else None
 
+    def call_timeout(self, name: str) -> float:
+        """The ``timeout_s`` in force for ``name``'s calls."""
+        slot = self._supervisor.slots.get(name)
+        return (slot.limits if slot is not None else self.config.defaults).timeout_s
+
     def _runner_of(self, name: str) -> Runner | None:
         """The plugin's runner; None while it has none (FAILED, restarting,
         or a duplicate name, which is listed but has no slot)."""

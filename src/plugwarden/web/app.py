@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import anyio
@@ -24,28 +25,57 @@ from starlette.routing import Route
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.core.registry import PluginStatus
+from plugwarden.core.result import CallResult
+from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
-from plugwarden.web.errors import ContainErrors, error, http_exception, registry_timeout
+from plugwarden.web.errors import (
+    RETRY_AFTER_S,
+    ContainErrors,
+    error,
+    http_exception,
+    registry_timeout,
+)
 from plugwarden.web.page import render_page
 from plugwarden.web.prometheus import collector_registry, exposition
 
 __all__ = ["create_app", "readiness"]
 
 T = TypeVar("T")
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
-CALL_THREADS = 32
+# Each plugin's own bound on concurrent HTTP runs (and, apart, on restarts):
+# a slow plugin flooded with callers holds its own threads, never another's.
+PLUGIN_CALLS = 8
 
 
-def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
+class PluginLimiters:
+    """One capacity limiter per plugin and purpose, made on first use."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def __getitem__(self, name: str) -> anyio.CapacityLimiter:
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = self._limiters[name] = anyio.CapacityLimiter(self._capacity)
+        return limiter
+
+
+def create_app(
+    host: Host, config: HostConfig | None = None, *, lifespan: Lifespan | None = None
+) -> Starlette:
     """The app for ``host``; its ``[server]`` settings come from ``config``
     (default: the host's own config)."""
     server = (config or host.config).server
     token = server.token.encode() if server.token else None
     max_body = server.max_body_bytes
     scrape_registry = collector_registry(host)
-    # Plugin calls get threads of their own: hung runs never take the ones
-    # that /metrics and contended registry reads use.
-    calls = anyio.CapacityLimiter(CALL_THREADS)
+    # Plugin calls get threads of their own, bounded per plugin: hung runs
+    # never take the ones that /metrics, contended registry reads, other
+    # plugins' runs or any restart use.
+    run_limiters = PluginLimiters(PLUGIN_CALLS)
+    restart_limiters = PluginLimiters(1)
 
     async def plugins(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
@@ -57,7 +87,7 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
         try:
             status = await _read(host.registry.status, name)
         except UnknownPlugin as exc:
-            return error(404, str(exc), "UnknownPlugin")
+            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
         return Response(status.to_json(), media_type="application/json")
 
     async def run(request: Request) -> Response:
@@ -68,16 +98,35 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
         try:
             await _read(host.registry.status, name)
         except UnknownPlugin as exc:
-            return error(404, str(exc), "UnknownPlugin")
+            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+        if host.draining:
+            return _shutting_down()
         body = await _json_body(request, max_body)
         if isinstance(body, Response):
             return body
         problem = _run_body_problem(body)
         if problem is not None:
-            return error(422, problem, "InvalidRequest")
-        result = await anyio.to_thread.run_sync(
-            host.call, name, body["tool"], body.get("args") or {}, limiter=calls
-        )
+            return error(422, problem, ErrorType.INVALID_REQUEST)
+        tool, args = body["tool"], body.get("args") or {}
+        # Waiting for one of the plugin's own threads counts against the
+        # call's timeout, as waiting for one of its workers does.
+        wait_s = host.call_timeout(name)
+        result: CallResult | None = None
+        with anyio.move_on_after(wait_s):
+            result = await anyio.to_thread.run_sync(
+                host.call, name, tool, args, limiter=run_limiters[name]
+            )
+        if result is None:
+            result = CallResult.failure(
+                f"Plugin '{name}' already has {PLUGIN_CALLS} calls in progress over HTTP, "
+                f"and none finished within {wait_s:g}s. Retry later.",
+                ErrorType.BUSY,
+                plugin=name,
+                tool=tool,
+                args=args,
+            )
+        if result.error_type == ErrorType.SHUTTING_DOWN:
+            return _shutting_down(result.to_dict())
         return JSONResponse(result.to_dict())
 
     async def restart(request: Request) -> Response:
@@ -86,9 +135,12 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
             return denied
         name = request.path_params["name"]
         try:
-            status = await anyio.to_thread.run_sync(host.restart, name, limiter=calls)
+            await _read(host.registry.status, name)
         except UnknownPlugin as exc:
-            return error(404, str(exc), "UnknownPlugin")
+            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+        if host.draining:
+            return _shutting_down()
+        status = await anyio.to_thread.run_sync(host.restart, name, limiter=restart_limiters[name])
         return JSONResponse(status.to_dict())
 
     async def healthz(request: Request) -> Response:
@@ -121,6 +173,7 @@ def create_app(host: Host, config: HostConfig | None = None) -> Starlette:
     ]
     return Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(ContainErrors)],
         exception_handlers={
             HTTPException: http_exception,
@@ -139,9 +192,20 @@ async def _read(read: Callable[..., T], *args: Any) -> T:
         return await run_in_threadpool(read, *args)
 
 
+def _shutting_down(record: dict[str, Any] | None = None) -> JSONResponse:
+    body = record or {
+        "error": "The server is shutting down: no new calls. Retry against another instance.",
+        "error_type": ErrorType.SHUTTING_DOWN,
+    }
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def readiness(host: Host, statuses: list[PluginStatus]) -> list[str]:
-    """Why the host is not ready (empty: ready): startup unfinished, or a
-    plugin the config marks ``required`` is not available."""
+    """Why the host is not ready (empty: ready): shutting down, startup
+    unfinished, or a plugin the config marks ``required`` is not available
+    or not healthy."""
+    if host.draining or host.closing:
+        return ["shutting down: finishing the calls in flight"]
     if not host.started:
         return ["startup has not finished: plugins are still loading"]
     reasons = []
@@ -154,6 +218,9 @@ def readiness(host: Host, statuses: list[PluginStatus]) -> list[str]:
             reasons.append(f"required plugin '{name}' is not installed")
         elif not status.available:
             reasons.append(f"required plugin '{name}' is {status.state.value}: {status.reason}")
+        elif not status.healthy:
+            last = (status.health or {}).get("error")
+            reasons.append(f"required plugin '{name}' is unhealthy: its health check failed {last}")
     return reasons
 
 
@@ -163,7 +230,7 @@ def _authorise(request: Request, token: bytes | None) -> Response | None:
             403,
             "Run and restart are off: no token is configured. Set [server] token in the "
             "config or the PLUGWARDEN_TOKEN environment variable.",
-            "MutationsDisabled",
+            ErrorType.MUTATIONS_DISABLED,
         )
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
@@ -171,11 +238,11 @@ def _authorise(request: Request, token: bytes | None) -> Response | None:
         return error(
             401,
             "Missing bearer token: send 'Authorization: Bearer <token>'.",
-            "Unauthorized",
+            ErrorType.UNAUTHORIZED,
             **{"WWW-Authenticate": 'Bearer realm="plugwarden"'},
         )
     if not hmac.compare_digest(given.strip().encode(), token):
-        return error(403, "Wrong bearer token.", "Forbidden")
+        return error(403, "Wrong bearer token.", ErrorType.FORBIDDEN)
     return None
 
 
@@ -183,23 +250,25 @@ async def _json_body(request: Request, limit: int) -> Any:
     """The parsed JSON body, or the 4xx Response that says what is wrong."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return error(413, f"Request body over {limit} bytes.", "PayloadTooLarge")
+        return error(413, f"Request body over {limit} bytes.", ErrorType.PAYLOAD_TOO_LARGE)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                return error(413, f"Request body over {limit} bytes.", "PayloadTooLarge")
+                return error(413, f"Request body over {limit} bytes.", ErrorType.PAYLOAD_TOO_LARGE)
             chunks.append(chunk)
     except ClientDisconnect:
-        return error(400, "Client disconnected while sending the body.", "ClientDisconnect")
+        return error(
+            400, "Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT
+        )
     raw = b"".join(chunks)
     if not raw.strip():
-        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', "InvalidJSON")
+        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return error(400, f"Request body is not valid JSON: {exc}", "InvalidJSON")
+        return error(400, f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
 
 
 def _run_body_problem(body: Any) -> str | None:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout
 
 __all__ = ["ContainErrors", "error", "http_exception", "registry_timeout"]
@@ -32,12 +33,16 @@ def error(status: int, message: str, error_type: str, **headers: str) -> JSONRes
 async def http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 / 400, in our JSON shape."""
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
-        return error(503, "Unexpected error", "InternalError")
-    names = {404: "NotFound", 405: "MethodNotAllowed", 400: "BadRequest"}
+        return error(503, "Unexpected error", ErrorType.INTERNAL)
+    names = {
+        404: ErrorType.NOT_FOUND,
+        405: ErrorType.METHOD_NOT_ALLOWED,
+        400: ErrorType.BAD_REQUEST,
+    }
     message = exc.detail if isinstance(exc.detail, str) else "Request not accepted"
     if exc.status_code == 404:
         message = f"No route for {request.method} {request.url.path}. See GET / for the routes."
-    response = error(exc.status_code, message, names.get(exc.status_code, "HTTPError"))
+    response = error(exc.status_code, message, names.get(exc.status_code, ErrorType.HTTP_ERROR))
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
     return response
@@ -47,7 +52,7 @@ def registry_timeout(exc: RegistryTimeout) -> JSONResponse:
     return error(
         503,
         f"{exc}. The host is busy; retry shortly.",
-        "RegistryTimeout",
+        ErrorType.REGISTRY_TIMEOUT,
         **{"Retry-After": str(RETRY_AFTER_S)},
     )
 
@@ -82,7 +87,7 @@ class ContainErrors:
                 response = error(
                     503,
                     "Unexpected error in plugwarden; it was logged. Retry later.",
-                    "InternalError",
+                    ErrorType.INTERNAL,
                     **{"Retry-After": str(RETRY_AFTER_S)},
                 )
                 await response(scope, receive, send)

@@ -29,6 +29,8 @@ font-size:.8rem}
 .FAILED{background:#c53030}.UNAVAILABLE{background:#6b46c1}
 .reason{color:#3d4654;max-width:38rem;overflow-wrap:anywhere}
 .ready{color:#1f8a4c}.notready{color:#c53030}
+.unhealthy{display:inline-block;margin-left:.3rem;padding:.1rem .4rem;border-radius:.8rem;
+color:#c53030;border:1px solid #c53030;font-size:.75rem;font-weight:600}
 """
 
 _SCRIPT = """
@@ -48,7 +50,9 @@ async function refresh() {
     document.getElementById("rows").innerHTML = plugins.map(p => {
       counts[p.state] = (counts[p.state] || 0) + 1;
       return `<tr data-plugin="${esc(p.name)}"><td>${esc(p.name)}</td>` +
-        `<td><span class="state ${esc(p.state)}">${esc(p.state)}</span></td>` +
+        `<td><span class="state ${esc(p.state)}">${esc(p.state)}</span>` +
+        (p.healthy === false ? `<span class="unhealthy" title="${esc(p.health?.error)}">` +
+          `unhealthy</span>` : "") + `</td>` +
         `<td>${esc(p.version)}</td><td class="reason">${esc(p.reason)}</td>` +
         `<td class="num">${p.success_count}</td><td class="num">${p.error_count}</td>` +
         `<td class="num">${ms(p.last_execution_time_ms)}</td>` +
@@ -73,9 +77,13 @@ def _ms(value: float | None) -> str:
 def _row(status: PluginStatus) -> str:
     m = status.metrics
     state = escape(status.state.value)
+    badge = ""
+    if not status.healthy:
+        last = escape(str((status.health or {}).get("error") or ""))
+        badge = f'<span class="unhealthy" title="{last}">unhealthy</span>'
     return (
         f'<tr data-plugin="{escape(status.name)}"><td>{escape(status.name)}</td>'
-        f'<td><span class="state {state}">{state}</span></td>'
+        f'<td><span class="state {state}">{state}</span>{badge}</td>'
         f"<td>{escape(status.info.version)}</td>"
         f'<td class="reason">{escape(status.reason)}</td>'
         f'<td class="num">{m["success_count"]}</td><td class="num">{m["error_count"]}</td>'

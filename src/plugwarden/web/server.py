@@ -2,8 +2,13 @@
 
 The server listens at once; plugins load in the background (``/healthz``
 answers, ``/readyz`` says 503 until startup has finished), as a Kubernetes
-probe expects. SIGTERM or SIGINT: uvicorn stops accepting, lets requests in
-flight finish, then the host closes every worker.
+probe expects.
+
+SIGTERM or SIGINT drains: ``/readyz`` answers 503 at once and new runs 503
+with ``Retry-After``; calls in flight get up to ``drain_timeout_s`` to
+finish, then the workers are killed and the callers still waiting get a
+``ShuttingDown`` record; then uvicorn stops. A second signal exits at once.
+The exit status is 0 after a clean drain, 1 if calls had to be cut short.
 """
 
 from __future__ import annotations
@@ -12,24 +17,26 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
+from plugwarden.error_types import ErrorType
 from plugwarden.web.app import create_app
 
-__all__ = ["build", "serve"]
+__all__ = ["DrainingServer", "build", "serve"]
 
 log = logging.getLogger("plugwarden.server")
 
-GRACEFUL_SHUTDOWN_S = 10
+# After the drain, what uvicorn still waits for is the last responses going out.
+GRACEFUL_SHUTDOWN_S = 5
 
 
 def build(host: Host, config: HostConfig) -> Starlette:
     """The app, with a lifespan that starts the host and closes it."""
-    app = create_app(host, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -38,30 +45,79 @@ def build(host: Host, config: HostConfig) -> Starlette:
             host.start_health_checks()
             log.info("plugwarden: %d plugins started", len(host.registry.names()))
 
-        threading.Thread(target=start, name="plugwarden-start", daemon=True).start()
+        starter = threading.Thread(target=start, name="plugwarden-start", daemon=True)
+        starter.start()
         try:
             yield
         finally:
             host.close()
 
-    app.router.lifespan_context = lifespan
-    return app
+    return create_app(host, config, lifespan=lifespan)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, whose first SIGTERM/SIGINT drains the host before stopping."""
+
+    def __init__(self, config: uvicorn.Config, host: Host, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.host = host
+        self.drain_timeout_s = drain_timeout_s
+        self.drained_clean = True
+        self._drainer: threading.Thread | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drainer is None:
+            log.info(
+                "Signal %d: draining (up to %gs for the calls in flight)", sig, self.drain_timeout_s
+            )
+            self._drainer = threading.Thread(
+                target=self._drain, name="plugwarden-drain", daemon=True
+            )
+            self._drainer.start()
+            return
+        log.warning("Second signal %d: ending the calls in flight and exiting now", sig)
+        self.drained_clean = False
+        # Not uvicorn's force_exit: that cancels requests mid-way (a 500 each).
+        # Closing the host ends every call at once with a ShuttingDown record.
+        threading.Thread(target=self._close_now, name="plugwarden-close", daemon=True).start()
+
+    def _close_now(self) -> None:
+        try:
+            self.host.close(ErrorType.SHUTTING_DOWN)
+        finally:
+            self.should_exit = True
+
+    def _drain(self) -> None:
+        try:
+            clean = self.host.drain(self.drain_timeout_s)
+            self.drained_clean = self.drained_clean and clean
+            if not clean:
+                log.warning("Drain timed out: the calls still running were ended (ShuttingDown)")
+        finally:
+            self.should_exit = True
 
 
 def serve(config: HostConfig, host: str | None = None, port: int | None = None) -> int:
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = build(Host(config), config)
-    server = uvicorn.Server(
+    plugin_host = Host(config)
+    server = DrainingServer(
         uvicorn.Config(
-            app,
+            build(plugin_host, config),
             host=bind_host,
             port=bind_port,
             log_level="info",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             lifespan="on",
-        )
+        ),
+        plugin_host,
+        config.server.drain_timeout_s,
     )
     server.run()
-    return 0 if server.started else 1
+    if not server.started:
+        return 1
+    log.info(
+        "plugwarden: stopped (%s)", "clean drain" if server.drained_clean else "calls cut short"
+    )
+    return 0 if server.drained_clean else 1

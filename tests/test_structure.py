@@ -1,0 +1,106 @@
+"""The code's shape, checked: no import cycle inside plugwarden, no module
+over 400 lines, no private name imported across modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import plugwarden
+
+SRC = Path(plugwarden.__file__).parent
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, list[tuple[str, list[str]]]]:
+    """module -> [(imported module, names)] for every plugwarden import at
+    any depth (lazy imports inside functions count: they still form a cycle)."""
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    for path in SRC.rglob("*.py"):
+        name = module_name(path)
+        edges = found.setdefault(name, [])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("plugwarden"):
+                    edges.append((node.module, [alias.name for alias in node.names]))
+            elif isinstance(node, ast.Import):
+                edges += [(a.name, []) for a in node.names if a.name.startswith("plugwarden")]
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = imports()
+    edges: dict[str, set[str]] = {}
+    for module, targets in found.items():
+        out = edges.setdefault(module, set())
+        for target, names in targets:
+            # `from plugwarden.core import worker` imports the module worker.
+            for name in names:
+                if f"{target}.{name}" in found:
+                    out.add(f"{target}.{name}")
+            if target in found and target != "plugwarden":
+                out.add(target)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+class TestStructure:
+    def test_no_import_cycle_inside_plugwarden(self):
+        """Walking every import with ast finds no cycle (the package root,
+        which re-exports the public names, is left out: nothing imports it
+        for an implementation)."""
+        edges = graph()
+        assert "plugwarden.core.host" in edges and "plugwarden.core.supervisor" in edges
+        assert cycles(edges) == []
+
+    def test_the_cycle_finder_finds_a_cycle(self):
+        assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+    def test_no_module_is_over_400_lines(self):
+        sizes = {module_name(p): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+        assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}
+
+    def test_no_private_name_is_imported_across_modules(self):
+        private = [
+            (module, target, name)
+            for module, targets in imports().items()
+            for target, names in targets
+            for name in names
+            if name.startswith("_") and not name.startswith("__")
+        ]
+        assert private == []
+
+    def test_every_error_class_is_a_plugwarden_error(self):
+        """Exceptions plugwarden defines live under PlugwardenError."""
+        strays = []
+        for path in SRC.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                    if bases & {"Exception", "BaseException"} and node.name != "PlugwardenError":
+                        strays.append(f"{module_name(path)}.{node.name}")
+        assert strays == []

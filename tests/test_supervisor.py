@@ -1,0 +1,300 @@
+"""The supervisor: per-call errors, worker replacement, the restart policy,
+generations, bounded waits. Real plugins in real worker processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from plugwarden import ErrorType, State
+from tests.conftest import ECHO, gone, plugin_source, wait_for
+
+# Fast backoff so that a test sees several automatic restarts in well under a
+# second; the production delays (1 s doubling to 60 s) are the same code.
+FAST = {"restart_backoff_s": 0.05, "restart_backoff_max_s": 0.2, "max_restarts": 3}
+
+CRASH_ONCE = """
+import os
+if os.path.exists({flag!r}):
+    os.remove({flag!r})
+    import ctypes
+    ctypes.string_at(0)
+return "fine"
+"""
+
+WAIT_FOR_FILE = """
+import os, time
+open({started!r}, "a").close()
+while not os.path.exists({release!r}):
+    time.sleep(0.01)
+return "released"
+"""
+
+
+def restarts(host, name):
+    return host.status(name).metrics["restarts_by_cause"]
+
+
+class TestCallErrors:
+    def test_a_raising_run_fails_the_call_only(self, plugwarden_plugin, plugwarden_host):
+        """ValueError on bad input: ok=false with its class, the plugin stays
+        INITIALIZED and the next valid call succeeds."""
+        body = "if args['n'] > 50:\n    raise ValueError(f\"n={args['n']} is over the limit 50\")\n"
+        plugwarden_plugin("limits", plugin_source(body + "return args['n']"))
+        host = plugwarden_host()
+        bad = host.call("limits", "t", {"n": 100})
+        assert not bad.ok and bad.error_type == "ValueError"
+        assert "n=100 is over the limit 50" in bad.error and bad.guard is None
+        assert host.status("limits").state is State.INITIALIZED
+        assert host.call("limits", "t", {"n": 3}).result == 3
+        metrics = host.status("limits").metrics
+        assert (metrics["success_count"], metrics["error_count"]) == (1, 1)
+        assert metrics["restarts"] == 0
+
+    def test_fail_on_error_makes_any_raise_fail_the_plugin(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("strict", plugin_source("raise ValueError('bad input')"))
+        host = plugwarden_host({"plugins": {"strict": {"fail_on_error": True, "restart": "never"}}})
+        assert host.call("strict", "t", {}).error_type == "ValueError"
+        status = host.status("strict")
+        assert status.state is State.FAILED
+        assert "fail_on_error" in status.reason and "ValueError: bad input" in status.reason
+
+
+class TestRestartPolicy:
+    def test_a_segfaulting_plugin_comes_back_by_itself(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """One SIGSEGV: FAILED with the signal, then an automatic restart after
+        the backoff, recorded in the history and the restart count."""
+        flag = tmp_path / "crash"
+        flag.write_text("1")
+        plugwarden_plugin("seg", plugin_source(CRASH_ONCE.format(flag=str(flag))))
+        host = plugwarden_host({"defaults": FAST})
+        first = host.worker_pids("seg")
+
+        crashed = host.call("seg", "t", {})
+
+        assert crashed.error_type == ErrorType.WORKER_DIED and "SIGSEGV" in crashed.error
+        wait_for(lambda: restarts(host, "seg") == {"crash": 1}, what="an automatic restart")
+        wait_for(lambda: host.status("seg").state is State.INITIALIZED, what="back up")
+        assert host.worker_pids("seg") != first
+        assert host.call("seg", "t", {}).result == "fine"
+        history = [t.reason for t in host.status("seg").history]
+        assert any("SIGSEGV" in reason for reason in history)
+        assert any(reason.startswith("Automatic restart 1 of at most 3") for reason in history)
+
+    def test_a_crash_loop_ends_failed_until_a_manual_restart(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """init() segfaults every time: max_restarts automatic restarts, then
+        FAILED naming the loop and the last cause. A manual restart runs the
+        pipeline again and resets the count."""
+        healed = tmp_path / "healed"
+        init = (
+            f"import os, ctypes\nif not os.path.exists({str(healed)!r}):\n    ctypes.string_at(0)"
+        )
+        plugwarden_plugin("loop", plugin_source("return 1", init_body=init))
+        host = plugwarden_host({"defaults": FAST})
+
+        wait_for(lambda: "Crash loop" in host.status("loop").reason, what="the crash-loop verdict")
+
+        status = host.status("loop")
+        assert status.state is State.FAILED
+        assert "Crash loop: 3 automatic restarts in 300s" in status.reason
+        assert "SIGSEGV" in status.reason and "plugwarden restart loop" in status.reason
+        assert status.metrics["restarts_by_cause"] == {"failed": 3}
+        assert host.worker_pids("loop") == []
+        healed.write_text("1")
+        assert host.restart("loop").state is State.INITIALIZED
+        assert host.call("loop", "t", {}).result == 1
+
+    def test_restart_never_leaves_the_plugin_failed(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        flag = tmp_path / "crash"
+        flag.write_text("1")
+        plugwarden_plugin("seg", plugin_source(CRASH_ONCE.format(flag=str(flag))))
+        host = plugwarden_host({"defaults": {**FAST, "restart": "never"}})
+        assert host.call("seg", "t", {}).guard == "crash"
+        generation = host.status("seg").generation
+        # A later manual restart is the only way back: it bumps the generation
+        # exactly once, so no automatic restart ran before it.
+        assert host.status("seg").state is State.FAILED
+        assert host.restart("seg").generation == generation + 1
+        assert host.status("seg").metrics["restarts"] == 0
+
+    def test_unavailable_is_never_retried(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin("needs", ECHO, requires=["surely-not-installed-dist>=1"])
+        host = plugwarden_host({"defaults": FAST})
+        status = host.status("needs")
+        assert status.state is State.UNAVAILABLE
+        assert host.restart("needs").generation == status.generation + 1  # nothing ran between
+
+
+class TestPool:
+    def test_a_pool_keeps_serving_when_one_worker_dies(self, plugwarden_plugin, plugwarden_host):
+        """workers = 2, one killed between calls: the plugin stays available,
+        the other worker serves, and a replacement joins after the backoff."""
+        plugwarden_plugin(
+            "pool",
+            plugin_source("import os\nreturn os.getpid()"),
+            manifest={"guards": {"workers": 2}},
+        )
+        host = plugwarden_host({"defaults": FAST})
+        victim, survivor = host.worker_pids("pool")
+
+        os.kill(victim, 9)
+        wait_for(lambda: victim not in host.worker_pids("pool"), what="the loss to be seen")
+
+        assert host.status("pool").state is State.INITIALIZED
+        assert host.call("pool", "t", {}).result == survivor
+        wait_for(lambda: len(host.worker_pids("pool")) == 2, what="the replacement")
+        status = host.status("pool")
+        assert status.state is State.INITIALIZED
+        assert status.metrics["guard_trips"]["crash"] == 1
+        assert status.metrics["restarts_by_cause"] == {"crash": 1}
+        assert {r.result for r in (host.call("pool", "t", {}) for _ in range(6))} <= set(
+            host.worker_pids("pool")
+        )
+
+    def test_a_timed_out_call_in_a_pool_leaves_the_plugin_up(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        body = "import time, os\nif args.get('hang'):\n    time.sleep(60)\nreturn os.getpid()"
+        plugwarden_plugin(
+            "pool",
+            plugin_source(body),
+            manifest={"guards": {"workers": 2, "timeout_s": 0.5}},
+        )
+        host = plugwarden_host({"defaults": FAST})
+        hung = host.call("pool", "t", {"hang": True})
+        assert hung.error_type == ErrorType.TIMEOUT and hung.guard == "timeout"
+        assert host.status("pool").state is State.INITIALIZED
+        assert host.call("pool", "t", {}).ok
+        wait_for(lambda: len(host.worker_pids("pool")) == 2, what="the replacement")
+
+    def test_one_dead_worker_of_an_idle_pool_is_not_a_leak(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """restart = never, workers = 3, every worker killed: FAILED, and no
+        worker process of the plugin is left alive."""
+        plugwarden_plugin("pool", ECHO, manifest={"guards": {"workers": 3}})
+        host = plugwarden_host({"defaults": {**FAST, "restart": "never"}})
+        pids = host.worker_pids("pool")
+        for pid in pids:
+            os.kill(pid, 9)
+        wait_for(lambda: host.status("pool").state is State.FAILED, what="FAILED")
+        wait_for(lambda: all(gone(pid) for pid in pids), what="every worker gone")
+        assert host.worker_pids("pool") == []
+
+
+class TestGenerations:
+    def test_a_call_ended_by_a_restart_is_restarted_not_a_crash(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        started, release = tmp_path / "started", tmp_path / "release"
+        source = plugin_source(WAIT_FOR_FILE.format(started=str(started), release=str(release)))
+        plugwarden_plugin("slow", source)
+        host = plugwarden_host({"defaults": FAST})
+        results = []
+        caller = threading.Thread(target=lambda: results.append(host.call("slow", "t", {})))
+        caller.start()
+        wait_for(started.exists, what="the call to start")
+
+        assert host.restart("slow").state is State.INITIALIZED
+        caller.join(30)
+
+        (result,) = results
+        assert result.error_type == ErrorType.RESTARTED and result.guard is None
+        status = host.status("slow")
+        assert status.metrics["guard_trips"] == {"timeout": 0, "memory": 0, "crash": 0}
+        assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
+        release.write_text("1")
+        assert host.call("slow", "t", {}).result == "released"
+
+    def test_a_late_result_of_an_old_generation_leaves_the_new_one_alone(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """Inline: a restart cannot stop the old call; when it finishes, after
+        the new generation is up and busy, it changes nothing of the new one."""
+        started, release = tmp_path / "started", tmp_path / "release"
+        source = plugin_source(WAIT_FOR_FILE.format(started=str(started), release=str(release)))
+        plugwarden_plugin("slow", source)
+        host = plugwarden_host({"defaults": {**FAST, "isolation": "inline"}})
+        results = []
+        old = threading.Thread(target=lambda: results.append(host.call("slow", "t", {})))
+        old.start()
+        wait_for(started.exists, what="the old call to start")
+        new_generation = host.restart("slow").generation
+        started.unlink()
+        new = threading.Thread(target=lambda: results.append(host.call("slow", "t", {})))
+        new.start()
+        wait_for(started.exists, what="the new call to start")
+        assert host.status("slow").state is State.RUNNING
+
+        release.write_text("1")
+        old.join(30)
+        new.join(30)
+
+        assert [r.result for r in results] == ["released", "released"]
+        status = host.status("slow")
+        assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
+        assert status.generation == new_generation
+
+
+class TestBoundedWaits:
+    def test_a_call_waits_for_a_free_worker_at_most_its_wait(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """One worker held by a call: another call gives up after its wait
+        with Busy (nothing ran), and a health check is skipped, not queued."""
+        started, release = tmp_path / "started", tmp_path / "release"
+        source = plugin_source(WAIT_FOR_FILE.format(started=str(started), release=str(release)))
+        plugwarden_plugin("solo", source)
+        host = plugwarden_host({"defaults": {"health_timeout_s": 0.2}})
+        first = threading.Thread(target=host.call, args=("solo", "t", {}))
+        first.start()
+        wait_for(started.exists, what="the first call to hold the worker")
+        runner = host._supervisor.slots["solo"].runner
+        try:
+            refused = runner.call("run", {"tool": "t", "args": {}}, 30, wait_s=0.2)
+            skipped = host.check_health("solo")
+        finally:
+            release.write_text("1")
+            first.join(30)
+        assert refused.error_type == ErrorType.BUSY and "busy" in refused.error
+        assert skipped is None and host.status("solo").health is None
+        assert host.status("solo").state is State.INITIALIZED
+        assert host.call("solo", "t", {}).result == "released"
+
+
+@pytest.mark.parametrize("isolation", ["process", "inline"])
+def test_health_failures_in_a_row_make_the_plugin_unhealthy(
+    plugwarden_plugin, plugwarden_host, tmp_path, isolation, caplog
+):
+    """Three failed health checks in a row: healthy false, one log line;
+    a passing check: healthy again, one more line."""
+    ok = tmp_path / "ok"
+    source = plugin_source("return 1") + (
+        "\n@hookimpl\ndef health():\n    import os\n"
+        f"    if not os.path.exists({str(ok)!r}):\n        raise RuntimeError('db unreachable')\n"
+        "    return {'db': 'up'}\n"
+    )
+    plugwarden_plugin("h", source)
+    host = plugwarden_host({"defaults": {"isolation": isolation}})
+    caplog.set_level("INFO", logger="plugwarden.calls")
+    for expected in (True, True, False, False):
+        host.check_health("h")
+        assert host.status("h").healthy is expected
+    assert host.status("h").state is State.INITIALIZED
+    assert "db unreachable" in host.status("h").health["error"]
+    ok.write_text("1")
+    host.check_health("h")
+    assert host.status("h").healthy
+    lines = [r.getMessage() for r in caplog.records if r.name == "plugwarden.calls"]
+    assert len(lines) == 2
+    assert "unhealthy" in lines[0] and "healthy again" in lines[1]
