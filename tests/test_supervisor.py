@@ -298,3 +298,43 @@ def test_health_failures_in_a_row_make_the_plugin_unhealthy(
     lines = [r.getMessage() for r in caplog.records if r.name == "plugwarden.calls"]
     assert len(lines) == 2
     assert "unhealthy" in lines[0] and "healthy again" in lines[1]
+
+
+class TestBetweenCalls:
+    def test_a_memory_kill_between_calls_counts_a_trip_and_fails_the_plugin(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """run() leaves a thread that allocates after the call returned: the
+        monitor kills the worker between calls; the trip is counted and the
+        one-worker plugin is FAILED with the memory reason."""
+        body = (
+            "import threading\n"
+            "def hog():\n    HOARD.append(bytearray(300 * 2**20))\n"
+            "threading.Timer(0.2, hog).start()\nreturn 'bye'"
+        )
+        plugwarden_plugin(
+            "hog",
+            plugin_source(body, prelude="HOARD = []"),
+            manifest={"guards": {"memory_mb": 150}},
+        )
+        host = plugwarden_host({"defaults": {"restart": "never"}})
+        assert host.call("hog", "t", {}).result == "bye"
+        wait_for(lambda: host.status("hog").state is State.FAILED, what="the memory kill")
+        status = host.status("hog")
+        assert "exceeded 150 MB memory limit" in status.reason and "between calls" in status.reason
+        assert status.metrics["guard_trips"]["memory"] == 1
+
+
+class TestCallsNeverRaise:
+    def test_unpicklable_arguments_answer_invalid_arguments(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """Arguments a worker cannot receive fail that call; the worker and
+        the plugin are untouched."""
+        plugwarden_plugin("echo", ECHO)
+        host = plugwarden_host()
+        result = host.call("echo", "t", {"f": lambda: 1})
+        assert not result.ok and result.error_type == ErrorType.INVALID_ARGUMENTS
+        assert "cannot be sent" in result.error
+        assert host.status("echo").state is State.INITIALIZED
+        assert host.call("echo", "t", {"n": 1}).ok

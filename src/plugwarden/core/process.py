@@ -209,6 +209,13 @@ class ProcessRunner:
             status, reply = worker.exchange(message, timeout_s)
             if status == "reply":
                 return reply
+            if status == "unsendable":
+                return CallResult.failure(
+                    f"The arguments cannot be sent to the plugin's worker ({reply}). "
+                    "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
+                    ErrorType.INVALID_ARGUMENTS,
+                    hook=what,
+                )
             if status == "timeout":
                 worker.kill("timeout")
             elapsed = (time.perf_counter() - start) * 1000

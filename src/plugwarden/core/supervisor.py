@@ -134,7 +134,15 @@ class Supervisor:
     # -- failures and the restart policy ---------------------------------------------
 
     def worker_lost(self, name: str, generation: int, loss: WorkerLoss) -> None:
-        """A runner lost a worker (called on the runner's thread: quick)."""
+        """A runner lost a worker. A loss between calls is reported on the
+        zygote's reader thread, which must stay free to report the exits that
+        closing a runner waits for: it is handled on the scheduler's pool."""
+        if loss.during_call:
+            self._worker_lost(name, generation, loss)
+        else:
+            self._scheduler.after(0, lambda: self._worker_lost(name, generation, loss))
+
+    def _worker_lost(self, name: str, generation: int, loss: WorkerLoss) -> None:
         slot = self.slots[name]
         if slot.generation != generation or self._closing is not None:
             return

@@ -99,8 +99,11 @@ class WorkerProcess:
             os.close(output_w)
         pump.add(output_r, self.tail)
         self.connection = Connection(control.detach())
+        # Kept: a Connection closed by another thread (a restart racing a
+        # call) raises on fileno(); the number itself is what poll reports.
+        self._control_fd = self.connection.fileno()
         self._poller = select.poll()
-        self._poller.register(self.connection.fileno(), _READABLE)
+        self._poller.register(self._control_fd, _READABLE)
         self._poller.register(self._death_r, _READABLE)
         self._tree: list[psutil.Process] = []
         self._fast = True  # its last reply came quickly: worth spinning for
@@ -115,14 +118,22 @@ class WorkerProcess:
         self._on_death(self)
 
     def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message``; ("reply", value), ("timeout", None) or ("died", None).
+        """Send ``message``; ("reply", value), ("timeout", None), ("died",
+        None), or ("unsendable", why) when ``message`` cannot be pickled
+        (nothing was sent: the worker is untouched).
 
         The waiting thread enforces the call's limits itself: past a short
         spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
         tree's memory between them, and kills the worker past its limit (the
         death ends the wait). No other thread wakes for a call."""
         try:
-            self.connection.send_bytes(pickle.dumps(message))
+            data = pickle.dumps(message)
+        # A caller's arguments may refuse to pickle in any way (a lambda, a
+        # socket, a cycle too deep, a __reduce__ that raises).
+        except Exception as exc:  # noqa: BLE001
+            return "unsendable", f"{type(exc).__name__}: {exc}"
+        try:
+            self.connection.send_bytes(data)
         except OSError:
             return "died", None
         start = time.monotonic()
@@ -140,7 +151,7 @@ class WorkerProcess:
             events = dict(self._poller.poll(wait_ms))
             if not events and now >= spin_until:
                 self.over_memory()
-            if self.connection.fileno() in events:
+            if self._control_fd in events:
                 # 3x: a fast plugin's reply that came after a sleep (slower) must
                 # not switch spinning off for good.
                 self._fast = time.monotonic() - start < 3 * SPIN_S
