@@ -19,6 +19,15 @@ GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
 # These tests look at what one guard trip does; the restart policy has tests
 # of its own (test_supervisor.py), so here a FAILED plugin stays FAILED.
 NO_RESTART = {"defaults": {"restart": "never"}}
+# A worker may be PID 1 of a namespace of its own: /proc (the host's) says
+# which pid the host knows it by.
+GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
+# A child that writes its pid as the host knows it (the shell reads its own
+# /proc/self/stat), atomically, then sleeps under that same pid.
+SLEEPER = (
+    "read pid rest < /proc/self/stat; echo $pid > {pid_file}.tmp; "
+    "mv {pid_file}.tmp {pid_file}; exec sleep 1000"
+)
 
 RUN_MISBEHAVIOURS = {
     "raises": ("raise ValueError('bad input')", "ValueError", None, "ValueError: bad input"),
@@ -124,8 +133,7 @@ child.wait()
         pid_file = tmp_path / "child.pid"
         body = f"""
 import subprocess, time
-child = subprocess.Popen(["sleep", "1000"])
-open({str(pid_file)!r}, "w").write(str(child.pid))
+child = subprocess.Popen(["sh", "-c", {SLEEPER.format(pid_file=pid_file)!r}])
 while True:
     time.sleep(1)
 """
@@ -218,8 +226,9 @@ return "fine"
     ):
         pid_file = tmp_path / "child.pid"
         init = (
-            f"import subprocess\nchild = subprocess.Popen(['sleep', '1000'])\n"
-            f"open({str(pid_file)!r}, 'w').write(str(child.pid))"
+            "import subprocess, os, time\n"
+            f"subprocess.Popen(['sh', '-c', {SLEEPER.format(pid_file=pid_file)!r}])\n"
+            f"while not os.path.exists({str(pid_file)!r}):\n    time.sleep(0.01)"
         )
         plugwarden_plugin("parent", plugin_source("return 1", init_body=init))
         host = plugwarden_host()
@@ -320,7 +329,7 @@ class TestConcurrency:
 
         plugwarden_plugin(
             "pool",
-            plugin_source("import os\nreturn os.getpid()"),
+            plugin_source(GLOBAL_PID),
             manifest={"guards": {"workers": 3}},
         )
         host = plugwarden_host()

@@ -33,6 +33,10 @@ return "released"
 """
 
 
+# The worker's pid as the host knows it (inside, it may be PID 1 of a namespace).
+GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
+
+
 def restarts(host, name):
     return host.status(name).metrics["restarts_by_cause"]
 
@@ -141,7 +145,7 @@ class TestPool:
         the other worker serves, and a replacement joins after the backoff."""
         plugwarden_plugin(
             "pool",
-            plugin_source("import os\nreturn os.getpid()"),
+            plugin_source(GLOBAL_PID),
             manifest={"guards": {"workers": 2}},
         )
         host = plugwarden_host({"defaults": FAST})
@@ -164,7 +168,7 @@ class TestPool:
     def test_a_timed_out_call_in_a_pool_leaves_the_plugin_up(
         self, plugwarden_plugin, plugwarden_host
     ):
-        body = "import time, os\nif args.get('hang'):\n    time.sleep(60)\nreturn os.getpid()"
+        body = "import time\nif args.get('hang'):\n    time.sleep(60)\n" + GLOBAL_PID
         plugwarden_plugin(
             "pool",
             plugin_source(body),
@@ -211,7 +215,12 @@ class TestGenerations:
         (result,) = results
         assert result.error_type == ErrorType.RESTARTED and result.guard is None
         status = host.status("slow")
-        assert status.metrics["guard_trips"] == {"timeout": 0, "memory": 0, "crash": 0}
+        assert status.metrics["guard_trips"] == {
+            "timeout": 0,
+            "memory": 0,
+            "crash": 0,
+            "protocol": 0,
+        }
         assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
         release.write_text("1")
         assert host.call("slow", "t", {}).result == "released"

@@ -31,6 +31,7 @@ class ErrorType:
     WORKER_DIED: Final = "WorkerDied"
     # The plugin answered, but not with something the host can pass on.
     RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
+    RESULT_TOO_LARGE: Final = "ResultTooLarge"  # past max_result_bytes; the plugin stays up
     PROTOCOL: Final = "ProtocolViolation"
     # Loading.
     WORKER_START: Final = "WorkerStart"

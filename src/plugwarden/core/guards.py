@@ -37,6 +37,7 @@ class Limits:
     memory_mb: float = 1024.0
     isolation: str = "process"
     workers: int = 1
+    max_result_bytes: int = 64 * 2**20  # a result (or health report) past it: ResultTooLarge
 
 
 class GuardedHook(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg,unused-ignore]

@@ -9,6 +9,7 @@ because a typo there would silently drop a limit.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class GuardSettings:
     memory_mb: float | None = None
     isolation: str | None = None
     workers: int | None = None
+    max_result_bytes: int | None = None
 
     def merged_over(self, base: GuardSettings) -> GuardSettings:
         """These values where set, ``base`` elsewhere."""
@@ -230,7 +232,10 @@ def guard_settings(
     for key in ("timeout_s", "load_timeout_s", "memory_mb"):
         value = table.get(key)
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
         ):
             raise fail(f"{where}.{key}", f"expected a positive number, got {value!r}")
         values[key] = None if value is None else float(value)
@@ -242,4 +247,7 @@ def guard_settings(
         isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64
     ):
         raise fail(f"{where}.workers", f"expected an integer from 1 to 64, got {workers!r}")
-    return GuardSettings(isolation=isolation, workers=workers, **values)
+    cap = table.get("max_result_bytes")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise fail(f"{where}.max_result_bytes", f"expected a positive integer, got {cap!r}")
+    return GuardSettings(isolation=isolation, workers=workers, max_result_bytes=cap, **values)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.guards import Limits
 from plugwarden.core.output import OutputPump
@@ -28,7 +29,6 @@ from plugwarden.core.runner import (
     hook_failure,
     memory_reason,
     timeout_reason,
-    validate_verdict,
 )
 from plugwarden.core.workers import MemoryMonitor, WorkerProcess
 from plugwarden.core.zygote import Zygote
@@ -130,23 +130,36 @@ class ProcessRunner:
         label = self.source.name
         if self.limits.workers > 1 or self._spawned > self.limits.workers:
             label = f"{label}.{self._spawned - 1}"
-        limit = int(self.limits.memory_mb * 2**20)
-        services = self._services
+        limits, services = self.limits, self._services
         try:
-            worker = WorkerProcess(label, limit, services.zygote, services.pump, self._died)
+            worker = WorkerProcess(
+                label,
+                int(limits.memory_mb * 2**20),
+                limits.max_result_bytes + wire.ENVELOPE_BYTES,
+                services.zygote,
+                services.pump,
+                self._died,
+            )
         except OSError as exc:
             raise LoadError(
                 f"Could not start a worker process: {exc}", ErrorType.WORKER_START
             ) from exc
         services.monitor.watch(worker)
         source = self.source
-        message = ("load", source.name, source.module, source.attr, list(source.search_path))
-        reply = self._exchange(worker, message, "import", self.limits.load_timeout_s)
+        request = (source.name, source.module, source.attr, list(source.search_path))
+        reply = self._exchange(
+            worker, "load", (*request, limits.max_result_bytes), "import", limits.load_timeout_s
+        )
         if isinstance(reply, CallResult):
             raise LoadError(reply.error or "import failed", reply.error_type or "ImportFailed")
-        if reply[0] == "load_error":
+        if reply["kind"] != "loaded":
             self._discard(worker)
-            raise LoadError(reply[1], reply[2])
+            reason = reply.get("reason")
+            kind = reply.get("error_type")
+            raise LoadError(
+                reason if isinstance(reason, str) else "import failed",
+                kind if isinstance(kind, str) else ErrorType.IMPORT_FAILED,
+            )
         return worker
 
     def _prepare(self, worker: WorkerProcess) -> str | None:
@@ -154,7 +167,13 @@ class ProcessRunner:
         init = self._call_on(worker, "init", {"config": self._config}, budget)
         if not init.ok:
             return hook_failure(init)
-        return validate_verdict(self._call_on(worker, "validate", {}, budget))
+        # The worker reduces validate()'s value to its verdict: None or a reason.
+        verdict = self._call_on(worker, "validate", {}, budget)
+        if not verdict.ok:
+            return hook_failure(verdict)
+        if verdict.result is not None and not isinstance(verdict.result, str):
+            return "validate() verdict from the worker is not a reason string (protocol)."
+        return verdict.result
 
     # -- calls -------------------------------------------------------------------
 
@@ -194,21 +213,42 @@ class ProcessRunner:
     def _call_on(
         self, worker: WorkerProcess, hook: str, kwargs: dict[str, Any], timeout_s: float
     ) -> CallResult:
-        reply = self._exchange(worker, ("call", hook, kwargs), hook, timeout_s)
+        op, request = ("validate", ()) if hook == "validate" else ("call", (hook, kwargs))
+        reply = self._exchange(worker, op, request, hook, timeout_s, kwargs.get("tool"))
         if isinstance(reply, CallResult):
             return reply
-        return CallResult.from_wire(reply[1])
+        try:
+            return wire.outcome(reply)
+        except wire.ProtocolViolation as exc:
+            return self._violation(worker, exc.reason, hook, 0.0)
 
     def _exchange(
-        self, worker: WorkerProcess, message: Any, what: str, timeout_s: float
-    ) -> CallResult | Any:
-        """The worker's reply, or the failed result of a lost worker."""
+        self,
+        worker: WorkerProcess,
+        op: str,
+        request: tuple[Any, ...],
+        what: str,
+        timeout_s: float,
+        tool: str | None = None,
+    ) -> CallResult | dict[str, Any]:
+        """The worker's reply, checked (see :mod:`wire`), or the failed
+        result of a lost worker."""
         start = time.perf_counter()
         worker.busy = True
+        worker.requests += 1
+        request_id = worker.requests
         try:
-            status, reply = worker.exchange(message, timeout_s)
+            status, reply = worker.exchange((op, request_id, *request), timeout_s)
             if status == "reply":
-                return reply
+                try:
+                    return wire.decode(reply, request_id, worker.inner_pid)
+                except wire.ProtocolViolation as exc:
+                    elapsed = (time.perf_counter() - start) * 1000
+                    return self._violation(worker, exc.reason, what, elapsed)
+            if status == "oversize":
+                elapsed = (time.perf_counter() - start) * 1000
+                reason = f"reply over the {worker.max_reply_bytes}-byte cap"
+                return self._violation(worker, reason, what, elapsed)
             if status == "unsendable":
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({reply}). "
@@ -219,7 +259,7 @@ class ProcessRunner:
             if status == "timeout":
                 worker.kill("timeout")
             elapsed = (time.perf_counter() - start) * 1000
-            failed = self._lost_call(worker, status, message, what, timeout_s, elapsed)
+            failed = self._lost_call(worker, status, tool, what, timeout_s, elapsed)
             if failed.guard is not None:
                 self._lose(worker, failed.error or what, failed.guard, during_call=True)
             else:
@@ -228,11 +268,25 @@ class ProcessRunner:
         finally:
             worker.busy = False
 
+    def _violation(
+        self, worker: WorkerProcess, reason: str, what: str, elapsed: float
+    ) -> CallResult:
+        """The worker broke the wire's rules: it is killed (its calls fail)."""
+        worker.kill("protocol")
+        error = (
+            f"Protocol violation by the plugin's worker ({reason}); the worker was killed. "
+            "A plugin must not write to the worker's connection or answer from another process."
+        )
+        self._lose(worker, error, "protocol", during_call=True)
+        return CallResult.failure(
+            error, ErrorType.PROTOCOL, hook=what, duration_ms=elapsed, guard="protocol"
+        )
+
     def _lost_call(
         self,
         worker: WorkerProcess,
         status: str,
-        message: Any,
+        tool: str | None,
         what: str,
         timeout_s: float,
         elapsed: float,
@@ -248,7 +302,7 @@ class ProcessRunner:
             error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
         else:
             worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
-            call = f"run('{message[2].get('tool')}')" if what == "run" else f"{what}()"
+            call = f"run('{tool}')" if what == "run" else f"{what}()"
             error = f"{worker.death_reason()} during {call}"
             error_type, guard = ErrorType.WORKER_DIED, "crash"
         return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)

@@ -20,8 +20,8 @@ from plugwarden.error_types import ErrorType
 
 __all__ = ["GUARDS", "CallResult", "Guard", "describe"]
 
-Guard = Literal["timeout", "memory", "crash"]
-GUARDS: tuple[Guard, ...] = ("timeout", "memory", "crash")
+Guard = Literal["timeout", "memory", "crash", "protocol"]
+GUARDS: tuple[Guard, ...] = ("timeout", "memory", "crash", "protocol")
 
 # Built once: json.dumps with a non-default option builds an encoder per call.
 _encode = json.JSONEncoder(allow_nan=False).encode

@@ -12,23 +12,25 @@ import contextlib
 import ctypes
 import logging
 import os
-import pickle
 import select
 import signal
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import NoReturn
 
+from plugwarden.core import wire
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.result import CallResult
+from plugwarden.core.runner import validate_verdict
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
 __all__ = ["serve"]
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 SPIN_S = 100e-6  # how long an idle worker polls for the next request before it sleeps
 
 
@@ -37,6 +39,7 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _die_with_parent(parent)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of the plugin stay in this tree
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
@@ -50,7 +53,9 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     )
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
     connection = Connection(control_fd)
+    me = os.getpid()
     plugin: LoadedPlugin | None = None
+    max_result = 0
     poller = select.poll()
     poller.register(control_fd, select.POLLIN | select.POLLHUP)
     back_to_back = True
@@ -65,15 +70,35 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         # Spin next time only if requests come back to back: paced traffic
         # would just burn the spin every time.
         back_to_back = time.monotonic() - replied < SPIN_S
-        op = request[0]
+        op, request_id = request[0], request[1]
         if op == "load":
-            plugin, reply = _load(*request[1:])
+            max_result = request[6]
+            plugin, reply = _load(request_id, me, *request[2:6])
         elif op == "call" and plugin is not None:
-            reply = ("outcome", plugin.call(request[1], request[2]).to_wire())
+            result = plugin.call(request[2], request[3])
+            if request[2] == "init":  # its value means nothing to the host
+                result = CallResult(
+                    result.ok,
+                    hook="init",
+                    error=result.error,
+                    error_type=result.error_type,
+                    duration_ms=result.duration_ms,
+                )
+            reply = wire.encode_outcome(request_id, me, result, max_result)
+        elif op == "validate" and plugin is not None:
+            # Reduced here to plain data: None (ready) or the reason it is not.
+            result = plugin.call("validate", {})
+            verdict = CallResult(
+                True,
+                hook="validate",
+                result=validate_verdict(result),
+                duration_ms=result.duration_ms,
+            )
+            reply = wire.encode_outcome(request_id, me, verdict, max_result)
         else:
             failure = CallResult.failure(f"bad op {op!r}", ErrorType.PROTOCOL)
-            reply = ("outcome", failure.to_wire())
-        _send(connection, reply)
+            reply = wire.encode_outcome(request_id, me, failure, max_result)
+        _send(connection, reply, me)
 
 
 def _await_briefly(poller: select.poll) -> None:
@@ -85,26 +110,23 @@ def _await_briefly(poller: select.poll) -> None:
             return
 
 
-def _load(name: str, module: str, attr: str | None, search_path: list[str]) -> tuple[Any, Any]:
+def _load(
+    request_id: int, me: int, name: str, module: str, attr: str | None, search_path: list[str]
+) -> tuple[LoadedPlugin | None, bytes]:
     try:
         plugin = load_plugin(name, module, attr, search_path)
     except LoadError as exc:
-        return None, ("load_error", exc.reason, exc.error_type)
-    return plugin, ("loaded", sorted(plugin.hooks))
+        return None, wire.encode_load_error(request_id, me, exc.reason, exc.error_type)
+    return plugin, wire.encode_loaded(request_id, me, sorted(plugin.hooks))
 
 
-def _send(connection: Connection, reply: Any) -> None:
+def _send(connection: Connection, reply: bytes, me: int) -> None:
+    if os.getpid() != me:
+        # A process the plugin forked has returned into this loop: it is not
+        # the worker, and must neither answer nor read the host's requests.
+        os._exit(0)
     try:
-        data = pickle.dumps(reply)
-    # A plugin's value (from validate or init) may refuse to pickle in any way.
-    except BaseException as exc:  # noqa: BLE001
-        failure = CallResult.failure(
-            f"The plugin's return value cannot be sent to the host ({exc})",
-            ErrorType.RESULT_NOT_SERIALIZABLE,
-        )
-        data = pickle.dumps(("outcome", failure.to_wire()))
-    try:
-        connection.send_bytes(data)
+        connection.send_bytes(reply)
     except OSError:
         _exit_group()
 
@@ -132,13 +154,15 @@ def _exit_group() -> NoReturn:
         os._exit(0)
 
 
-def _die_with_parent(parent: int) -> None:
+def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
-        return
+        return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the zygote died before prctl took effect
-        os._exit(0)
+        return False
+
+
+def _die_with_parent(parent: int) -> None:
+    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() != parent:
+        os._exit(0)  # the parent died before prctl took effect

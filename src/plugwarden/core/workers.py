@@ -63,12 +63,15 @@ class WorkerProcess:
         self,
         label: str,
         limit_bytes: int,
+        max_reply_bytes: int,
         zygote: Zygote,
         pump: OutputPump,
         on_death: Callable[[WorkerProcess], None],
     ) -> None:
         self.label = label
         self.limit_bytes = limit_bytes
+        self.max_reply_bytes = max_reply_bytes
+        self.died_with: str | None = None  # why, when it died with the zygote
         self.tail = OutputTail(label)
         self.exit_code: int | None = None
         self.exited = threading.Event()
@@ -85,7 +88,7 @@ class WorkerProcess:
         lifeline_r, self._lifeline_w = os.pipe()
         output_r, output_w = os.pipe()
         try:
-            self.pid = zygote.spawn(
+            spawned = zygote.spawn(
                 [child_control.fileno(), lifeline_r, output_w], label, self._exited
             )
         except BaseException:
@@ -97,6 +100,8 @@ class WorkerProcess:
             child_control.close()
             os.close(lifeline_r)
             os.close(output_w)
+        self.pid, self.inner_pid, self.containment = spawned
+        self.requests = 0  # the id of the last request sent
         pump.add(output_r, self.tail)
         self.connection = Connection(control.detach())
         # Kept: a Connection closed by another thread (a restart racing a
@@ -109,8 +114,9 @@ class WorkerProcess:
         self._fast = True  # its last reply came quickly: worth spinning for
         self._tree_checked = 0.0
 
-    def _exited(self, code: int | None) -> None:
+    def _exited(self, code: int | None, why: str | None) -> None:
         self.exit_code = code
+        self.died_with = why
         self.exited.set()
         with self._fd_lock:
             if not self._closed:
@@ -118,9 +124,10 @@ class WorkerProcess:
         self._on_death(self)
 
     def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message``; ("reply", value), ("timeout", None), ("died",
-        None), or ("unsendable", why) when ``message`` cannot be pickled
-        (nothing was sent: the worker is untouched).
+        """Send ``message``; ("reply", the reply's bytes), ("timeout", None),
+        ("died", None), ("oversize", None) for a reply over the cap, or
+        ("unsendable", why) when ``message`` cannot be pickled (nothing was
+        sent: the worker is untouched).
 
         The waiting thread enforces the call's limits itself: past a short
         spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
@@ -156,9 +163,14 @@ class WorkerProcess:
                 # not switch spinning off for good.
                 self._fast = time.monotonic() - start < 3 * SPIN_S
                 try:
-                    return "reply", pickle.loads(self.connection.recv_bytes())
-                except (EOFError, OSError):
+                    return "reply", self.connection.recv_bytes(self.max_reply_bytes)
+                except EOFError:
                     return "died", None
+                except OSError as exc:
+                    # recv_bytes refuses a frame over its cap: "bad message length".
+                    if self.exited.is_set() or "length" not in str(exc):
+                        return "died", None
+                    return "oversize", None
             if self._death_r in events:
                 return "died", None
 
@@ -226,7 +238,7 @@ class WorkerProcess:
                 os.close(fd)
 
     def death_reason(self) -> str:
-        reason = exit_reason(self.exit_code)
+        reason = self.died_with or exit_reason(self.exit_code)
         last = self.tail.last_line()
         return f"{reason}. Last output: {last!r}" if last else reason
 

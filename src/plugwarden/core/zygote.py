@@ -15,15 +15,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import selectors
-import signal
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+from plugwarden.core.exits import exit_reason
 
 __all__ = ["Zygote"]
 
@@ -31,9 +30,20 @@ log = logging.getLogger("plugwarden.zygote")
 
 _BOOT = (
     "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
-    "from plugwarden.core.zygote import main; main(int(sys.argv[1]))"
+    "from plugwarden.core.forker import main; main(int(sys.argv[1]))"
 )
 _MAX_MESSAGE = 65536
+
+
+# Called once a worker has exited: (exit code, None) or, when the zygote
+# itself died and the worker with it, (None, the reason naming the zygote).
+ExitListener = Callable[[int | None, str | None], None]
+
+
+class Spawned(NamedTuple):
+    pid: int  # as the host sees it
+    inner: int  # as the worker sees itself (1 in a PID namespace of its own)
+    level: str  # its containment level (see plugwarden.core.containment)
 
 
 class Zygote:
@@ -47,10 +57,11 @@ class Zygote:
         self._next_id = 0
         self._pending: dict[int, list[Any]] = {}
         self._forked = threading.Condition()
-        self._exit_listeners: dict[int, Callable[[int | None], None]] = {}
+        self._exit_listeners: dict[int, ExitListener] = {}
         self._exits: dict[int, int | None] = {}
         self._shut = False
         self._reader: threading.Thread | None = None
+        self.level = "unknown"  # the containment level of the last worker forked
 
     def _ensure_running(self) -> socket.socket:
         with self._lock:
@@ -76,12 +87,12 @@ class Zygote:
         self,
         fds: list[int],
         label: str,
-        on_exit: Callable[[int | None], None],
+        on_exit: ExitListener,
         timeout_s: float = 30.0,
-    ) -> int:
-        """Fork a worker holding ``fds`` (control, lifeline, output); returns
-        its pid. ``on_exit(code)`` is called once it has exited (negative:
-        killed by that signal; None: its exit status could not be known)."""
+    ) -> Spawned:
+        """Fork a worker holding ``fds`` (control, lifeline, output).
+        ``on_exit`` is called once it has exited (a negative code: killed by
+        that signal)."""
         sock = self._ensure_running()
         with self._forked:
             self._next_id += 1
@@ -93,16 +104,17 @@ class Zygote:
         with self._forked:
             got = self._forked.wait_for(lambda: self._pending[request_id], timeout_s)
             answer = self._pending.pop(request_id)
-            if not got or answer[0] is None:
+            if not got or not isinstance(answer[0].get("pid"), int):
                 raise OSError(f"the zygote did not fork a worker for {label}")
-            pid: int = answer[0]
-            already_exited = pid in self._exits
-            code = self._exits.pop(pid, None)
+            spawned = Spawned(answer[0]["pid"], answer[0]["inner"], answer[0]["level"])
+            self.level = spawned.level
+            already_exited = spawned.pid in self._exits
+            code = self._exits.pop(spawned.pid, None)
             if not already_exited:
-                self._exit_listeners[pid] = on_exit
+                self._exit_listeners[spawned.pid] = on_exit
         if already_exited:
-            on_exit(code)  # died before we even heard of it
-        return pid
+            on_exit(code, None)  # died before we even heard of it
+        return spawned
 
     def _read(self, sock: socket.socket) -> None:
         while True:
@@ -117,7 +129,7 @@ class Zygote:
             if message["op"] == "forked":
                 with self._forked:
                     if message["id"] in self._pending:
-                        self._pending[message["id"]].append(message.get("pid"))
+                        self._pending[message["id"]].append(message)
                     self._forked.notify_all()
             elif message["op"] == "exit":
                 self._report_exit(message["pid"], message["code"])
@@ -128,7 +140,7 @@ class Zygote:
             if listener is None:
                 self._exits[pid] = code
                 return
-        listener(code)
+        listener(code, None)
 
     def _orphan_all(self, sock: socket.socket) -> None:
         """The zygote is gone: its workers died with it (PDEATHSIG)."""
@@ -136,13 +148,23 @@ class Zygote:
             listeners = list(self._exit_listeners.values())
             self._exit_listeners.clear()
             for answer in self._pending.values():
-                answer.append(None)
+                answer.append({})
             self._forked.notify_all()
         with self._lock:
+            process = self._process
             if self._socket is sock:
                 self._socket = None
+                sock.close()
+        code = None
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(timeout=2)
+        if not self._shut:
+            log.warning("the zygote process died (%s)", exit_reason(code, "it"))
+        zygote = exit_reason(code, "The zygote process (it forks the workers)")
+        why = f"{zygote}; the worker died with it"
         for listener in listeners:
-            listener(None)
+            listener(None, why)
 
     def close(self) -> None:
         with self._lock:
@@ -163,67 +185,3 @@ class Zygote:
                 process.wait()
         if reader is not None:
             reader.join()
-
-
-# -- the zygote process ---------------------------------------------------------
-
-
-def main(fd: int) -> None:
-    """Entry point of the zygote process."""
-    from plugwarden.core import worker  # the import this process exists to do once
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when to stop
-    sock = socket.socket(fileno=fd)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
-    selector.register(sock, selectors.EVENT_READ)
-    selector.register(wake_r, selectors.EVENT_READ)
-    while True:
-        for key, _ in selector.select():
-            if key.fileobj is sock:
-                _serve_request(sock, wake_r, wake_w, worker.serve)
-            else:
-                os.read(wake_r, 4096)
-                _reap(sock)
-
-
-def _serve_request(sock: socket.socket, wake_r: int, wake_w: int, serve: Any) -> None:
-    try:
-        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 8)
-    except OSError:
-        data, fds = b"", []
-    if not data:
-        os._exit(0)  # the host is gone; workers follow through PDEATHSIG
-    request = json.loads(data)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            for unused in (sock.fileno(), wake_r, wake_w):
-                os.close(unused)
-            serve(*fds, label=request.get("label", "?"))
-        finally:
-            os._exit(70)
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, pid)  # also done by the child; whichever runs first
-    for passed in fds:
-        os.close(passed)
-    sock.send(json.dumps({"op": "forked", "id": request["id"], "pid": pid}).encode())
-    _reap(sock)
-
-
-def _reap(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        sock.send(json.dumps({"op": "exit", "pid": pid, "code": code}).encode())

@@ -1,0 +1,150 @@
+"""Containment: how far a worker's process tree is held (SPEC section 4).
+
+Every descendant of a worker, however it detaches (double fork, ``setsid``,
+``setpgid``), must die with the worker and count against its memory limit.
+The strongest level the kernel offers is used, probed once per zygote:
+
+``pid-namespace``
+    Each worker is PID 1 of a PID namespace of its own (an unprivileged user
+    namespace first, where the host is not root). Orphans of the plugin are
+    re-parented to the worker, so its tree holds every descendant; when the
+    worker dies the kernel kills everything left in the namespace. The
+    plugin cannot see, let alone signal, the host, the zygote or any other
+    worker.
+``subreaper``
+    Where namespaces are refused: the worker is a child subreaper
+    (``PR_SET_CHILD_SUBREAPER``), so orphans of the plugin are re-parented to
+    it and stay in its tree; its keeper process (also a subreaper) kills
+    whatever is left when the worker ends, and the zygote kills any stray it
+    adopts. A plugin *can* still signal processes of the same user (the
+    host, the zygote, other workers): a hostile plugin needs the namespace
+    level.
+
+``PLUGWARDEN_CONTAINMENT=subreaper`` forces the weaker level (to test it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+
+__all__ = [
+    "LEVELS",
+    "children",
+    "enter_pid_namespace",
+    "kill_descendants",
+    "probe",
+    "set_death_signal",
+    "set_subreaper",
+]
+
+LEVELS = {
+    "pid-namespace": "each worker in a PID namespace of its own: every descendant dies with it "
+    "and none can signal the host, the zygote or another worker",
+    "subreaper": "each worker a child subreaper: descendants stay in its tree and die with "
+    "it, but a plugin can still signal other processes of the same user",
+}
+FORCE_ENV = "PLUGWARDEN_CONTAINMENT"
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _prctl(option: int, value: int) -> bool:
+    libc = _libc()
+    return libc is not None and libc.prctl(option, value, 0, 0, 0) == 0
+
+
+def set_subreaper() -> bool:
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_death_signal() -> bool:
+    """SIGKILL this process when its parent dies."""
+    return _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def enter_pid_namespace() -> bool:
+    """Make this (single-threaded) process's next child PID 1 of a new PID
+    namespace; whether that worked. Root needs no user namespace."""
+    if os.environ.get(FORCE_ENV) == "subreaper":
+        return False
+    libc = _libc()
+    if libc is None:
+        return False
+    if os.geteuid() == 0:
+        return bool(libc.unshare(_CLONE_NEWPID) == 0)
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
+        return False
+    try:
+        # The same uid and gid inside: files look as they do outside.
+        for path, text in (
+            ("/proc/self/setgroups", "deny"),
+            ("/proc/self/uid_map", f"{uid} {uid} 1"),
+            ("/proc/self/gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(path, "w") as handle:
+                handle.write(text)
+    except OSError:
+        return False
+    return True
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's), from /proc."""
+    found: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += map(int, children.read().split())
+    return found
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid``, deepest last (each is stopped
+    from forking further by the kill of its parent first)."""
+    pending = children(pid)
+    while pending:
+        child = pending.pop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+        pending += children(child)
+
+
+def probe() -> str:
+    """The level a new worker gets on this machine (forks a short-lived child)."""
+    if os.environ.get(FORCE_ENV) == "subreaper":
+        return "subreaper"
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            if enter_pid_namespace():
+                grandchild = os.fork()
+                if grandchild == 0:
+                    os._exit(0 if os.getpid() == 1 else 1)
+                _, status = os.waitpid(grandchild, 0)
+                code = os.waitstatus_to_exitcode(status)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return "pid-namespace" if os.waitstatus_to_exitcode(status) == 0 else "subreaper"
+
+
+if __name__ == "__main__":  # ``python -m plugwarden.core.containment``: what doctor runs
+    print(probe())
