@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_checks, bench_core, bench_http, bench_isolation
+from benchmarks import bench_checks, bench_core, bench_http, bench_isolation, bench_wire
 from benchmarks._harness import print_table
 
 SUITES = {
@@ -22,6 +22,7 @@ SUITES = {
     "isolation": (bench_isolation.run, "Process isolation (issue 3)"),
     "checks": (bench_checks.run, "Dependency checks (issue 4)"),
     "http": (bench_http.run, "Health service (issue 5)"),
+    "wire": (bench_wire.run, "Worker boundary (issue 9)"),
 }
 
 

@@ -104,6 +104,7 @@ class TestDoctor:
 
     def test_json(self, cli):
         report = json.loads(cli("doctor", "--json").stdout)
-        assert set(report) == {"python", "platform", "config", "gpu", "plugins"}
+        assert set(report) == {"python", "platform", "config", "containment", "gpu", "plugins"}
+        assert report["containment"]["level"] in ("pid-namespace", "subreaper")
         assert {"pci_devices", "nvml", "torch", "verdict"} <= set(report["gpu"])
         assert {p["name"] for p in report["plugins"]} >= {"good", "bad"}

@@ -352,7 +352,7 @@ def test_host_never_imports_process_plugin_code(plugwarden_plugin, plugwarden_ho
 
 
 def test_worker_pids_of_inline_plugin_is_empty(plugwarden_plugin, plugwarden_host):
-    plugwarden_plugin("p", ECHO, manifest={"guards": {"isolation": "inline"}})
-    host = plugwarden_host()
+    plugwarden_plugin("p", ECHO)
+    host = plugwarden_host({"plugins": {"p": {"isolation": "inline"}}})
     assert host.worker_pids("p") == []
     assert Path  # keep import used

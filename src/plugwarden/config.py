@@ -29,7 +29,15 @@ _HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
 _HOST_COUNTS = {"health_failures"}
 _PLUGIN_KEYS = {"enabled", "required", "models_dir"}
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
-_SERVER_KEYS = {"host", "port", "token", "max_body_bytes", "drain_timeout_s"}
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "token",
+    "max_body_bytes",
+    "drain_timeout_s",
+    "idle_timeout_s",
+    "max_connections",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 1_048_576
     drain_timeout_s: float = 30.0
+    idle_timeout_s: float = 15.0  # a connection must send a request's headers within this
+    max_connections: int = 1024  # uvicorn's limit_concurrency: past it, 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +245,16 @@ class _Parser:
         limit = table.get("max_body_bytes", default.max_body_bytes)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise self.error("server.max_body_bytes", f"expected a positive integer, got {limit!r}")
-        drain = (
-            self.positive(table, "drain_timeout_s", "server")
-            if "drain_timeout_s" in table
-            else default.drain_timeout_s
+        drain, idle = (
+            self.positive(table, key, "server") if key in table else getattr(default, key)
+            for key in ("drain_timeout_s", "idle_timeout_s")
         )
-        return ServerConfig(host, port, token, limit, drain)
+        connections = (
+            self.count(table, "max_connections", "server")
+            if "max_connections" in table
+            else default.max_connections
+        )
+        return ServerConfig(host, port, token, limit, drain, idle, connections)
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from typing import Any
 
@@ -20,10 +21,11 @@ from rich.table import Table
 
 from plugwarden.config import HostConfig
 from plugwarden.console import STATE_STYLES, all_well
+from plugwarden.core.containment import LEVELS
 from plugwarden.core.gpu import GpuProbe, decide, run_probe
 from plugwarden.core.host import Host
 
-__all__ = ["doctor", "gpu_lines"]
+__all__ = ["containment_level", "doctor", "gpu_lines"]
 
 
 def gpu_lines(probe: GpuProbe) -> list[tuple[str, str]]:
@@ -56,6 +58,23 @@ def gpu_lines(probe: GpuProbe) -> list[tuple[str, str]]:
     return [("hardware", hardware), ("driver", driver), ("torch", torch_line)]
 
 
+def containment_level() -> str:
+    """The containment level a worker gets here, probed in a subprocess (the
+    probe forks, which this process, with its threads, must not)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "plugwarden.core.containment"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    level = done.stdout.strip()
+    return level if level in LEVELS else "unknown"
+
+
 def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> int:
     probe = run_probe(with_torch=True)
     problem = decide(probe)
@@ -64,6 +83,8 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
         if problem is None
         else {"ok": False, "state": problem.state.value, "reason": problem.reason}
     )
+    level = containment_level()
+    contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
     with Host(config) as host:
         statuses = host.statuses()
     well = all_well(statuses, config)
@@ -72,6 +93,7 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
             "python": {"version": platform.python_version(), "executable": sys.executable},
             "platform": platform.platform(),
             "config": config.source,
+            "containment": contained,
             "gpu": {**probe.to_dict(), "verdict": verdict},
             "plugins": [s.to_dict() for s in statuses],
         }
@@ -88,6 +110,11 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     colour = "green" if verdict["ok"] else ("red" if verdict["state"] == "FAILED" else "magenta")
     gpu.add_row("[bold]verdict[/bold]", f"[{colour}]{escape(str(verdict['reason']))}[/{colour}]")
     console.print(Panel(gpu, title="GPU, driver, CUDA", title_align="left"))
+    colour = "green" if level == "pid-namespace" else "yellow"
+    console.print(
+        f"[bold]containment[/bold] [{colour}]{level}[/{colour}]: {escape(contained['meaning'])}",
+        highlight=False,
+    )
     if not statuses:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
         return 0

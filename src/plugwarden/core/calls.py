@@ -9,6 +9,7 @@ that to the supervisor) or the operator set ``fail_on_error``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from plugwarden.exceptions import PlugwardenError, UnknownPlugin
 __all__ = ["Calls"]
 
 log = logging.getLogger("plugwarden.calls")
+
+HEALTH_REPORT_BYTES = 16 * 1024
+_encode = json.JSONEncoder(allow_nan=False, default=repr).encode
 
 
 class Calls:
@@ -133,9 +137,16 @@ class Calls:
             "error": result.error,
         }
         value = result.result if result.ok else None
+        size = len(result.encoded or "") if result.encoded else len(_encode(value))
         if result.ok and value is not None and not isinstance(value, dict):
             report["ok"] = False
             report["error"] = f"health() returned {type(value).__name__}; expected a dict or None"
+        elif result.ok and size > HEALTH_REPORT_BYTES:
+            # Every GET /v1/plugins carries the report: it stays small.
+            report["report_dropped"] = (
+                f"health() returned {size} bytes of report, over the {HEALTH_REPORT_BYTES}-byte "
+                "cap for health reports; return a summary"
+            )
         elif result.ok:
             report["report"] = value
         allowed = self.config.health_failures

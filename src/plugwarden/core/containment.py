@@ -39,6 +39,7 @@ __all__ = [
     "probe",
     "set_death_signal",
     "set_subreaper",
+    "tree",
 ]
 
 LEVELS = {
@@ -73,9 +74,9 @@ def set_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def set_death_signal() -> bool:
-    """SIGKILL this process when its parent dies."""
-    return _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def set_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """``sig`` to this process when its parent (thread) dies."""
+    return _prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def enter_pid_namespace() -> bool:
@@ -115,15 +116,35 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def kill_descendants(pid: int) -> None:
-    """SIGKILL every process below ``pid``, deepest last (each is stopped
-    from forking further by the kill of its parent first)."""
+def tree(pid: int) -> list[int]:
+    """Every process below ``pid``, parents before their children."""
+    found: list[int] = []
     pending = children(pid)
     while pending:
-        child = pending.pop()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child, signal.SIGKILL)
+        child = pending.pop(0)
+        found.append(child)
         pending += children(child)
+    return found
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid``. The whole tree is read before any
+    kill: a parent that dies first hands its children to a subreaper, out of
+    reach of a walk. For this process's own tree (a subreaper's), repeat and
+    reap until nothing is left, so that nothing moves on to init."""
+    own = pid == os.getpid()
+    for _ in range(50):
+        found = tree(pid)
+        if not found:
+            return
+        for member in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signal.SIGKILL)
+        if not own:
+            return
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.waitpid(-1, 0)
 
 
 def probe() -> str:

@@ -4,9 +4,10 @@ group ``plugwarden.plugins``, found with importlib.metadata, nothing imported.""
 from __future__ import annotations
 
 import importlib.machinery
+import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
@@ -46,6 +47,11 @@ class PluginSource:
 class Discovery:
     plugins: dict[str, PluginSource]
     duplicates: dict[str, tuple[PluginSource, ...]]
+    unaddressable: dict[str, PluginSource] = field(default_factory=dict)
+
+
+# A name must be a URL path segment as it is (/v1/plugins/NAME/run).
+ADDRESSABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def discover(path: Sequence[str] | None = None) -> Discovery:
@@ -68,9 +74,13 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
                 continue
             source = _source(entry_point.name, entry_point.value, dist, dist_name, search)
             claims.setdefault(source.name, []).append(source)
+    unaddressable = {
+        name: found[0] for name, found in claims.items() if not ADDRESSABLE.fullmatch(name)
+    }
+    claims = {name: found for name, found in claims.items() if name not in unaddressable}
     plugins = {name: found[0] for name, found in claims.items() if len(found) == 1}
     duplicates = {name: tuple(found) for name, found in claims.items() if len(found) > 1}
-    return Discovery(plugins, duplicates)
+    return Discovery(plugins, duplicates, unaddressable)
 
 
 def _source(

@@ -93,7 +93,9 @@ def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    containment.set_death_signal()
+    # The zygote gone (the host is): end the worker and all it left, then go.
+    signal.signal(signal.SIGTERM, lambda *_: _end_all())
+    containment.set_death_signal(signal.SIGTERM)
     containment.set_subreaper()
     level = "pid-namespace" if containment.enter_pid_namespace() else "subreaper"
     worker = os.fork()
@@ -112,12 +114,14 @@ def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
         except InterruptedError:
             continue
     containment.kill_descendants(os.getpid())
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, 0)[0]:
-            pass
     if os.WIFSIGNALED(status):
         _die_like(os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
+
+
+def _end_all() -> None:
+    containment.kill_descendants(os.getpid())
+    os._exit(0)
 
 
 def _die_like(sig: int) -> None:

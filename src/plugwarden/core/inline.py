@@ -13,6 +13,7 @@ not trusted.
 
 from __future__ import annotations
 
+import copy
 import os
 import queue
 import threading
@@ -270,6 +271,17 @@ class InlineRunner:
     def call(
         self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
     ) -> CallResult:
+        try:
+            # The plugin gets a copy: what it does to its args stays its own.
+            kwargs = copy.deepcopy(kwargs)
+        # A caller's arguments may refuse to copy in any way.
+        except Exception as exc:  # noqa: BLE001
+            return CallResult.failure(
+                f"The arguments cannot be copied for the plugin ({describe(exc)}). "
+                "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
+                ErrorType.INVALID_ARGUMENTS,
+                hook=hook,
+            )
         result = self._run(hook, kwargs, timeout_s)
         if result.guard is not None and self._closing is None:
             self._plugin = None  # not to be trusted: the supervisor reloads it
@@ -310,6 +322,16 @@ class InlineRunner:
                 guard="memory",
             )
         result: CallResult = task.value
+        limit, text = self.limits.max_result_bytes, result.encoded
+        # 4 bytes per character at most in UTF-8: most results skip the encode.
+        if text is not None and len(text) * 4 > limit and len(text.encode()) > limit:
+            return CallResult.failure(
+                f"Result of {hook}() is {len(text.encode())} bytes, over the {limit}-byte cap "
+                "(max_result_bytes). Return less, or raise the cap.",
+                ErrorType.RESULT_TOO_LARGE,
+                hook=hook,
+                duration_ms=result.duration_ms,
+            )
         return result
 
     def replace_lost(self) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from plugwarden.config import HostConfig
@@ -73,6 +73,7 @@ class Pipeline:
         self.shared = shared
         self.closing = closing
         self._first = True
+        self._notes: list[str] = []  # warnings for the history, after the first move
 
     def move(self, state: State, reason: str) -> None:
         self.registry.transition(
@@ -84,6 +85,8 @@ class Pipeline:
             info=self.info(),
         )
         self._first = False
+        while self._notes:
+            self.registry.note(self.name, self._notes.pop(0), self.slot.generation)
 
     def run(self) -> None:
         slot, name, config = self.slot, self.name, self.config
@@ -101,7 +104,16 @@ class Pipeline:
         except ManifestError as exc:
             self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
             return
-        slot.limits = config.limits_for(name, slot.manifest.guards)
+        guards = slot.manifest.guards
+        if guards.isolation == "inline" and settings.guards.isolation is None:
+            # Trust is the operator's call: a plugin cannot take itself in-process.
+            guards = replace(guards, isolation=None)
+            self._notes.append(
+                f'The manifest asks for isolation = "inline"; ignored: only the operator '
+                f"can run a plugin in the host process ([plugins.{name}] isolation = "
+                '"inline" or [defaults]).'
+            )
+        slot.limits = config.limits_for(name, guards)
         context = PreflightContext(
             slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
         )

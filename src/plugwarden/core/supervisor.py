@@ -69,6 +69,14 @@ class Supervisor:
                 f"Plugin name '{name}' is claimed by {len(claimants)} distributions: {names}. "
                 "Uninstall all but one, or rename an entry point.",
             )
+        for name, source in found.unaddressable.items():
+            self.registry.transition(
+                name,
+                State.FAILED,
+                f"Plugin name {name!r} (entry point of {source.origin}) cannot be addressed in "
+                "a URL: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+                "digit. Rename the entry point and reinstall.",
+            )
         for name, source in found.plugins.items():
             self.slots[name] = PluginSlot(source)
         shared: dict[str, Any] = {}

@@ -109,16 +109,22 @@ def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_byt
             duration_ms=result.duration_ms,
         )
         payload = b"null"
-    fields = _dumps(
-        {
-            "ok": result.ok,
-            "hook": result.hook,
-            "error": None if result.error is None else result.error[:MAX_TEXT],
-            "error_type": None if result.error_type is None else result.error_type[:200],
-            "ms": result.duration_ms if math.isfinite(result.duration_ms) else 0.0,
-        }
-    )
-    head = f'{_envelope(request_id, pid, "outcome")},{fields[1:-1]},"result":'
+    ms = result.duration_ms if math.isfinite(result.duration_ms) else 0.0
+    if result.error is None and result.error_type is None:  # the common case, spelled out
+        fields = f'"ok":{"true" if result.ok else "false"},"hook":{_dumps(result.hook)},' + (
+            f'"error":null,"error_type":null,"ms":{ms!r}'
+        )
+    else:
+        fields = _dumps(
+            {
+                "ok": result.ok,
+                "hook": result.hook,
+                "error": None if result.error is None else result.error[:MAX_TEXT],
+                "error_type": None if result.error_type is None else result.error_type[:200],
+                "ms": ms,
+            }
+        )[1:-1]
+    head = f'{_envelope(request_id, pid, "outcome")},{fields},"result":'
     return b"".join((head.encode(), payload, b"}"))
 
 
@@ -140,7 +146,9 @@ def depth_within(value: Any, limit: int) -> bool:
 
 
 def decode(data: bytes, request_id: int, pid: int) -> dict[str, Any]:
-    """One reply, checked; raises :class:`ProtocolViolation`."""
+    """One reply, checked; raises :class:`ProtocolViolation`. (Each level of
+    nesting takes two bytes: a reply shorter than twice the depth cap needs
+    no walk.)"""
     try:
         message = _decoder.decode(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
@@ -158,7 +166,7 @@ def decode(data: bytes, request_id: int, pid: int) -> dict[str, Any]:
             f"reply from pid {str(message.get('pid'))[:20]}, not from the worker (pid {pid}): "
             "did the plugin fork?"
         )
-    if not depth_within(message.get("result"), MAX_DEPTH):
+    if len(data) > 2 * MAX_DEPTH and not depth_within(message.get("result"), MAX_DEPTH):
         raise ProtocolViolation(f"result nests deeper than {MAX_DEPTH} levels")
     return message
 
@@ -176,16 +184,23 @@ def outcome(message: dict[str, Any]) -> CallResult:
     """The CallResult an ``outcome`` reply carries, its fields checked."""
     if message["kind"] != "outcome":
         raise ProtocolViolation(f"expected an outcome, got {message['kind']!r}")
-    ok, ms = message.get("ok"), message.get("ms")
+    ok, ms, hook = message.get("ok"), message.get("ms"), message.get("hook")
+    error, error_type = message.get("error"), message.get("error_type")
     if not isinstance(ok, bool):
         raise ProtocolViolation("reply field 'ok' is not a boolean")
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
+    if ms.__class__ is not float and (
+        isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms)
+    ):
         raise ProtocolViolation("reply field 'ms' is not a number")
+    if not isinstance(hook, str):
+        raise ProtocolViolation("reply field 'hook' is not a string")
+    if error is not None or error_type is not None:
+        error, error_type = _text(message, "error"), _text(message, "error_type")
     return CallResult(
         ok,
-        hook=_text(message, "hook", required=True) or "",
+        hook=hook[:40],
         result=message.get("result"),
-        error=_text(message, "error"),
-        error_type=_text(message, "error_type"),
+        error=error,
+        error_type=error_type,
         duration_ms=float(ms),
     )

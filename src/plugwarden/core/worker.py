@@ -9,7 +9,6 @@ host, and the kernel kills it when the zygote goes (``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -20,7 +19,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import NoReturn
 
-from plugwarden.core import wire
+from plugwarden.core import containment, wire
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
@@ -29,8 +28,6 @@ from plugwarden.exceptions import LoadError
 
 __all__ = ["serve"]
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 SPIN_S = 100e-6  # how long an idle worker polls for the next request before it sleeps
 
 
@@ -39,7 +36,7 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _die_with_parent(parent)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of the plugin stay in this tree
+    containment.set_subreaper()  # orphans of the plugin stay in this tree
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
@@ -147,22 +144,15 @@ def _lifeline(fd: int) -> None:
 
 def _exit_group() -> NoReturn:
     try:
-        # Only a group of our own: never the zygote's or the host's.
+        # Every descendant, however detached (it is ours: we are a subreaper),
+        # then our group: only a group of our own, never the host's.
+        containment.kill_descendants(os.getpid())
         if os.getpgrp() == os.getpid():
             os.killpg(0, signal.SIGKILL)
     finally:
         os._exit(0)
 
 
-def _prctl(option: int, value: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
 def _die_with_parent(parent: int) -> None:
-    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() != parent:
+    if containment.set_death_signal() and os.getppid() != parent:
         os._exit(0)  # the parent died before prctl took effect

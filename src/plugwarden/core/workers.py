@@ -24,36 +24,18 @@ from typing import Any
 
 import psutil
 
+from plugwarden.core import containment
 from plugwarden.core.exits import exit_reason
 from plugwarden.core.output import OutputPump, OutputTail
 from plugwarden.core.zygote import Zygote
 
-__all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess", "descendants"]
+__all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess"]
 
 log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
 MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``. Linux lists each task's children in
-    /proc, which costs a few small reads; psutil's ``children()`` reads every
-    process's status instead, which with a hundred workers, each checked
-    twice a second, kept the GIL busy enough to slow the HTTP service."""
-    try:
-        found: list[int] = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                for child in map(int, children.read().split()):
-                    found += [child, *descendants(child)]
-        return found
-    except (OSError, ValueError):
-        try:
-            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-        except psutil.Error:
-            return []
 
 
 class WorkerProcess:
@@ -141,7 +123,9 @@ class WorkerProcess:
             return "unsendable", f"{type(exc).__name__}: {exc}"
         try:
             self.connection.send_bytes(data)
-        except OSError:
+        # TypeError: the Connection was closed under us (a restart or close()
+        # racing this call) between its own closed-check and the write.
+        except (OSError, TypeError):
             return "died", None
         start = time.monotonic()
         deadline = start + timeout_s
@@ -164,7 +148,7 @@ class WorkerProcess:
                 self._fast = time.monotonic() - start < 3 * SPIN_S
                 try:
                     return "reply", self.connection.recv_bytes(self.max_reply_bytes)
-                except EOFError:
+                except (EOFError, TypeError):  # TypeError: closed under us, as above
                     return "died", None
                 except OSError as exc:
                     # recv_bytes refuses a frame over its cap: "bad message length".
@@ -179,7 +163,9 @@ class WorkerProcess:
         now = time.monotonic()
         if now - self._tree_checked > 0.5:
             try:
-                self._tree = [psutil.Process(pid) for pid in (self.pid, *descendants(self.pid))]
+                self._tree = [
+                    psutil.Process(pid) for pid in (self.pid, *containment.tree(self.pid))
+                ]
             except psutil.Error:
                 self._tree = []
             self._tree_checked = now
@@ -209,7 +195,7 @@ class WorkerProcess:
         if self.exited.is_set():
             return
         strays = []
-        for pid in descendants(self.pid):
+        for pid in containment.tree(self.pid):
             with contextlib.suppress(psutil.Error):
                 strays.append(psutil.Process(pid))
         try:

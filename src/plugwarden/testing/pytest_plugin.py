@@ -88,7 +88,7 @@ class LiveServer:
 def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServer]]:
     import uvicorn
 
-    from plugwarden.web.server import build
+    from plugwarden.web.server import build, uvicorn_config
 
     servers: list[LiveServer] = []
 
@@ -97,8 +97,9 @@ def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServe
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
+        app = build(host, host.config)
         server = uvicorn.Server(
-            uvicorn.Config(build(host, host.config), log_level="warning", lifespan="on")
+            uvicorn_config(app, host.config, log_level="warning", lifespan="on")
         )
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [listener]}, name="plugwarden-test-server"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.core.registry import PluginStatus
 from plugwarden.core.result import CallResult
+from plugwarden.core.wire import MAX_DEPTH, depth_within
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
 from plugwarden.web.errors import (
@@ -111,13 +113,13 @@ def create_app(
         # Waiting for one of the plugin's own threads counts against the
         # call's timeout, as waiting for one of its workers does.
         wait_s = host.call_timeout(name)
-        result: CallResult | None = None
-        with anyio.move_on_after(wait_s):
-            result = await anyio.to_thread.run_sync(
-                host.call, name, tool, args, limiter=run_limiters[name]
+        answer: tuple[CallResult, bytes] | None = None
+        with anyio.move_on_after(wait_s):  # only the wait for a thread is cancelled
+            answer = await anyio.to_thread.run_sync(
+                _call_encoded, host, name, tool, args, limiter=run_limiters[name]
             )
-        if result is None:
-            result = CallResult.failure(
+        if answer is None:
+            busy = CallResult.failure(
                 f"Plugin '{name}' already has {PLUGIN_CALLS} calls in progress over HTTP, "
                 f"and none finished within {wait_s:g}s. Retry later.",
                 ErrorType.BUSY,
@@ -125,9 +127,12 @@ def create_app(
                 tool=tool,
                 args=args,
             )
+            answer = busy, _encode(busy.to_dict()).encode()
+        result, encoded = answer
         if result.error_type == ErrorType.SHUTTING_DOWN:
-            return _shutting_down(result.to_dict())
-        return JSONResponse(result.to_dict())
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+            return Response(encoded, 503, headers, media_type="application/json")
+        return Response(encoded, media_type="application/json")
 
     async def restart(request: Request) -> Response:
         denied = _authorise(request, token)
@@ -180,6 +185,17 @@ def create_app(
             RegistryTimeout: lambda request, exc: registry_timeout(exc),
         },
     )
+
+
+# The encoding Starlette's JSONResponse uses.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _call_encoded(host: Host, name: str, tool: str, args: Any) -> tuple[CallResult, bytes]:
+    """A call and its JSON, both on a worker thread: a large result is never
+    encoded on the event loop."""
+    result = host.call(name, tool, args)
+    return result, _encode(result.to_dict()).encode()
 
 
 async def _read(read: Callable[..., T], *args: Any) -> T:
@@ -246,29 +262,78 @@ def _authorise(request: Request, token: bytes | None) -> Response | None:
     return None
 
 
+# A body this far over the limit is not read to its end: the connection closes.
+DRAIN_LIMIT = 64 * 2**20
+MAX_INT_DIGITS = 64
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+_body_decoder = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
+)
+
+
 async def _json_body(request: Request, limit: int) -> Any:
-    """The parsed JSON body, or the 4xx Response that says what is wrong."""
+    """The parsed JSON body, or the 4xx Response that says what is wrong.
+    Numbers must be finite and of sane length, nesting at most MAX_DEPTH."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return error(413, f"Request body over {limit} bytes.", ErrorType.PAYLOAD_TOO_LARGE)
-    chunks, size = [], 0
+    too_large = declared is not None and (not declared.isdigit() or int(declared) > limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                return error(413, f"Request body over {limit} bytes.", ErrorType.PAYLOAD_TOO_LARGE)
+                too_large = True
+            if too_large:
+                # Read on (up to a bound) so the client, still sending, can
+                # read the 413 instead of a connection reset.
+                if size > DRAIN_LIMIT:
+                    break
+                continue
             chunks.append(chunk)
     except ClientDisconnect:
         return error(
             400, "Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT
         )
+    if too_large:
+        headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
+        return error(
+            413,
+            f"Request body over {limit} bytes (max_body_bytes). Send less.",
+            ErrorType.PAYLOAD_TOO_LARGE,
+            **headers,
+        )
     raw = b"".join(chunks)
     if not raw.strip():
         return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = _body_decoder.decode(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
         return error(400, f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
+    except RecursionError:
+        body = None
+    if body is None or not depth_within(body, MAX_DEPTH):
+        return error(
+            400, f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON
+        )
+    return body
 
 
 def _run_body_problem(body: Any) -> str | None:

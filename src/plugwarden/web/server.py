@@ -13,26 +13,78 @@ The exit status is 0 after a clean drain, 1 if calls had to be cut short.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
 from plugwarden.web.app import create_app
 
-__all__ = ["DrainingServer", "build", "serve"]
+__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "serve", "uvicorn_config"]
 
 log = logging.getLogger("plugwarden.server")
 
 # After the drain, what uvicorn still waits for is the last responses going out.
 GRACEFUL_SHUTDOWN_S = 5
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for a request's headers: a
+    connection that sends nothing, or its headers a byte at a time
+    (slowloris), is closed after ``idle_timeout_s`` instead of holding an fd
+    forever. A request in progress is never cut."""
+
+    idle_timeout_s = 15.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.idle_timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(app: Starlette, config: HostConfig, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for plugwarden: bounded connections, idle ones
+    closed, the guarded h11 protocol. ``options`` go to uvicorn as they are."""
+    server = config.server
+    protocol = type(
+        "ConfiguredH11Protocol", (GuardedH11Protocol,), {"idle_timeout_s": server.idle_timeout_s}
+    )
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        limit_concurrency=server.max_connections,
+        timeout_keep_alive=min(5, int(server.idle_timeout_s)) or 1,
+        **options,
+    )
 
 
 def build(host: Host, config: HostConfig) -> Starlette:
@@ -103,8 +155,9 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     plugin_host = Host(config)
     server = DrainingServer(
-        uvicorn.Config(
+        uvicorn_config(
             build(plugin_host, config),
+            config,
             host=bind_host,
             port=bind_port,
             log_level="info",

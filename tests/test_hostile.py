@@ -1,0 +1,440 @@
+"""Hostile plugins against the worker boundary (issue 9): each test is a
+plugin that attacks the host, and what the host must still do. Real plugins,
+real worker processes; every attack stays bounded (a few processes, a few
+hundred MB)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import traceback
+
+import psutil
+import pytest
+
+from plugwarden import ErrorType, State
+from tests.conftest import ECHO, gone, plugin_source, wait_for
+
+NO_RESTART = {"defaults": {"restart": "never"}}
+FAST = {"restart_backoff_s": 0.05, "restart_backoff_max_s": 0.2}
+# Written by a process about itself: its pid as the host sees it.
+OWN_PID = "int(os.readlink('/proc/self'))"
+
+
+@pytest.fixture(params=["pid-namespace", "subreaper"])
+def containment(request, monkeypatch):
+    """Both containment levels; the zygote reads the choice from its env."""
+    if request.param == "subreaper":
+        monkeypatch.setenv("PLUGWARDEN_CONTAINMENT", "subreaper")
+    return request.param
+
+
+def host_script(site, body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh interpreter with ``host`` started on ``site``."""
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        from plugwarden import Host
+        host = Host({{"defaults": {{"restart": "never"}}}}, search_path=[{str(site)!r}])
+        host.start()
+    """) + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+class TestNothingIsUnpickled:
+    def test_a_crafted_validate_value_cannot_end_the_host(self, plugwarden_plugin, plugwarden_site):
+        """validate() returns an object whose __reduce__ is os._exit(42):
+        the host reads a verdict, never the object."""
+        plugwarden_plugin(
+            "exiter",
+            "import os\nfrom plugwarden import hookimpl\n"
+            "class Exit:\n    def __reduce__(self):\n        return (os._exit, (42,))\n"
+            "@hookimpl\ndef validate():\n    return Exit()\n"
+            "@hookimpl\ndef run(tool, args):\n    return 1\n",
+        )
+        done = host_script(
+            plugwarden_site,
+            'status = host.status("exiter")\nprint(json.dumps([status.state, status.reason]))\n'
+            "host.close()\n",
+        )
+        assert done.returncode == 0, done.stderr
+        state, reason = json.loads(done.stdout.splitlines()[-1])
+        assert state == "FAILED" and "validate() returned Exit" in reason
+
+    def test_a_plugin_class_in_a_value_is_never_imported_by_the_host(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        marker = tmp_path / "imported-in"
+        plugwarden_plugin(
+            "classy",
+            f"import os\nopen({str(marker)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+            "from plugwarden import hookimpl\nclass Ready:\n    pass\n"
+            "@hookimpl\ndef validate():\n    return Ready()\n"
+            "@hookimpl\ndef run(tool, args):\n    return 1\n",
+            module="classy_plugin_never_in_host",
+        )
+        host = plugwarden_host(NO_RESTART)
+        assert host.status("classy").state is State.FAILED
+        assert "validate() returned Ready" in host.status("classy").reason
+        assert "classy_plugin_never_in_host" not in sys.modules
+        assert str(os.getpid()) not in marker.read_text().split()
+
+    def test_a_crafted_frame_on_the_connection_kills_only_that_worker(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """run() finds the worker's connection through gc and sends a pickle
+        that would run os._exit in the host: a protocol violation."""
+        body = (
+            "import gc, os, pickle\nfrom multiprocessing.connection import Connection\n"
+            "class Boom:\n    def __reduce__(self):\n        return (os._exit, (42,))\n"
+            "for found in gc.get_objects():\n"
+            "    if isinstance(found, Connection):\n"
+            "        found.send_bytes(pickle.dumps(Boom()))\n"
+            "return 'sent'"
+        )
+        plugwarden_plugin("crafty", plugin_source(body))
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host(NO_RESTART)
+        result = host.call("crafty", "t", {})
+        assert result.error_type == ErrorType.PROTOCOL and result.guard == "protocol"
+        assert "Protocol violation" in result.error and "not plain JSON" in result.error
+        assert host.status("crafty").state is State.FAILED
+        assert host.status("crafty").metrics["guard_trips"]["protocol"] == 1
+        assert host.call("sibling", "t", {"n": 1}).ok
+
+
+class TestRepliesMatchRequests:
+    def test_a_fork_in_run_never_hands_one_callers_result_to_another(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """run() forks and returns in both processes: each caller still gets
+        its own answer, and the plugin stays up."""
+        body = "import os\nchild = os.fork() == 0\nreturn {'n': args['n'], 'child': child}"
+        plugwarden_plugin("forky", plugin_source(body))
+        host = plugwarden_host(NO_RESTART)
+        results = [host.call("forky", "t", {"n": n}) for n in range(8)]
+        assert [r.result for r in results] == [{"n": n, "child": False} for n in range(8)]
+        assert host.status("forky").state is State.INITIALIZED
+
+    def test_a_reply_from_another_pid_is_a_protocol_violation(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """A forked child writes a well-formed reply to the current request
+        itself: wrong pid, the worker is killed, nobody gets its data."""
+        body = (
+            "import gc, json, os, sys\nfrom multiprocessing.connection import Connection\n"
+            "frame = sys._getframe()\n"
+            "while 'request_id' not in frame.f_locals:\n"
+            "    frame = frame.f_back\n"
+            "request = frame.f_locals['request_id']\n"
+            "if os.fork() == 0:\n"
+            "    conn = next(o for o in gc.get_objects() if isinstance(o, Connection))\n"
+            "    fake = {'v': 1, 'id': request, 'pid': os.getpid(), 'kind': 'outcome',\n"
+            "            'ok': True, 'hook': 'run', 'error': None, 'error_type': None,\n"
+            "            'ms': 0, 'result': 'stolen'}\n"
+            "    conn.send_bytes(json.dumps(fake).encode())\n"
+            "    os._exit(0)\n"
+            "os.wait()\n"
+            "return 'mine'"
+        )
+        plugwarden_plugin("liar", plugin_source(body))
+        host = plugwarden_host(NO_RESTART)
+        result = host.call("liar", "t", {})
+        assert result.result != "stolen"
+        assert result.error_type == ErrorType.PROTOCOL and "did the plugin fork" in result.error
+        assert host.status("liar").state is State.FAILED
+
+
+DETACHED = """
+import os, time
+pid_file, go = {pid_file!r}, {go!r}
+if os.fork() == 0:
+    {detach}
+    if os.fork() == 0:
+        open(pid_file + ".tmp", "w").write(str({own_pid}))
+        os.rename(pid_file + ".tmp", pid_file)
+        while go and not os.path.exists(go):
+            time.sleep(0.01)
+        hoard = b"x" * ({hoard_mb} * 2**20)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+while not os.path.exists(pid_file):
+    time.sleep(0.01)
+"""
+
+
+def detached(pid_file, detach="os.setsid()", hoard_mb=1, go=""):
+    """A grandchild that leaves the worker's session (or group) and lives
+    on; with ``go``, it allocates ``hoard_mb`` only once that file exists."""
+    return DETACHED.format(
+        pid_file=str(pid_file), go=str(go), detach=detach, hoard_mb=hoard_mb, own_pid=OWN_PID
+    )
+
+
+class TestNoEscape:
+    @pytest.mark.parametrize("detach", ["os.setsid()", "os.setpgid(0, 0)"])
+    def test_a_detached_grandchild_dies_with_a_timed_out_worker(
+        self, plugwarden_plugin, plugwarden_host, tmp_path, containment, detach
+    ):
+        pid_file = tmp_path / "grandchild"
+        body = detached(pid_file, detach) + "while True:\n    time.sleep(1)"
+        plugwarden_plugin("escaper", plugin_source(body), manifest={"guards": {"timeout_s": 2}})
+        host = plugwarden_host(NO_RESTART)
+        result = host.call("escaper", "t", {})
+        assert result.error_type == ErrorType.TIMEOUT
+        grandchild = int(pid_file.read_text())
+        wait_for(lambda: gone(grandchild), what="the detached grandchild to die")
+
+    def test_a_detached_grandchild_counts_against_the_memory_limit(
+        self, plugwarden_plugin, plugwarden_host, tmp_path, containment
+    ):
+        """It holds 300 MB against a 200 MB limit after run() returned: the
+        worker's tree is over, the worker is killed, the grandchild too."""
+        pid_file, go = tmp_path / "grandchild", tmp_path / "go"
+        body = detached(pid_file, hoard_mb=300, go=go) + "return 'left it running'"
+        plugwarden_plugin("hoarder", plugin_source(body), manifest={"guards": {"memory_mb": 200}})
+        host = plugwarden_host(NO_RESTART)
+        assert host.call("hoarder", "t", {}).ok
+        go.write_text("1")
+        wait_for(lambda: host.status("hoarder").state is State.FAILED, what="the memory kill")
+        assert "exceeded 200 MB memory limit" in host.status("hoarder").reason
+        wait_for(lambda: gone(int(pid_file.read_text())), what="the grandchild to die")
+
+    def test_close_and_restart_end_a_detached_grandchild(
+        self, plugwarden_plugin, plugwarden_host, tmp_path, containment
+    ):
+        pid_file = tmp_path / "grandchild"
+        plugwarden_plugin("escaper", plugin_source("return 1", init_body=detached(pid_file)))
+        host = plugwarden_host(NO_RESTART)
+        first = int(pid_file.read_text())
+        pid_file.unlink()
+        host.restart("escaper")
+        wait_for(lambda: gone(first), what="the first grandchild to die at restart")
+        second = int(pid_file.read_text())
+        fds = len(os.listdir("/proc/self/fd"))
+        host.close()
+        wait_for(lambda: gone(second), what="the second grandchild to die at close")
+        assert len(os.listdir("/proc/self/fd")) < fds  # its output pipe closed too
+
+
+class TestNothingOutsideItsTree:
+    def test_a_plugin_cannot_kill_its_parent_the_zygote_or_a_sibling(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """In a PID namespace the host, the zygote and other workers do not
+        exist for the plugin: kill() finds nothing to kill."""
+        body = (
+            "import os\nfound = []\n"
+            "for pid in args['pids']:\n"
+            "    try:\n        os.kill(pid, 9)\n        found.append(pid)\n"
+            "    except ProcessLookupError:\n        pass\n"
+            "return found"
+        )
+        plugwarden_plugin("killer", plugin_source(body))
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host(NO_RESTART)
+        zygote = next(
+            p.pid
+            for p in psutil.Process().children()
+            if "plugwarden.core.forker" in p.cmdline()[-3]
+        )
+        targets = [os.getpid(), zygote, *host.worker_pids("sibling")]
+        result = host.call("killer", "t", {"pids": targets})
+        assert result.result == []
+        assert host.call("sibling", "t", {}).ok and not gone(zygote)
+
+    def test_killing_the_parent_from_inside_costs_at_most_that_worker(
+        self, plugwarden_plugin, plugwarden_host, containment
+    ):
+        """kill(getppid(), 9): in a PID namespace the parent is not there
+        (getppid() is 0: the signal goes to the worker's own group, whose
+        leader, the namespace's init, ignores it); otherwise it kills the
+        worker's keeper and so the worker. Never the zygote or a sibling."""
+        plugwarden_plugin("parricide", plugin_source("import os\nos.kill(os.getppid(), 9)"))
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host(NO_RESTART)
+        siblings = host.worker_pids("sibling")
+        result = host.call("parricide", "t", {})
+        if containment == "pid-namespace":
+            assert result.ok and host.status("parricide").state is State.INITIALIZED
+        else:  # the worker dies with its keeper, during the call or just after
+            assert result.ok or result.guard == "crash"
+            wait_for(lambda: host.status("parricide").state is State.FAILED, what="its death")
+            assert "SIGKILL" in host.status("parricide").reason
+        assert host.worker_pids("sibling") == siblings
+        assert host.call("sibling", "t", {}).ok
+
+    def test_a_dead_zygote_is_named_and_plugins_come_back(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin("p", ECHO)
+        host = plugwarden_host({"defaults": FAST})
+        (worker,) = host.worker_pids("p")
+        zygote = psutil.Process(worker).parent().parent()
+        zygote.kill()
+        wait_for(lambda: "zygote" in host.status("p").reason, what="the zygote's death")
+        assert (
+            "The zygote process (it forks the workers) killed by SIGKILL" in host.status("p").reason
+        )
+        wait_for(lambda: host.status("p").state is State.INITIALIZED, what="a new zygote")
+        assert host.call("p", "t", {}).ok
+
+    @pytest.mark.parametrize("trial", range(3))
+    def test_nothing_outlives_a_host_killed_with_sigkill(
+        self, plugwarden_plugin, plugwarden_site, tmp_path, trial, containment
+    ):
+        pid_file = tmp_path / "grandchild"
+        plugwarden_plugin("p", plugin_source("return 1", init_body=detached(pid_file)))
+        plugwarden_plugin(
+            "q",
+            plugin_source(
+                "return 1", init_body="import subprocess\nsubprocess.Popen(['sleep', '1000'])"
+            ),
+        )
+        script = textwrap.dedent(f"""
+            import json, time
+            from plugwarden import Host
+            host = Host({{}}, search_path=[{str(plugwarden_site)!r}])
+            host.start()
+            print(json.dumps(host.worker_pids("p") + host.worker_pids("q")), flush=True)
+            time.sleep(1000)
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        try:
+            workers = json.loads(proc.stdout.readline())
+            family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+            assert len(workers) == 2 and int(pid_file.read_text()) in family
+            proc.kill()
+            proc.wait()
+            try:
+                wait_for(lambda: all(gone(pid) for pid in family), what="every descendant to die")
+            except AssertionError:
+                left = [(p, psutil.Process(p).name()) for p in family if not gone(p)]
+                raise AssertionError(f"left alive: {left}; workers {workers}") from None
+        finally:
+            proc.kill()
+            proc.stdout.close()
+
+
+class TestCallsNeverRaise:
+    def test_bad_arguments_and_bad_values_each_get_a_record(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("echo", ECHO)
+        host = plugwarden_host()
+        deep: dict = {}
+        for _ in range(5000):
+            deep = {"d": deep}
+        cyclic: list = []
+        cyclic.append(cyclic)
+        for args, error_type in [
+            ({"f": lambda: 1}, ErrorType.INVALID_ARGUMENTS),
+            (deep, ErrorType.INVALID_ARGUMENTS),
+            ({"c": cyclic}, ErrorType.RESULT_NOT_SERIALIZABLE),
+            ({"x": float("nan")}, ErrorType.RESULT_NOT_SERIALIZABLE),
+            ("not a dict", ErrorType.INVALID_ARGUMENTS),
+        ]:
+            result = host.call("echo", "t", args)
+            assert not result.ok and result.error_type == error_type, (args, result)
+        status = host.status("echo")
+        assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
+
+    def test_an_inline_exception_whose_str_raises_is_still_a_record(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        body = (
+            "class Nasty(Exception):\n    def __str__(self):\n        raise RuntimeError\n"
+            "raise Nasty"
+        )
+        plugwarden_plugin("nasty", plugin_source(body))
+        host = plugwarden_host({"plugins": {"nasty": {"isolation": "inline"}}})
+        result = host.call("nasty", "t", {})
+        assert result.error_type == "Nasty" and "could not be read" in result.error
+
+    def test_calls_racing_restarts_and_close_all_return_records(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("echo", ECHO, manifest={"guards": {"workers": 2}})
+        host = plugwarden_host()
+        raised, results = [], []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    results.append(host.call("echo", "t", {}))
+                except BaseException as exc:
+                    raised.append(exc)
+
+        callers = [threading.Thread(target=hammer) for _ in range(4)]
+        for caller in callers:
+            caller.start()
+        try:
+            for _ in range(10):
+                host.restart("echo")
+        finally:
+            host.close()
+            stop.set()
+            for caller in callers:
+                caller.join(30)
+        assert raised == [], "".join(traceback.format_exception(raised[0])[-4:])
+        assert {r.error_type for r in results} <= {
+            None,
+            ErrorType.RESTARTED,
+            ErrorType.CLOSED,
+            ErrorType.PLUGIN_NOT_AVAILABLE,
+        }
+        assert host.status("echo").in_flight == 0
+
+    @pytest.mark.parametrize("value", ["nan", "inf"])
+    def test_config_and_manifest_refuse_nan_and_inf(
+        self, plugwarden_plugin, plugwarden_host, value
+    ):
+        from plugwarden import ConfigError, HostConfig
+
+        with pytest.raises(ConfigError) as info:
+            HostConfig.from_dict({"defaults": {"timeout_s": float(value)}})
+        assert info.value.key == "defaults.timeout_s"
+        plugwarden_plugin("p", ECHO, manifest=f"[guards]\ntimeout_s = {value}\n")
+        host = plugwarden_host(NO_RESTART)
+        status = host.status("p")
+        assert status.state is State.FAILED and "guards.timeout_s" in status.reason
+
+
+class TestOnlyTheOperatorTrusts:
+    def test_a_manifest_cannot_make_its_plugin_inline(self, plugwarden_plugin, plugwarden_host):
+        plugwarden_plugin(
+            "sneaky",
+            plugin_source("import os\nreturn os.getpid()"),
+            manifest={"guards": {"isolation": "inline"}},
+        )
+        host = plugwarden_host()
+        status = host.status("sneaky")
+        assert status.info.isolation == "process" and host.worker_pids("sneaky")
+        assert host.call("sneaky", "t", {}).result != os.getpid()
+        assert any("ignored" in t.reason and "inline" in t.reason for t in status.history)
+
+    def test_the_operator_can_and_inline_calls_get_a_copy_of_their_args(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("mutator", plugin_source("args['items'].append('theirs')\nreturn 1"))
+        host = plugwarden_host({"plugins": {"mutator": {"isolation": "inline"}}})
+        mine = {"items": ["mine"]}
+        assert host.call("mutator", "t", mine).ok
+        assert mine == {"items": ["mine"]}
+
+
+class TestNames:
+    @pytest.mark.parametrize("name", ["has space", "a/b", "caf\u00e9", "-dash", "x" * 101])
+    def test_a_name_that_cannot_be_a_url_segment_is_refused(
+        self, plugwarden_plugin, plugwarden_host, name
+    ):
+        plugwarden_plugin(name, ECHO, module="oddly_named_plugin")
+        host = plugwarden_host()
+        status = host.status(name)
+        assert status.state is State.FAILED and "cannot be addressed in a URL" in status.reason
+        assert host.call(name, "t", {}).error_type == ErrorType.UNKNOWN_PLUGIN

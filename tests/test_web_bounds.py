@@ -1,0 +1,117 @@
+"""HTTP input and output bounds (issue 9): hostile bodies get a 4xx, big
+results and reports are capped, idle connections are closed."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from plugwarden import State
+from tests.conftest import ECHO, plugin_source, wait_for
+
+TOKEN = "bounds-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def server(plugwarden_plugin, plugwarden_server):
+    plugwarden_plugin("echo", ECHO)
+    plugwarden_plugin(
+        "big",
+        plugin_source("return 'x' * args['n']"),
+        manifest={"guards": {"max_result_bytes": 1_000_000}},
+    )
+    plugwarden_plugin(
+        "chatty",
+        ECHO + "\n@hookimpl\ndef health():\n    return {'blob': 'x' * 100_000}\n",
+    )
+    return plugwarden_server({"server": {"token": TOKEN, "idle_timeout_s": 0.5}})
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+class TestHostileBodies:
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            ("NaN", "NaN is not JSON"),
+            ("Infinity", "Infinity is not JSON"),
+            ("-Infinity", "-Infinity is not JSON"),
+            ("1e400", "out of range"),
+            ("1" * 5000, "digits"),
+            (deep(5000), "nests deeper"),
+            (deep(200), "nests deeper"),
+        ],
+        ids=["nan", "infinity", "minus-infinity", "1e400", "5000-digits", "deep-5000", "deep-200"],
+    )
+    def test_valid_looking_json_that_is_not_sane_is_a_400(self, server, args, says):
+        body = '{"tool": "t", "args": {"x": ' + args + "}}"
+        answer = httpx.post(f"{server.url}/v1/plugins/echo/run", content=body, headers=AUTH)
+        assert answer.status_code == 400
+        assert answer.json()["error_type"] == "InvalidJSON" and says in answer.json()["error"]
+        status = server.host.status("echo")
+        assert status.state is State.INITIALIZED and status.metrics["error_count"] == 0
+
+    def test_a_body_over_the_limit_gets_a_413_the_client_can_read(self, server):
+        body = b'{"tool": "t", "args": {"x": "' + b"x" * (20 * 2**20) + b'"}}'
+        answer = httpx.post(
+            f"{server.url}/v1/plugins/echo/run", content=body, headers=AUTH, timeout=60
+        )
+        assert answer.status_code == 413
+        assert answer.json()["error_type"] == "PayloadTooLarge"
+
+
+class TestBigOutputs:
+    def test_a_result_past_max_result_bytes_fails_the_call_not_the_plugin(self, server):
+        answer = httpx.post(
+            f"{server.url}/v1/plugins/big/run",
+            json={"tool": "t", "args": {"n": 2_000_000}},
+            headers=AUTH,
+            timeout=60,
+        )
+        record = answer.json()
+        assert answer.status_code == 200 and record["ok"] is False
+        assert record["error_type"] == "ResultTooLarge" and "1000000-byte cap" in record["error"]
+        assert server.host.status("big").state is State.INITIALIZED
+        small = httpx.post(
+            f"{server.url}/v1/plugins/big/run", json={"tool": "t", "args": {"n": 10}}, headers=AUTH
+        )
+        assert small.json()["result"] == "x" * 10
+
+    def test_a_huge_health_report_is_dropped_from_the_record(self, server):
+        server.host.check_health("chatty")
+        listed = {p["name"]: p for p in httpx.get(f"{server.url}/v1/plugins").json()}
+        health = listed["chatty"]["health"]
+        assert health["ok"] is True and health["report"] is None
+        assert "over the 16384-byte cap" in health["report_dropped"]
+
+
+class TestConnections:
+    def test_a_connection_that_sends_nothing_is_closed(self, server):
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:
+            assert idle.recv(1) == b""  # closed by the server, not by our timeout
+
+    def test_a_slowloris_is_closed_though_it_keeps_sending(self, server):
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=0.05) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+            deadline = time.monotonic() + 30
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                try:
+                    slow.sendall(b"X")  # one more header byte, never the end
+                    closed = slow.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+            assert closed
+
+    def test_the_server_still_answers_after_the_attacks(self, server):
+        wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, what="healthz")
