@@ -93,10 +93,12 @@ class Calls:
                 str(UnknownPlugin(name, self.registry.names())), ErrorType.UNKNOWN_PLUGIN
             )
         if self.refusing is not None:
-            return CallResult.failure(
-                "The server is shutting down: no new calls. Retry against another instance.",
-                self.refusing,
+            why = (
+                "The server is shutting down: no new calls. Retry against another instance."
+                if self.refusing == ErrorType.SHUTTING_DOWN
+                else "The host is closed: no new calls."
             )
+            return CallResult.failure(why, self.refusing)
         if not isinstance(tool, str) or not tool:
             return CallResult.failure(
                 "tool must be a non-empty string", ErrorType.INVALID_ARGUMENTS

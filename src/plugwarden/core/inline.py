@@ -253,7 +253,7 @@ class InlineRunner:
             self.source.search_path,
         )
         if not task.wait(self.limits.load_timeout_s):
-            raise LoadError(timeout_reason("import", self.limits.load_timeout_s), "Timeout")
+            raise LoadError(timeout_reason("import", self.limits.load_timeout_s), ErrorType.TIMEOUT)
         if isinstance(task.error, LoadError):
             raise task.error
         if task.error is not None or task.guard is not None:

@@ -151,7 +151,9 @@ class ProcessRunner:
             worker, "load", (*request, limits.max_result_bytes), "import", limits.load_timeout_s
         )
         if isinstance(reply, CallResult):
-            raise LoadError(reply.error or "import failed", reply.error_type or "ImportFailed")
+            raise LoadError(
+                reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
+            )
         if reply["kind"] != "loaded":
             self._discard(worker)
             reason = reply.get("reason")
