@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from plugwarden.exceptions import PlugwardenError
+
 __all__ = ["HealthPoller"]
 
 log = logging.getLogger("plugwarden.health")
@@ -57,6 +59,8 @@ class HealthPoller:
     def _one(self, name: str) -> None:
         try:
             self._check(name)
+        except PlugwardenError as exc:  # the registry busy: the next round will do
+            log.warning("health check of %r skipped: %s", name, exc)
         # A health round must never end the poller.
         except Exception:
             log.exception("health check of %r failed", name)

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import PlugwardenError
 from plugwarden.web.app import create_app
 
 __all__ = ["DrainingServer", "GuardedH11Protocol", "build", "serve", "uvicorn_config"]
@@ -95,7 +96,10 @@ def build(host: Host, config: HostConfig) -> Starlette:
         def start() -> None:
             host.start()
             host.start_health_checks()
-            log.info("plugwarden: %d plugins started", len(host.registry.names()))
+            try:
+                log.info("plugwarden: %d plugins started", len(host.registry.names()))
+            except PlugwardenError as exc:  # the registry busy: the count can wait
+                log.info("plugwarden: plugins started (%s)", exc)
 
         starter = threading.Thread(target=start, name="plugwarden-start", daemon=True)
         starter.start()
