@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,16 +12,32 @@ import pytest
 
 from tests.conftest import ECHO
 
+TOKEN = "cli-test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
 
 @pytest.fixture
 def cli(plugwarden_plugin, plugwarden_site, tmp_path):
     plugwarden_plugin("good", ECHO, manifest={"tools": {"echo": "echo"}, "version": "1.2.3"})
     plugwarden_plugin("bad", "raise RuntimeError('weights missing [see docs]')\n")
 
-    def run(*args: str, config: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, config: str | None = None, url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         if config is not None:
             (tmp_path / "plugwarden.toml").write_text(config)
-        env = {**os.environ, "PYTHONPATH": str(plugwarden_site), "COLUMNS": "200"}
+        # Never the machine's own server: nothing listens at a port just freed.
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(plugwarden_site),
+            "COLUMNS": "200",
+            "PLUGWARDEN_URL": url or f"http://127.0.0.1:{free_port()}",
+        }
         return subprocess.run(
             [sys.executable, "-m", "plugwarden", *args],
             cwd=tmp_path,
@@ -36,47 +53,47 @@ def cli(plugwarden_plugin, plugwarden_site, tmp_path):
 
 class TestList:
     def test_text_lists_every_plugin_with_state_and_reason(self, cli):
-        done = cli("list")
+        done = cli("list", "--local")
         assert done.returncode == 1  # a plugin is FAILED: not all is well
         assert "good" in done.stdout and "INITIALIZED" in done.stdout
         assert "bad" in done.stdout and "FAILED" in done.stdout
         assert "RuntimeError: weights missing [see docs]" in done.stdout
 
     def test_json(self, cli):
-        done = cli("list", "--json")
+        done = cli("list", "--json", "--local")
         plugins = {p["name"]: p for p in json.loads(done.stdout)}
         assert plugins["good"]["state"] == "INITIALIZED"
         assert plugins["good"]["version"] == "1.2.3"
         assert plugins["bad"]["state"] == "FAILED"
 
     def test_all_well_exits_zero(self, cli):
-        done = cli("list", config="[plugins.bad]\nenabled = false\n")
+        done = cli("list", "--local", config="[plugins.bad]\nenabled = false\n")
         assert done.returncode == 0, done.stdout
 
 
 class TestOneShotCommands:
     def test_run_prints_the_result(self, cli):
-        done = cli("run", "good", "echo", "--args", '{"n": 1}', "--json")
+        done = cli("run", "good", "echo", "--args", '{"n": 1}', "--json", "--local")
         assert done.returncode == 0
         assert json.loads(done.stdout)["result"] == {"tool": "echo", "args": {"n": 1}}
 
     def test_run_of_failed_plugin_exits_one_with_the_reason(self, cli):
-        done = cli("run", "bad", "x")
+        done = cli("run", "bad", "x", "--local")
         assert done.returncode == 1
         assert "PluginNotAvailable" in done.stdout and "weights missing" in done.stdout
 
     def test_health_and_restart(self, cli):
-        health = cli("health", "good", "--json")
+        health = cli("health", "good", "--json", "--local")
         assert health.returncode == 0
         assert json.loads(health.stdout)["state"] == "INITIALIZED"
-        restart = cli("restart", "bad", "--json")
+        restart = cli("restart", "bad", "--json", "--local")
         assert restart.returncode == 1
         assert json.loads(restart.stdout)["state"] == "FAILED"
 
     @pytest.mark.parametrize(
         ("args", "message"),
         [
-            (("health", "ghost"), "Unknown plugin 'ghost'"),
+            (("health", "ghost", "--local"), "Unknown plugin 'ghost'"),
             (("run", "good", "echo", "--args", "{bad"), "--args is not valid JSON"),
             (("run", "good", "echo", "--args", "[1]"), "--args must be a JSON object"),
         ],
@@ -88,9 +105,59 @@ class TestOneShotCommands:
         assert "Traceback" not in done.stderr
 
     def test_malformed_config_names_the_key(self, cli):
-        done = cli("list", config="[defaults]\ntimeout_s = 'soon'\n")
+        done = cli("list", "--local", config="[defaults]\ntimeout_s = 'soon'\n")
         assert done.returncode == 2
         assert "defaults.timeout_s" in done.stderr
+
+
+class TestRemote:
+    """The commands talk to the running server (a real uvicorn on loopback)."""
+
+    @pytest.fixture
+    def served(self, cli, plugwarden_server):
+        return plugwarden_server({"server": {"token": TOKEN}})
+
+    def test_list_shows_what_happened_inside_the_server(self, cli, served):
+        for _ in range(3):
+            served.host.call("good", "echo", {})
+        done = cli("list", "--json", url=served.url)
+        records = {r["name"]: r for r in json.loads(done.stdout)}
+        assert records["good"]["success_count"] == 3  # a fresh host would say 0
+        assert done.returncode == 1  # 'bad' is FAILED
+
+    def test_restart_restarts_the_servers_plugin(self, cli, served):
+        before = served.host.status("good").generation
+        done = cli("restart", "good", "--json", "--token", TOKEN, url=served.url)
+        assert done.returncode == 0, done.stderr
+        assert served.host.status("good").generation == before + 1
+        assert json.loads(done.stdout)["state"] == "INITIALIZED"
+
+    def test_run_over_http_and_a_missing_token_is_a_clear_error(self, cli, served):
+        done = cli("run", "good", "echo", "--args", '{"n": 2}', "--token", TOKEN, url=served.url)
+        assert done.returncode == 0 and '"n": 2' in done.stdout
+        refused = cli("run", "good", "echo", url=served.url)
+        assert refused.returncode == 2 and "Missing bearer token" in refused.stderr
+
+    def test_health_shows_the_whole_record_with_its_history(self, cli, served):
+        served.host.call("good", "echo", {})
+        done = cli("health", "good", url=served.url)
+        assert done.returncode == 0
+        for part in ("state", "tools", "echo", "guard trips", "calls", "1 ok", "History of good"):
+            assert part in done.stdout, part
+        assert "worker memory" in done.stdout and "MB resident" in done.stdout
+        assert "s ago" in done.stdout and "INITIALIZED" in done.stdout
+
+    def test_no_server_is_a_clear_message_and_a_non_zero_exit(self, cli):
+        done = cli("list")
+        assert done.returncode == 2
+        assert "No plugwarden server answers at http://127.0.0.1:" in done.stderr
+        assert "--local" in done.stderr and "Traceback" not in done.stderr
+
+    def test_version(self, cli):
+        from plugwarden import __version__
+
+        done = cli("--version")
+        assert done.returncode == 0 and done.stdout.strip() == f"plugwarden {__version__}"
 
 
 class TestDoctor:
@@ -104,7 +171,35 @@ class TestDoctor:
 
     def test_json(self, cli):
         report = json.loads(cli("doctor", "--json").stdout)
-        assert set(report) == {"python", "platform", "config", "containment", "gpu", "plugins"}
+        assert set(report) == {
+            "python",
+            "platform",
+            "config",
+            "containment",
+            "gpu",
+            "plugins_from",
+            "plugins",
+        }
+        assert report["plugins_from"].startswith("a one-shot host here (no server answers")
         assert report["containment"]["level"] in ("pid-namespace", "subreaper")
         assert {"pci_devices", "nvml", "torch", "verdict"} <= set(report["gpu"])
         assert {p["name"] for p in report["plugins"]} >= {"good", "bad"}
+
+
+class TestDoctorAlarms:
+    def test_no_gpu_alarms_only_when_a_plugin_needs_one(self, cli, plugwarden_plugin):
+        calm = json.loads(cli("doctor", "--json").stdout)["gpu"]
+        if calm["verdict"]["ok"]:
+            pytest.skip("this machine has a usable GPU")
+        assert calm["needed_by"] == [] and "no plugin needs a GPU" in calm["verdict"]["reason"]
+        plugwarden_plugin("vision", ECHO, manifest={"requires_gpu": True})
+        alarmed = json.loads(cli("doctor", "--json").stdout)["gpu"]
+        assert alarmed["needed_by"] == ["vision"]
+        assert "no plugin needs a GPU" not in alarmed["verdict"]["reason"]
+
+    def test_doctor_reports_the_running_servers_plugins(self, cli, plugwarden_server):
+        served = plugwarden_server()
+        served.host.call("good", "echo", {})
+        report = json.loads(cli("doctor", "--json", url=served.url).stdout)
+        assert report["plugins_from"] == f"the server at {served.url}"
+        assert {p["name"]: p for p in report["plugins"]}["good"]["success_count"] == 1

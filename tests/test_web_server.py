@@ -207,3 +207,59 @@ class TestDrain:
         assert answer.status_code == 503 and answer.json()["error_type"] == "ShuttingDown"
         wait_for(lambda: all(gone(pid) for pid in server.family), what="every child to exit")
         assert "Traceback" not in server.output()
+
+
+class TestServeRoughEdges:
+    def test_a_busy_port_is_one_clear_error_and_exit_two(self, tmp_path):
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            done = subprocess.run(
+                [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert done.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+        assert "Address already in use" in done.stderr
+        assert "startup complete" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+
+    @pytest.mark.parametrize("token", ["change-me", "short-token"])
+    def test_a_weak_token_is_warned_about(self, tmp_path, token):
+        (tmp_path / "plugwarden.toml").write_text(f'[server]\ntoken = "{token}"\n')
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
+        try:
+            wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the server")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            output = proc.stdout.read().decode()
+            proc.stdout.close()
+        assert "anyone who guesses it can run and restart plugins" in output
+
+    def test_a_config_error_names_the_file_without_placeholders(self, tmp_path):
+        (tmp_path / "plugwarden.toml").write_text("[server\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "plugwarden", "list", "--local"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert "plugwarden.toml: is not valid TOML" in done.stderr and "<" not in done.stderr

@@ -18,21 +18,26 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from plugwarden import __version__
 from plugwarden.config import HostConfig
-from plugwarden.console import STATE_STYLES, all_well
-from plugwarden.core.host import Host
-from plugwarden.core.registry import PluginStatus
+from plugwarden.console import STATE_STYLES, all_well, well
 from plugwarden.exceptions import PlugwardenError
+from plugwarden.record import print_record
+from plugwarden.remote import URL_ENV, LocalHost, RemoteHost, server_url
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_NOT_WELL, EXIT_USAGE = 0, 1, 2
 
 
+REMOTE_COMMANDS = ("list", "health", "run", "restart")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugwarden", description="A crash-proof plugin host for Python."
     )
+    parser.add_argument("--version", action="version", version=f"plugwarden {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -44,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         if json_flag:
             sub.add_argument("--json", action="store_true", help="print JSON for machines")
+        if name in REMOTE_COMMANDS:
+            sub.add_argument(
+                "--url",
+                help=f"the running server (default: ${URL_ENV}, else the config's [server])",
+            )
+            sub.add_argument(
+                "--token", help="bearer token (default: $PLUGWARDEN_TOKEN, else the config's)"
+            )
+            sub.add_argument(
+                "--local",
+                action="store_true",
+                help="no server: start a one-shot host in this process instead",
+            )
         return sub
 
     serve = command(
@@ -51,9 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default from config: 8765)")
-    command("list", "List every plugin with its state and reason.")
-    command("health", "Show one plugin's health record.").add_argument("name")
-    run = command("run", "Run a tool of a plugin.")
+    command("list", "List every plugin of the running server with its state and reason.")
+    command("health", "Show one plugin's whole record, with its history.").add_argument("name")
+    run = command("run", "Run a tool of a plugin on the running server.")
     run.add_argument("name")
     run.add_argument("tool")
     run.add_argument(
@@ -62,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="the tool's arguments as a JSON object (default {})",
     )
-    command("restart", "Restart a plugin: rerun its whole pipeline.").add_argument("name")
-    command("doctor", "Explain the GPU, driver, CUDA and every plugin's state.")
+    restart = command("restart", "Restart a plugin of the running server: its pipeline again.")
+    restart.add_argument("name")
+    command("doctor", "Explain the GPU, driver, CUDA, containment and every plugin's state.")
     return parser
 
 
@@ -86,51 +105,64 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _status_table(statuses: list[PluginStatus], title: str = "Plugins") -> Table:
+def _plugins(args: argparse.Namespace, config: HostConfig) -> RemoteHost | LocalHost:
+    """Where the command's plugins are: the running server, or (--local) here."""
+    if args.local:
+        return LocalHost(config)
+    return RemoteHost(server_url(config, args.url), args.token or config.server.token)
+
+
+def _state(record: dict[str, Any]) -> str:
+    style = STATE_STYLES.get(str(record.get("state")), "")
+    return f"[{style}]{escape(str(record.get('state')))}[/{style}]"
+
+
+def _status_table(records: list[dict[str, Any]], title: str = "Plugins") -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("plugin", "state", "version", "calls ok/err", "reason"):
         table.add_column(column, overflow="fold")
-    for status in sorted(statuses, key=lambda s: s.name):
-        style = STATE_STYLES.get(status.state, "")
-        metrics = status.metrics
+    for record in sorted(records, key=lambda r: str(r.get("name"))):
+        health = "" if record.get("healthy", True) else " [red](unhealthy)[/red]"
         table.add_row(
-            escape(status.name),
-            f"[{style}]{status.state.value}[/{style}]",
-            escape(status.info.version),
-            f"{metrics['success_count']}/{metrics['error_count']}",
-            escape(status.reason),  # reasons quote config keys like [plugins.x]
+            escape(str(record.get("name"))),
+            _state(record) + health,
+            escape(str(record.get("version", ""))),
+            f"{record.get('success_count', 0)}/{record.get('error_count', 0)}",
+            escape(str(record.get("reason", ""))),  # reasons quote config keys like [plugins.x]
         )
     return table
 
 
 def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    with Host(config) as host:
-        statuses = host.statuses()
+    with _plugins(args, config) as plugins:
+        records = plugins.records()
     if args.json:
-        _emit_json([s.to_dict(history=False) for s in statuses])
-    elif statuses:
-        console.print(_status_table(statuses))
+        _emit_json(records)
+    elif records:
+        console.print(_status_table(records))
     else:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
-    return EXIT_OK if all_well(statuses, config) else EXIT_NOT_WELL
-
-
-def _print_status(status: PluginStatus, console: Console, as_json: bool) -> int:
-    if as_json:
-        _emit_json(status.to_dict())
-    else:
-        console.print(_status_table([status], title=f"Plugin {status.name}"))
-    return EXIT_OK if status.available else EXIT_NOT_WELL
+    return EXIT_OK if all_well(records) else EXIT_NOT_WELL
 
 
 def _cmd_health(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    with Host(config) as host:
-        return _print_status(host.status(args.name), console, args.json)
+    with _plugins(args, config) as plugins:
+        record = plugins.record(args.name)
+    if args.json:
+        _emit_json(record)
+    else:
+        print_record(record, console)
+    return EXIT_OK if well(record) else EXIT_NOT_WELL
 
 
 def _cmd_restart(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    with Host(config) as host:
-        return _print_status(host.restart(args.name), console, args.json)
+    with _plugins(args, config) as plugins:
+        record = plugins.restart(args.name)
+    if args.json:
+        _emit_json(record)
+    else:
+        print_record(record, console)
+    return EXIT_OK if well(record) else EXIT_NOT_WELL
 
 
 def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
@@ -140,19 +172,19 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
         raise ValueError(f"--args is not valid JSON: {exc}") from exc
     if not isinstance(tool_args, dict):
         raise ValueError('--args must be a JSON object, like \'{"text": "hi"}\'')
-    with Host(config) as host:
-        host.status(args.name)  # an unknown name is a usage error, not a failed call
-        result = host.call(args.name, args.tool, tool_args)
+    with _plugins(args, config) as plugins:
+        result = plugins.run(args.name, args.tool, tool_args)
     if args.json:
-        _emit_json(result.to_dict())
-    elif result.ok:
-        console.print_json(json.dumps(result.result))
+        _emit_json(result)
+    elif result.get("ok"):
+        console.print_json(json.dumps(result.get("result")))
     else:
         console.print(
-            f"[red]{escape(str(result.error_type))}:[/red] {escape(str(result.error))}",
+            f"[red]{escape(str(result.get('error_type')))}:[/red] "
+            f"{escape(str(result.get('error')))}",
             highlight=False,
         )
-    return EXIT_OK if result.ok else EXIT_NOT_WELL
+    return EXIT_OK if result.get("ok") else EXIT_NOT_WELL
 
 
 def _cmd_serve(args: argparse.Namespace, config: HostConfig, console: Console) -> int:

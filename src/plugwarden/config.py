@@ -86,11 +86,11 @@ class HostConfig:
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(file), "<file>", f"cannot be read ({exc})") from exc
+            raise ConfigError(str(file), None, f"cannot be read ({exc})") from exc
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(file), "<file>", f"not valid TOML ({exc})") from exc
+            raise ConfigError(str(file), None, f"is not valid TOML ({exc})") from exc
         return cls.from_dict(data, source=str(file)).with_env()
 
     @classmethod
@@ -121,7 +121,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: str | None, message: str) -> ConfigError:
         return ConfigError(self.source, key, message)
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class _Parser:
 
     def config(self, data: Mapping[str, Any]) -> HostConfig:
         if not isinstance(data, Mapping):
-            raise self.error("<root>", "expected a table")
+            raise self.error(None, "expected a table")
         for key in data:
             if key not in ("defaults", "plugins", "server"):
                 raise self.error(

@@ -1,22 +1,28 @@
-"""What the CLI and ``doctor`` share: state colours and the all-well test."""
+"""What the CLI and ``doctor`` share: state colours and the all-well test,
+on plugin records as plain dicts (from a local host or a server's JSON)."""
 
 from __future__ import annotations
 
-from plugwarden.config import HostConfig
-from plugwarden.core.lifecycle import State
-from plugwarden.core.registry import PluginStatus
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["STATE_STYLES", "all_well"]
+__all__ = ["AVAILABLE", "STATE_STYLES", "all_well", "well"]
 
 STATE_STYLES = {
-    State.INITIALIZED: "green",
-    State.RUNNING: "cyan",
-    State.LOADED: "yellow",
-    State.FAILED: "bold red",
-    State.UNAVAILABLE: "magenta",
+    "INITIALIZED": "green",
+    "RUNNING": "cyan",
+    "LOADED": "yellow",
+    "FAILED": "bold red",
+    "UNAVAILABLE": "magenta",
 }
+AVAILABLE = frozenset({"INITIALIZED", "RUNNING"})
 
 
-def all_well(statuses: list[PluginStatus], config: HostConfig) -> bool:
+def well(record: Mapping[str, Any]) -> bool:
+    """Available, or switched off on purpose by the operator."""
+    return record.get("state") in AVAILABLE or record.get("enabled") is False
+
+
+def all_well(records: Iterable[Mapping[str, Any]]) -> bool:
     """Every plugin the config enables is available."""
-    return all(s.available or not config.plugin(s.name).enabled for s in statuses)
+    return all(well(record) for record in records)

@@ -24,6 +24,7 @@ from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.core.containment import LEVELS
 from plugwarden.core.gpu import GpuProbe, decide, run_probe
 from plugwarden.core.host import Host
+from plugwarden.remote import RemoteHost, ServerError, ServerUnreachable, server_url
 
 __all__ = ["containment_level", "doctor", "gpu_lines"]
 
@@ -75,27 +76,44 @@ def containment_level() -> str:
     return level if level in LEVELS else "unknown"
 
 
+def plugin_records(config: HostConfig) -> tuple[list[dict[str, Any]], str]:
+    """The running server's plugins if one answers, else a one-shot host's;
+    and where they came from."""
+    url = server_url(config)
+    try:
+        with RemoteHost(url, config.server.token, timeout_s=10) as server:
+            return server.records(), f"the server at {url}"
+    except (ServerUnreachable, ServerError):
+        pass
+    with Host(config) as host:
+        records = [status.to_dict() for status in host.statuses()]
+    return records, f"a one-shot host here (no server answers at {url})"
+
+
 def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> int:
     probe = run_probe(with_torch=True)
     problem = decide(probe)
+    level = containment_level()
+    contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
+    records, source = plugin_records(config)
+    needs_gpu = [str(r["name"]) for r in records if r.get("requires_gpu")]
     verdict = (
         {"ok": True, "state": None, "reason": "GPU plugins can run here."}
         if problem is None
         else {"ok": False, "state": problem.state.value, "reason": problem.reason}
     )
-    level = containment_level()
-    contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
-    with Host(config) as host:
-        statuses = host.statuses()
-    well = all_well(statuses, config)
+    if problem is not None and not needs_gpu:
+        verdict["reason"] = f"{problem.reason.split('. ')[0]}: fine, no plugin needs a GPU."
+    well = all_well(records)
     if as_json:
         report: dict[str, Any] = {
             "python": {"version": platform.python_version(), "executable": sys.executable},
             "platform": platform.platform(),
             "config": config.source,
             "containment": contained,
-            "gpu": {**probe.to_dict(), "verdict": verdict},
-            "plugins": [s.to_dict() for s in statuses],
+            "gpu": {**probe.to_dict(), "verdict": verdict, "needed_by": needs_gpu},
+            "plugins_from": source,
+            "plugins": records,
         }
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return 0 if well else 1
@@ -107,24 +125,33 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     gpu = Table.grid(padding=(0, 2))
     for what, finding in gpu_lines(probe):
         gpu.add_row(f"[bold]{what}[/bold]", escape(finding))
-    colour = "green" if verdict["ok"] else ("red" if verdict["state"] == "FAILED" else "magenta")
+    if verdict["ok"]:
+        colour = "green"
+    elif not needs_gpu:
+        colour = "dim"
+    else:
+        colour = "red" if verdict["state"] == "FAILED" else "magenta"
     gpu.add_row("[bold]verdict[/bold]", f"[{colour}]{escape(str(verdict['reason']))}[/{colour}]")
+    if needs_gpu:
+        gpu.add_row("[bold]needed by[/bold]", escape(", ".join(needs_gpu)))
     console.print(Panel(gpu, title="GPU, driver, CUDA", title_align="left"))
     colour = "green" if level == "pid-namespace" else "yellow"
     console.print(
         f"[bold]containment[/bold] [{colour}]{level}[/{colour}]: {escape(contained['meaning'])}",
         highlight=False,
     )
-    if not statuses:
+    if not records:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
         return 0
-    table = Table(title="Plugins", title_justify="left", show_lines=True)
+    table = Table(title=f"Plugins of {escape(source)}", title_justify="left", show_lines=True)
     for column in ("plugin", "state", "reason and fix"):
         table.add_column(column, overflow="fold")
-    for status in sorted(statuses, key=lambda s: s.name):
-        style = STATE_STYLES.get(status.state, "")
+    for record in sorted(records, key=lambda r: str(r.get("name"))):
+        style = STATE_STYLES.get(str(record.get("state")), "")
         table.add_row(
-            escape(status.name), f"[{style}]{status.state.value}[/{style}]", escape(status.reason)
+            escape(str(record.get("name"))),
+            f"[{style}]{escape(str(record.get('state')))}[/{style}]",
+            escape(str(record.get("reason", ""))),
         )
     console.print(table)
     if not well:

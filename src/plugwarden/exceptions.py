@@ -19,13 +19,14 @@ class PlugwardenError(Exception):
 
 
 class ConfigError(PlugwardenError):
-    """The host config is malformed; ``key`` names the offending key."""
+    """The host config is malformed; ``key`` names the offending key (None:
+    the file as a whole)."""
 
-    def __init__(self, source: str, key: str, message: str) -> None:
+    def __init__(self, source: str, key: str | None, message: str) -> None:
         self.source = source
         self.key = key
         self.message = message
-        super().__init__(f"{source}: {key}: {message}")
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
 
 class ManifestError(PlugwardenError):

@@ -144,4 +144,6 @@ class Pipeline:
             distribution=source.origin,
             isolation=self.slot.limits.isolation,
             tools=tuple(manifest.tools),
+            enabled=self.config.plugin(self.name).enabled,
+            requires_gpu=manifest.requires_gpu,
         )

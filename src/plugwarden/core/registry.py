@@ -35,6 +35,8 @@ class PluginInfo:
     distribution: str = ""
     isolation: str = ""
     tools: tuple[str, ...] = ()
+    enabled: bool = True  # False: the operator's config disables it
+    requires_gpu: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class PluginStatus:
                 "version": self.info.version,
                 "distribution": self.info.distribution,
                 "isolation": self.info.isolation,
+                "enabled": self.info.enabled,
+                "requires_gpu": self.info.requires_gpu,
                 "tools": list(self.info.tools),
                 "in_flight": self.in_flight,
                 **self.counters,

@@ -90,7 +90,12 @@ def create_app(
             status = await _read(host.registry.status, name)
         except UnknownPlugin as exc:
             return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
-        return Response(status.to_json(), media_type="application/json")
+        if request.url.path.endswith("/health"):  # what probes poll: cached bytes only
+            return Response(status.to_json(), media_type="application/json")
+        # The full record also carries the workers' memory, read now (/proc).
+        memory = await run_in_threadpool(host.resident_bytes, name)
+        body = status.to_json()[:-1] + f',"worker_resident_bytes":{_encode(memory)}}}'
+        return Response(body, media_type="application/json")
 
     async def run(request: Request) -> Response:
         denied = _authorise(request, token)

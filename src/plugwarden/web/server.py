@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import AsyncIterator
 from types import FrameType
@@ -28,7 +29,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import PlugwardenError
+from plugwarden.exceptions import ConfigError, PlugwardenError
 from plugwarden.web.app import create_app
 
 __all__ = ["DrainingServer", "GuardedH11Protocol", "build", "serve", "uvicorn_config"]
@@ -153,17 +154,49 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+SAMPLE_TOKENS = frozenset({"change-me"})  # the README's example
+MIN_TOKEN_LENGTH = 16
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is one clear
+    error before anything starts (uvicorn would report it after startup)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(
+            "serve",
+            None,
+            f"cannot listen on {host}:{port} ({exc.strerror}). Stop what holds the port, or "
+            "choose another with --port or [server] port.",
+        ) from None
+    listener.listen(2048)
+    return listener
+
+
 def serve(config: HostConfig, host: str | None = None, port: int | None = None) -> int:
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    listener = _listen(bind_host, bind_port)
+    token = config.server.token
+    if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
+        log.warning(
+            "The [server] token is %s: anyone who guesses it can run and restart plugins. "
+            "Use a random one, e.g. python -c 'import secrets; print(secrets.token_urlsafe())'",
+            "the README's sample"
+            if token in SAMPLE_TOKENS
+            else f"under {MIN_TOKEN_LENGTH} characters",
+        )
     plugin_host = Host(config)
     server = DrainingServer(
         uvicorn_config(
             build(plugin_host, config),
             config,
-            host=bind_host,
-            port=bind_port,
             log_level="info",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             lifespan="on",
@@ -171,7 +204,7 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
         plugin_host,
         config.server.drain_timeout_s,
     )
-    server.run()
+    server.run(sockets=[listener])
     if not server.started:
         return 1
     log.info(
