@@ -50,7 +50,9 @@ class TestStart:
         status = host.status("p")
         assert status.state is State.FAILED
         assert status.reason == (
-            "init() failed with KeyError: 'api_key'. Fix the plugin, then restart it."
+            "init() failed with KeyError: 'api_key'. The traceback is in the host's log. Fix what "
+            "it reports (a setting in the plugin's config table, a model file, or the plugin's "
+            "code), then restart it."
         )
 
     @pytest.mark.parametrize(

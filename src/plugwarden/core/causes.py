@@ -7,7 +7,12 @@ import re
 from plugwarden.core.packages import pip_name
 from plugwarden.core.result import describe
 
-__all__ = ["import_failure_reason"]
+__all__ = ["REINSTALL", "SEE_LOG", "import_failure_reason", "missing_attribute_reason"]
+
+# What an author-side fix ends with: the installed copy is what runs.
+REINSTALL = "rebuild and reinstall the plugin's distribution and restart the plugin"
+# Where the traceback is: never in a reason.
+SEE_LOG = "The traceback is in the host's log."
 
 _CUDA_LIBRARY = re.compile(
     r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc|cufft|curand|cusparse|cusolver|nccl|nvjitlink|nvToolsExt)[\w.\-]*\.so[\w.]*)"
@@ -38,17 +43,29 @@ def import_failure_reason(module: str, exc: BaseException) -> str:
         if isinstance(cause, SyntaxError):
             return (
                 f"Syntax error in {cause.filename} line {cause.lineno}: {cause.msg}. "
-                f"Fix the plugin's source (importing '{module}')."
+                f"Fix the plugin's source (importing '{module}'), then {REINSTALL}."
             )
         if isinstance(cause, ModuleNotFoundError) and cause.name:
             missing = cause.name
             if missing == module or module.startswith(missing + "."):
                 return (
-                    f"Plugin module '{module}' not found although its entry point names it. "
-                    "Reinstall the plugin's distribution (pip install --force-reinstall ...)."
+                    f"Module '{module}', which the plugin's entry point names, is not in its "
+                    "distribution. Fix the entry point in the plugin's pyproject.toml "
+                    f'([project.entry-points."plugwarden.plugins"]), then {REINSTALL}.'
                 )
+            package = pip_name(missing.split(".")[0])
             return (
-                f"Module '{missing}' not found. Install with: pip install "
-                f"{pip_name(missing.split('.')[0])}"
+                f"Module '{missing}' not found. Install with: pip install {package} "
+                f"(operator). The plugin imports it without declaring it: its author should add "
+                f"'{package}' to the dependencies in its pyproject.toml, then {REINSTALL}."
             )
-    return f"Import of '{module}' failed: {describe(exc)}"
+    return f"Import of '{module}' failed: {describe(exc)}. {SEE_LOG}"
+
+
+def missing_attribute_reason(module: str, attr: str, exc: BaseException) -> str:
+    """An entry point ``module:attr`` whose attribute is not there."""
+    return (
+        f"Entry point '{module}:{attr}' names an attribute the module does not have "
+        f"({describe(exc)}). Fix the entry point in the plugin's pyproject.toml "
+        f'([project.entry-points."plugwarden.plugins"]), then {REINSTALL}.'
+    )

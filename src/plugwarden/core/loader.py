@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from plugwarden import hookspecs
-from plugwarden.core.causes import import_failure_reason
+from plugwarden.core.causes import REINSTALL, import_failure_reason, missing_attribute_reason
 from plugwarden.core.guards import GuardedHook
 from plugwarden.core.result import CallResult, describe
 from plugwarden.error_types import ErrorType
@@ -76,7 +76,7 @@ def load_plugin(
         raise LoadError(
             "Plugin does not implement required hook(s) "
             + ", ".join(f"'{_SIGNATURES[h]}'" for h in missing)
-            + ". Add them, each marked with @plugwarden.hookimpl.",
+            + f". Add them, each marked with @plugwarden.hookimpl, then {REINSTALL}.",
             ErrorType.MISSING_HOOK,
         )
     return LoadedPlugin(name, manager, implemented)
@@ -94,6 +94,12 @@ def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object
     importlib.invalidate_caches()
     try:
         holder: object = importlib.import_module(module)
+    # A broad except is what this library is for: a plugin's import may raise
+    # anything, SystemExit included, and that is the plugin's fault only.
+    except BaseException as exc:
+        log.warning("plugin module %r failed to import", module, exc_info=True)
+        raise LoadError(import_failure_reason(module, exc), type(exc).__name__) from None
+    try:
         for part in (attr or "").split(".") if attr else ():
             holder = getattr(holder, part)
         if inspect.isclass(holder):
@@ -101,8 +107,12 @@ def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object
     # A broad except is what this library is for: a plugin's import may raise
     # anything, SystemExit included, and that is the plugin's fault only.
     except BaseException as exc:
-        log.warning("plugin module %r failed to import", module, exc_info=True)
-        raise LoadError(import_failure_reason(module, exc), type(exc).__name__) from None
+        log.warning("plugin object %r:%s failed", module, attr, exc_info=True)
+        if isinstance(exc, AttributeError) and attr and not inspect.isclass(holder):
+            reason = missing_attribute_reason(module, attr, exc)
+        else:
+            reason = import_failure_reason(module, exc)
+        raise LoadError(reason, type(exc).__name__) from None
     return holder
 
 
@@ -120,7 +130,7 @@ def _guarded(manager: pluggy.PluginManager, holder: object, name: str) -> object
         if hook not in _SIGNATURES:
             raise LoadError(
                 f"Unknown hook '{hook}' marked with @plugwarden.hookimpl. "
-                f"Hooks are: {', '.join(_SIGNATURES.values())}.",
+                f"Hooks are: {', '.join(_SIGNATURES.values())}. Rename it, then {REINSTALL}.",
                 ErrorType.UNKNOWN_HOOK,
             )
         function = getattr(holder, attr_name)
@@ -130,7 +140,8 @@ def _guarded(manager: pluggy.PluginManager, holder: object, name: str) -> object
         if extra:
             raise LoadError(
                 f"Hook '{hook}' takes argument(s) {', '.join(map(repr, extra))} that the spec "
-                f"does not pass. Expected {_SIGNATURES[hook]} (a subset of its arguments).",
+                f"does not pass. Expected {_SIGNATURES[hook]} (a subset of its arguments); "
+                f"fix the signature, then {REINSTALL}.",
                 ErrorType.HOOK_SIGNATURE,
             )
         setattr(guarded, attr_name, GuardedHook(function, hook, name))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from plugwarden.config import HostConfig
+from plugwarden.core.causes import REINSTALL
 from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.gpu import check_gpu
@@ -102,7 +103,11 @@ class Pipeline:
         try:
             slot.manifest = read_manifest(slot.source.package_dir)
         except ManifestError as exc:
-            self.move(State.FAILED, f"{exc}. Fix the manifest, then restart the plugin.")
+            self.move(
+                State.FAILED,
+                f"{exc} (the installed copy). Fix the manifest in the plugin's source, then "
+                f"{REINSTALL}.",
+            )
             return
         guards = slot.manifest.guards
         if guards.isolation == "inline" and settings.guards.isolation is None:

@@ -37,6 +37,10 @@ from plugwarden.exceptions import LoadError
 
 __all__ = ["ProcessRunner", "ProcessServices"]
 
+CRASH_HINT = (
+    "A crash in the plugin or a library it uses: the restart policy brings it back; if it "
+    "recurs, the plugin's author must fix it (its output is in the host's log)."
+)
 ENDED = {
     ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
     ErrorType.CLOSED: "The host closed while this call ran.",
@@ -305,7 +309,7 @@ class ProcessRunner:
         else:
             worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
             call = f"run('{tool}')" if what == "run" else f"{what}()"
-            error = f"{worker.death_reason()} during {call}"
+            error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"
             error_type, guard = ErrorType.WORKER_DIED, "crash"
         return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)
 
@@ -320,7 +324,8 @@ class ProcessRunner:
             reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
             self._lose(worker, reason, "memory", during_call=False)
         else:
-            self._lose(worker, f"{worker.death_reason()} while idle", "crash", during_call=False)
+            reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
+            self._lose(worker, reason, "crash", during_call=False)
 
     def _lose(self, worker: WorkerProcess, reason: str, guard: Guard, *, during_call: bool) -> None:
         with self._pool:

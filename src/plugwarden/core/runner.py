@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from plugwarden.core.causes import SEE_LOG
 from plugwarden.core.guards import Limits
 from plugwarden.core.result import CallResult, Guard
 
@@ -92,7 +93,10 @@ def hook_failure(result: CallResult) -> str:
     """Why a failed init/validate leaves the plugin FAILED."""
     if result.guard is not None:
         return result.error or f"{result.hook}() tripped the {result.guard} guard"
-    return f"{result.hook}() failed with {result.error}. Fix the plugin, then restart it."
+    return (
+        f"{result.hook}() failed with {result.error}. {SEE_LOG} Fix what it reports (a setting "
+        "in the plugin's config table, a model file, or the plugin's code), then restart it."
+    )
 
 
 def validate_verdict(result: CallResult) -> str | None:
@@ -103,7 +107,10 @@ def validate_verdict(result: CallResult) -> str | None:
     if value is None or value is True:
         return None
     if value is False:
-        return "validate() returned False: the plugin reports it is not ready."
+        return (
+            "validate() returned False: the plugin reports it is not ready. Its own log lines "
+            "in the host's log say why; fix what it needs, then restart it."
+        )
     if isinstance(value, str):
         return f"validate() reported: {value}"
     return (
