@@ -88,3 +88,51 @@ class TestStatusPage:
         assert result.returncode == 0, result.stderr[-2000:]
         assert shot.stat().st_size > 5000
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def ops_server(plugwarden_plugin, plugwarden_server):
+    """A required plugin that fails, one that serves, one that is unhealthy."""
+    plugwarden_plugin("zeta", ECHO, manifest={"tools": {"echo": "echo back"}})
+    plugwarden_plugin("alpha", "raise ImportError('no weights')\n")
+    plugwarden_plugin("mid", ECHO + "\n@hookimpl\ndef health():\n    raise OSError('disk full')\n")
+    server = plugwarden_server(
+        {
+            "defaults": {"health_failures": 1, "restart": "never"},
+            "plugins": {"alpha": {"required": True}},
+        }
+    )
+    server.host.call("zeta", "echo", {})
+    server.host.check_health("mid")
+    return server
+
+
+class TestOperatorsPage:
+    @needs_chromium
+    def test_the_rendered_page_tells_an_operator_what_is_wrong(self, ops_server, tmp_path):
+        """Asserted on the DOM Chromium rendered after the page's own refresh
+        (header from /readyz, rows in name order, every column), with the
+        history of the failing plugin opened by its link; no script error."""
+        url = ops_server.url + "/#history=alpha"
+        dom = chromium(
+            url, "--dump-dom", "--enable-logging=stderr", "--v=0", profile=tmp_path / "a"
+        )
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr, dom.stderr[-2000:]
+        rendered = html.unescape(dom.stdout)
+        assert 'data-refreshed="ok"' in rendered
+        ready = re.search(r'<span id="ready" class="(\w+)">([^<]*)</span>', rendered)
+        assert ready is not None and ready.group(1) == "notready"
+        assert "required plugin 'alpha' is FAILED" in ready.group(2)
+        order = re.findall(r'<tr data-plugin="([^"]+)"', rendered)
+        assert order == ["alpha", "mid", "zeta"]
+        row = rendered.split('data-plugin="zeta"')[1].split("</tr>")[0]
+        assert "echo" in row and "1 ok / 0 err" in row and "0 in flight" in row
+        assert re.search(r"\d+\.\d MB", row) and "s ago" in row and "none" in row
+        assert "unhealthy" in rendered.split('data-plugin="mid"')[1].split("</tr>")[0]
+        alpha = rendered.split('data-plugin="alpha"')[1].split("</tr>")[0]
+        assert "<details open" in alpha and "FAILED" in alpha and "no weights" in alpha
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "status-page-not-ready.png"
+        chromium(url, f"--screenshot={shot.resolve()}", profile=tmp_path / "b")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -141,6 +141,17 @@ class Host:
         runner = self._runner_of(name)
         return runner.resident_bytes() if runner is not None else None
 
+    def memory_seen(self) -> dict[str, int]:
+        """Each process plugin's worker memory as last read by its guards
+        (a monitor sweep or a call): for listings, with no /proc read."""
+        seen = {}
+        for name, slot in list(self._supervisor.slots.items()):
+            runner = slot.runner
+            value = None if runner is None else runner.last_resident_bytes()
+            if value is not None:
+                seen[name] = value
+        return seen
+
     def call_timeout(self, name: str) -> float:
         """The ``timeout_s`` in force for ``name``'s calls."""
         slot = self._supervisor.slots.get(name)

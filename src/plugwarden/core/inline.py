@@ -344,5 +344,8 @@ class InlineRunner:
     def resident_bytes(self) -> int | None:
         return None
 
+    def last_resident_bytes(self) -> int | None:
+        return None
+
     def pids(self) -> list[int]:
         return []

@@ -365,5 +365,10 @@ class ProcessRunner:
         alive = [w for w in list(self._workers) if not w.exited.is_set()]
         return sum(w.resident_bytes() for w in alive) if alive else None
 
+    def last_resident_bytes(self) -> int | None:
+        """The workers' memory as last read (no /proc read now: cheap)."""
+        workers = list(self._workers)
+        return sum(w.last_bytes for w in workers) if workers else None
+
     def pids(self) -> list[int]:
         return [w.pid for w in list(self._workers) if not w.exited.is_set()]

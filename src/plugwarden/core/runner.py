@@ -72,6 +72,9 @@ class Runner(Protocol):
     def resident_bytes(self) -> int | None:
         """Memory of the plugin's own process tree, or None where not separate."""
 
+    def last_resident_bytes(self) -> int | None:
+        """:meth:`resident_bytes` as last read by the guards: no /proc read."""
+
     def pids(self) -> list[int]:
         """The plugin's live worker processes (none for inline)."""
 

@@ -59,6 +59,7 @@ class WorkerProcess:
         self.exited = threading.Event()
         self.killed_by: str | None = None
         self.peak_bytes = 0
+        self.last_bytes = 0  # the tree's memory when last read (by a call or the monitor)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.serving = False  # in its runner's pool, ready for calls
         self.lost = False  # its loss was handled (once, by whoever saw it first)
@@ -176,6 +177,7 @@ class WorkerProcess:
             except psutil.Error:
                 continue
         self.peak_bytes = max(self.peak_bytes, total)
+        self.last_bytes = total
         return total
 
     def over_memory(self) -> bool:

@@ -81,7 +81,12 @@ def create_app(
 
     async def plugins(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
-        body = "[" + ",".join(s.to_json(history=False) for s in statuses) + "]"
+        memory = host.memory_seen()
+        body = (
+            "["
+            + ",".join(_with_memory(s.to_json(history=False), memory.get(s.name)) for s in statuses)
+            + "]"
+        )
         return Response(body, media_type="application/json")
 
     async def plugin(request: Request) -> Response:
@@ -94,8 +99,7 @@ def create_app(
             return Response(status.to_json(), media_type="application/json")
         # The full record also carries the workers' memory, read now (/proc).
         memory = await run_in_threadpool(host.resident_bytes, name)
-        body = status.to_json()[:-1] + f',"worker_resident_bytes":{_encode(memory)}}}'
-        return Response(body, media_type="application/json")
+        return Response(_with_memory(status.to_json(), memory), media_type="application/json")
 
     async def run(request: Request) -> Response:
         denied = _authorise(request, token)
@@ -167,7 +171,7 @@ def create_app(
 
     async def page(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
-        return HTMLResponse(render_page(statuses, readiness(host, statuses)))
+        return HTMLResponse(render_page(statuses, readiness(host, statuses), host.memory_seen()))
 
     # Starlette tries routes in order: the ones probes poll come first.
     routes = [
@@ -194,6 +198,11 @@ def create_app(
 
 # The encoding Starlette's JSONResponse uses.
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _with_memory(record_json: str, memory: int | None) -> str:
+    """A record's cached JSON with the workers' memory spliced in last."""
+    return f'{record_json[:-1]},"worker_resident_bytes":{_encode(memory)}}}'
 
 
 def _call_encoded(host: Host, name: str, tool: str, args: Any) -> tuple[CallResult, bytes]:

@@ -1,15 +1,20 @@
-"""``GET /``: the status page a person reads at a glance.
+"""``GET /``: the status page an operator keeps open.
 
 Rendered on the server (it reads fine without JavaScript), then refreshed
-every few seconds by a small inline script from ``/v1/plugins``. No external
-assets: the page works on an air-gapped host.
+every few seconds by a small inline script from ``/v1/plugins`` and
+``/readyz``: the header says what ``/readyz`` says, rows keep their order
+(by name), times are relative, and each plugin's history opens on demand.
+No external assets: the page works on an air-gapped host.
 """
 
 from __future__ import annotations
 
+import time
 from html import escape
+from typing import Any
 
 from plugwarden.core.registry import PluginStatus
+from plugwarden.record import ago
 
 __all__ = ["render_page"]
 
@@ -27,86 +32,187 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 font-size:.8rem}
 .INITIALIZED{background:#1f8a4c}.RUNNING{background:#1769aa}.LOADED{background:#b7791f}
 .FAILED{background:#c53030}.UNAVAILABLE{background:#6b46c1}
-.reason{color:#3d4654;max-width:38rem;overflow-wrap:anywhere}
-.ready{color:#1f8a4c}.notready{color:#c53030}
+.reason{color:#3d4654;max-width:34rem;overflow-wrap:anywhere}.small{color:#5b6472;font-size:.8rem}
+#ready.ready{color:#1f8a4c;font-weight:600}#ready.notready{color:#c53030;font-weight:600}
 .unhealthy{display:inline-block;margin-left:.3rem;padding:.1rem .4rem;border-radius:.8rem;
 color:#c53030;border:1px solid #c53030;font-size:.75rem;font-weight:600}
+details ol{margin:.3rem 0 0 1rem;padding:0} details li{font-size:.8rem}
 """
 
 _SCRIPT = """
 const esc = s => String(s ?? "").replace(/[&<>"']/g,
   c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
 const ms = v => v == null ? "\\u2014" : v.toFixed(1) + " ms";
+const mb = v => v == null ? "\\u2014" : (v / 1048576).toFixed(1) + " MB";
 const ago = iso => {
   if (!iso) return "never";
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago"
-    : Math.round(s / 3600) + " h ago";
+  return s < 60 ? s + " s ago" : s < 3600 ? Math.floor(s / 60) + " min ago"
+    : s < 86400 ? Math.floor(s / 3600) + " h ago" : Math.floor(s / 86400) + " d ago";
 };
+const span = s => s < 60 ? Math.round(s) + " s" : s < 3600 ? Math.floor(s / 60) + " min"
+  : Math.floor(s / 3600) + " h";
+const trips = t => Object.entries(t || {}).filter(([, n]) => n).map(([g, n]) => g + " " + n)
+  .join(", ") || "none";
+function health(p) {
+  if (!p.health) return "not checked";
+  const bad = p.healthy === false;
+  return (bad ? `<span class="unhealthy" title="${esc(p.health.error)}">unhealthy</span>`
+    : "healthy") + ` <span class="small">${esc(ago(p.health.checked_at))}</span>`;
+}
+function cells(p) {
+  return {
+    state: `<span class="state ${esc(p.state)}">${esc(p.state)}</span>`,
+    reason: esc(p.reason),
+    tools: esc((p.tools || []).join(", ") || "any"),
+    health: health(p),
+    calls: `${p.success_count} ok / ${p.error_count} err` +
+      `<div class="small">${p.in_flight} in flight</div>`,
+    time: `${ms(p.last_execution_time_ms)}<div class="small">avg ` +
+      `${ms(p.avg_execution_time_ms)}</div>`,
+    trips: esc(trips(p.guard_trips)) + `<div class="small">${p.restarts} restarts</div>`,
+    memory: mb(p.worker_resident_bytes),
+    uptime: p.uptime_seconds ? span(p.uptime_seconds) : "\\u2014",
+    used: `<span title="${esc(p.last_used ?? "")}">${esc(ago(p.last_used))}</span>`,
+  };
+}
+async function history(details) {
+  if (!details.open) return;
+  const name = details.closest("tr").dataset.plugin;
+  const record = await (await fetch("/v1/plugins/" + encodeURIComponent(name))).json();
+  details.querySelector("ol").innerHTML = (record.history || []).map(h =>
+    `<li><b>${esc(h.state)}</b> ${esc(ago(h.at))}: ${esc(h.reason)}</li>`).join("");
+}
 async function refresh() {
   try {
-    const plugins = await (await fetch("/v1/plugins", {cache: "no-store"})).json();
+    const [plugins, ready] = await Promise.all([
+      fetch("/v1/plugins", {cache: "no-store"}).then(r => r.json()),
+      fetch("/readyz", {cache: "no-store"}).then(r => r.json())]);
+    const header = document.getElementById("ready");
+    header.className = ready.ready ? "ready" : "notready";
+    header.textContent = ready.ready ? "ready" : "not ready: " + ready.reasons.join("; ");
     const counts = {};
-    document.getElementById("rows").innerHTML = plugins.map(p => {
+    const rows = document.getElementById("rows");
+    plugins.sort((a, b) => a.name < b.name ? -1 : 1).forEach(p => {
       counts[p.state] = (counts[p.state] || 0) + 1;
-      return `<tr data-plugin="${esc(p.name)}"><td>${esc(p.name)}</td>` +
-        `<td><span class="state ${esc(p.state)}">${esc(p.state)}</span>` +
-        (p.healthy === false ? `<span class="unhealthy" title="${esc(p.health?.error)}">` +
-          `unhealthy</span>` : "") + `</td>` +
-        `<td>${esc(p.version)}</td><td class="reason">${esc(p.reason)}</td>` +
-        `<td class="num">${p.success_count}</td><td class="num">${p.error_count}</td>` +
-        `<td class="num">${ms(p.last_execution_time_ms)}</td>` +
-        `<td class="num">${ms(p.avg_execution_time_ms)}</td>` +
-        `<td title="${esc(p.last_used ?? "")}">${esc(ago(p.last_used))}</td></tr>`;
-    }).join("");
-    document.getElementById("summary").innerHTML = Object.entries(counts)
-      .map(([s, n]) => `<span class="${esc(s)}-text">${n} ${esc(s)}</span>`).join("");
+      let row = [...rows.children].find(r => r.dataset.plugin === p.name);
+      if (!row) {
+        row = document.createElement("tr");
+        row.dataset.plugin = p.name;
+        row.innerHTML = ROW_TEMPLATE;
+        row.querySelector(".name").textContent = p.name;
+        rows.appendChild(row);
+      }
+      for (const [field, value] of Object.entries(cells(p))) {
+        row.querySelector(`[data-field="${field}"]`).innerHTML = value;
+      }
+      rows.appendChild(row);  // keeps rows in name order
+    });
+    document.getElementById("summary").innerHTML = Object.entries(counts).sort()
+      .map(([s, n]) => `<span>${n} ${esc(s)}</span>`).join("");
     document.getElementById("updated").textContent = new Date().toLocaleTimeString();
+    document.body.dataset.refreshed = "ok";
   } catch (e) {
     document.getElementById("updated").textContent = "refresh failed: " + e;
+    document.body.dataset.refreshed = "failed";
   }
 }
+const ROW_TEMPLATE = document.getElementById("row-template").innerHTML;
+document.addEventListener("toggle", e => history(e.target), true);
+// #history=NAME opens that plugin's history (a link an operator can share).
+const wanted = decodeURIComponent(location.hash.slice(1));
+refresh().then(() => {
+  if (!wanted.startsWith("history=")) return;
+  const row = [...document.getElementById("rows").children]
+    .find(r => r.dataset.plugin === wanted.slice(8));
+  if (row) row.querySelector("details").open = true;
+});
 setInterval(refresh, __REFRESH_MS__);
 """.replace("__REFRESH_MS__", str(REFRESH_MS))
+
+_FIELDS = (
+    "state",
+    "reason",
+    "tools",
+    "health",
+    "calls",
+    "time",
+    "trips",
+    "memory",
+    "uptime",
+    "used",
+)
+_HEADINGS = (
+    "plugin", "state", "reason", "tools", "health", "calls", "last / avg", "guard trips",
+    "memory", "uptime", "last used",
+)  # fmt: skip
 
 
 def _ms(value: float | None) -> str:
     return "\u2014" if value is None else f"{value:.1f} ms"
 
 
-def _row(status: PluginStatus) -> str:
+def _cells(status: PluginStatus, memory: int | None) -> dict[str, str]:
     m = status.metrics
     state = escape(status.state.value)
-    badge = ""
-    if not status.healthy:
-        last = escape(str((status.health or {}).get("error") or ""))
-        badge = f'<span class="unhealthy" title="{last}">unhealthy</span>'
-    return (
-        f'<tr data-plugin="{escape(status.name)}"><td>{escape(status.name)}</td>'
-        f'<td><span class="state {state}">{state}</span>{badge}</td>'
-        f"<td>{escape(status.info.version)}</td>"
-        f'<td class="reason">{escape(status.reason)}</td>'
-        f'<td class="num">{m["success_count"]}</td><td class="num">{m["error_count"]}</td>'
-        f'<td class="num">{_ms(m["last_execution_time_ms"])}</td>'
-        f'<td class="num">{_ms(m["avg_execution_time_ms"])}</td>'
-        f"<td>{escape(m['last_used'] or 'never')}</td></tr>"
+    health = "not checked"
+    if status.health:
+        checked = escape(ago(status.health.get("checked_at")))
+        verdict = "healthy"
+        if not status.healthy:
+            last = escape(str(status.health.get("error") or ""))
+            verdict = f'<span class="unhealthy" title="{last}">unhealthy</span>'
+        health = f'{verdict} <span class="small">{checked}</span>'
+    trips = ", ".join(f"{g} {n}" for g, n in m["guard_trips"].items() if n) or "none"
+    uptime = m["uptime_seconds"]
+    return {
+        "state": f'<span class="state {state}">{state}</span>',
+        "reason": escape(status.reason),
+        "tools": escape(", ".join(status.info.tools) or "any"),
+        "health": health,
+        "calls": f"{m['success_count']} ok / {m['error_count']} err"
+        f'<div class="small">{status.in_flight} in flight</div>',
+        "time": f"{_ms(m['last_execution_time_ms'])}"
+        f'<div class="small">avg {_ms(m["avg_execution_time_ms"])}</div>',
+        "trips": f'{escape(trips)}<div class="small">{m["restarts"]} restarts</div>',
+        "memory": "\u2014" if memory is None else f"{memory / 2**20:.1f} MB",
+        "uptime": f"{uptime:.0f} s" if uptime else "\u2014",
+        "used": escape(ago(m["last_used"], time.time())),
+    }
+
+
+def _row(name: str, cells: dict[str, str]) -> str:
+    first = (
+        f'<td data-field="name"><span class="name">{escape(name)}</span><details>'
+        '<summary class="small">history</summary><ol></ol></details></td>'
     )
+    rest = "".join(f'<td data-field="{field}">{cells.get(field, "")}</td>' for field in _FIELDS)
+    return f'<tr data-plugin="{escape(name)}">{first}{rest}</tr>'
 
 
-def render_page(statuses: list[PluginStatus], not_ready: list[str]) -> str:
+def render_page(
+    statuses: list[PluginStatus], not_ready: list[str], memory: dict[str, Any] | None = None
+) -> str:
+    memory = memory or {}
     counts: dict[str, int] = {}
     for status in statuses:
         counts[status.state.value] = counts.get(status.state.value, 0) + 1
     summary = "".join(f"<span>{n} {escape(s)}</span>" for s, n in sorted(counts.items()))
     readiness = (
-        '<span class="ready">ready</span>'
+        '<span id="ready" class="ready">ready</span>'
         if not not_ready
-        else '<span class="notready">not ready: ' + escape("; ".join(not_ready)) + "</span>"
+        else '<span id="ready" class="notready">not ready: '
+        + escape("; ".join(not_ready))
+        + "</span>"
     )
-    rows = "".join(_row(s) for s in sorted(statuses, key=lambda s: s.name))
+    rows = "".join(
+        _row(s.name, _cells(s, memory.get(s.name))) for s in sorted(statuses, key=lambda s: s.name)
+    )
     empty = (
         "" if statuses else "<p>No plugins installed (entry point group plugwarden.plugins).</p>"
     )
+    headings = "".join(f"<th>{heading}</th>" for heading in _HEADINGS)
+    template = _row("", {})
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -117,8 +223,8 @@ def render_page(statuses: list[PluginStatus], not_ready: list[str]) -> str:
 <span id="updated">now</span> &middot; <a href="/metrics">metrics</a> &middot;
 <a href="/v1/plugins">JSON</a></div>
 <div class="summary" id="summary">{summary}</div>{empty}
-<table><thead><tr><th>plugin</th><th>state</th><th>version</th><th>reason</th>
-<th>ok</th><th>errors</th><th>last</th><th>avg</th><th>last used</th></tr></thead>
+<table><thead><tr>{headings}</tr></thead>
 <tbody id="rows">{rows}</tbody></table>
+<template id="row-template">{template[template.index(">") + 1 : -len("</tr>")]}</template>
 <script>{_SCRIPT}</script></body></html>
 """
