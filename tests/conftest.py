@@ -46,3 +46,29 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {problem.reason}")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+# Tests that drive a system tool (Chromium, promtool, Prometheus) skip where it
+# is missing, saying '.ci/run installs it'. Loudly: in the summary always,
+# and under CI=true such a skip fails the run (CI must have them all).
+TOOL_SKIP = ".ci/run installs it"
+_tool_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and isinstance(report.longrepr, tuple) and TOOL_SKIP in report.longrepr[2]:
+        _tool_skips.append(f"{report.nodeid}: {report.longrepr[2]}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _tool_skips:
+        terminalreporter.section("SYSTEM TOOLS MISSING: these tests did not run", red=True)
+        for line in _tool_skips:
+            terminalreporter.line(line, red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if _tool_skips and os.environ.get("CI") == "true" and exitstatus == 0:
+        session.exitstatus = 1

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ECHO, plugin_source
+from tests.conftest import ECHO, plugin_source, wait_for
 
 
 @pytest.fixture
@@ -83,3 +83,61 @@ class TestMetrics:
             check=False,
         )
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None,
+    reason="prometheus not installed (Debian package 'prometheus'; .ci/run installs it)",
+)
+def test_a_real_prometheus_scrapes_the_series(plugwarden_plugin, plugwarden_server, tmp_path):
+    """Debian's Prometheus server scrapes a live plugwarden on loopback; a
+    plugwarden_ series is read back through its query API."""
+    plugwarden_plugin("good", ECHO)
+    server = plugwarden_server()
+    for _ in range(2):
+        server.host.call("good", "t", {})
+    target = server.url.removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: plugwarden\n    scrape_interval: 1s\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    port = _free_port()
+    prometheus = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1/query"
+    query = 'plugwarden_plugin_calls_total{plugin="good",outcome="success"}'
+
+    def scraped() -> list:
+        try:
+            answer = httpx.get(api, params={"query": query}, timeout=5)
+        except httpx.HTTPError:
+            return []
+        return answer.json().get("data", {}).get("result", []) if answer.status_code == 200 else []
+
+    try:
+        wait_for(scraped, 90, "Prometheus to scrape plugwarden")
+        (series,) = scraped()
+        assert series["metric"]["job"] == "plugwarden" and float(series["value"][1]) == 2
+        up = httpx.get(api, params={"query": 'up{job="plugwarden"}'}, timeout=5).json()
+        assert up["data"]["result"][0]["value"][1] == "1"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(30)
+        prometheus.stderr.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="plugwarden", description="A crash-proof plugin host for Python."
     )
     parser.add_argument("--version", action="version", version=f"plugwarden {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log what the host and the plugins do (stderr); default: errors only",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -88,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":  # serve sets up its own logging, from its config
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
     console = Console(soft_wrap=False)
     errors = Console(stderr=True, soft_wrap=True)
     try:

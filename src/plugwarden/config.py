@@ -37,7 +37,9 @@ _SERVER_KEYS = {
     "drain_timeout_s",
     "idle_timeout_s",
     "max_connections",
+    "log_format",
 }
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     idle_timeout_s: float = 15.0  # a connection must send a request's headers within this
     max_connections: int = 1024  # uvicorn's limit_concurrency: past it, 503
+    log_format: str = "text"  # or "json": one object per line
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +257,10 @@ class _Parser:
             if "max_connections" in table
             else default.max_connections
         )
-        return ServerConfig(host, port, token, limit, drain, idle, connections)
+        log_format = table.get("log_format", default.log_format)
+        if log_format not in LOG_FORMATS:
+            raise self.error("server.log_format", f"expected 'text' or 'json', got {log_format!r}")
+        return ServerConfig(host, port, token, limit, drain, idle, connections, log_format)
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

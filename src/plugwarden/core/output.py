@@ -15,9 +15,11 @@ import selectors
 import threading
 import time
 
+from plugwarden.logs import parse_record
+
 __all__ = ["OutputPump", "OutputTail"]
 
-LINE_LIMIT = 2000
+LINE_LIMIT = 8000  # a worker's log record with its traceback is one line
 TAIL = 20
 RATE = 200
 
@@ -55,7 +57,12 @@ class OutputTail:
     def _line(self, line: str) -> None:
         if len(line) > LINE_LIMIT:
             line = line[:LINE_LIMIT] + f"... [{len(line) - LINE_LIMIT} more characters]"
-        self.lines.append(line)
+        record = parse_record(line)
+        level, text = logging.INFO, line
+        if record is not None:
+            level, logger, message = record
+            text = f"{logger}: {message}"
+        self.lines.append(text.split("\n", 1)[0])  # quoted in reasons: never a traceback
         now = time.monotonic()
         if now - self._window >= 1.0:
             if self.dropped:
@@ -65,7 +72,7 @@ class OutputTail:
         if self._in_window > RATE:
             self.dropped += 1
             return
-        self.logger.info("%s", line)
+        self.logger.log(level, "%s", text)
 
     def last_line(self) -> str | None:
         return self.lines[-1] if self.lines else None

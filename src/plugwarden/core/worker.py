@@ -25,6 +25,7 @@ from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
+from plugwarden.logs import WorkerRecordFormatter
 
 __all__ = ["serve"]
 
@@ -42,12 +43,9 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     os.close(output_fd)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(WorkerRecordFormatter())  # one line per record, for the host
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
     connection = Connection(control_fd)
     me = os.getpid()

@@ -30,6 +30,7 @@ from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import ConfigError, PlugwardenError
+from plugwarden.logs import configure as configure_logging
 from plugwarden.web.app import create_app
 
 __all__ = ["DrainingServer", "GuardedH11Protocol", "build", "serve", "uvicorn_config"]
@@ -181,7 +182,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def serve(config: HostConfig, host: str | None = None, port: int | None = None) -> int:
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(config.server.log_format)
     listener = _listen(bind_host, bind_port)
     token = config.server.token
     if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
@@ -200,6 +201,8 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
             log_level="info",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             lifespan="on",
+            # JSON: uvicorn's own records go through our formatter too.
+            **({"log_config": None} if config.server.log_format == "json" else {}),
         ),
         plugin_host,
         config.server.drain_timeout_s,
