@@ -159,7 +159,8 @@ class Calls:
                 name,
                 allowed,
                 report["error"],
+                extra={"plugin": name, "state": "unhealthy"},
             )
         elif flipped is True:
-            log.info("plugin %r is healthy again", name)
+            log.info("plugin %r is healthy again", name, extra={"plugin": name, "state": "healthy"})
         return report

@@ -9,6 +9,7 @@ behind in the :class:`PluginSlot`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ from plugwarden.core.runner import Runner
 from plugwarden.exceptions import LoadError, ManifestError
 
 __all__ = ["PREFLIGHT", "Pipeline", "PluginSlot", "RunnerMaker"]
+
+log = logging.getLogger("plugwarden.lifecycle")
 
 # Cheapest first; the GPU probe runs only for plugins that ask for a GPU.
 PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models, check_gpu]
@@ -77,6 +80,9 @@ class Pipeline:
         self._notes: list[str] = []  # warnings for the history, after the first move
 
     def move(self, state: State, reason: str) -> None:
+        level = logging.WARNING if state is State.FAILED else logging.INFO
+        log.log(level, "plugin %r: %s: %s", self.name, state.value, reason,
+                extra={"plugin": self.name, "state": state.value})  # fmt: skip
         self.registry.transition(
             self.name,
             state,

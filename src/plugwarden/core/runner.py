@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from plugwarden.core.causes import SEE_LOG
+from plugwarden.core.causes import REINSTALL, SEE_LOG
 from plugwarden.core.guards import Limits
 from plugwarden.core.result import CallResult, Guard
 
@@ -118,5 +118,5 @@ def validate_verdict(result: CallResult) -> str | None:
         return f"validate() reported: {value}"
     return (
         f"validate() returned {type(value).__name__}; expected None, True, False or a "
-        "reason string."
+        f"reason string. Fix the plugin's validate(), then {REINSTALL}."
     )

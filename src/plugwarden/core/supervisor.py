@@ -116,7 +116,7 @@ class Supervisor:
                 pipeline.run()
             # The host must survive a bug of its own in one plugin's pipeline.
             except Exception as exc:
-                log.exception("plugin %r: pipeline error", name)
+                log.exception("plugin %r: pipeline error", name, extra={"plugin": name})
                 pipeline.move(
                     State.FAILED, f"Internal error while loading: {exc!r}. Please report it."
                 )
@@ -154,7 +154,7 @@ class Supervisor:
         slot = self.slots[name]
         if slot.generation != generation or self._closing is not None:
             return
-        log.warning("plugin %r: %s", name, loss.reason)
+        log.warning("plugin %r: %s", name, loss.reason, extra={"plugin": name})
         if not loss.during_call:
             self.registry.record_trip(name, loss.guard)
         if loss.serving == 0:
@@ -183,6 +183,9 @@ class Supervisor:
             reason = self._crash_loop_reason(name, slot, reason)
         if not self.registry.fail(name, reason, generation):
             return
+        log.warning(
+            "plugin %r: FAILED: %s", name, reason, extra={"plugin": name, "state": "FAILED"}
+        )
         if slot.generation == generation:
             self._close_runner(slot, ErrorType.RESTARTED)
         if not counted:
