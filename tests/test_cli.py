@@ -126,10 +126,13 @@ class TestRemote:
         assert done.returncode == 1  # 'bad' is FAILED
 
     def test_restart_restarts_the_servers_plugin(self, cli, served):
-        before = served.host.status("good").generation
+        before = served.host.status("good")
         done = cli("restart", "good", "--json", "--token", TOKEN, url=served.url)
         assert done.returncode == 0, done.stderr
-        assert served.host.status("good").generation == before + 1
+        after = served.host.status("good")
+        assert after.generation == before.generation + 1
+        loaded = [t for t in after.history if t.state.value == "LOADED"]
+        assert len(loaded) == 2  # the start, and the restart the CLI asked for
         assert json.loads(done.stdout)["state"] == "INITIALIZED"
 
     def test_run_over_http_and_a_missing_token_is_a_clear_error(self, cli, served):
