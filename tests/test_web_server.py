@@ -263,3 +263,15 @@ class TestServeRoughEdges:
         )
         assert done.returncode == 2
         assert "plugwarden.toml: is not valid TOML" in done.stderr and "<" not in done.stderr
+
+
+def test_serve_listens_on_a_socket_asyncio_sets_nodelay_on():
+    """asyncio turns Nagle off only for sockets created as IPPROTO_TCP; the
+    socket serve binds itself must be one (else ~40 ms per response)."""
+    from plugwarden.web.server import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()

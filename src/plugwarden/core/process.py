@@ -59,6 +59,10 @@ class ProcessServices:
 
 
 class ProcessRunner:
+    """One plugin in ``limits.workers`` worker processes; calls take a free
+    worker (waiting at most their wait), a lost worker leaves the pool and is
+    reported, and :meth:`replace_lost` refills the pool."""
+
     def __init__(
         self,
         source: PluginSource,
