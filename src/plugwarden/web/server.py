@@ -33,7 +33,7 @@ from plugwarden.exceptions import ConfigError, PlugwardenError
 from plugwarden.logs import configure as configure_logging
 from plugwarden.web.app import create_app
 
-__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "serve", "uvicorn_config"]
+__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "listen", "serve", "uvicorn_config"]
 
 log = logging.getLogger("plugwarden.server")
 
@@ -159,7 +159,7 @@ SAMPLE_TOKENS = frozenset({"change-me"})  # the README's example
 MIN_TOKEN_LENGTH = 16
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a busy port is one clear
     error before anything starts (uvicorn would report it after startup)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -185,7 +185,7 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
     configure_logging(config.server.log_format)
-    listener = _listen(bind_host, bind_port)
+    listener = listen(bind_host, bind_port)
     token = config.server.token
     if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
         log.warning(
