@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -159,13 +160,17 @@ class Load:
             thread.join()
 
 
-def settle(url: str, timeout_s: float = 60) -> list[dict[str, object]]:
-    """Wait (bounded) until no automatic restart is pending: every plugin up."""
+def settle(url: str, pid: int, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """Wait (bounded) until no restart or replacement is pending: every
+    plugin up and every pool full (a keeper and a worker per worker, and the
+    zygote), so that start and end are sampled in the same shape."""
     deadline = time.monotonic() + timeout_s
-    plugins: list[dict[str, object]] = []
+    plugins: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         plugins = httpx.get(url + "/v1/plugins", timeout=30).json()
-        if all(p["state"] in ("INITIALIZED", "RUNNING") for p in plugins):
+        up = all(p["state"] in ("INITIALIZED", "RUNNING") for p in plugins)
+        expected = 1 + 2 * sum(int(p["workers"]) for p in plugins)
+        if up and len(psutil.Process(pid).children(recursive=True)) == expected:
             break
         time.sleep(0.2)
     return plugins
@@ -207,11 +212,11 @@ def main() -> int:
             time.sleep(0.2)
         warmup = Load(url, 10, options.callers)
         warmup.run()
-        settle(url)
+        settle(url, server.pid)
         start = sample(server.pid)
         load = Load(url, options.minutes * 60, options.callers)
         load.run()
-        plugins = settle(url)
+        plugins = settle(url, server.pid)
         end = sample(server.pid)
         server.send_signal(signal.SIGTERM)
         status = server.wait(60)
@@ -226,7 +231,8 @@ def main() -> int:
 def report(start, end, load, plugins, status, home) -> int:  # type: ignore[no-untyped-def]
     print(f"soak: {sum(load.statuses.values())} requests; server log {home / 'serve.log'}")
     print(f"{'':10} {'start':>10} {'end':>10} {'delta':>10}  allowance")
-    allowance = {"rss_mb": 50.0, "threads": 2, "fds": 4, "children": 0, "zombies": 0}
+    # Threads: the restart pool grows to its bound (4) as restarts overlap.
+    allowance = {"rss_mb": 50.0, "threads": 4, "fds": 4, "children": 0, "zombies": 0}
     grew = []
     for key, allowed in allowance.items():
         delta = end[key] - start[key]
@@ -243,10 +249,8 @@ def report(start, end, load, plugins, status, home) -> int:  # type: ignore[no-u
             f"err={plugin['error_count']} restarts={plugin['restarts_by_cause']} "
             f"trips={plugin['guard_trips']} healthy={plugin['healthy']}"
         )
-    fivexx = sum(n for key, n in load.statuses.items() if " 5" in key and "503" not in key)
-    print(
-        f"5xx (other than 503 Retry-After): {fivexx}; transport errors: {sum(load.errors.values())}"
-    )
+    fivexx = sum(n for key, n in load.statuses.items() if " 5" in key)
+    print(f"5xx: {fivexx}; transport errors: {sum(load.errors.values())}")
     print(f"exit status after SIGTERM: {status}; grew: {grew or 'nothing'}")
     return 1 if fivexx or load.errors or grew or status != 0 else 0
 

@@ -157,4 +157,5 @@ class Pipeline:
             tools=tuple(manifest.tools),
             enabled=self.config.plugin(self.name).enabled,
             requires_gpu=manifest.requires_gpu,
+            workers=self.slot.limits.workers if self.slot.limits.isolation == "process" else 0,
         )

@@ -37,6 +37,7 @@ class PluginInfo:
     tools: tuple[str, ...] = ()
     enabled: bool = True  # False: the operator's config disables it
     requires_gpu: bool = False
+    workers: int = 0  # worker processes when all serve (0: inline, or none yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class PluginStatus:
                 "isolation": self.info.isolation,
                 "enabled": self.info.enabled,
                 "requires_gpu": self.info.requires_gpu,
+                "workers": self.info.workers,
                 "tools": list(self.info.tools),
                 "in_flight": self.in_flight,
                 **self.counters,
