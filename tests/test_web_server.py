@@ -209,20 +209,24 @@ class TestDrain:
         assert "Traceback" not in server.output()
 
 
+def plugwarden_command(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "plugwarden", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 class TestServeRoughEdges:
     def test_a_busy_port_is_one_clear_error_and_exit_two(self, tmp_path):
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
             holder.listen()
             port = holder.getsockname()[1]
-            done = subprocess.run(
-                [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            done = plugwarden_command("serve", "--port", str(port), cwd=tmp_path)
         assert done.returncode == 2
         assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
         assert "Address already in use" in done.stderr
@@ -253,14 +257,7 @@ class TestServeRoughEdges:
 
     def test_a_config_error_names_the_file_without_placeholders(self, tmp_path):
         (tmp_path / "plugwarden.toml").write_text("[server\n")
-        done = subprocess.run(
-            [sys.executable, "-m", "plugwarden", "list", "--local"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = plugwarden_command("list", "--local", cwd=tmp_path)
         assert done.returncode == 2
         assert "plugwarden.toml: is not valid TOML" in done.stderr and "<" not in done.stderr
 

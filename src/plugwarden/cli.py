@@ -157,24 +157,22 @@ def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) ->
     return EXIT_OK if all_well(records) else EXIT_NOT_WELL
 
 
-def _cmd_health(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    with _plugins(args, config) as plugins:
-        record = plugins.record(args.name)
-    if args.json:
+def _show(record: dict[str, Any], console: Console, as_json: bool) -> int:
+    if as_json:
         _emit_json(record)
     else:
         print_record(record, console)
     return EXIT_OK if well(record) else EXIT_NOT_WELL
+
+
+def _cmd_health(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        return _show(plugins.record(args.name), console, args.json)
 
 
 def _cmd_restart(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
     with _plugins(args, config) as plugins:
-        record = plugins.restart(args.name)
-    if args.json:
-        _emit_json(record)
-    else:
-        print_record(record, console)
-    return EXIT_OK if well(record) else EXIT_NOT_WELL
+        return _show(plugins.restart(args.name), console, args.json)
 
 
 def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
