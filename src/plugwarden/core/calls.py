@@ -9,7 +9,6 @@ that to the supervisor) or the operator set ``fail_on_error``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 
 from plugwarden.config import HostConfig
 from plugwarden.core.lifecycle import iso
-from plugwarden.core.registry import PluginStatus, Registry
+from plugwarden.core.registry import PluginStatus, Registry, compact_json
 from plugwarden.core.result import CallResult
 from plugwarden.core.supervisor import Supervisor
 from plugwarden.error_types import ErrorType
@@ -28,7 +27,6 @@ __all__ = ["Calls"]
 log = logging.getLogger("plugwarden.calls")
 
 HEALTH_REPORT_BYTES = 16 * 1024
-_encode = json.JSONEncoder(allow_nan=False, default=repr).encode
 
 
 class Calls:
@@ -139,7 +137,8 @@ class Calls:
             "error": result.error,
         }
         value = result.result if result.ok else None
-        size = len(result.encoded or "") if result.encoded else len(_encode(value))
+        # Inline, the guard already encoded it; from a worker it is plain JSON data.
+        size = len(result.encoded if result.encoded is not None else compact_json(value))
         if result.ok and value is not None and not isinstance(value, dict):
             report["ok"] = False
             report["error"] = f"health() returned {type(value).__name__}; expected a dict or None"

@@ -23,10 +23,9 @@ import socket
 from typing import Any
 
 from plugwarden.core import containment
+from plugwarden.core.zygote import MAX_MESSAGE
 
 __all__ = ["main"]
-
-_MAX_MESSAGE = 65536
 
 
 def main(fd: int) -> None:
@@ -59,7 +58,7 @@ def _serve_request(
     sock: socket.socket, wake: tuple[int, int], serve: Any, keepers: dict[int, int]
 ) -> None:
     try:
-        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 8)
+        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 8)
     except OSError:
         data, fds = b"", []
     if not data:

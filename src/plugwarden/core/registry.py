@@ -21,7 +21,7 @@ from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.rwlock import RWLock
 from plugwarden.exceptions import TransitionError, UnknownPlugin
 
-__all__ = ["PluginInfo", "PluginStatus", "Registry"]
+__all__ = ["PluginInfo", "PluginStatus", "Registry", "compact_json"]
 
 HISTORY_LIMIT = 100
 
@@ -109,15 +109,15 @@ class PluginStatus:
             data = self.to_dict(history=history)
             keys = list(data)
             split = keys.index("uptime_seconds")
-            head = _encode({k: data[k] for k in keys[:split]})[:-1] + ',"uptime_seconds":'
+            head = compact_json({k: data[k] for k in keys[:split]})[:-1] + ',"uptime_seconds":'
             after = {k: data[k] for k in keys[split + 1 :]}
-            tail = "," + _encode(after)[1:] if after else "}"
+            tail = "," + compact_json(after)[1:] if after else "}"
             parts = self._json[history] = (head, tail)
         return f"{parts[0]}{self.uptime_seconds!r}{parts[1]}"
 
 
-# The encoding Starlette's JSONResponse uses.
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# The encoding Starlette's JSONResponse uses: records, results and error bodies.
+compact_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 _BUSY_IDLE = (State.RUNNING, State.INITIALIZED)

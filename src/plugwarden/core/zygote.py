@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from plugwarden.core.exits import exit_reason
 
-__all__ = ["Zygote"]
+__all__ = ["MAX_MESSAGE", "ExitListener", "Spawned", "Zygote"]
 
 log = logging.getLogger("plugwarden.zygote")
 
@@ -32,7 +32,7 @@ _BOOT = (
     "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
     "from plugwarden.core.forker import main; main(int(sys.argv[1]))"
 )
-_MAX_MESSAGE = 65536
+MAX_MESSAGE = 65536  # one control message, either way (fork request, exit report)
 
 
 # Called once a worker has exited: (exit code, None) or, when the zygote
@@ -119,7 +119,7 @@ class Zygote:
     def _read(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = sock.recv(_MAX_MESSAGE)
+                data = sock.recv(MAX_MESSAGE)
             except OSError:
                 data = b""
             if not data:

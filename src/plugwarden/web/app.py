@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
-from plugwarden.core.registry import PluginStatus
+from plugwarden.core.registry import PluginStatus, compact_json
 from plugwarden.core.result import CallResult
 from plugwarden.core.wire import MAX_DEPTH, depth_within
 from plugwarden.error_types import ErrorType
@@ -136,7 +136,7 @@ def create_app(
                 tool=tool,
                 args=args,
             )
-            answer = busy, _encode(busy.to_dict()).encode()
+            answer = busy, compact_json(busy.to_dict()).encode()
         result, encoded = answer
         if result.error_type == ErrorType.SHUTTING_DOWN:
             headers = {"Retry-After": str(RETRY_AFTER_S)}
@@ -196,20 +196,16 @@ def create_app(
     )
 
 
-# The encoding Starlette's JSONResponse uses.
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
 def _with_memory(record_json: str, memory: int | None) -> str:
     """A record's cached JSON with the workers' memory spliced in last."""
-    return f'{record_json[:-1]},"worker_resident_bytes":{_encode(memory)}}}'
+    return f'{record_json[:-1]},"worker_resident_bytes":{compact_json(memory)}}}'
 
 
 def _call_encoded(host: Host, name: str, tool: str, args: Any) -> tuple[CallResult, bytes]:
     """A call and its JSON, both on a worker thread: a large result is never
     encoded on the event loop."""
     result = host.call(name, tool, args)
-    return result, _encode(result.to_dict()).encode()
+    return result, compact_json(result.to_dict()).encode()
 
 
 async def _read(read: Callable[..., T], *args: Any) -> T:
