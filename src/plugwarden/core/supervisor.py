@@ -154,7 +154,6 @@ class Supervisor:
         slot = self.slots[name]
         if slot.generation != generation or self._closing is not None:
             return
-        log.warning("plugin %r: %s", name, loss.reason, extra={"plugin": name})
         if not loss.during_call:
             self.registry.record_trip(name, loss.guard)
         if loss.serving == 0:
@@ -164,6 +163,8 @@ class Supervisor:
         if delay is None:
             self.fail(name, generation, loss.reason, loss.guard, counted=True)
             return
+        # fail() logs the losses that fail the plugin; this one it survives.
+        log.warning("plugin %r: %s", name, loss.reason, extra={"plugin": name})
         self.registry.note(
             name,
             f"Worker lost ({loss.reason}); {loss.serving} still serving, "
