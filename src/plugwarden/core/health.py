@@ -50,6 +50,8 @@ class HealthPoller:
 
     def round(self) -> None:
         for name in self._names():
+            if self._stop.is_set():
+                return
             with self._lock:
                 if name in self._busy:
                     continue
@@ -71,11 +73,10 @@ class HealthPoller:
     def stop(self) -> None:
         """No more rounds; checks in progress go on (see :meth:`join`)."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def join(self) -> None:
         """Wait for the poller and every check in progress to end (once the
         runners are closed, a hung check ends at once)."""
         if self._thread.is_alive():
-            self._thread.join()
-        self._pool.shutdown(wait=True)
+            self._thread.join()  # after this, nothing submits to the pool
+        self._pool.shutdown(wait=True, cancel_futures=True)
