@@ -6,9 +6,6 @@ own. Plugin calls run in a thread pool, off the event loop.
 
 from __future__ import annotations
 
-import hmac
-import json
-import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -19,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -27,7 +24,6 @@ from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.core.registry import PluginStatus, compact_json
 from plugwarden.core.result import CallResult
-from plugwarden.core.wire import MAX_DEPTH, depth_within
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
 from plugwarden.web.errors import (
@@ -37,8 +33,10 @@ from plugwarden.web.errors import (
     http_exception,
     registry_timeout,
 )
+from plugwarden.web.jobs import job_routes
 from plugwarden.web.page import render_page
 from plugwarden.web.prometheus import collector_registry, exposition
+from plugwarden.web.requests import authorise, json_body, run_body_problem
 
 __all__ = ["create_app", "readiness"]
 
@@ -102,7 +100,7 @@ def create_app(
         return Response(_with_memory(status.to_json(), memory), media_type="application/json")
 
     async def run(request: Request) -> Response:
-        denied = _authorise(request, token)
+        denied = authorise(request, token)
         if denied is not None:
             return denied
         name = request.path_params["name"]
@@ -112,10 +110,10 @@ def create_app(
             return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
         if host.draining:
             return _shutting_down()
-        body = await _json_body(request, max_body)
+        body = await json_body(request, max_body)
         if isinstance(body, Response):
             return body
-        problem = _run_body_problem(body)
+        problem = run_body_problem(body)
         if problem is not None:
             return error(422, problem, ErrorType.INVALID_REQUEST)
         tool, args = body["tool"], body.get("args") or {}
@@ -144,7 +142,7 @@ def create_app(
         return Response(encoded, media_type="application/json")
 
     async def restart(request: Request) -> Response:
-        denied = _authorise(request, token)
+        denied = authorise(request, token)
         if denied is not None:
             return denied
         name = request.path_params["name"]
@@ -184,6 +182,7 @@ def create_app(
         Route("/", page, methods=["GET"]),
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
+        *job_routes(host, token, max_body),
     ]
     return Starlette(
         routes=routes,
@@ -248,124 +247,3 @@ def readiness(host: Host, statuses: list[PluginStatus]) -> list[str]:
             last = (status.health or {}).get("error")
             reasons.append(f"required plugin '{name}' is unhealthy: its health check failed {last}")
     return reasons
-
-
-def _authorise(request: Request, token: bytes | None) -> Response | None:
-    if token is None:
-        return error(
-            403,
-            "Run and restart are off: no token is configured. Set [server] token in the "
-            "config or the PLUGWARDEN_TOKEN environment variable.",
-            ErrorType.MUTATIONS_DISABLED,
-        )
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        return error(
-            401,
-            "Missing bearer token: send 'Authorization: Bearer <token>'.",
-            ErrorType.UNAUTHORIZED,
-            **{"WWW-Authenticate": 'Bearer realm="plugwarden"'},
-        )
-    if not hmac.compare_digest(given.strip().encode(), token):
-        return error(403, "Wrong bearer token.", ErrorType.FORBIDDEN)
-    return None
-
-
-# A body this far over the limit is not read to its end: the connection closes.
-DRAIN_LIMIT = 64 * 2**20
-MAX_INT_DIGITS = 64
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON: numbers must be finite")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
-def _short_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
-
-
-_body_decoder = json.JSONDecoder(
-    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
-)
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    """The parsed JSON body, or the 4xx Response that says what is wrong.
-    Numbers must be finite and of sane length, nesting at most MAX_DEPTH."""
-    declared = request.headers.get("content-length")
-    too_large = declared is not None and (not declared.isdigit() or int(declared) > limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                too_large = True
-            if too_large:
-                # Read on (up to a bound) so the client, still sending, can
-                # read the 413 instead of a connection reset.
-                if size > DRAIN_LIMIT:
-                    break
-                continue
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return error(
-            400, "Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT
-        )
-    if too_large:
-        headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
-        return error(
-            413,
-            f"Request body over {limit} bytes (max_body_bytes). Send less.",
-            ErrorType.PAYLOAD_TOO_LARGE,
-            **headers,
-        )
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
-    try:
-        body = _body_decoder.decode(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
-    except RecursionError:
-        body = None
-    if body is None or not depth_within(body, MAX_DEPTH):
-        return error(
-            400, f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON
-        )
-    return body
-
-
-def _run_body_problem(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return f'Body must be a JSON object like {{"tool": ..., "args": {{}}}}, got {_kind(body)}.'
-    unknown = sorted(set(body) - {"tool", "args"})
-    if unknown:
-        return f"Unknown field(s) {', '.join(map(repr, unknown))}; expected 'tool' and 'args'."
-    if not isinstance(body.get("tool"), str) or not body["tool"]:
-        return "Field 'tool' is required and must be a non-empty string."
-    if "args" in body and body["args"] is not None and not isinstance(body["args"], dict):
-        return f"Field 'args' must be a JSON object, got {_kind(body['args'])}."
-    return None
-
-
-def _kind(value: object) -> str:
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), "a value")

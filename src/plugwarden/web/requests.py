@@ -1,0 +1,146 @@
+"""What every request must bring, checked before any plugin code runs:
+the bearer token of mutating routes, and a JSON body within bounds (size,
+nesting, finite numbers of sane length). Each check answers the 4xx
+:func:`~plugwarden.web.errors.error` response that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections.abc import Collection
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from plugwarden.core.wire import MAX_DEPTH, depth_within
+from plugwarden.error_types import ErrorType
+from plugwarden.web.errors import error
+
+__all__ = ["authorise", "json_body", "run_body_problem"]
+
+
+def authorise(request: Request, token: bytes | None) -> Response | None:
+    if token is None:
+        return error(
+            403,
+            "Run, restart and jobs are off: no token is configured. Set [server] token in the "
+            "config or the PLUGWARDEN_TOKEN environment variable.",
+            ErrorType.MUTATIONS_DISABLED,
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return error(
+            401,
+            "Missing bearer token: send 'Authorization: Bearer <token>'.",
+            ErrorType.UNAUTHORIZED,
+            **{"WWW-Authenticate": 'Bearer realm="plugwarden"'},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token):
+        return error(403, "Wrong bearer token.", ErrorType.FORBIDDEN)
+    return None
+
+
+# A body this far over the limit is not read to its end: the connection closes.
+DRAIN_LIMIT = 64 * 2**20
+MAX_INT_DIGITS = 64
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+_body_decoder = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
+)
+
+
+async def json_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body, or the 4xx Response that says what is wrong.
+    Numbers must be finite and of sane length, nesting at most MAX_DEPTH."""
+    declared = request.headers.get("content-length")
+    too_large = declared is not None and (not declared.isdigit() or int(declared) > limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                too_large = True
+            if too_large:
+                # Read on (up to a bound) so the client, still sending, can
+                # read the 413 instead of a connection reset.
+                if size > DRAIN_LIMIT:
+                    break
+                continue
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return error(
+            400, "Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT
+        )
+    if too_large:
+        headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
+        return error(
+            413,
+            f"Request body over {limit} bytes (max_body_bytes). Send less.",
+            ErrorType.PAYLOAD_TOO_LARGE,
+            **headers,
+        )
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
+    try:
+        body = _body_decoder.decode(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return error(400, f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
+    except RecursionError:
+        body = None
+    if body is None or not depth_within(body, MAX_DEPTH):
+        return error(
+            400, f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON
+        )
+    return body
+
+
+def run_body_problem(body: Any, fields: Collection[str] = ("tool", "args")) -> str | None:
+    """What is wrong with a run (or job) body, or None; ``fields``: the
+    fields it may have."""
+    if not isinstance(body, dict):
+        return f'Body must be a JSON object like {{"tool": ..., "args": {{}}}}, got {_kind(body)}.'
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        expected = ", ".join(map(repr, fields))
+        return f"Unknown field(s) {', '.join(map(repr, unknown))}; expected {expected}."
+    if not isinstance(body.get("tool"), str) or not body["tool"]:
+        return "Field 'tool' is required and must be a non-empty string."
+    if "args" in body and body["args"] is not None and not isinstance(body["args"], dict):
+        return f"Field 'args' must be a JSON object, got {_kind(body['args'])}."
+    return None
+
+
+def _kind(value: object) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), "a value")
