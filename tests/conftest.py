@@ -31,6 +31,30 @@ def gone(pid: int) -> bool:
         return True
 
 
+def pytest_configure(config):
+    """Hosts made outside the fixtures keep their jobs database out of the
+    user's state directory: a temporary one for the session."""
+    import os
+    import tempfile
+
+    config._plugwarden_state = tempfile.TemporaryDirectory(prefix="plugwarden-state-")
+    config._plugwarden_old_state = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = config._plugwarden_state.name
+
+
+def pytest_unconfigure(config):
+    import os
+
+    old = getattr(config, "_plugwarden_old_state", None)
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+    state = getattr(config, "_plugwarden_state", None)
+    if state is not None:
+        state.cleanup()
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests run only where the probe says CUDA works; elsewhere they skip."""
     gpu_items = [item for item in items if "gpu" in item.keywords]

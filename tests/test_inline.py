@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from plugwarden import State
-from plugwarden.core.inline import ElasticExecutor
+from plugwarden.core.executor import ElasticExecutor
 from tests.conftest import ECHO, plugin_source
 
 INLINE = {"defaults": {"isolation": "inline"}}

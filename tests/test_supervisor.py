@@ -228,8 +228,10 @@ class TestGenerations:
     def test_a_late_result_of_an_old_generation_leaves_the_new_one_alone(
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):
-        """Inline: a restart cannot stop the old call; when it finishes, after
-        the new generation is up and busy, it changes nothing of the new one."""
+        """Inline: a restart cannot stop the old call's thread; its caller gets
+        Restarted at once (as with process isolation), and when the thread
+        finishes, after the new generation is up and busy, it changes nothing
+        of the new one."""
         started, release = tmp_path / "started", tmp_path / "release"
         source = plugin_source(WAIT_FOR_FILE.format(started=str(started), release=str(release)))
         plugwarden_plugin("slow", source)
@@ -249,7 +251,8 @@ class TestGenerations:
         old.join(30)
         new.join(30)
 
-        assert [r.result for r in results] == ["released", "released"]
+        assert [r.error_type for r in results] == [ErrorType.RESTARTED, None]
+        assert results[1].result == "released"
         status = host.status("slow")
         assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
         assert status.generation == new_generation

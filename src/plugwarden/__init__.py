@@ -4,17 +4,22 @@ from importlib.metadata import PackageNotFoundError, version
 
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
+from plugwarden.core.jobs import Job, JobState
 from plugwarden.core.lifecycle import State, Transition
 from plugwarden.core.registry import PluginStatus
+from plugwarden.core.reporting import cancelled, progress
 from plugwarden.core.result import CallResult
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import (
     ConfigError,
+    JobRefused,
+    JobStoreError,
     LoadError,
     ManifestError,
     PlugwardenError,
     RegistryTimeout,
     TransitionError,
+    UnknownJob,
     UnknownPlugin,
 )
 from plugwarden.hookspecs import hookimpl
@@ -25,6 +30,10 @@ __all__ = [
     "ErrorType",
     "Host",
     "HostConfig",
+    "Job",
+    "JobRefused",
+    "JobState",
+    "JobStoreError",
     "LoadError",
     "ManifestError",
     "PluginStatus",
@@ -33,8 +42,11 @@ __all__ = [
     "State",
     "Transition",
     "TransitionError",
+    "UnknownJob",
     "UnknownPlugin",
+    "cancelled",
     "hookimpl",
+    "progress",
 ]
 
 try:

@@ -20,7 +20,7 @@ from plugwarden.core.manifest import GuardSettings, guard_settings
 from plugwarden.core.policy import RESTART_MODES, RestartPolicy
 from plugwarden.exceptions import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "PluginConfig", "ServerConfig"]
+__all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "JobsConfig", "PluginConfig", "ServerConfig"]
 
 DEFAULT_CONFIG_NAME = "plugwarden.toml"
 TOKEN_ENV = "PLUGWARDEN_TOKEN"
@@ -40,6 +40,8 @@ _SERVER_KEYS = {
     "log_format",
 }
 LOG_FORMATS = ("text", "json")
+_JOBS_KEYS = {"path", "keep_s", "keep_max", "max_queued_jobs", "cancel_grace_s"}
+STATE_ENV = "XDG_STATE_HOME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +69,30 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """``[jobs]``: where jobs are stored, for how long, and how they queue."""
+
+    path: str | None = None  # None: jobs.sqlite3 under the user's state directory
+    keep_s: float = 7 * 86400.0  # finished jobs older than this are removed
+    keep_max: int = 10_000  # at most this many finished jobs are kept (newest)
+    max_queued_jobs: int = 100  # per plugin; past it, submit answers Busy
+    cancel_grace_s: float = 5.0  # a cancelled job's worker is killed after this
+
+    def database(self) -> str:
+        """The database path in force: ``path``, else
+        ``$XDG_STATE_HOME/plugwarden/jobs.sqlite3`` (``~/.local/state`` by default)."""
+        if self.path:
+            return self.path
+        state = os.environ.get(STATE_ENV) or str(Path.home() / ".local" / "state")
+        return str(Path(state) / "plugwarden" / "jobs.sqlite3")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     defaults: Limits = field(default_factory=Limits)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     health_interval_s: float = 15.0
     health_timeout_s: float = 5.0
@@ -137,9 +159,9 @@ class _Parser:
         if not isinstance(data, Mapping):
             raise self.error(None, "expected a table")
         for key in data:
-            if key not in ("defaults", "plugins", "server"):
+            if key not in ("defaults", "plugins", "server", "jobs"):
                 raise self.error(
-                    key, "unknown section; expected [defaults], [plugins.NAME], [server]"
+                    key, "unknown section; expected [defaults], [plugins.NAME], [server], [jobs]"
                 )
         defaults = self.table(data, "defaults")
         own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS
@@ -160,6 +182,7 @@ class _Parser:
             defaults=limits,
             plugins=plugins,
             server=self.server(self.table(data, "server")),
+            jobs=self.jobs(self.table(data, "jobs")),
             policy=policy,
             source=self.source,
             **host_values,
@@ -229,6 +252,9 @@ class _Parser:
             },
         )
 
+    def jobs(self, table: dict[str, Any]) -> JobsConfig:
+        return _jobs_table(self, table)
+
     def server(self, table: dict[str, Any]) -> ServerConfig:
         for key in table:
             if key not in _SERVER_KEYS:
@@ -261,6 +287,29 @@ class _Parser:
         if log_format not in LOG_FORMATS:
             raise self.error("server.log_format", f"expected 'text' or 'json', got {log_format!r}")
         return ServerConfig(host, port, token, limit, drain, idle, connections, log_format)
+
+
+def _jobs_table(parser: _Parser, table: dict[str, Any]) -> JobsConfig:
+    for key in table:
+        if key not in _JOBS_KEYS:
+            raise parser.error(f"jobs.{key}", f"unknown key; expected one of {sorted(_JOBS_KEYS)}")
+    default = JobsConfig()
+    path = table.get("path", default.path)
+    if path is not None and (not isinstance(path, str) or not path):
+        raise parser.error("jobs.path", f"expected a file path or ':memory:', got {path!r}")
+    return JobsConfig(
+        path=path,
+        keep_s=parser.positive(table, "keep_s", "jobs") if "keep_s" in table else default.keep_s,
+        keep_max=parser.count(table, "keep_max", "jobs")
+        if "keep_max" in table
+        else default.keep_max,
+        max_queued_jobs=parser.count(table, "max_queued_jobs", "jobs")
+        if "max_queued_jobs" in table
+        else default.max_queued_jobs,
+        cancel_grace_s=parser.positive(table, "cancel_grace_s", "jobs")
+        if "cancel_grace_s" in table
+        else default.cancel_grace_s,
+    )
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

@@ -25,6 +25,8 @@ class ErrorType:
     RESTARTED: Final = "Restarted"  # the plugin was restarted while the call ran
     CLOSED: Final = "Closed"  # the host closed while the call ran
     SHUTTING_DOWN: Final = "ShuttingDown"  # the server is draining
+    CANCELLED: Final = "Cancelled"  # a job cancelled by its caller
+    JOB_LOST: Final = "JobLost"  # the host stopped while the job was queued or running
     # A guard tripped.
     TIMEOUT: Final = "Timeout"
     MEMORY_LIMIT: Final = "MemoryLimitExceeded"
@@ -41,6 +43,7 @@ class ErrorType:
     HOOK_SIGNATURE: Final = "HookSignatureMismatch"
     # The host itself.
     REGISTRY_TIMEOUT: Final = "RegistryTimeout"
+    JOB_STORE: Final = "JobStoreUnavailable"  # the jobs database refused a write
     INTERNAL: Final = "InternalError"
     # HTTP requests refused before any plugin code runs.
     INVALID_JSON: Final = "InvalidJSON"
@@ -51,12 +54,13 @@ class ErrorType:
     UNAUTHORIZED: Final = "Unauthorized"
     FORBIDDEN: Final = "Forbidden"
     NOT_FOUND: Final = "NotFound"
+    UNKNOWN_JOB: Final = "UnknownJob"
     METHOD_NOT_ALLOWED: Final = "MethodNotAllowed"
     BAD_REQUEST: Final = "BadRequest"
     HTTP_ERROR: Final = "HTTPError"
 
     # The names of a call the host ended on purpose: no guard trip, no crash.
-    ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN})
+    ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN, CANCELLED})
     # Failures that are not the plugin's doing (fail_on_error ignores them).
     NOT_THE_PLUGINS: Final = frozenset(
         {BUSY, PLUGIN_NOT_AVAILABLE, UNKNOWN_PLUGIN, UNKNOWN_TOOL, INVALID_ARGUMENTS, INTERNAL}

@@ -5,11 +5,14 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CorruptFile",
+    "JobRefused",
+    "JobStoreError",
     "LoadError",
     "ManifestError",
     "PlugwardenError",
     "RegistryTimeout",
     "TransitionError",
+    "UnknownJob",
     "UnknownPlugin",
 ]
 
@@ -80,3 +83,31 @@ class RegistryTimeout(PlugwardenError, TimeoutError):
         self.mode = mode
         self.timeout_s = timeout_s
         super().__init__(f"Registry {mode} lock not acquired within {timeout_s:g}s")
+
+
+class UnknownJob(PlugwardenError, LookupError):
+    """No job of that id is known (never submitted, or past retention)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"Unknown job {job_id[:64]!r}: never submitted here, or removed by retention "
+            "([jobs] keep_s, keep_max)."
+        )
+
+
+class JobRefused(PlugwardenError):
+    """A job was not accepted; ``error_type`` says why (Busy, UnknownTool...)."""
+
+    def __init__(self, plugin: str, message: str, error_type: str) -> None:
+        self.plugin = plugin
+        self.error_type = error_type
+        super().__init__(message)
+
+
+class JobStoreError(PlugwardenError):
+    """The jobs database cannot be opened or written; carries its path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"Jobs database {path}: {message}")

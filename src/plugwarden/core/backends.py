@@ -16,8 +16,9 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from plugwarden.core.discovery import PluginSource
+from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
-from plugwarden.core.inline import ElasticExecutor, HostMemoryWatch, InlineRunner
+from plugwarden.core.inline import HostMemoryWatch, InlineRunner
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.runner import LossHandler, Runner

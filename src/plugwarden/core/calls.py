@@ -17,6 +17,7 @@ from typing import Any
 from plugwarden.config import HostConfig
 from plugwarden.core.lifecycle import iso
 from plugwarden.core.registry import PluginStatus, Registry, compact_json
+from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult
 from plugwarden.core.supervisor import Supervisor
 from plugwarden.error_types import ErrorType
@@ -36,9 +37,19 @@ class Calls:
         self.supervisor = supervisor
         self.refusing: str | None = None  # an ErrorType: new calls are refused (a drain)
 
-    def call(self, name: str, tool: str, args: Mapping[str, Any] | None) -> CallResult:
+    def call(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+        control: CallControl | None = None,
+    ) -> CallResult:
+        """``timeout_s`` None: the plugin's ``timeout_s``. A job passes its
+        own timeout and its ``control``."""
         arguments = dict(args) if isinstance(args, Mapping) else {}
-        refused = self._refuse(name, tool, args)
+        refused = self.refusal(name, tool, args)
         if refused is not None:
             return refused.of_call(name, tool, arguments)
         slot = self.supervisor.slots[name]
@@ -61,7 +72,8 @@ class Calls:
             result = CallResult.failure("The plugin is restarting. Retry it.", ErrorType.RESTARTED)
         else:
             request = {"tool": tool, "args": arguments}
-            result = runner.call("run", request, slot.limits.timeout_s)
+            timeout = slot.limits.timeout_s if timeout_s is None else timeout_s
+            result = runner.call("run", request, timeout, control=control)
         result = result.of_call(name, tool, arguments)
         try:
             self.registry.end_call(name, result, ticket)
@@ -82,7 +94,7 @@ class Calls:
             )
         return result
 
-    def _refuse(self, name: str, tool: object, args: object) -> CallResult | None:
+    def refusal(self, name: str, tool: object, args: object) -> CallResult | None:
         """Input the host rejects before any plugin code runs; the plugin's
         state is untouched (bad input is not the plugin's fault)."""
         slot = self.supervisor.slots.get(name)

@@ -38,6 +38,7 @@ class Limits:
     isolation: str = "process"
     workers: int = 1
     max_result_bytes: int = 64 * 2**20  # a result (or health report) past it: ResultTooLarge
+    job_timeout_s: float = 3600.0  # a job's run, like timeout_s for a synchronous call
 
 
 class GuardedHook(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg,unused-ignore]

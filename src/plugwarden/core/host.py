@@ -21,6 +21,8 @@ from plugwarden.core.backends import Backends
 from plugwarden.core.calls import Calls
 from plugwarden.core.discovery import discover
 from plugwarden.core.health import HealthPoller
+from plugwarden.core.jobqueue import JobQueue
+from plugwarden.core.jobs import Job
 from plugwarden.core.registry import PluginStatus, Registry
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import Runner
@@ -57,6 +59,7 @@ class Host:
         self._backends = Backends()
         self._supervisor = Supervisor(self.config, self.registry, self._backends)
         self._calls = Calls(self.config, self.registry, self._supervisor)
+        self.job_queue = JobQueue(self.config.jobs, self._calls, self._supervisor)
         self._health: HealthPoller | None = None
         self._started = threading.Event()
         self._start_lock = threading.Lock()
@@ -68,10 +71,13 @@ class Host:
     def start(self) -> None:
         """Discover, check, load, initialise and validate every plugin,
         concurrently. Never raises for a plugin's fault; a second call does
-        nothing (use :meth:`restart` for one plugin)."""
+        nothing (use :meth:`restart` for one plugin). Raises
+        :class:`~plugwarden.exceptions.JobStoreError` when the jobs database
+        cannot be opened (the host's fault, not a plugin's)."""
         with self._start_lock:
             if self._started.is_set() or self._closed:
                 return
+            self.job_queue.open()
             self._supervisor.start(discover(self._search_path))
             self._started.set()
 
@@ -93,6 +99,7 @@ class Host:
         then close; calls still running end with ``ShuttingDown``. Whether
         every call finished in time."""
         self._calls.refusing = ErrorType.SHUTTING_DOWN
+        self.job_queue.refuse(ErrorType.SHUTTING_DOWN)
         clean = self.registry.wait_idle(timeout_s)
         self.close(ErrorType.SHUTTING_DOWN)
         return clean
@@ -104,11 +111,13 @@ class Host:
                 return
             self._closed = True
         self._calls.refusing = self._calls.refusing or why
+        self.job_queue.refuse(why)
         if self._health is not None:
             self._health.stop()
         self._supervisor.close(why)
         if self._health is not None:
             self._health.join()
+        self.job_queue.close()
         self._backends.close()
 
     def __enter__(self) -> Host:
@@ -195,3 +204,34 @@ class Host:
         """Rerun the whole pipeline for ``name`` with a fresh runner and a
         fresh restart count. A name claimed by two distributions stays FAILED."""
         return self._supervisor.restart(name)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Queue ``tool`` of plugin ``name`` as a job and return it at once
+        (state ``queued``). ``timeout_s`` None: the plugin's ``job_timeout_s``.
+        Raises :class:`~plugwarden.exceptions.JobRefused` (with its
+        ``error_type``: UnknownTool, Busy, ShuttingDown...) when not accepted."""
+        return self.job_queue.submit(name, tool, args, timeout_s)
+
+    def job(self, job_id: str) -> Job:
+        """The job as it is now; raises :class:`~plugwarden.exceptions.UnknownJob`."""
+        return self.job_queue.job(job_id)
+
+    def jobs(
+        self, plugin: str | None = None, state: str | None = None, *, limit: int = 100
+    ) -> list[Job]:
+        """The newest ``limit`` jobs, of ``plugin`` and in ``state`` if given."""
+        return self.job_queue.page(plugin, state, limit)[0]
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job (see :meth:`JobQueue.cancel`); a finished one is
+        returned unchanged. Raises :class:`~plugwarden.exceptions.UnknownJob`."""
+        return self.job_queue.cancel(job_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import os
-import queue
 import threading
 import time
 from typing import Any
@@ -23,8 +22,10 @@ from typing import Any
 import psutil
 
 from plugwarden.core.discovery import PluginSource
+from plugwarden.core.executor import ElasticExecutor, Task
 from plugwarden.core.guards import Limits
 from plugwarden.core.loader import LoadedPlugin, load_plugin
+from plugwarden.core.reporting import CallControl, InlineReporter, bound
 from plugwarden.core.result import CallResult, describe
 from plugwarden.core.runner import (
     LossHandler,
@@ -37,126 +38,7 @@ from plugwarden.core.runner import (
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
-__all__ = ["ElasticExecutor", "HostMemoryWatch", "InlineRunner", "Task"]
-
-
-class Task:
-    """One unit of work handed to an executor thread; finished exactly once."""
-
-    __slots__ = (
-        "_done",
-        "_finish_lock",
-        "_finished",
-        "args",
-        "error",
-        "function",
-        "guard",
-        "value",
-    )
-
-    def __init__(self, function: Any, args: tuple[Any, ...]) -> None:
-        self.function = function
-        self.args = args
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.guard: tuple[str, int] | None = None
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._finish_lock = threading.Lock()
-        self._finished = False
-
-    def run(self) -> None:
-        try:
-            value = self.function(*self.args)
-        # A broad except is what this library is for: the executor thread
-        # must survive whatever the plugin does.
-        except BaseException as exc:  # noqa: BLE001
-            self._finish(error=exc)
-        else:
-            self._finish(value=value)
-
-    def trip(self, guard: str, measure: int) -> None:
-        """A guard gave up on this task: the waiter is released now."""
-        self._finish(guard=(guard, measure))
-
-    def _finish(self, **fields: Any) -> None:
-        with self._finish_lock:
-            if self._finished:
-                return
-            self._finished = True
-            for key, val in fields.items():
-                setattr(self, key, val)
-        self._done.release()
-
-    def wait(self, timeout_s: float) -> bool:
-        if self._done.acquire(timeout=timeout_s):
-            self._done.release()
-            return True
-        return False
-
-
-class ElasticExecutor:
-    """Threads that grow when all are busy (or stuck in a hung plugin) and
-    retire when idle, so an abandoned call never starves the others."""
-
-    def __init__(self, name: str = "plugwarden-inline", idle_s: float = 30.0) -> None:
-        self._name = name
-        self._idle_s = idle_s
-        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0  # threads waiting for a task and not yet promised one
-        self._threads: set[threading.Thread] = set()
-        self._closed = False
-
-    def submit(self, function: Any, *args: Any) -> Task:
-        task = Task(function, args)
-        with self._lock:
-            if self._closed:
-                task.trip("closed", 0)
-                return task
-            spawn = not self._idle
-            if spawn:
-                thread = threading.Thread(
-                    target=self._serve, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
-                )
-                self._threads.add(thread)
-            else:
-                self._idle -= 1
-        if spawn:
-            thread.start()
-        self._tasks.put(task)
-        return task
-
-    def _serve(self) -> None:
-        try:
-            while True:
-                try:
-                    task = self._tasks.get(timeout=self._idle_s)
-                except queue.Empty:
-                    with self._lock:
-                        if self._idle:
-                            self._idle -= 1
-                            return  # retire, taking this thread's idle place with it
-                    continue  # a submitter counted on us; its task is on the way
-                if task is None:
-                    return
-                task.run()
-                with self._lock:
-                    self._idle += 1
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-
-    def close(self) -> None:
-        """Retire every thread; one stuck in a hung plugin is left behind
-        (it is a daemon: Python cannot stop it) and ends when the plugin returns."""
-        with self._lock:
-            self._closed = True
-            threads = list(self._threads)
-        for _ in threads:
-            self._tasks.put(None)
-        for thread in threads:
-            thread.join(timeout=1.0)
+__all__ = ["HostMemoryWatch", "InlineRunner"]
 
 
 def _statm_reader() -> Any:
@@ -227,6 +109,18 @@ class HostMemoryWatch:
             thread.join()
 
 
+def _reporting(reporter: InlineReporter | None, call: Any, hook: str, kwargs: Any) -> Any:
+    """``call(hook, kwargs)`` with ``reporter`` current (a job), its last
+    progress report delivered at the end."""
+    if reporter is None:
+        return call(hook, kwargs)
+    with bound(reporter):
+        try:
+            return call(hook, kwargs)
+        finally:
+            reporter.flush()
+
+
 class InlineRunner:
     def __init__(
         self,
@@ -243,6 +137,7 @@ class InlineRunner:
         self._on_loss = on_loss
         self._plugin: LoadedPlugin | None = None
         self._closing: str | None = None
+        self._tasks: set[Task] = set()  # in flight: close() releases their callers
 
     def load(self) -> None:
         task = self._executor.submit(
@@ -269,7 +164,12 @@ class InlineRunner:
         return validate_verdict(self._run("validate", {}, budget))
 
     def call(
-        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        wait_s: float | None = None,
+        control: CallControl | None = None,
     ) -> CallResult:
         try:
             # The plugin gets a copy: what it does to its args stays its own.
@@ -282,38 +182,63 @@ class InlineRunner:
                 ErrorType.INVALID_ARGUMENTS,
                 hook=hook,
             )
-        result = self._run(hook, kwargs, timeout_s)
+        result = self._run(hook, kwargs, timeout_s, control)
         if result.guard is not None and self._closing is None:
             self._plugin = None  # not to be trusted: the supervisor reloads it
             self._on_loss(WorkerLoss(result.error or "", result.guard, True, 0))
         return result
 
-    def _run(self, hook: str, kwargs: dict[str, Any], timeout_s: float) -> CallResult:
+    def _run(
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        control: CallControl | None = None,
+    ) -> CallResult:
         plugin = self._plugin
         if plugin is None:
             why = self._closing or ErrorType.PLUGIN_NOT_AVAILABLE
             return CallResult.failure("The plugin is not loaded (restarting).", why, hook=hook)
         start = time.perf_counter()
         baseline = resident_bytes()  # before the plugin can allocate anything
-        task = self._executor.submit(plugin.call, hook, kwargs)
+        reporter = None if control is None else InlineReporter(control)
+        task = self._executor.submit(_reporting, reporter, plugin.call, hook, kwargs)
+        self._tasks.add(task)
+        if control is not None:
+            # Forced, a cancel abandons the call: Python cannot stop a thread.
+            control.started(lambda force: task.trip("cancel", 0) if force else None)
         self._memory.watch(task, int(self.limits.memory_mb * 2**20), baseline)
         try:
             finished = task.wait(timeout_s)
         finally:
             self._memory.unwatch(task)
+            self._tasks.discard(task)
+            if control is not None:
+                control.finished()
         elapsed = (time.perf_counter() - start) * 1000
         if not finished:
             task.trip("timeout", 0)
+            knob = None if control is None else control.timeout_knob
             return CallResult.failure(
-                timeout_reason(hook, timeout_s),
+                timeout_reason(hook, timeout_s, knob),
                 ErrorType.TIMEOUT,
                 hook=hook,
                 duration_ms=elapsed,
                 guard="timeout",
             )
         if task.guard is not None:
+            if task.guard[0] == "cancel" and control is not None:
+                return CallResult.failure(
+                    f"Cancelled: the plugin did not stop within cancel_grace_s "
+                    f"({control.grace_s:g}s) of the cancel; the call was abandoned (inline: "
+                    "its thread runs on until the plugin returns).",
+                    ErrorType.CANCELLED,
+                    hook=hook,
+                    duration_ms=elapsed,
+                )
             if task.guard[0] != "memory":
-                return CallResult.failure("The host closed.", ErrorType.CLOSED, hook=hook)
+                why = self._closing or ErrorType.CLOSED
+                return CallResult.failure("The host closed.", why, hook=hook)
             return CallResult.failure(
                 memory_reason(self.limits.memory_mb, task.guard[1]),
                 ErrorType.MEMORY_LIMIT,
@@ -340,6 +265,8 @@ class InlineRunner:
     def close(self, why: str) -> None:
         self._closing = why
         self._plugin = None
+        for task in list(self._tasks):
+            task.trip("closed", 0)
 
     def resident_bytes(self) -> int | None:
         return None

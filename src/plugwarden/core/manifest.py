@@ -41,6 +41,7 @@ class GuardSettings:
     isolation: str | None = None
     workers: int | None = None
     max_result_bytes: int | None = None
+    job_timeout_s: float | None = None
 
     def merged_over(self, base: GuardSettings) -> GuardSettings:
         """These values where set, ``base`` elsewhere."""
@@ -229,7 +230,7 @@ def guard_settings(
             if key not in known:
                 raise fail(f"{where}.{key}", f"unknown guard key; expected one of {sorted(known)}")
     values: dict[str, Any] = {}
-    for key in ("timeout_s", "load_timeout_s", "memory_mb"):
+    for key in ("timeout_s", "load_timeout_s", "memory_mb", "job_timeout_s"):
         value = table.get(key)
         if value is not None and (
             isinstance(value, bool)

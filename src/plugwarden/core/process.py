@@ -20,15 +20,16 @@ from typing import Any
 
 from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
+from plugwarden.core.exchange import CRASH_HINT, ENDED, await_reply, lost_call
 from plugwarden.core.guards import Limits
 from plugwarden.core.output import OutputPump
+from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.runner import (
     LossHandler,
     WorkerLoss,
     hook_failure,
     memory_reason,
-    timeout_reason,
 )
 from plugwarden.core.workers import MemoryMonitor, WorkerProcess
 from plugwarden.core.zygote import Zygote
@@ -36,17 +37,6 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
 __all__ = ["ProcessRunner", "ProcessServices"]
-
-CRASH_HINT = (
-    "A crash in the plugin or a library it uses: the restart policy brings it back; if it "
-    "recurs, the plugin's author must fix it (its output is in the host's log)."
-)
-ENDED = {
-    ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
-    ErrorType.CLOSED: "The host closed while this call ran.",
-    ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
-    "against another instance, or once the server is back.",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +71,7 @@ class ProcessRunner:
         self._closing: str | None = None  # the ErrorType calls in flight end with
         self._config: dict[str, Any] = {}
         self._spawned = 0
+        self._replacing = False  # a worker ended by a forced cancel is being replaced
 
     # -- bringing workers up -----------------------------------------------------
 
@@ -110,6 +101,14 @@ class ProcessRunner:
         return None
 
     def replace_lost(self) -> str | None:
+        try:
+            return self._refill()
+        finally:
+            with self._pool:
+                self._replacing = False
+                self._pool.notify_all()
+
+    def _refill(self) -> str | None:
         while True:
             with self._pool:
                 if self._closing is not None or len(self._workers) >= self.limits.workers:
@@ -188,13 +187,18 @@ class ProcessRunner:
     # -- calls -------------------------------------------------------------------
 
     def call(
-        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        wait_s: float | None = None,
+        control: CallControl | None = None,
     ) -> CallResult:
         worker = self._acquire(timeout_s if wait_s is None else wait_s)
         if isinstance(worker, CallResult):
             return worker
         try:
-            return self._call_on(worker, hook, kwargs, timeout_s)
+            return self._call_on(worker, hook, kwargs, timeout_s, control)
         finally:
             with self._pool:
                 if worker.serving and not worker.lost and self._closing is None:
@@ -204,7 +208,12 @@ class ProcessRunner:
     def _acquire(self, wait_s: float) -> WorkerProcess | CallResult:
         with self._pool:
             self._pool.wait_for(
-                lambda: self._free or self._closing is not None or not self._workers, wait_s
+                lambda: (
+                    self._free
+                    or self._closing is not None
+                    or not (self._workers or self._replacing)
+                ),
+                wait_s,
             )
             if self._closing is not None:
                 return CallResult.failure(ENDED[self._closing], self._closing)
@@ -221,10 +230,19 @@ class ProcessRunner:
         )
 
     def _call_on(
-        self, worker: WorkerProcess, hook: str, kwargs: dict[str, Any], timeout_s: float
+        self,
+        worker: WorkerProcess,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        control: CallControl | None = None,
     ) -> CallResult:
-        op, request = ("validate", ()) if hook == "validate" else ("call", (hook, kwargs))
-        reply = self._exchange(worker, op, request, hook, timeout_s, kwargs.get("tool"))
+        request: tuple[Any, ...]
+        if hook == "validate":
+            op, request = "validate", ()
+        else:
+            op, request = "call", (hook, kwargs, control is not None)
+        reply = self._exchange(worker, op, request, hook, timeout_s, kwargs.get("tool"), control)
         if isinstance(reply, CallResult):
             return reply
         try:
@@ -240,21 +258,29 @@ class ProcessRunner:
         what: str,
         timeout_s: float,
         tool: str | None = None,
+        control: CallControl | None = None,
     ) -> CallResult | dict[str, Any]:
         """The worker's reply, checked (see :mod:`wire`), or the failed
-        result of a lost worker."""
+        result of a lost worker. A job's progress frames go to ``control``."""
         start = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
         worker.busy = True
         worker.requests += 1
         request_id = worker.requests
         try:
-            status, reply = worker.exchange((op, request_id, *request), timeout_s)
-            if status == "reply":
-                try:
-                    return wire.decode(reply, request_id, worker.inner_pid)
-                except wire.ProtocolViolation as exc:
-                    elapsed = (time.perf_counter() - start) * 1000
-                    return self._violation(worker, exc.reason, what, elapsed)
+            reply: Any
+            status, reply = worker.send((op, request_id, *request)) or ("sent", None)
+            if status == "sent" and control is not None:
+                control.started(
+                    lambda force: worker.kill("cancel") if force else worker.send_cancel(request_id)
+                )
+            if status == "sent":
+                status, reply = await_reply(worker, request_id, deadline, control)
+            if status == "message":
+                return dict(reply)
+            if status == "violation":
+                elapsed = (time.perf_counter() - start) * 1000
+                return self._violation(worker, reply, what, elapsed)
             if status == "oversize":
                 elapsed = (time.perf_counter() - start) * 1000
                 reason = f"reply over the {worker.max_reply_bytes}-byte cap"
@@ -269,14 +295,19 @@ class ProcessRunner:
             if status == "timeout":
                 worker.kill("timeout")
             elapsed = (time.perf_counter() - start) * 1000
-            failed = self._lost_call(worker, status, tool, what, timeout_s, elapsed)
-            if failed.guard is not None:
+            failed = lost_call(
+                worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
+                timeout_s, elapsed, control, self._closing, self.limits.memory_mb,
+            )  # fmt: skip
+            if failed.guard is not None or failed.error_type == ErrorType.CANCELLED:
                 self._lose(worker, failed.error or what, failed.guard, during_call=True)
             else:
                 self._discard(worker)
             return failed
         finally:
             worker.busy = False
+            if control is not None:
+                control.finished()
 
     def _violation(
         self, worker: WorkerProcess, reason: str, what: str, elapsed: float
@@ -292,31 +323,6 @@ class ProcessRunner:
             error, ErrorType.PROTOCOL, hook=what, duration_ms=elapsed, guard="protocol"
         )
 
-    def _lost_call(
-        self,
-        worker: WorkerProcess,
-        status: str,
-        tool: str | None,
-        what: str,
-        timeout_s: float,
-        elapsed: float,
-    ) -> CallResult:
-        closing = self._closing
-        if closing is not None and status != "timeout" and worker.killed_by == "close":
-            return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
-        guard: Guard
-        if status == "timeout":
-            error, error_type, guard = timeout_reason(what, timeout_s), ErrorType.TIMEOUT, "timeout"
-        elif worker.killed_by == "memory":
-            error = memory_reason(self.limits.memory_mb, worker.peak_bytes)
-            error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
-        else:
-            worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
-            call = f"run('{tool}')" if what == "run" else f"{what}()"
-            error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"
-            error_type, guard = ErrorType.WORKER_DIED, "crash"
-        return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)
-
     # -- losing workers ----------------------------------------------------------
 
     def _died(self, worker: WorkerProcess) -> None:
@@ -331,12 +337,17 @@ class ProcessRunner:
             reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
             self._lose(worker, reason, "crash", during_call=False)
 
-    def _lose(self, worker: WorkerProcess, reason: str, guard: Guard, *, during_call: bool) -> None:
+    def _lose(
+        self, worker: WorkerProcess, reason: str, guard: Guard | None, *, during_call: bool
+    ) -> None:
+        """``guard`` None: the host ended the worker (a forced cancel)."""
         with self._pool:
             if worker.lost:
                 return
             worker.lost = True
             report = worker.serving and self._closing is None
+            if guard is None and report:
+                self._replacing = True  # calls wait for the replacement, not fail
             if worker in self._workers:
                 self._workers.remove(worker)
             if worker in self._free:

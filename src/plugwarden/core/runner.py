@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from plugwarden.core.causes import REINSTALL, SEE_LOG
 from plugwarden.core.guards import Limits
+from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 
 __all__ = [
@@ -37,7 +38,7 @@ class WorkerLoss:
     means the plugin cannot answer until it is restarted."""
 
     reason: str
-    guard: Guard
+    guard: Guard | None  # None: the host ended it on purpose (a forced cancel)
     during_call: bool
     serving: int
 
@@ -56,10 +57,16 @@ class Runner(Protocol):
         worker); None when ready, else the reason it is not."""
 
     def call(
-        self, hook: str, kwargs: dict[str, Any], timeout_s: float, wait_s: float | None = None
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        wait_s: float | None = None,
+        control: CallControl | None = None,
     ) -> CallResult:
         """Call one hook; never raises. ``wait_s`` bounds the wait for a free
-        worker (None: ``timeout_s``); past it the result is ``Busy``."""
+        worker (None: ``timeout_s``); past it the result is ``Busy``. A job's
+        call carries its ``control``: progress out, cancel in."""
 
     def replace_lost(self) -> str | None:
         """Bring the pool back to its size after a loss; None when done,
@@ -79,8 +86,8 @@ class Runner(Protocol):
         """The plugin's live worker processes (none for inline)."""
 
 
-def timeout_reason(hook: str, timeout_s: float) -> str:
-    knob = {"run": "timeout_s", "health": "health_timeout_s"}.get(hook, "load_timeout_s")
+def timeout_reason(hook: str, timeout_s: float, knob: str | None = None) -> str:
+    knob = knob or {"run": "timeout_s", "health": "health_timeout_s"}.get(hook, "load_timeout_s")
     what = "Plugin execution" if hook == "run" else f"Plugin {hook}"
     return f"{what} timed out after {timeout_s:g}s. Increase {knob} if needed."
 

@@ -19,14 +19,14 @@ log = logging.getLogger("plugwarden.scheduler")
 
 
 class Scheduler:
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 4, name: str = "plugwarden-restart") -> None:
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
         # Its threads start with the first submitted action.
-        self._pool = ThreadPoolExecutor(workers, "plugwarden-restart")
+        self._pool = ThreadPoolExecutor(workers, name)
 
     def after(self, delay_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` on a pool thread once ``delay_s`` has passed."""

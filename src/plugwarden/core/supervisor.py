@@ -154,6 +154,12 @@ class Supervisor:
         slot = self.slots[name]
         if slot.generation != generation or self._closing is not None:
             return
+        if loss.guard is None:
+            # The host ended it (a forced cancel): not the plugin's failure,
+            # so no trip, no backoff and no restart count; replaced at once.
+            self.registry.note(name, f"{loss.reason} Replacing the worker.", generation)
+            self._scheduler.after(0, lambda: self._replace(name, generation, None))
+            return
         if not loss.during_call:
             self.registry.record_trip(name, loss.guard)
         if loss.serving == 0:
@@ -227,7 +233,7 @@ class Supervisor:
         self.registry.record_restart(name, cause)
         self.bring_up(name, {}, manual=False)
 
-    def _replace(self, name: str, generation: int, cause: str) -> None:
+    def _replace(self, name: str, generation: int, cause: str | None) -> None:
         slot = self.slots[name]
         with slot.lock:
             runner = slot.runner
@@ -235,7 +241,8 @@ class Supervisor:
                 return
             reason = runner.replace_lost()
         if reason is None:
-            self.registry.record_restart(name, cause)
+            if cause is not None:
+                self.registry.record_restart(name, cause)
             self.registry.note(name, "Lost worker replaced", generation)
             return
         self.fail(name, generation, f"A lost worker could not be replaced: {reason}", "failed")

@@ -15,10 +15,13 @@ worker that must have sent it. Any breach is a :class:`ProtocolViolation`:
 the worker is killed and the call fails with the reason.
 
 Request: ``(op, id, ...)`` with op ``load`` (name, module, attr, search
-path, max result bytes), ``call`` (hook, kwargs) or ``validate``. Reply:
+path, max result bytes), ``call`` (hook, kwargs, whether it is a job),
+``validate``, or ``cancel`` (sent while a job's call runs; no reply). Reply:
 ``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by kind, ``loaded``
 (``hooks``), ``load_error`` (``reason``, ``error_type``) or ``outcome``
-(``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``).
+(``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``). A job's
+call may send ``progress`` frames (``done``, ``total``, ``message``) before
+its outcome, throttled by the worker; a flood of them is a violation.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ __all__ = [
     "encode_load_error",
     "encode_loaded",
     "encode_outcome",
+    "encode_progress",
     "outcome",
+    "progress",
 ]
 
 VERSION = 1
 MAX_DEPTH = 128  # nesting of a result, a health report or a request body
 ENVELOPE_BYTES = 64 * 1024  # room for everything of a reply but its result
 MAX_TEXT = 4096  # an error, reason or error_type longer than this is cut
-_KINDS = frozenset({"loaded", "load_error", "outcome"})
+_KINDS = frozenset({"loaded", "load_error", "outcome", "progress"})
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
 
 
@@ -81,6 +86,13 @@ def encode_loaded(request_id: int, pid: int, hooks: list[str]) -> bytes:
 def encode_load_error(request_id: int, pid: int, reason: str, error_type: str) -> bytes:
     body = _dumps({"reason": reason[:MAX_TEXT], "error_type": error_type[:200]})
     return f"{_envelope(request_id, pid, 'load_error')},{body[1:]}".encode()
+
+
+def encode_progress(
+    request_id: int, pid: int, done: float, total: float | None, message: str
+) -> bytes:
+    body = _dumps({"done": done, "total": total, "message": message})
+    return f"{_envelope(request_id, pid, 'progress')},{body[1:]}".encode()
 
 
 def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_bytes: int) -> bytes:
@@ -204,3 +216,20 @@ def outcome(message: dict[str, Any]) -> CallResult:
         error_type=error_type,
         duration_ms=float(ms),
     )
+
+
+def progress(message: dict[str, Any]) -> tuple[float, float | None, str]:
+    """The report a ``progress`` frame carries, its fields checked."""
+    done, total, text = message.get("done"), message.get("total"), message.get("message")
+    for value in (done, total):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ProtocolViolation("progress field is not a finite number")
+    if done is None:
+        raise ProtocolViolation("progress frame without 'done'")
+    if not isinstance(text, str):
+        raise ProtocolViolation("progress field 'message' is not a string")
+    return float(done), None if total is None else float(total), text[:MAX_TEXT]

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from plugwarden.core import containment, wire
+from plugwarden.core import containment, reporting, wire
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
@@ -30,6 +30,7 @@ from plugwarden.logs import WorkerRecordFormatter
 __all__ = ["serve"]
 
 SPIN_S = 100e-6  # how long an idle worker polls for the next request before it sleeps
+CANCEL_POLL_S = 0.005  # cancelled() looks at the connection at most this often
 
 
 def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
@@ -66,11 +67,16 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         # would just burn the spin every time.
         back_to_back = time.monotonic() - replied < SPIN_S
         op, request_id = request[0], request[1]
+        if op == "cancel":
+            continue  # for a job that ended before the cancel arrived
         if op == "load":
             max_result = request[6]
             plugin, reply = _load(request_id, me, *request[2:6])
         elif op == "call" and plugin is not None:
-            result = plugin.call(request[2], request[3])
+            if request[4]:  # a job: progress and cancel travel while it runs
+                result = _job_call(plugin, connection, request_id, me, control_fd, request)
+            else:
+                result = plugin.call(request[2], request[3])
             if request[2] == "init":  # its value means nothing to the host
                 result = CallResult(
                     result.ok,
@@ -94,6 +100,77 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
             failure = CallResult.failure(f"bad op {op!r}", ErrorType.PROTOCOL)
             reply = wire.encode_outcome(request_id, me, failure, max_result)
         _send(connection, reply, me)
+
+
+class _JobReporter:
+    """A job's reporter in the worker, for every thread of the plugin:
+    progress frames go out throttled; ``cancelled()`` looks for the host's
+    cancel on the connection (the only message the host sends mid-call)."""
+
+    def __init__(self, connection: Connection, request_id: int, me: int, control_fd: int) -> None:
+        self._connection = connection
+        self._id = request_id
+        self._me = me
+        self._lock = threading.Lock()  # one writer and one reader of the connection at a time
+        self._throttle = reporting.Throttle(self._send)
+        self._poller = select.poll()
+        self._poller.register(control_fd, select.POLLIN)
+        self._cancelled = False
+        self._next_poll = 0.0
+        self._active = True
+
+    def _send(self, done: float, total: float | None, message: str) -> None:
+        frame = wire.encode_progress(self._id, self._me, done, total, message)
+        with self._lock:
+            if self._active and os.getpid() == self._me:
+                try:
+                    self._connection.send_bytes(frame)
+                except OSError:
+                    self._active = False  # the host is gone; the lifeline ends us
+
+    def progress(self, done: float, total: float | None, message: str) -> None:
+        self._throttle.report(done, total, message)
+
+    def cancelled(self) -> bool:
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + CANCEL_POLL_S
+        with self._lock:
+            while self._active and os.getpid() == self._me and self._poller.poll(0):
+                try:
+                    message = self._connection.recv()
+                except (EOFError, OSError):
+                    self._active = False
+                    break
+                if message[0] == "cancel" and message[1] == self._id:
+                    self._cancelled = True
+        return self._cancelled
+
+    def close(self) -> None:
+        """Deliver the last report held back; nothing is sent after this."""
+        self._throttle.flush()
+        with self._lock:
+            self._active = False
+
+
+def _job_call(
+    plugin: LoadedPlugin,
+    connection: Connection,
+    request_id: int,
+    me: int,
+    control_fd: int,
+    request: tuple[Any, ...],
+) -> CallResult:
+    reporter = _JobReporter(connection, request_id, me, control_fd)
+    reporting.set_process_reporter(reporter)
+    try:
+        return plugin.call(request[2], request[3])
+    finally:
+        reporting.set_process_reporter(None)
+        reporter.close()
 
 
 def _await_briefly(poller: select.poll) -> None:

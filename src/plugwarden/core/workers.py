@@ -65,6 +65,7 @@ class WorkerProcess:
         self.lost = False  # its loss was handled (once, by whoever saw it first)
         self._on_death = on_death
         self._fd_lock = threading.Lock()  # fds are closed once, never written after
+        self._send_lock = threading.Lock()
         self._closed = False
         self._death_r, self._death_w = os.pipe()
         control, child_control = socket.socketpair()
@@ -107,15 +108,17 @@ class WorkerProcess:
         self._on_death(self)
 
     def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message``; ("reply", the reply's bytes), ("timeout", None),
-        ("died", None), ("oversize", None) for a reply over the cap, or
-        ("unsendable", why) when ``message`` cannot be pickled (nothing was
-        sent: the worker is untouched).
+        """Send ``message`` and wait for the next frame: see :meth:`send`
+        and :meth:`receive`."""
+        unsent = self.send(message)
+        if unsent is not None:
+            return unsent
+        return self.receive(time.monotonic() + timeout_s)
 
-        The waiting thread enforces the call's limits itself: past a short
-        spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
-        tree's memory between them, and kills the worker past its limit (the
-        death ends the wait). No other thread wakes for a call."""
+    def send(self, message: Any) -> tuple[str, Any] | None:
+        """Send ``message``; None when sent, else ("unsendable", why) when it
+        cannot be pickled (nothing was sent: the worker is untouched) or
+        ("died", None)."""
         try:
             data = pickle.dumps(message)
         # A caller's arguments may refuse to pickle in any way (a lambda, a
@@ -123,13 +126,29 @@ class WorkerProcess:
         except Exception as exc:  # noqa: BLE001
             return "unsendable", f"{type(exc).__name__}: {exc}"
         try:
-            self.connection.send_bytes(data)
+            # A cancel may be sent from another thread: frames never interleave.
+            with self._send_lock:
+                self.connection.send_bytes(data)
         # TypeError: the Connection was closed under us (a restart or close()
         # racing this call) between its own closed-check and the write.
         except (OSError, TypeError):
             return "died", None
+        return None
+
+    def send_cancel(self, request_id: int) -> None:
+        """Ask the job running as request ``request_id`` to stop (no reply)."""
+        self.send(("cancel", request_id))
+
+    def receive(self, deadline: float) -> tuple[str, Any]:
+        """The next frame: ("reply", its bytes), ("timeout", None) once
+        ``deadline`` (monotonic) passed, ("died", None), or ("oversize",
+        None) for a frame over the cap.
+
+        The waiting thread enforces the call's limits itself: past a short
+        spin it waits in slices of ``MEMORY_CHECK_S``, checking the worker
+        tree's memory between them, and kills the worker past its limit (the
+        death ends the wait). No other thread wakes for a call."""
         start = time.monotonic()
-        deadline = start + timeout_s
         # Spin only for a worker whose last reply came within the spin window.
         spin_until = start + SPIN_S if self._fast else start
         while True:

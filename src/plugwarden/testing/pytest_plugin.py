@@ -7,6 +7,8 @@ Fixtures, all factories:
   distribution there (see :func:`plugwarden.testing.write_plugin`);
 - ``plugwarden_host(config=None, start=True)``: a :class:`~plugwarden.Host`
   that discovers only the plugins of ``plugwarden_site``, closed at teardown;
+  its jobs database is the test's own (``jobs.sqlite3`` beside the site,
+  shared by the hosts of one test) unless ``[jobs] path`` is given;
 - ``plugwarden_server(config=None)``: such a host served by a real uvicorn
   server on a free loopback port; returns a :class:`LiveServer` (``url``,
   ``host``). The host starts in the background, as under ``plugwarden serve``.
@@ -46,12 +48,21 @@ def plugwarden_plugin(plugwarden_site: Path) -> Callable[..., Path]:
     return make
 
 
+def _test_config(config: Mapping[str, Any] | None, site: Path) -> dict[str, Any]:
+    """``config`` with the test's own jobs database unless it names one."""
+    data = dict(config or {})
+    jobs = dict(data.get("jobs") or {})
+    jobs.setdefault("path", str(site.parent / "jobs.sqlite3"))
+    data["jobs"] = jobs
+    return data
+
+
 @pytest.fixture
 def plugwarden_host(plugwarden_site: Path) -> Iterator[Callable[..., Host]]:
     hosts: list[Host] = []
 
     def make(config: Mapping[str, Any] | None = None, *, start: bool = True) -> Host:
-        host = Host(dict(config or {}), search_path=[str(plugwarden_site)])
+        host = Host(_test_config(config, plugwarden_site), search_path=[str(plugwarden_site)])
         hosts.append(host)
         if start:
             host.start()
@@ -93,7 +104,7 @@ def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServe
     servers: list[LiveServer] = []
 
     def make(config: Mapping[str, Any] | None = None, *, wait: bool = True) -> LiveServer:
-        host = Host(dict(config or {}), search_path=[str(plugwarden_site)])
+        host = Host(_test_config(config, plugwarden_site), search_path=[str(plugwarden_site)])
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]

@@ -1,0 +1,389 @@
+"""Jobs in motion (SPEC section 4a): one bounded queue per plugin, threads
+that run its jobs through the ordinary call path, cancellation, watchers.
+
+A plugin's jobs run at most ``workers`` at a time, on threads made when
+jobs wait and gone when none do; each job is one call through
+:class:`~plugwarden.core.calls.Calls` with its own timeout
+(``job_timeout_s``) and a :class:`~plugwarden.core.reporting.CallControl`,
+so it shares the plugin's workers, guards, metrics and states with
+synchronous calls. Every change of a job is written to the
+:class:`~plugwarden.core.jobstore.JobStore` (progress only with its end)
+and told to its watchers (the server-sent events of ``/v1/jobs/{id}/events``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from plugwarden.config import JobsConfig
+from plugwarden.core.calls import Calls
+from plugwarden.core.jobs import Job, JobState, Progress
+from plugwarden.core.jobstore import JobStore, lost_record
+from plugwarden.core.reporting import CallControl
+from plugwarden.core.result import CallResult
+from plugwarden.core.scheduler import Scheduler
+from plugwarden.core.supervisor import Supervisor
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
+
+__all__ = ["DURATION_BUCKETS", "JobQueue"]
+
+log = logging.getLogger("plugwarden.jobs")
+
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, math.inf)
+PRUNE_EVERY = 100  # finished jobs between two retention passes
+Watcher = Callable[[], None]
+
+
+@dataclass(slots=True, eq=False)
+class _Live:
+    job: Job
+    control: CallControl
+    watchers: list[Watcher] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One plugin's queue and how many threads run its jobs."""
+
+    queued: collections.deque[_Live] = field(default_factory=collections.deque)
+    active: int = 0
+
+
+@dataclass(slots=True)
+class _Durations:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    total_s: float = 0.0
+
+
+class JobQueue:
+    def __init__(self, config: JobsConfig, calls: Calls, supervisor: Supervisor) -> None:
+        self.config = config
+        self.store = JobStore(config.database(), config.keep_s, config.keep_max)
+        self._calls = calls
+        self._supervisor = supervisor
+        self._lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._threads: set[threading.Thread] = set()
+        self._durations: dict[str, _Durations] = {}
+        self._grace = Scheduler(2, "plugwarden-cancel")
+        self._refusing: str | None = None
+        self._opened = False
+        self._finished_since_prune = 0
+
+    def open(self) -> None:
+        """Open the store (raises :class:`JobStoreError`); jobs that a dead
+        host left queued or running are marked lost."""
+        lost = self.store.open()
+        self._opened = True
+        if lost:
+            log.warning("%d job(s) of a host that stopped are marked lost", lost)
+
+    # -- submitting and cancelling ----------------------------------------------------
+
+    def submit(
+        self, name: str, tool: str, args: Mapping[str, Any] | None, timeout_s: float | None
+    ) -> Job:
+        refused = self._calls.refusal(name, tool, args)
+        if refused is not None:
+            raise JobRefused(name, refused.error or "refused", refused.error_type or "")
+        if self._refusing is not None or not self._opened:
+            raise JobRefused(
+                name,
+                "The host is shutting down (or not started): no new jobs.",
+                self._refusing or ErrorType.CLOSED,
+            )
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
+            raise JobRefused(
+                name, f"timeout_s must be a positive number, got {timeout_s!r}",
+                ErrorType.INVALID_ARGUMENTS,
+            )  # fmt: skip
+        arguments = dict(args or {})
+        try:
+            json.dumps(arguments, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise JobRefused(
+                name, f"A job's args must be plain JSON data to be stored ({exc}).",
+                ErrorType.INVALID_ARGUMENTS,
+            ) from None  # fmt: skip
+        limits = self._supervisor.slot(name).limits
+        job = Job(
+            uuid.uuid4().hex,
+            name,
+            tool,
+            arguments,
+            JobState.QUEUED,
+            time.time(),
+            float(timeout_s or limits.job_timeout_s),
+        )
+        with self._lock:
+            lane = self._lanes.setdefault(name, _Lane())
+            if len(lane.queued) >= self.config.max_queued_jobs:
+                raise JobRefused(
+                    name,
+                    f"Plugin '{name}' already has {len(lane.queued)} jobs queued "
+                    "([jobs] max_queued_jobs). Retry later, or raise the limit.",
+                    ErrorType.BUSY,
+                )
+            try:
+                self.store.insert(job)
+            except JobStoreError as exc:
+                raise JobRefused(name, str(exc), ErrorType.JOB_STORE) from None
+            live = _Live(job, self._control_for(job))
+            self._live[job.id] = live
+            lane.queued.append(live)
+            spawn = lane.active < max(1, limits.workers)
+            if spawn:
+                lane.active += 1
+                thread = threading.Thread(
+                    target=self._serve, args=(lane,), name=f"plugwarden-jobs-{name}", daemon=True
+                )
+                self._threads.add(thread)
+        if spawn:
+            thread.start()
+        return job
+
+    def _control_for(self, job: Job) -> CallControl:
+        return CallControl(
+            lambda done, total, message: self._progress(job.id, done, total, message),
+            lambda: self._started(job.id),
+            self.config.cancel_grace_s,
+        )
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a queued one at once, without touching a worker; a
+        running one cooperatively, then by killing its worker after
+        ``cancel_grace_s``. A finished job is returned unchanged."""
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is not None and live.job.state == JobState.QUEUED:
+                lane = self._lanes[live.job.plugin]
+                if live in lane.queued:
+                    lane.queued.remove(live)
+                    record = CallResult.failure(
+                        "Cancelled before it started.",
+                        ErrorType.CANCELLED,
+                        plugin=live.job.plugin,
+                        tool=live.job.tool,
+                        args=live.job.args,
+                    )
+                    live.control.cancel()
+                    queued = True
+                else:
+                    queued = False  # taken by a thread this instant: cancelled at its start
+            else:
+                queued = False
+        if live is None:
+            return self.job(job_id)
+        if queued:
+            return self._finish(live, JobState.CANCELLED, record.to_dict())
+        live.control.cancel()
+        self._grace.after(self.config.cancel_grace_s, lambda: live.control.cancel(force=True))
+        return live.job
+
+    # -- running ------------------------------------------------------------------------
+
+    def _serve(self, lane: _Lane) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not lane.queued:
+                        lane.active -= 1
+                        return
+                    live = lane.queued.popleft()
+                self._run(live)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _run(self, live: _Live) -> None:
+        job, control = live.job, live.control
+        if control.cancel_requested:
+            record = CallResult.failure(
+                "Cancelled before it started.", ErrorType.CANCELLED, plugin=job.plugin,
+                tool=job.tool, args=job.args,
+            )  # fmt: skip
+            self._finish(live, JobState.CANCELLED, record.to_dict())
+            return
+        try:
+            result = self._calls.call(
+                job.plugin, job.tool, job.args, timeout_s=job.timeout_s, control=control
+            )
+        # The job's thread must end the job whatever happened on the way.
+        except Exception as exc:
+            log.exception("job %s: internal error", job.id)
+            result = CallResult.failure(f"Internal error: {exc!r}", ErrorType.INTERNAL)
+        if control.cancel_requested:
+            state = JobState.CANCELLED
+        elif result.error_type in (ErrorType.CLOSED, ErrorType.SHUTTING_DOWN):
+            state = JobState.LOST
+        else:
+            state = JobState.SUCCEEDED if result.ok else JobState.FAILED
+        if state == JobState.LOST:
+            self._finish(live, state, lost_record(job, live.job.started_at is not None))
+        else:
+            self._finish(live, state, result.to_dict())
+
+    def _started(self, job_id: str) -> None:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                return
+            live.job = job = replace(
+                live.job, state=JobState.RUNNING, started_at=time.time(),
+                version=live.job.version + 1,
+            )  # fmt: skip
+        self._store(job)
+        self._tell(live)
+
+    def _progress(self, job_id: str, done: float, total: float | None, message: str) -> None:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                return
+            progress = Progress(done, total, message, time.time())
+            live.job = replace(live.job, progress=progress, version=live.job.version + 1)
+        self._tell(live)
+
+    def _finish(self, live: _Live, state: str, record: dict[str, Any]) -> Job:
+        with self._lock:
+            job = live.job = replace(
+                live.job, state=state, finished_at=time.time(), record=record,
+                version=live.job.version + 1,
+            )  # fmt: skip
+            self._live.pop(job.id, None)
+            if job.started_at is not None and job.finished_at is not None:
+                spent = job.finished_at - job.started_at
+                durations = self._durations.setdefault(job.plugin, _Durations())
+                durations.buckets[bisect_left(DURATION_BUCKETS, spent)] += 1
+                durations.total_s += spent
+            self._finished_since_prune += 1
+            prune = self._finished_since_prune >= PRUNE_EVERY
+            if prune:
+                self._finished_since_prune = 0
+        self._store(job)
+        if prune:
+            try:
+                self.store.prune()
+            except JobStoreError:
+                log.exception("jobs retention failed")
+        self._tell(live)
+        return job
+
+    def _store(self, job: Job) -> None:
+        try:
+            self.store.write(job)
+        # The job stays readable in memory until the host stops.
+        except JobStoreError:
+            log.exception("job %s: could not store its %s state", job.id, job.state)
+
+    @staticmethod
+    def _tell(live: _Live) -> None:
+        for watcher in list(live.watchers):
+            try:
+                watcher()
+            # One watcher's fault must not stop the job's others or the job.
+            except Exception:
+                log.exception("job watcher failed")
+
+    # -- reading ----------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        live = self._live.get(job_id)
+        if live is not None:
+            return live.job
+        stored = self.store.get(job_id) if self._opened else None
+        if stored is None:
+            raise UnknownJob(job_id)
+        return stored
+
+    def page(
+        self,
+        plugin: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> tuple[list[Job], int | None]:
+        """Newest first; the cursor for the next page (None: no more)."""
+        if state is not None and state not in JobState.ALL:
+            raise ValueError(f"Unknown job state {state!r}; one of {', '.join(JobState.ALL)}")
+        rows = self.store.page(plugin, state, limit + 1, before)
+        jobs = []
+        for _, stored in rows[:limit]:
+            live = self._live.get(stored.id)
+            jobs.append(live.job if live is not None else stored)
+        more = len(rows) > limit
+        return jobs, rows[limit - 1][0] if more else None
+
+    def live(self) -> list[Job]:
+        """Jobs queued or running now (memory only, no database read)."""
+        with self._lock:
+            return [live.job for live in self._live.values()]
+
+    def queue_depths(self) -> dict[str, int]:
+        with self._lock:
+            return {name: len(lane.queued) for name, lane in self._lanes.items()}
+
+    def durations(self) -> dict[str, tuple[list[int], float]]:
+        with self._lock:
+            return {name: (list(d.buckets), d.total_s) for name, d in self._durations.items()}
+
+    def watch(self, job_id: str, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher`` (from a job thread) after each change of a live
+        job; returns the function that stops it."""
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                return lambda: None
+            live.watchers.append(watcher)
+
+        def unwatch() -> None:
+            with self._lock:
+                if watcher in live.watchers:
+                    live.watchers.remove(watcher)
+
+        return unwatch
+
+    # -- closing ----------------------------------------------------------------------
+
+    def refuse(self, why: str) -> None:
+        """No new jobs; watchers are woken (to see the host going)."""
+        self._refusing = why
+        with self._lock:
+            lives = list(self._live.values())
+        for live in lives:
+            self._tell(live)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """After the runners closed: queued jobs are lost, the threads (whose
+        calls ended) joined, the store closed."""
+        self._refusing = self._refusing or ErrorType.CLOSED
+        with self._lock:
+            queued = [live for lane in self._lanes.values() for live in lane.queued]
+            for lane in self._lanes.values():
+                lane.queued.clear()
+            threads = list(self._threads)
+        for live in queued:
+            self._finish(live, JobState.LOST, lost_record(live.job, False))
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._grace.close()
+        self.store.close()
+        self._opened = False

@@ -1,0 +1,125 @@
+"""A job (SPEC section 4a): a call that runs in the background, with progress.
+
+:class:`Job` is an immutable snapshot, safe to hand out; the
+:class:`~plugwarden.core.jobqueue.JobQueue` keeps the live ones and the
+:class:`~plugwarden.core.jobstore.JobStore` every one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from plugwarden.core.lifecycle import iso
+
+__all__ = ["Job", "JobState", "Progress", "valid_job_id"]
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def valid_job_id(value: str) -> bool:
+    """Whether ``value`` has the form of a job id (32 hex digits)."""
+    return _JOB_ID.fullmatch(value) is not None
+
+
+class JobState:
+    QUEUED: Final = "queued"
+    RUNNING: Final = "running"
+    SUCCEEDED: Final = "succeeded"
+    FAILED: Final = "failed"
+    CANCELLED: Final = "cancelled"
+    LOST: Final = "lost"  # the host stopped while the job was queued or running
+
+    ALL: Final = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
+    LIVE: Final = frozenset({QUEUED, RUNNING})
+    FINISHED: Final = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The last progress a job reported: ``done`` of ``total`` (None: unknown)."""
+
+    done: float
+    total: float | None = None
+    message: str = ""
+    updated_at: float = 0.0  # time.time()
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total or self.total <= 0:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "total": self.total,
+            "fraction": self.fraction,
+            "message": self.message,
+            "updated_at": _when(self.updated_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        return cls(data["done"], data.get("total"), data.get("message", ""), data.get("at", 0.0))
+
+    def stored(self) -> dict[str, Any]:
+        return {"done": self.done, "total": self.total, "message": self.message,
+                "at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as it is now. ``record`` is the result record of its call,
+    the same a synchronous call returns (``ok``, ``result``, ``error``,
+    ``error_type``, ...), once it finished; times are ``time.time()``."""
+
+    id: str
+    plugin: str
+    tool: str
+    args: dict[str, Any]
+    state: str
+    submitted_at: float
+    timeout_s: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None
+    record: dict[str, Any] | None = None
+    version: int = field(default=0, compare=False)  # bumped by every change of a live job
+
+    @property
+    def finished(self) -> bool:
+        return self.state in JobState.FINISHED
+
+    @property
+    def ok(self) -> bool:
+        return self.state == JobState.SUCCEEDED
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else datetime.now(UTC).timestamp()
+        return round(max(0.0, end - self.started_at), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "plugin": self.plugin,
+            "tool": self.tool,
+            "args": self.args,
+            "state": self.state,
+            "submitted_at": _when(self.submitted_at),
+            "started_at": _when(self.started_at),
+            "finished_at": _when(self.finished_at),
+            "duration_s": self.duration_s,
+            "timeout_s": self.timeout_s,
+            "progress": None if self.progress is None else self.progress.to_dict(),
+            "record": self.record,
+        }
+
+
+def _when(moment: float | None) -> str | None:
+    return None if moment is None else iso(datetime.fromtimestamp(moment, UTC))
