@@ -1,0 +1,189 @@
+"""The job routes on a real uvicorn server: submit, poll, stream, cancel,
+list, and the usual 4xx JSON for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+
+from plugwarden import ErrorType
+from tests.conftest import plugin_source, wait_for
+from tests.test_jobs import BLOCK_UNTIL_FILE, STEPS
+
+TOKEN = "jobs-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def server(plugwarden_plugin, plugwarden_server):
+    plugwarden_plugin("steps", plugin_source(STEPS))
+    plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
+    return plugwarden_server({"server": {"token": TOKEN}, "jobs": {"max_queued_jobs": 1}})
+
+
+def submit(server, name="steps", body=None, headers=AUTH):
+    body = {"tool": "count", "args": {"n": 20, "dt": 0.1}} if body is None else body
+    return httpx.post(f"{server.url}/v1/plugins/{name}/jobs", json=body, headers=headers)
+
+
+def events(server, job_id):
+    """Every (event, data) of the job's stream, until it ends."""
+    seen = []
+    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", timeout=60) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line[len("data: ") :])))
+    return seen
+
+
+class TestProgress:
+    def test_polling_shows_increasing_progress_then_the_result(self, server):
+        answer = submit(server)
+        assert answer.status_code == 202
+        job = answer.json()
+        assert answer.headers["location"] == f"/v1/jobs/{job['id']}"
+        assert job["state"] == "queued" and job["plugin"] == "steps" and job["record"] is None
+        done = []
+        while True:
+            polled = httpx.get(server.url + answer.headers["location"]).json()
+            if polled["progress"] is not None:
+                done.append(polled["progress"]["done"])
+            if polled["state"] not in ("queued", "running"):
+                break
+        assert polled["state"] == "succeeded"
+        assert polled["record"]["ok"] and polled["record"]["result"] == {"done": 20}
+        assert done == sorted(done) and len(set(done)) >= 3 and done[-1] == 20
+
+    def test_the_event_stream_carries_progress_then_the_final_record(self, server):
+        job = submit(server).json()
+        seen = events(server, job["id"])
+        kinds = [kind for kind, _ in seen]
+        assert kinds[-1] == "end" and set(kinds[:-1]) == {"progress"}
+        progress = [data["progress"]["done"] for kind, data in seen[:-1] if data["progress"]]
+        assert progress == sorted(progress) and len(set(progress)) >= 3
+        final = seen[-1][1]
+        assert final["state"] == "succeeded" and final["record"]["result"] == {"done": 20}
+
+    def test_the_stream_of_a_finished_job_is_its_end_event(self, server):
+        job = submit(server, body={"tool": "count", "args": {"n": 1, "dt": 0}}).json()
+        wait_for(
+            lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
+        )
+        assert [kind for kind, _ in events(server, job["id"])] == ["end"]
+
+
+class TestCancelAndList:
+    def test_delete_cancels_a_running_job(self, server):
+        job = submit(server, body={"tool": "count", "args": {"n": 1000, "dt": 0.01}}).json()
+        url = f"{server.url}/v1/jobs/{job['id']}"
+        wait_for(lambda: httpx.get(url).json()["progress"] is not None, 30, "progress")
+        assert httpx.delete(url, headers=AUTH).status_code == 200
+        wait_for(lambda: httpx.get(url).json()["state"] == "cancelled", 10, "the cancel")
+        after = httpx.post(
+            f"{server.url}/v1/plugins/steps/run",
+            json={"tool": "count", "args": {"n": 1, "dt": 0}},
+            headers=AUTH,
+        )
+        assert after.json()["ok"]
+
+    def test_the_list_filters_by_plugin_and_state_and_pages_with_a_link(self, server):
+        ids = []
+        for _ in range(3):
+            job = submit(server, body={"tool": "c", "args": {"n": 1, "dt": 0}}).json()
+            wait_for(
+                lambda j=job: (
+                    httpx.get(f"{server.url}/v1/jobs/{j['id']}").json()["state"] == "succeeded"
+                )
+            )
+            ids.append(job["id"])
+        listed = httpx.get(f"{server.url}/v1/jobs", params={"plugin": "steps", "limit": 2})
+        assert [j["id"] for j in listed.json()] == ids[::-1][:2]
+        link = listed.headers["link"]
+        assert link.endswith('rel="next"')
+        rest = httpx.get(server.url + link[1 : link.index(">")]).json()
+        assert [j["id"] for j in rest] == ids[:1]
+        assert httpx.get(f"{server.url}/v1/jobs", params={"state": "failed"}).json() == []
+        assert httpx.get(f"{server.url}/v1/jobs", params={"plugin": "gate"}).json() == []
+
+    def test_a_full_queue_answers_429_busy(self, server, tmp_path):
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
+        body = {"tool": "t", "args": gate}
+        assert submit(server, "gate", body).status_code == 202
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the first job to start")
+        assert submit(server, "gate", body).status_code == 202  # queued
+        full = submit(server, "gate", body)
+        assert full.status_code == 429 and full.headers["retry-after"]
+        assert full.json()["error_type"] == ErrorType.BUSY
+        open(gate["release"], "w").close()
+
+
+class TestBadRequests:
+    @pytest.mark.parametrize(
+        "path", ["/v1/jobs/nope", "/v1/jobs/" + "0" * 32, "/v1/jobs/" + "0" * 32 + "/events"]
+    )
+    def test_an_unknown_job_is_404(self, server, path):
+        answer = httpx.get(server.url + path)
+        assert answer.status_code == 404
+        assert answer.json()["error_type"] == ErrorType.UNKNOWN_JOB
+
+    def test_delete_of_an_unknown_job_is_404(self, server):
+        answer = httpx.delete(f"{server.url}/v1/jobs/{'a' * 32}", headers=AUTH)
+        assert answer.status_code == 404 and answer.json()["error_type"] == ErrorType.UNKNOWN_JOB
+
+    @pytest.mark.parametrize(
+        ("headers", "status"),
+        [({}, 401), ({"Authorization": "Bearer wrong"}, 403)],
+    )
+    def test_submit_and_cancel_need_the_token(self, server, headers, status):
+        assert submit(server, headers=headers).status_code == status
+        assert (
+            httpx.delete(f"{server.url}/v1/jobs/{'a' * 32}", headers=headers).status_code == status
+        )
+        assert httpx.get(f"{server.url}/v1/jobs").json() == []
+
+    @pytest.mark.parametrize(
+        ("body", "status", "error_type"),
+        [
+            ({"tool": 3}, 422, ErrorType.INVALID_REQUEST),
+            ({"tool": "t", "extra": 1}, 422, ErrorType.INVALID_REQUEST),
+            ({"tool": "t", "timeout_s": -1}, 422, ErrorType.INVALID_REQUEST),
+            ({"tool": "t", "timeout_s": "1"}, 422, ErrorType.INVALID_REQUEST),
+            ([1, 2], 422, ErrorType.INVALID_REQUEST),
+        ],
+    )
+    def test_a_bad_body_gets_a_4xx_json_error(self, server, body, status, error_type):
+        answer = submit(server, body=body)
+        assert answer.status_code == status and answer.json()["error_type"] == error_type
+
+    def test_invalid_json_and_an_unknown_plugin(self, server):
+        raw = httpx.post(f"{server.url}/v1/plugins/steps/jobs", content=b"{nope", headers=AUTH)
+        assert raw.status_code == 400 and raw.json()["error_type"] == ErrorType.INVALID_JSON
+        unknown = submit(server, "missing")
+        assert (
+            unknown.status_code == 404 and unknown.json()["error_type"] == ErrorType.UNKNOWN_PLUGIN
+        )
+
+    @pytest.mark.parametrize(
+        "query",
+        [{"state": "done"}, {"limit": "0"}, {"limit": "x"}, {"before": "-3"}, {"page": "2"}],
+    )
+    def test_a_bad_list_query_is_422(self, server, query):
+        answer = httpx.get(f"{server.url}/v1/jobs", params=query)
+        assert (
+            answer.status_code == 422 and answer.json()["error_type"] == ErrorType.INVALID_REQUEST
+        )
+
+    def test_jobs_are_off_without_a_token(self, plugwarden_plugin, plugwarden_server):
+        plugwarden_plugin("steps", plugin_source(STEPS))
+        live = plugwarden_server()
+        answer = submit(live)
+        assert answer.status_code == 403
+        assert answer.json()["error_type"] == ErrorType.MUTATIONS_DISABLED
