@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from plugwarden import ErrorType
 from tests.conftest import plugin_source, wait_for
 from tests.test_jobs import BLOCK_UNTIL_FILE, STEPS
+from tests.test_web_page import CHROMIUM, chromium
 
 TOKEN = "jobs-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -187,3 +189,43 @@ class TestBadRequests:
         answer = submit(live)
         assert answer.status_code == 403
         assert answer.json()["error_type"] == ErrorType.MUTATIONS_DISABLED
+
+
+class TestObservability:
+    def test_metrics_count_jobs_by_state_duration_and_queue_depth(self, server, tmp_path):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        job = submit(server, body={"tool": "c", "args": {"n": 2, "dt": 0}}).json()
+        wait_for(
+            lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
+        )
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
+        submit(server, "gate", {"tool": "t", "args": gate})
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the gate job to start")
+        submit(server, "gate", {"tool": "t", "args": gate})
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)
+            for sample in family.samples
+        }
+        open(gate["release"], "w").close()
+        assert samples[("plugwarden_jobs", (("state", "succeeded"),))] == 1
+        assert samples[("plugwarden_jobs", (("state", "running"),))] == 1
+        assert samples[("plugwarden_jobs", (("state", "queued"),))] == 1
+        assert samples[("plugwarden_job_queue_depth", (("plugin", "gate"),))] == 1
+        assert samples[("plugwarden_job_duration_seconds_count", (("plugin", "steps"),))] == 1
+
+    @pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium not installed (Debian package; .ci/run installs it)"
+    )
+    def test_the_status_page_shows_a_running_job_with_its_progress_bar(self, server, tmp_path):
+        job = submit(server, body={"tool": "count", "args": {"n": 100000, "dt": 0.05}}).json()
+        url = f"{server.url}/v1/jobs/{job['id']}"
+        wait_for(lambda: httpx.get(url).json()["progress"] is not None, 30, "progress")
+        dom = chromium(server.url + "/", "--dump-dom", profile=tmp_path / "profile").stdout
+        row = re.search(rf'<tr data-job="{job["id"]}">(.*?)</tr>', dom, re.S)
+        assert row is not None, dom[-2000:]
+        assert "steps" in row.group(1) and "count" in row.group(1)
+        assert re.search(r'<progress max="1" value="0\.0\d*', row.group(1))
+        assert "of 100000" in row.group(1)
+        httpx.delete(url, headers=AUTH)

@@ -169,7 +169,9 @@ def create_app(
 
     async def page(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
-        return HTMLResponse(render_page(statuses, readiness(host, statuses), host.memory_seen()))
+        running = host.job_queue.live()
+        page = render_page(statuses, readiness(host, statuses), host.memory_seen(), running)
+        return HTMLResponse(page)
 
     # Starlette tries routes in order: the ones probes poll come first.
     routes = [

@@ -13,6 +13,7 @@ import time
 from html import escape
 from typing import Any
 
+from plugwarden.core.jobs import Job, JobState
 from plugwarden.core.registry import PluginStatus
 from plugwarden.record import ago
 
@@ -37,6 +38,7 @@ font-size:.8rem}
 .unhealthy{display:inline-block;margin-left:.3rem;padding:.1rem .4rem;border-radius:.8rem;
 color:#c53030;border:1px solid #c53030;font-size:.75rem;font-weight:600}
 details ol{margin:.3rem 0 0 1rem;padding:0} details li{font-size:.8rem}
+h2{font-size:1.05rem;margin:1.5rem 0 .4rem} progress{width:12rem;vertical-align:middle}
 """
 
 _SCRIPT = """
@@ -83,11 +85,22 @@ async function history(details) {
   details.querySelector("ol").innerHTML = (record.history || []).map(h =>
     `<li><b>${esc(h.state)}</b> ${esc(ago(h.at))}: ${esc(h.reason)}</li>`).join("");
 }
+function jobRow(j) {
+  const p = j.progress || {};
+  const bar = p.fraction == null ? "<progress></progress>"
+    : `<progress max="1" value="${p.fraction}"></progress>`;
+  const done = p.done == null ? "" : p.total == null ? p.done : `${p.done} / ${p.total}`;
+  return `<tr data-job="${esc(j.id)}"><td>${esc(j.plugin)}</td><td>${esc(j.tool)}</td>` +
+    `<td>${bar} <span class="small">${esc(done)} ${esc(p.message)}</span></td>` +
+    `<td class="small">${esc(ago(j.started_at))}</td><td class="small">${esc(j.id)}</td></tr>`;
+}
 async function refresh() {
   try {
-    const [plugins, ready] = await Promise.all([
+    const [plugins, ready, jobs] = await Promise.all([
       fetch("/v1/plugins", {cache: "no-store"}).then(r => r.json()),
-      fetch("/readyz", {cache: "no-store"}).then(r => r.json())]);
+      fetch("/readyz", {cache: "no-store"}).then(r => r.json()),
+      fetch("/v1/jobs?state=running&limit=50", {cache: "no-store"}).then(r => r.json())]);
+    document.getElementById("jobs").innerHTML = jobs.map(jobRow).join("") || NO_JOBS;
     const header = document.getElementById("ready");
     header.className = ready.ready ? "ready" : "notready";
     header.textContent = ready.ready ? "ready" : "not ready: " + ready.reasons.join("; ");
@@ -118,6 +131,7 @@ async function refresh() {
   }
 }
 const ROW_TEMPLATE = document.getElementById("row-template").innerHTML;
+const NO_JOBS = '<tr><td colspan="5" class="small">No job is running.</td></tr>';
 document.addEventListener("toggle", e => history(e.target), true);
 // #history=NAME opens that plugin's history (a link an operator can share).
 const wanted = decodeURIComponent(location.hash.slice(1));
@@ -190,10 +204,34 @@ def _row(name: str, cells: dict[str, str]) -> str:
     return f'<tr data-plugin="{escape(name)}">{first}{rest}</tr>'
 
 
+def _job_row(job: Job) -> str:
+    progress = job.progress
+    bar, done = "<progress></progress>", ""
+    if progress is not None:
+        if progress.fraction is not None:
+            bar = f'<progress max="1" value="{progress.fraction}"></progress>'
+        total = "" if progress.total is None else f" / {progress.total:g}"
+        done = escape(f"{progress.done:g}{total} {progress.message}")
+    started = escape(ago(None if job.started_at is None else job.to_dict()["started_at"]))
+    return (
+        f'<tr data-job="{job.id}"><td>{escape(job.plugin)}</td><td>{escape(job.tool)}</td>'
+        f'<td>{bar} <span class="small">{done}</span></td><td class="small">{started}</td>'
+        f'<td class="small">{job.id}</td></tr>'
+    )
+
+
 def render_page(
-    statuses: list[PluginStatus], not_ready: list[str], memory: dict[str, Any] | None = None
+    statuses: list[PluginStatus],
+    not_ready: list[str],
+    memory: dict[str, Any] | None = None,
+    jobs: list[Job] | None = None,
 ) -> str:
+    """The page; ``jobs``: the jobs running now (a progress bar each)."""
     memory = memory or {}
+    running = [job for job in jobs or [] if job.state == JobState.RUNNING]
+    job_rows = "".join(_job_row(job) for job in running) or (
+        '<tr><td colspan="5" class="small">No job is running.</td></tr>'
+    )
     counts: dict[str, int] = {}
     for status in statuses:
         counts[status.state.value] = counts.get(status.state.value, 0) + 1
@@ -225,6 +263,9 @@ def render_page(
 <div class="summary" id="summary">{summary}</div>{empty}
 <table><thead><tr>{headings}</tr></thead>
 <tbody id="rows">{rows}</tbody></table>
+<h2>Running jobs</h2>
+<table><thead><tr><th>plugin</th><th>tool</th><th>progress</th><th>started</th><th>job</th>
+</tr></thead><tbody id="jobs">{job_rows}</tbody></table>
 <template id="row-template">{template[template.index(">") + 1 : -len("</tr>")]}</template>
 <script>{_SCRIPT}</script></body></html>
 """

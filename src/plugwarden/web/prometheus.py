@@ -7,6 +7,7 @@ never collide on the global default registry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,7 +20,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from plugwarden.core.host import Host
+from plugwarden.core.jobqueue import DURATION_BUCKETS
 from plugwarden.core.lifecycle import State
+from plugwarden.exceptions import PlugwardenError
 
 __all__ = ["HostCollector", "collector_registry", "exposition"]
 
@@ -104,6 +107,34 @@ class HostCollector(Collector):
         started.add_metric([], 1.0 if self.host.started else 0.0)
         yield from (state, calls, trips, duration, uptime, in_flight, restarts, healthy, resident)
         yield from (plugins, started)
+        yield from self._jobs()
+
+    def _jobs(self) -> Iterator[Metric]:
+        queue = self.host.job_queue
+        jobs = GaugeMetricFamily("plugwarden_jobs", "Stored jobs by state.", labels=["state"])
+        try:
+            counts = queue.store.counts() if self.host.started else {}
+        except PlugwardenError:
+            counts = {}  # the store is closing or failing: the other metrics still go out
+        for job_state, count in counts.items():
+            jobs.add_metric([job_state], count)
+        depth = GaugeMetricFamily(
+            "plugwarden_job_queue_depth", "Jobs waiting for a worker.", labels=["plugin"]
+        )
+        for name, waiting in queue.queue_depths().items():
+            depth.add_metric([name], waiting)
+        duration = HistogramMetricFamily(
+            "plugwarden_job_duration_seconds",
+            "Run time of finished jobs (from start to end), since the host started.",
+            labels=["plugin"],
+        )
+        for name, (counts_by_bucket, total) in queue.durations().items():
+            cumulative, running = [], 0
+            for bound, count in zip(DURATION_BUCKETS, counts_by_bucket, strict=True):
+                running += count
+                cumulative.append(("+Inf" if math.isinf(bound) else str(bound), running))
+            duration.add_metric([name], cumulative, total)
+        yield from (jobs, depth, duration)
 
 
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
