@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ECHO
+from tests.conftest import ECHO, plugin_source, wait_for
 
 TOKEN = "cli-test-token-0123456789"
 
@@ -206,3 +207,93 @@ class TestDoctorAlarms:
         report = json.loads(cli("doctor", "--json", url=served.url).stdout)
         assert report["plugins_from"] == f"the server at {served.url}"
         assert {p["name"]: p for p in report["plugins"]}["good"]["success_count"] == 1
+
+
+class TestJobs:
+    """run --job, jobs and cancel against a real server, and --local."""
+
+    @pytest.fixture
+    def served(self, cli, plugwarden_plugin, plugwarden_server):
+        from tests.test_jobs import STEPS
+
+        plugwarden_plugin("steps", plugin_source(STEPS))
+        return plugwarden_server({"server": {"token": TOKEN}})
+
+    def test_run_job_follows_it_to_its_result(self, cli, served):
+        args = '{"n": 10, "dt": 0.05}'
+        done = cli(
+            "run", "steps", "count", "--args", args, "--job", "--token", TOKEN, url=served.url
+        )
+        assert done.returncode == 0, done.stderr
+        assert "submitted" in done.stdout and "succeeded" in done.stdout
+        assert '"done": 10' in done.stdout
+        as_json = cli(
+            "run", "steps", "count", "--args", args, "--job", "--json", "--token", TOKEN,
+            url=served.url,
+        )  # fmt: skip
+        job = json.loads(as_json.stdout)
+        assert job["state"] == "succeeded" and job["progress"]["done"] == 10
+
+    def test_a_failed_job_exits_one_with_its_error(self, cli, served):
+        done = cli(
+            "run",
+            "steps",
+            "count",
+            "--args",
+            '{"n": "x"}',
+            "--job",
+            "--token",
+            TOKEN,
+            url=served.url,
+        )
+        assert done.returncode == 1 and "failed" in done.stdout and "TypeError" in done.stdout
+
+    def test_jobs_lists_and_filters(self, cli, served):
+        job = served.host.submit("steps", "count", {"n": 1, "dt": 0})
+        wait_for(lambda: served.host.job(job.id).finished)
+        listed = json.loads(cli("jobs", "--json", url=served.url).stdout)
+        assert [j["id"] for j in listed] == [job.id]
+        table = cli("jobs", "--plugin", "steps", url=served.url)
+        assert table.returncode == 0 and job.id in table.stdout and "succeeded" in table.stdout
+        assert json.loads(cli("jobs", "--state", "failed", "--json", url=served.url).stdout) == []
+
+    def test_cancel_cancels_a_running_job_and_an_unknown_id_is_a_usage_error(self, cli, served):
+        job = served.host.submit("steps", "count", {"n": 100000, "dt": 0.01})
+        wait_for(lambda: served.host.job(job.id).progress is not None, 30, "progress")
+        done = cli("cancel", job.id, "--token", TOKEN, url=served.url)
+        assert done.returncode == 0 and "cancel requested" in done.stdout
+        wait_for(lambda: served.host.job(job.id).state == "cancelled", 10, "the cancel")
+        unknown = cli("cancel", "f" * 32, "--token", TOKEN, url=served.url)
+        assert unknown.returncode == 2 and "Unknown job" in unknown.stderr
+
+    def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel_it(
+        self, cli, served, plugwarden_site, tmp_path
+    ):
+        env = {**os.environ, "PYTHONPATH": str(plugwarden_site), "PLUGWARDEN_URL": served.url}
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "plugwarden", "run", "steps", "count", "--args",
+             '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            line = follower.stdout.readline()
+            job_id = line.split()[1]
+            wait_for(lambda: served.host.job(job_id).progress is not None, 30, "progress")
+            follower.send_signal(signal.SIGINT)
+            out, err = follower.communicate(timeout=30)
+        finally:
+            follower.kill()
+            follower.wait()
+        assert follower.returncode == 130, (out, err)
+        assert f"plugwarden cancel {job_id}" in out
+        assert served.host.job(job_id).state == "running"
+        served.host.cancel(job_id)
+
+    def test_run_job_local(self, cli, plugwarden_plugin):
+        from tests.test_jobs import STEPS
+
+        plugwarden_plugin("steps", plugin_source(STEPS))
+        done = cli("run", "steps", "count", "--args", '{"n": 3, "dt": 0}', "--job", "--local")
+        assert done.returncode == 0, done.stderr
+        assert "succeeded" in done.stdout and '"done": 3' in done.stdout

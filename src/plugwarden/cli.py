@@ -22,7 +22,9 @@ from rich.table import Table
 from plugwarden import __version__
 from plugwarden.config import HostConfig
 from plugwarden.console import STATE_STYLES, all_well, well
+from plugwarden.core.jobs import JobState
 from plugwarden.exceptions import PlugwardenError
+from plugwarden.jobs_cli import follow_job, jobs_table, offer_cancel, print_job
 from plugwarden.record import print_record
 from plugwarden.remote import URL_ENV, LocalHost, RemoteHost, server_url
 
@@ -31,7 +33,7 @@ __all__ = ["main"]
 EXIT_OK, EXIT_NOT_WELL, EXIT_USAGE = 0, 1, 2
 
 
-REMOTE_COMMANDS = ("list", "health", "run", "restart")
+REMOTE_COMMANDS = ("list", "health", "run", "restart", "jobs", "cancel")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +89,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="the tool's arguments as a JSON object (default {})",
     )
+    run.add_argument(
+        "--job",
+        action="store_true",
+        help="run it as a job: show its progress until it ends (Ctrl-C offers to cancel)",
+    )
     restart = command("restart", "Restart a plugin of the running server: its pipeline again.")
     restart.add_argument("name")
+    jobs = command("jobs", "List the jobs of the running server, newest first.")
+    jobs.add_argument("--plugin", help="only this plugin's jobs")
+    jobs.add_argument("--state", choices=JobState.ALL, help="only jobs in this state")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    command("cancel", "Cancel a job of the running server.").add_argument("id")
     command("doctor", "Explain the GPU, driver, CUDA, containment and every plugin's state.")
     return parser
 
@@ -182,6 +194,8 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
         raise ValueError(f"--args is not valid JSON: {exc}") from exc
     if not isinstance(tool_args, dict):
         raise ValueError('--args must be a JSON object, like \'{"text": "hi"}\'')
+    if args.job:
+        return _run_job(args, config, console, tool_args)
     with _plugins(args, config) as plugins:
         result = plugins.run(args.name, args.tool, tool_args)
     if args.json:
@@ -195,6 +209,52 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
             highlight=False,
         )
     return EXIT_OK if result.get("ok") else EXIT_NOT_WELL
+
+
+def _run_job(
+    args: argparse.Namespace, config: HostConfig, console: Console, tool_args: dict[str, Any]
+) -> int:
+    with _plugins(args, config) as plugins:
+        job = plugins.submit(args.name, args.tool, tool_args)
+        try:
+            if not args.json:
+                console.print(f"job {job['id']} submitted", highlight=False)
+            ended = follow_job(plugins, job, Console(stderr=True) if args.json else console)
+        except KeyboardInterrupt:
+            return offer_cancel(plugins, job["id"], console)
+    if args.json:
+        _emit_json(ended)
+    else:
+        print_job(ended, console)
+    return EXIT_OK if ended["state"] == JobState.SUCCEEDED else EXIT_NOT_WELL
+
+
+def _cmd_jobs(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise ValueError("--limit must be from 1 to 1000")
+    with _plugins(args, config) as plugins:
+        jobs = plugins.jobs(args.plugin, args.state, args.limit)
+    if args.json:
+        _emit_json(jobs)
+    elif jobs:
+        console.print(jobs_table(jobs))
+    else:
+        console.print("No jobs.")
+    return EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        job = plugins.cancel(args.id)
+    if args.json:
+        _emit_json(job)
+    else:
+        console.print(
+            f"job {job['id']}: {job['state']}"
+            + (" (cancel requested)" if job["state"] in JobState.LIVE else ""),
+            highlight=False,
+        )
+    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
@@ -215,5 +275,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, HostConfig, Console], int]] =
     "health": _cmd_health,
     "run": _cmd_run,
     "restart": _cmd_restart,
+    "jobs": _cmd_jobs,
+    "cancel": _cmd_cancel,
     "doctor": _cmd_doctor,
 }

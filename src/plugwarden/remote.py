@@ -9,7 +9,10 @@ connection errors as distinct exceptions, no global state.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +20,8 @@ import httpx
 
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
-from plugwarden.exceptions import PlugwardenError, UnknownPlugin
+from plugwarden.core.jobs import HEARTBEAT_S
+from plugwarden.exceptions import PlugwardenError, UnknownJob, UnknownPlugin
 
 __all__ = ["URL_ENV", "LocalHost", "RemoteHost", "ServerError", "ServerUnreachable", "server_url"]
 
@@ -74,6 +78,8 @@ class RemoteHost:
         except ValueError:
             raise ServerError(answer.status_code, answer.text[:200], "NotJSON") from None
         if answer.status_code == 404 and isinstance(body, dict):
+            if body.get("error_type") == "UnknownJob":
+                raise UnknownJob(path.split("/")[3])
             raise UnknownPlugin(path.split("/")[3] if path.count("/") >= 3 else path)
         if answer.status_code >= 400 and isinstance(body, dict) and "ok" not in body:
             raise ServerError(
@@ -98,6 +104,50 @@ class RemoteHost:
     def restart(self, name: str) -> dict[str, Any]:
         record: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/restart")
         return record
+
+    def submit(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        body = {"tool": tool, "args": args}
+        job: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/jobs", json=body)
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}")
+        return job
+
+    def jobs(self, plugin: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
+        query = {k: v for k, v in (("plugin", plugin), ("state", state)) if v is not None}
+        jobs: list[dict[str, Any]] = self._request(
+            "GET", "/v1/jobs", params={**query, "limit": limit}
+        )
+        return jobs
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._request("DELETE", f"/v1/jobs/{job_id}")
+        return job
+
+    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job after each change (server-sent events), the last one finished."""
+        timeout = httpx.Timeout(10.0, read=HEARTBEAT_S * 2 + 5)
+        try:
+            with self._client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as answer:
+                if answer.status_code != 200:
+                    answer.read()
+                    body = answer.json()
+                    raise ServerError(answer.status_code, body["error"], body["error_type"])
+                kind = ""
+                for line in answer.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[len("event: ") :]
+                    elif line.startswith("data: "):
+                        data = json.loads(line[len("data: ") :])
+                        if kind == "error":
+                            raise ServerError(503, data["error"], data["error_type"])
+                        yield data
+                        if kind == "end":
+                            return
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.url, str(exc) or type(exc).__name__) from None
+        raise ServerError(503, "The event stream ended before the job did", "StreamEnded")
 
     def __enter__(self) -> RemoteHost:
         return self
@@ -129,6 +179,34 @@ class LocalHost:
 
     def restart(self, name: str) -> dict[str, Any]:
         return self._host.restart(name).to_dict()
+
+    def submit(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        self._host.status(name)  # an unknown name is a usage error
+        return self._host.submit(name, tool, args).to_dict()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._host.job(job_id).to_dict()
+
+    def jobs(self, plugin: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return [job.to_dict() for job in self._host.jobs(plugin, state, limit=limit)]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._host.cancel(job_id).to_dict()
+
+    def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job after each change, the last one finished."""
+        changed = threading.Event()
+        unwatch = self._host.job_queue.watch(job_id, changed.set)
+        try:
+            while True:
+                changed.clear()
+                job = self._host.job(job_id)
+                yield job.to_dict()
+                if job.finished:
+                    return
+                changed.wait(1.0)
+        finally:
+            unwatch()
 
     def __enter__(self) -> LocalHost:
         self._host.start()

@@ -14,7 +14,9 @@ from typing import Any, Final
 
 from plugwarden.core.lifecycle import iso
 
-__all__ = ["Job", "JobState", "Progress", "valid_job_id"]
+__all__ = ["HEARTBEAT_S", "Job", "JobState", "Progress", "valid_job_id"]
+
+HEARTBEAT_S = 15.0  # a job's event stream with no news sends a comment this often
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 

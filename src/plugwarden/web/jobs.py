@@ -16,18 +16,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from plugwarden.core.host import Host
-from plugwarden.core.jobs import Job, JobState, valid_job_id
+from plugwarden.core.jobs import HEARTBEAT_S, Job, JobState, valid_job_id
 from plugwarden.core.registry import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob, UnknownPlugin
 from plugwarden.web.errors import RETRY_AFTER_S, error
 from plugwarden.web.requests import authorise, json_body, run_body_problem
 
-__all__ = ["HEARTBEAT_S", "MAX_PAGE", "job_routes"]
+__all__ = ["MAX_PAGE", "job_routes"]
 
 MAX_PAGE = 1000  # jobs in one page of GET /v1/jobs
 DEFAULT_PAGE = 100
-HEARTBEAT_S = 15.0  # an event stream with no news sends a comment this often
 
 _REFUSED_STATUS = {
     ErrorType.UNKNOWN_PLUGIN: 404,
