@@ -14,7 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_checks, bench_core, bench_http, bench_isolation, bench_wire
+from benchmarks import (
+    bench_checks,
+    bench_core,
+    bench_http,
+    bench_isolation,
+    bench_jobs,
+    bench_wire,
+)
 from benchmarks._harness import print_table
 
 SUITES = {
@@ -23,6 +30,7 @@ SUITES = {
     "checks": (bench_checks.run, "Dependency checks (issue 4)"),
     "http": (bench_http.run, "Health service (issue 5)"),
     "wire": (bench_wire.run, "Worker boundary (issue 9)"),
+    "jobs": (bench_jobs.run, "Jobs (issue 11)"),
 }
 
 

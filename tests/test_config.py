@@ -53,6 +53,13 @@ class TestHostConfig:
             ({"plugins": {"p": {"enabled": "no"}}}, "plugins.p.enabled"),
             ({"plugins": {"p": 3}}, "plugins.p"),
             ({"plugin": {}}, "plugin"),
+            ({"jobs": {"paht": "x"}}, "jobs.paht"),
+            ({"jobs": {"path": ""}}, "jobs.path"),
+            ({"jobs": {"keep_max": 0}}, "jobs.keep_max"),
+            ({"jobs": {"keep_s": -1}}, "jobs.keep_s"),
+            ({"jobs": {"max_queued_jobs": 1.5}}, "jobs.max_queued_jobs"),
+            ({"jobs": {"cancel_grace_s": "5"}}, "jobs.cancel_grace_s"),
+            ({"plugins": {"p": {"job_timeout_s": 0}}}, "plugins.p.job_timeout_s"),
         ],
     )
     def test_malformed_config_names_the_key(self, data, key):
@@ -69,3 +76,26 @@ class TestHostConfig:
     def test_missing_explicit_file_is_an_error(self, tmp_path):
         with pytest.raises(ConfigError, match="cannot be read"):
             HostConfig.load(tmp_path / "absent.toml")
+
+
+class TestJobsConfig:
+    def test_jobs_table_and_job_timeout(self):
+        config = HostConfig.from_dict(
+            {
+                "jobs": {"path": ":memory:", "keep_s": 60, "keep_max": 5, "max_queued_jobs": 2,
+                         "cancel_grace_s": 0.5},
+                "plugins": {"p": {"job_timeout_s": 7200}},
+            }
+        )  # fmt: skip
+        jobs = config.jobs
+        assert (jobs.database(), jobs.keep_s, jobs.keep_max) == (":memory:", 60, 5)
+        assert (jobs.max_queued_jobs, jobs.cancel_grace_s) == (2, 0.5)
+        assert config.limits_for("p", GuardSettings()).job_timeout_s == 7200
+        assert config.limits_for("q", GuardSettings()).job_timeout_s == 3600
+
+    def test_the_default_database_is_under_the_users_state_directory(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+        assert HostConfig().jobs.database() == str(tmp_path / "plugwarden" / "jobs.sqlite3")
+        monkeypatch.delenv("XDG_STATE_HOME")
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert HostConfig().jobs.database().endswith(".local/state/plugwarden/jobs.sqlite3")

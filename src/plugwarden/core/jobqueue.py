@@ -14,20 +14,17 @@ and told to its watchers (the server-sent events of ``/v1/jobs/{id}/events``).
 from __future__ import annotations
 
 import collections
-import json
 import logging
-import math
 import threading
 import time
 import uuid
-from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from plugwarden.config import JobsConfig
 from plugwarden.core.calls import Calls
-from plugwarden.core.jobs import Job, JobState, Progress
+from plugwarden.core.jobs import Job, JobDurations, JobState, Progress, storable_arguments
 from plugwarden.core.jobstore import JobStore, lost_record
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult
@@ -36,12 +33,13 @@ from plugwarden.core.supervisor import Supervisor
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
 
-__all__ = ["DURATION_BUCKETS", "JobQueue"]
+__all__ = ["JobQueue"]
 
 log = logging.getLogger("plugwarden.jobs")
 
-DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, math.inf)
 PRUNE_EVERY = 100  # finished jobs between two retention passes
+LINGER_S = 2.0  # a lane's idle thread waits this long for the next job before it ends
+RECENT = 1024  # finished jobs kept in memory too: reads of a job just done skip the database
 Watcher = Callable[[], None]
 
 
@@ -54,16 +52,12 @@ class _Live:
 
 @dataclass(slots=True)
 class _Lane:
-    """One plugin's queue and how many threads run its jobs."""
+    """One plugin's queue, how many threads run its jobs, and how to wake
+    an idle one (a condition on the queue's lock)."""
 
+    wake: threading.Condition
     queued: collections.deque[_Live] = field(default_factory=collections.deque)
     active: int = 0
-
-
-@dataclass(slots=True)
-class _Durations:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    total_s: float = 0.0
 
 
 class JobQueue:
@@ -74,9 +68,11 @@ class JobQueue:
         self._supervisor = supervisor
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
+        self._recent: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._stopping = False  # close(): idle lane threads end now
         self._lanes: dict[str, _Lane] = {}
         self._threads: set[threading.Thread] = set()
-        self._durations: dict[str, _Durations] = {}
+        self._durations: dict[str, JobDurations] = {}
         self._grace = Scheduler(2, "plugwarden-cancel")
         self._refusing: str | None = None
         self._opened = False
@@ -104,24 +100,7 @@ class JobQueue:
                 "The host is shutting down (or not started): no new jobs.",
                 self._refusing or ErrorType.CLOSED,
             )
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, int | float)
-            or not math.isfinite(timeout_s)
-            or timeout_s <= 0
-        ):
-            raise JobRefused(
-                name, f"timeout_s must be a positive number, got {timeout_s!r}",
-                ErrorType.INVALID_ARGUMENTS,
-            )  # fmt: skip
-        arguments = dict(args or {})
-        try:
-            json.dumps(arguments, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise JobRefused(
-                name, f"A job's args must be plain JSON data to be stored ({exc}).",
-                ErrorType.INVALID_ARGUMENTS,
-            ) from None  # fmt: skip
+        arguments = storable_arguments(name, args, timeout_s)
         limits = self._supervisor.slot(name).limits
         job = Job(
             uuid.uuid4().hex,
@@ -133,7 +112,9 @@ class JobQueue:
             float(timeout_s or limits.job_timeout_s),
         )
         with self._lock:
-            lane = self._lanes.setdefault(name, _Lane())
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = self._lanes[name] = _Lane(threading.Condition(self._lock))
             if len(lane.queued) >= self.config.max_queued_jobs:
                 raise JobRefused(
                     name,
@@ -149,6 +130,7 @@ class JobQueue:
             self._live[job.id] = live
             lane.queued.append(live)
             spawn = lane.active < max(1, limits.workers)
+            lane.wake.notify()  # an idle thread of the lane, if one waits
             if spawn:
                 lane.active += 1
                 thread = threading.Thread(
@@ -203,7 +185,9 @@ class JobQueue:
         try:
             while True:
                 with self._lock:
-                    if not lane.queued:
+                    # Idle a moment first: back-to-back jobs reuse the thread.
+                    lane.wake.wait_for(lambda: lane.queued or self._stopping, LINGER_S)
+                    if not lane.queued or self._stopping:
                         lane.active -= 1
                         return
                     live = lane.queued.popleft()
@@ -268,11 +252,12 @@ class JobQueue:
                 version=live.job.version + 1,
             )  # fmt: skip
             self._live.pop(job.id, None)
+            self._recent[job.id] = job
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
             if job.started_at is not None and job.finished_at is not None:
-                spent = job.finished_at - job.started_at
-                durations = self._durations.setdefault(job.plugin, _Durations())
-                durations.buckets[bisect_left(DURATION_BUCKETS, spent)] += 1
-                durations.total_s += spent
+                durations = self._durations.setdefault(job.plugin, JobDurations())
+                durations.observe(job.finished_at - job.started_at)
             self._finished_since_prune += 1
             prune = self._finished_since_prune >= PRUNE_EVERY
             if prune:
@@ -308,6 +293,9 @@ class JobQueue:
         live = self._live.get(job_id)
         if live is not None:
             return live.job
+        recent = self._recent.get(job_id)
+        if recent is not None:
+            return recent
         stored = self.store.get(job_id) if self._opened else None
         if stored is None:
             raise UnknownJob(job_id)
@@ -340,9 +328,10 @@ class JobQueue:
         with self._lock:
             return {name: len(lane.queued) for name, lane in self._lanes.items()}
 
-    def durations(self) -> dict[str, tuple[list[int], float]]:
+    def durations(self) -> dict[str, tuple[list[tuple[str, int]], float]]:
+        """Per plugin: cumulative (le, count) buckets and the sum, Prometheus-style."""
         with self._lock:
-            return {name: (list(d.buckets), d.total_s) for name, d in self._durations.items()}
+            return {name: d.cumulative() for name, d in self._durations.items()}
 
     def watch(self, job_id: str, watcher: Watcher) -> Callable[[], None]:
         """Call ``watcher`` (from a job thread) after each change of a live
@@ -376,8 +365,10 @@ class JobQueue:
         self._refusing = self._refusing or ErrorType.CLOSED
         with self._lock:
             queued = [live for lane in self._lanes.values() for live in lane.queued]
+            self._stopping = True
             for lane in self._lanes.values():
                 lane.queued.clear()
+                lane.wake.notify_all()
             threads = list(self._threads)
         for live in queued:
             self._finish(live, JobState.LOST, lost_record(live.job, False))

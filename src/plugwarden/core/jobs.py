@@ -7,18 +7,34 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from plugwarden.core.lifecycle import iso
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import JobRefused
 
-__all__ = ["HEARTBEAT_S", "Job", "JobState", "Progress", "valid_job_id"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "HEARTBEAT_S",
+    "Job",
+    "JobDurations",
+    "JobState",
+    "Progress",
+    "storable_arguments",
+    "valid_job_id",
+]
 
 HEARTBEAT_S = 15.0  # a job's event stream with no news sends a comment this often
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, math.inf)
 
 
 def valid_job_id(value: str) -> bool:
@@ -121,6 +137,51 @@ class Job:
             "progress": None if self.progress is None else self.progress.to_dict(),
             "record": self.record,
         }
+
+
+def storable_arguments(
+    plugin: str, args: Mapping[str, Any] | None, timeout_s: object
+) -> dict[str, Any]:
+    """A job's args as stored (plain JSON data), its timeout checked; raises
+    :class:`JobRefused` (InvalidArguments) for what cannot be a job."""
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or timeout_s <= 0
+    ):
+        raise JobRefused(
+            plugin, f"timeout_s must be a positive number, got {timeout_s!r}",
+            ErrorType.INVALID_ARGUMENTS,
+        )  # fmt: skip
+    arguments = dict(args or {})
+    try:
+        json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobRefused(
+            plugin, f"A job's args must be plain JSON data to be stored ({exc}).",
+            ErrorType.INVALID_ARGUMENTS,
+        ) from None  # fmt: skip
+    return arguments
+
+
+@dataclass(slots=True)
+class JobDurations:
+    """A histogram of finished jobs' run times (seconds), Prometheus buckets."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total_s += seconds
+
+    def cumulative(self) -> tuple[list[tuple[str, int]], float]:
+        out, running = [], 0
+        for bound, count in zip(DURATION_BUCKETS, self.buckets, strict=True):
+            running += count
+            out.append(("+Inf" if math.isinf(bound) else str(bound), running))
+        return out, self.total_s
 
 
 def _when(moment: float | None) -> str | None:

@@ -52,15 +52,20 @@ _process_reporter: list[Reporter | None] = [None]  # a worker's job in flight: e
 
 def progress(done: float, total: float | None = None, message: str = "") -> None:
     """Report a job's progress: ``done`` of ``total`` units (None: unknown),
-    with a short ``message``. A no-op outside a job; cheap enough to call
-    per frame (reports are throttled to 10 a second)."""
+    with a short ``message``. Outside a job it does nothing at all; in a job
+    it is cheap enough to call per frame (reports are throttled to 10 a
+    second; each report that goes out is checked: finite numbers, a string)."""
+    reporter = _current.get() or _process_reporter[0]
+    if reporter is not None:
+        reporter.progress(done, total, message)
+
+
+def _checked(done: object, total: object, message: object) -> tuple[float, float | None, str]:
     if not _number(done) or (total is not None and not _number(total)):
         raise TypeError(f"progress(done, total) takes finite numbers, got {done!r}, {total!r}")
     if not isinstance(message, str):
         raise TypeError(f"progress() message must be a string, got {type(message).__name__}")
-    reporter = _current.get() or _process_reporter[0]
-    if reporter is not None:
-        reporter.progress(float(done), None if total is None else float(total), message)
+    return float(done), None if total is None else float(total), message[:MAX_MESSAGE]  # type: ignore[arg-type]
 
 
 def cancelled() -> bool:
@@ -101,18 +106,26 @@ class Throttle:
         self._pending: tuple[float, float | None, str] | None = None
 
     def report(self, done: float, total: float | None, message: str) -> None:
+        """Raises TypeError for a report that goes out with wrong types (the
+        first report always goes out: a plugin's type bug shows at once)."""
         now = time.monotonic()
         if now < self._next:
             self._pending = (done, total, message)
             return
         self._next = now + INTERVAL_S
         self._pending = None
-        self._emit(done, total, message[:MAX_MESSAGE])
+        self._emit(*_checked(done, total, message))
 
     def flush(self) -> None:
+        """Deliver the last report held back (dropped if malformed: the call
+        it belonged to has returned)."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            self._emit(pending[0], pending[1], pending[2][:MAX_MESSAGE])
+            try:
+                checked = _checked(*pending)
+            except TypeError:
+                return
+            self._emit(*checked)
 
 
 class CallControl:

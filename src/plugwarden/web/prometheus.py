@@ -7,7 +7,6 @@ never collide on the global default registry.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,7 +19,6 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from plugwarden.core.host import Host
-from plugwarden.core.jobqueue import DURATION_BUCKETS
 from plugwarden.core.lifecycle import State
 from plugwarden.exceptions import PlugwardenError
 
@@ -128,11 +126,7 @@ class HostCollector(Collector):
             "Run time of finished jobs (from start to end), since the host started.",
             labels=["plugin"],
         )
-        for name, (counts_by_bucket, total) in queue.durations().items():
-            cumulative, running = [], 0
-            for bound, count in zip(DURATION_BUCKETS, counts_by_bucket, strict=True):
-                running += count
-                cumulative.append(("+Inf" if math.isinf(bound) else str(bound), running))
+        for name, (cumulative, total) in queue.durations().items():
             duration.add_metric([name], cumulative, total)
         yield from (jobs, depth, duration)
 
