@@ -164,6 +164,51 @@ class TestCancel:
         assert status.metrics["restarts"] == 0
         assert sum(status.metrics["guard_trips"].values()) == 0
 
+    def test_inline_a_forced_cancel_abandons_the_call(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """Inline, Python cannot stop the thread: after the grace the job ends
+        cancelled and the caller is free; the plugin's thread runs on."""
+        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
+        host = plugwarden_host(
+            {"defaults": {"isolation": "inline"}, "jobs": {"cancel_grace_s": 0.5}}
+        )
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
+        job = host.submit("gate", "t", gate)
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        host.cancel(job.id)
+        done = finished(host, job.id)
+        assert done.state == JobState.CANCELLED and "abandoned" in done.record["error"]
+        assert host.status("gate").available
+        open(gate["release"], "w").close()
+
+    def test_a_manual_restart_fails_the_running_job_with_restarted(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
+        host = plugwarden_host()
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
+        job = host.submit("gate", "t", gate)
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        host.restart("gate")
+        done = finished(host, job.id)
+        assert done.state == JobState.FAILED and done.record["error_type"] == ErrorType.RESTARTED
+
+    def test_a_drain_past_its_timeout_loses_the_running_job(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
+        host = plugwarden_host()
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
+        job = host.submit("gate", "t", gate)
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        assert host.drain(0.2) is False
+        with pytest.raises(JobRefused) as refused:
+            host.submit("gate", "t", gate)
+        assert refused.value.error_type == ErrorType.SHUTTING_DOWN
+        reopened = plugwarden_host()
+        assert reopened.job(job.id).state == JobState.LOST
+
     def test_cancelling_a_queued_job_touches_no_worker(
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):

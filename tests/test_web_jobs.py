@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 
 import httpx
 import pytest
@@ -80,6 +81,26 @@ class TestProgress:
             lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
         )
         assert [kind for kind, _ in events(server, job["id"])] == ["end"]
+
+
+class TestDrain:
+    def test_a_drain_ends_the_event_streams_with_shutting_down(self, server, tmp_path):
+        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
+        job = submit(server, "gate", {"tool": "t", "args": gate}).json()
+        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        drainer = threading.Thread(target=server.host.drain, args=(30,))
+        with httpx.stream("GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=60) as answer:
+            lines = answer.iter_lines()
+            assert next(lines) == "event: progress"  # the stream is open: now drain
+            drainer.start()
+            rest = list(lines)
+        open(gate["release"], "w").close()
+        drainer.join(30)
+        assert "event: error" in rest
+        data = json.loads(
+            next(line for line in rest if line.startswith("data: ") and "error_type" in line)[6:]
+        )
+        assert data["error_type"] == ErrorType.SHUTTING_DOWN
 
 
 class TestCancelAndList:

@@ -156,11 +156,12 @@ class CallControl:
         self._on_start()
         with self._lock:
             self._canceller = canceller
-            pending, force = self.cancel_requested, self.forced
-        if pending:
-            canceller(force)
+            if self.cancel_requested:
+                canceller(self.forced)
 
     def finished(self) -> None:
+        """No canceller runs after this returns: a late forced cancel can
+        never reach the worker's next call."""
         with self._lock:
             self._canceller = None
 
@@ -168,9 +169,9 @@ class CallControl:
         with self._lock:
             self.cancel_requested = True
             self.forced = self.forced or force
-            canceller = self._canceller
-        if canceller is not None:
-            canceller(force)
+            # Under the lock, so finished() waits for it (a kill is quick).
+            if self._canceller is not None:
+                self._canceller(force)
 
 
 class InlineReporter:
