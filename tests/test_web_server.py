@@ -233,6 +233,16 @@ class TestServeRoughEdges:
         assert "startup complete" not in done.stderr + done.stdout
         assert "Traceback" not in done.stderr
 
+    def test_a_corrupt_jobs_database_is_a_clear_startup_error(self, tmp_path):
+        database = tmp_path / "jobs.sqlite3"
+        database.write_bytes(b"garbage" * 1000)
+        (tmp_path / "plugwarden.toml").write_text(f'[jobs]\npath = "{database}"\n')
+        done = plugwarden_command("serve", "--port", str(free_port()), cwd=tmp_path)
+        assert done.returncode == 2
+        assert f"Jobs database {database}" in done.stderr and "move it away" in done.stderr
+        assert "startup complete" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+
     @pytest.mark.parametrize("token", ["change-me", "short-token"])
     def test_a_weak_token_is_warned_about(self, tmp_path, token):
         (tmp_path / "plugwarden.toml").write_text(f'[server]\ntoken = "{token}"\n')

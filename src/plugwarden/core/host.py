@@ -68,16 +68,25 @@ class Host:
 
     # -- lifecycle of the host -------------------------------------------------
 
+    def prepare(self) -> None:
+        """Open what the host needs before any plugin (the jobs database,
+        marking a dead host's jobs lost). Raises
+        :class:`~plugwarden.exceptions.JobStoreError` naming the path;
+        :meth:`start` does it when not done yet."""
+        with self._start_lock:
+            if not self._closed:
+                self.job_queue.open()
+
     def start(self) -> None:
         """Discover, check, load, initialise and validate every plugin,
         concurrently. Never raises for a plugin's fault; a second call does
         nothing (use :meth:`restart` for one plugin). Raises
         :class:`~plugwarden.exceptions.JobStoreError` when the jobs database
         cannot be opened (the host's fault, not a plugin's)."""
+        self.prepare()
         with self._start_lock:
             if self._started.is_set() or self._closed:
                 return
-            self.job_queue.open()
             self._supervisor.start(discover(self._search_path))
             self._started.set()
 

@@ -81,6 +81,8 @@ class JobQueue:
     def open(self) -> None:
         """Open the store (raises :class:`JobStoreError`); jobs that a dead
         host left queued or running are marked lost."""
+        if self._opened:
+            return
         lost = self.store.open()
         self._opened = True
         if lost:

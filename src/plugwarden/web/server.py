@@ -196,6 +196,12 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
             else f"under {MIN_TOKEN_LENGTH} characters",
         )
     plugin_host = Host(config)
+    try:
+        plugin_host.prepare()  # a bad jobs database: one clear error (exit 2), not a thread's
+    except PlugwardenError:
+        listener.close()
+        plugin_host.close()
+        raise
     server = DrainingServer(
         uvicorn_config(
             build(plugin_host, config),
