@@ -18,7 +18,7 @@ import threading
 import time
 
 from benchmarks._harness import ECHO, Figure, site_with
-from benchmarks.bench_wire import condition
+from benchmarks.bench_wire import condition, timed
 from plugwarden import Host
 from plugwarden.testing import plugin_source
 
@@ -49,14 +49,6 @@ def _job_until_done(host: Host) -> None:
         unwatch()
 
 
-def _timed(function: object, calls: int) -> tuple[float, float]:
-    """(wall, host process CPU) seconds per call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(calls):
-        function()  # type: ignore[operator]
-    return (time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls
-
-
 def job_overhead(name: str, calls: int = 300, rounds: int = 7) -> Figure:
     site = site_with({"echo": ECHO})
     with condition(name), Host({"jobs": {"path": ":memory:"}}, search_path=[str(site)]) as host:
@@ -72,8 +64,8 @@ def job_overhead(name: str, calls: int = 300, rounds: int = 7) -> Figure:
             job()
         ours, base, ours_cpu, base_cpu, ratios = [], [], [], [], []
         for _ in range(rounds):
-            b_wall, b_cpu = _timed(call, calls)
-            o_wall, o_cpu = _timed(job, calls)
+            b_wall, b_cpu = timed(call, calls, time.process_time)
+            o_wall, o_cpu = timed(job, calls, time.process_time)
             ours.append(o_wall)
             base.append(b_wall)
             ours_cpu.append(o_cpu)

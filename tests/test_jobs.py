@@ -46,6 +46,20 @@ return 'released'
 GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
 
 
+class Gate:
+    """Arguments for BLOCK_UNTIL_FILE: the job blocks in its worker until
+    :meth:`release` (a test that never releases it leaves it hung)."""
+
+    def __init__(self, tmp_path):
+        self.args = {"started": str(tmp_path / "started"), "release": str(tmp_path / "release")}
+
+    def wait_started(self):
+        wait_for(lambda: os.path.exists(self.args["started"]), 30, "the gated job to start")
+
+    def release(self):
+        open(self.args["release"], "w").close()
+
+
 def finished(host, job_id, timeout_s=30.0):
     wait_for(lambda: host.job(job_id).finished, timeout_s, f"job {job_id} to finish")
     return host.job(job_id)
@@ -173,23 +187,23 @@ class TestCancel:
         host = plugwarden_host(
             {"defaults": {"isolation": "inline"}, "jobs": {"cancel_grace_s": 0.5}}
         )
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        job = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        gate = Gate(tmp_path)
+        job = host.submit("gate", "t", gate.args)
+        gate.wait_started()
         host.cancel(job.id)
         done = finished(host, job.id)
         assert done.state == JobState.CANCELLED and "abandoned" in done.record["error"]
         assert host.status("gate").available
-        open(gate["release"], "w").close()
+        gate.release()
 
     def test_a_manual_restart_fails_the_running_job_with_restarted(
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         host = plugwarden_host()
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
-        job = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        gate = Gate(tmp_path)
+        job = host.submit("gate", "t", gate.args)
+        gate.wait_started()
         host.restart("gate")
         done = finished(host, job.id)
         assert done.state == JobState.FAILED and done.record["error_type"] == ErrorType.RESTARTED
@@ -199,12 +213,12 @@ class TestCancel:
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         host = plugwarden_host()
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
-        job = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        gate = Gate(tmp_path)
+        job = host.submit("gate", "t", gate.args)
+        gate.wait_started()
         assert host.drain(0.2) is False
         with pytest.raises(JobRefused) as refused:
-            host.submit("gate", "t", gate)
+            host.submit("gate", "t", gate.args)
         assert refused.value.error_type == ErrorType.SHUTTING_DOWN
         reopened = plugwarden_host()
         assert reopened.job(job.id).state == JobState.LOST
@@ -215,15 +229,15 @@ class TestCancel:
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         host = plugwarden_host()
         pids = host.worker_pids("gate")
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        running = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the first job to start")
-        queued = host.submit("gate", "t", gate)
+        gate = Gate(tmp_path)
+        running = host.submit("gate", "t", gate.args)
+        gate.wait_started()
+        queued = host.submit("gate", "t", gate.args)
         assert host.job(queued.id).state == JobState.QUEUED
         cancelled = host.cancel(queued.id)
         assert cancelled.state == JobState.CANCELLED and cancelled.started_at is None
         assert "before it started" in cancelled.record["error"]
-        open(gate["release"], "w").close()
+        gate.release()
         assert finished(host, running.id).state == JobState.SUCCEEDED
         assert host.worker_pids("gate") == pids
         assert host.cancel(running.id).state == JobState.SUCCEEDED  # finished: unchanged
@@ -272,14 +286,14 @@ class TestGuardsAndQueue:
     def test_a_full_queue_answers_busy(self, plugwarden_plugin, plugwarden_host, tmp_path):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         host = plugwarden_host({"jobs": {"max_queued_jobs": 2}})
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        first = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the first job to start")
-        queued = [host.submit("gate", "t", gate) for _ in range(2)]
+        gate = Gate(tmp_path)
+        first = host.submit("gate", "t", gate.args)
+        gate.wait_started()
+        queued = [host.submit("gate", "t", gate.args) for _ in range(2)]
         with pytest.raises(JobRefused, match="max_queued_jobs") as refused:
-            host.submit("gate", "t", gate)
+            host.submit("gate", "t", gate.args)
         assert refused.value.error_type == ErrorType.BUSY
-        open(gate["release"], "w").close()
+        gate.release()
         for job in (first, *queued):
             assert finished(host, job.id).state == JobState.SUCCEEDED
 
@@ -289,11 +303,11 @@ class TestGuardsAndQueue:
         """A synchronous call waits for the worker a job holds, and runs after it."""
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         host = plugwarden_host({"plugins": {"gate": {"timeout_s": 0.3}}})
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        job = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
-        assert host.call("gate", "t", gate).error_type == ErrorType.BUSY
-        open(gate["release"], "w").close()
+        gate = Gate(tmp_path)
+        job = host.submit("gate", "t", gate.args)
+        gate.wait_started()
+        assert host.call("gate", "t", gate.args).error_type == ErrorType.BUSY
+        gate.release()
         assert finished(host, job.id).state == JobState.SUCCEEDED
 
     @pytest.mark.parametrize(
@@ -334,19 +348,19 @@ class TestDurable:
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         database = tmp_path / "jobs.sqlite3"
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
+        gate = Gate(tmp_path)
         script = (
             "import sys, time\nfrom plugwarden import Host\n"
             f"config = {{'jobs': {{'path': {str(database)!r}}}}}\n"
             f"host = Host(config, search_path=[{str(plugwarden_site)!r}])\n"
-            f"host.start()\nrunning = host.submit('gate', 't', {gate!r})\n"
-            f"queued = host.submit('gate', 't', {gate!r})\n"
+            f"host.start()\nrunning = host.submit('gate', 't', {gate.args!r})\n"
+            f"queued = host.submit('gate', 't', {gate.args!r})\n"
             "print(running.id, queued.id, flush=True)\ntime.sleep(3600)\n"
         )
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
             running_id, queued_id = child.stdout.readline().split()
-            wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+            gate.wait_started()
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait()
@@ -361,13 +375,13 @@ class TestDurable:
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
+        gate = Gate(tmp_path)
         first = plugwarden_host()
-        job = first.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        job = first.submit("gate", "t", gate.args)
+        gate.wait_started()
         second = plugwarden_host()
         assert second.job(job.id).state == JobState.RUNNING
-        open(gate["release"], "w").close()
+        gate.release()
         assert finished(first, job.id).state == JobState.SUCCEEDED
         assert second.job(job.id).state == JobState.SUCCEEDED
 
@@ -375,11 +389,11 @@ class TestDurable:
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "never")}
+        gate = Gate(tmp_path)
         host = plugwarden_host()
-        running = host.submit("gate", "t", gate)
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
-        queued = host.submit("gate", "t", gate)
+        running = host.submit("gate", "t", gate.args)
+        gate.wait_started()
+        queued = host.submit("gate", "t", gate.args)
         host.close()
         reopened = plugwarden_host()
         assert reopened.job(running.id).state == JobState.LOST

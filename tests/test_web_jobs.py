@@ -4,7 +4,6 @@ list, and the usual 4xx JSON for bad input."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 
@@ -13,7 +12,7 @@ import pytest
 
 from plugwarden import ErrorType
 from tests.conftest import plugin_source, wait_for
-from tests.test_jobs import BLOCK_UNTIL_FILE, STEPS
+from tests.test_jobs import BLOCK_UNTIL_FILE, STEPS, Gate
 from tests.test_web_page import CHROMIUM, chromium
 
 TOKEN = "jobs-test-token-0123456789"
@@ -85,16 +84,16 @@ class TestProgress:
 
 class TestDrain:
     def test_a_drain_ends_the_event_streams_with_shutting_down(self, server, tmp_path):
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        job = submit(server, "gate", {"tool": "t", "args": gate}).json()
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the job to start")
+        gate = Gate(tmp_path)
+        job = submit(server, "gate", {"tool": "t", "args": gate.args}).json()
+        gate.wait_started()
         drainer = threading.Thread(target=server.host.drain, args=(30,))
         with httpx.stream("GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=60) as answer:
             lines = answer.iter_lines()
             assert next(lines) == "event: progress"  # the stream is open: now drain
             drainer.start()
             rest = list(lines)
-        open(gate["release"], "w").close()
+        gate.release()
         drainer.join(30)
         assert "event: error" in rest
         data = json.loads(
@@ -137,15 +136,15 @@ class TestCancelAndList:
         assert httpx.get(f"{server.url}/v1/jobs", params={"plugin": "gate"}).json() == []
 
     def test_a_full_queue_answers_429_busy(self, server, tmp_path):
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        body = {"tool": "t", "args": gate}
+        gate = Gate(tmp_path)
+        body = {"tool": "t", "args": gate.args}
         assert submit(server, "gate", body).status_code == 202
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the first job to start")
+        gate.wait_started()
         assert submit(server, "gate", body).status_code == 202  # queued
         full = submit(server, "gate", body)
         assert full.status_code == 429 and full.headers["retry-after"]
         assert full.json()["error_type"] == ErrorType.BUSY
-        open(gate["release"], "w").close()
+        gate.release()
 
 
 class TestBadRequests:
@@ -220,16 +219,16 @@ class TestObservability:
         wait_for(
             lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
         )
-        gate = {"started": str(tmp_path / "s"), "release": str(tmp_path / "r")}
-        submit(server, "gate", {"tool": "t", "args": gate})
-        wait_for(lambda: os.path.exists(gate["started"]), 30, "the gate job to start")
-        submit(server, "gate", {"tool": "t", "args": gate})
+        gate = Gate(tmp_path)
+        submit(server, "gate", {"tool": "t", "args": gate.args})
+        gate.wait_started()
+        submit(server, "gate", {"tool": "t", "args": gate.args})
         samples = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)
             for sample in family.samples
         }
-        open(gate["release"], "w").close()
+        gate.release()
         assert samples[("plugwarden_jobs", (("state", "succeeded"),))] == 1
         assert samples[("plugwarden_jobs", (("state", "running"),))] == 1
         assert samples[("plugwarden_jobs", (("state", "queued"),))] == 1

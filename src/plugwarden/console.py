@@ -1,4 +1,4 @@
-"""What the CLI and ``doctor`` share: state colours and the all-well test,
+"""What the CLI and ``doctor`` share: state colours (of plugins and jobs) and the all-well test,
 on plugin records as plain dicts (from a local host or a server's JSON)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["AVAILABLE", "STATE_STYLES", "all_well", "well"]
+__all__ = ["AVAILABLE", "JOB_STATE_STYLES", "STATE_STYLES", "all_well", "well"]
 
 STATE_STYLES = {
     "INITIALIZED": "green",
@@ -14,6 +14,14 @@ STATE_STYLES = {
     "LOADED": "yellow",
     "FAILED": "bold red",
     "UNAVAILABLE": "magenta",
+}
+JOB_STATE_STYLES = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+    "lost": "bold red",
 }
 AVAILABLE = frozenset({"INITIALIZED", "RUNNING"})
 

@@ -14,16 +14,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
 
+from plugwarden.console import JOB_STATE_STYLES
+
 __all__ = ["follow_job", "jobs_table", "offer_cancel", "print_job"]
 
-STATE_STYLES = {
-    "queued": "yellow",
-    "running": "blue",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "lost": "red",
-}
 EXIT_INTERRUPTED = 130
 
 
@@ -77,7 +71,7 @@ def offer_cancel(client: JobClient, job_id: str, console: Console) -> int:
 
 
 def _state(state: str) -> str:
-    style = STATE_STYLES.get(state, "")
+    style = JOB_STATE_STYLES.get(state, "")
     return f"[{style}]{escape(state)}[/{style}]" if style else escape(state)
 
 
