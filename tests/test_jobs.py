@@ -430,3 +430,23 @@ class TestDurable:
         job = finished(host, host.submit(steps, "c", {"n": 1, "dt": 0}).id)
         assert host.job(job.id).state == JobState.SUCCEEDED
         assert plugwarden_host({"jobs": {"path": ":memory:"}}).jobs() == []
+
+
+class TestOwners:
+    def test_lock_files_of_dead_hosts_are_cleared_and_a_live_one_is_kept(
+        self, steps, plugwarden_host, tmp_path
+    ):
+        import fcntl
+
+        database = tmp_path / "jobs.sqlite3"
+        owners = tmp_path / "jobs.sqlite3.hosts"
+        owners.mkdir()
+        (owners / ("d" * 32 + ".lock")).write_text("")  # nobody holds it: a dead host's
+        held = owners / ("a" * 32 + ".lock")
+        with open(held, "w") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)  # a live host's
+            host = plugwarden_host({"jobs": {"path": str(database)}})
+            names = sorted(p.name for p in owners.iterdir())
+            assert names == sorted([held.name, f"{host.job_queue.store.owner}.lock"])
+            host.close()
+            assert [p.name for p in owners.iterdir()] == [held.name]

@@ -138,6 +138,8 @@ class JobStore:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(temporary, self._owners_dir / f"{self.owner}.lock")
         self._owner_fd = fd
+        for lock in self._owners_dir.glob("*.lock"):  # the litter of hosts that died
+            self._alive(lock.stem)
 
     def _alive(self, owner: str) -> bool:
         if owner == self.owner:
