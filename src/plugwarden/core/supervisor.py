@@ -157,7 +157,7 @@ class Supervisor:
         if loss.guard is None:
             # The host ended it (a forced cancel): not the plugin's failure,
             # so no trip, no backoff and no restart count; replaced at once.
-            self.registry.note(name, f"{loss.reason} Replacing the worker.", generation)
+            self.registry.note(name, "A forced cancel ended a worker; replacing it", generation)
             self._scheduler.after(0, lambda: self._replace(name, generation, None))
             return
         if not loss.during_call:
