@@ -109,7 +109,7 @@ def progress_cost(name: str, work: int, n: int = 1000, rounds: int = 9) -> Figur
     frame_us = statistics.median(base) / n * 1e6
     light = frame_us < 10
     return Figure(
-        f"{n} progress() in a loop of {frame_us:.0f} us frames vs none, {name}",
+        f"{n} progress() in a loop of {frame_us:.1f} us frames vs none, {name}",
         statistics.median(ours) * 1e3,
         statistics.median(base) * 1e3,
         "ms/loop",
