@@ -6,16 +6,18 @@ from __future__ import annotations
 import importlib.machinery
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution, distributions
 from pathlib import Path
+from typing import TypeVar
 
 from packaging.utils import canonicalize_name
 
 __all__ = ["ENTRY_POINT_GROUP", "Discovery", "PluginSource", "discover"]
 
 ENTRY_POINT_GROUP = "plugwarden.plugins"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,15 @@ class Discovery:
     plugins: dict[str, PluginSource]
     duplicates: dict[str, tuple[PluginSource, ...]]
     unaddressable: dict[str, PluginSource] = field(default_factory=dict)
+
+    def only(self, names: Collection[str]) -> Discovery:
+        """What was found of ``names`` only (the rest is not there)."""
+        wanted = set(names)
+
+        def keep(found: dict[str, T]) -> dict[str, T]:
+            return {name: value for name, value in found.items() if name in wanted}
+
+        return Discovery(keep(self.plugins), keep(self.duplicates), keep(self.unaddressable))
 
 
 # A name must be a URL path segment as it is (/v1/plugins/NAME/run).

@@ -10,6 +10,7 @@ so that every case can be tested on any machine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from plugwarden.core.checks import PreflightContext, Problem
 from plugwarden.core.exits import exit_reason
 from plugwarden.core.lifecycle import State
 
-__all__ = ["GpuProbe", "check_gpu", "decide", "run_probe"]
+__all__ = ["FAKE_GPUS", "FAKE_GPU_ENV", "GpuProbe", "check_gpu", "decide", "run_probe"]
 
 PROBE_TIMEOUT_S = 120.0
 CUDA_TORCH_FIX = (
@@ -61,6 +62,11 @@ def run_probe(
 ) -> GpuProbe:
     """Run the probe subprocess; a hang or crash becomes ``GpuProbe.error``.
     ``command`` replaces the probe (tests use it to make one hang or crash)."""
+    fake = os.environ.get(FAKE_GPU_ENV)
+    if fake and command is None:
+        return FAKE_GPUS.get(fake) or GpuProbe(
+            error=f"{FAKE_GPU_ENV}={fake!r} is not one of {', '.join(FAKE_GPUS)}"
+        )
     if command is None:
         command = [sys.executable, "-m", "plugwarden.core.gpu_probe"]
         if with_torch:
@@ -145,6 +151,31 @@ def decide(probe: GpuProbe, plugin: str = "NAME") -> Problem | None:
             f"Check that the CUDA runtime matches driver {nvml.get('driver')}.",
         )
     return None
+
+
+# For tests of GPU code paths on any machine: PLUGWARDEN_FAKE_GPU=<one of
+# these> makes the probe report it instead of looking (plugwarden.testing's
+# fake_gpu() sets it). Only the pre-flight is fooled, not the plugin's torch.
+FAKE_GPU_ENV = "PLUGWARDEN_FAKE_GPU"
+_FAKE_CARD = ("0000:00:04.0 NVIDIA Corporation (fake, PLUGWARDEN_FAKE_GPU)",)
+_FAKE_NVML = {"loaded": True, "driver": "fake", "devices": [{"name": "Fake GPU"}]}
+FAKE_GPUS = {
+    "none": GpuProbe(nvml={"loaded": False, "kind": "library", "error": "no NVML (fake)"}),
+    "present": GpuProbe(
+        _FAKE_CARD,
+        nvml=_FAKE_NVML,
+        torch={"installed": True, "version": "fake", "cuda_build": "12.4", "cuda_available": True},
+    ),
+    "broken-driver": GpuProbe(
+        _FAKE_CARD,
+        nvml={"loaded": False, "kind": "driver", "error": "NVML_ERROR_DRIVER_NOT_LOADED (fake)"},
+    ),
+    "no-cuda": GpuProbe(
+        _FAKE_CARD,
+        nvml=_FAKE_NVML,
+        torch={"installed": True, "version": "fake", "cuda_build": None},
+    ),
+}
 
 
 _probe_lock = threading.Lock()

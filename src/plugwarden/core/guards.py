@@ -18,6 +18,7 @@ from typing import Any
 
 import wrapt
 
+from plugwarden.core import faults
 from plugwarden.core.result import CallResult
 
 __all__ = ["ENCODED_HOOKS", "GuardedHook", "Limits"]
@@ -59,8 +60,11 @@ class _Capture:
         # A failing health hook is reported by the health checks, once per
         # change of health, not with a traceback per interval.
         logger = None if self.hook == "health" else log
+        call = lambda: wrapped(*args, **kwargs)  # noqa: E731
+        if faults.armed():  # a test's fault plan (worker processes only)
+            call = faults.wrap(self.plugin, self.hook, call)
         return CallResult.from_call(
-            lambda: wrapped(*args, **kwargs),
+            call,
             hook=self.hook,
             encode=self.hook in ENCODED_HOOKS,
             log=logger,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -40,13 +40,14 @@ class Host:
     ``config`` is a :class:`HostConfig`, a mapping shaped like the TOML file,
     a path to one, or None (``plugwarden.toml`` here, else the defaults).
     ``search_path`` limits discovery to those directories (default
-    ``sys.path``)."""
+    ``sys.path``), ``only`` to those plugin names (default: every one)."""
 
     def __init__(
         self,
         config: HostConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         *,
         search_path: Sequence[str] | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
         if isinstance(config, HostConfig):
             self.config = config
@@ -55,6 +56,7 @@ class Host:
         else:
             self.config = HostConfig.load(config)
         self._search_path = None if search_path is None else list(search_path)
+        self._only = None if only is None else frozenset(only)
         self.registry = Registry(self.config.lock_timeout_s)
         self._backends = Backends()
         self._supervisor = Supervisor(self.config, self.registry, self._backends)
@@ -87,7 +89,8 @@ class Host:
         with self._start_lock:
             if self._started.is_set() or self._closed:
                 return
-            self._supervisor.start(discover(self._search_path))
+            found = discover(self._search_path)
+            self._supervisor.start(found if self._only is None else found.only(self._only))
             self._started.set()
 
     @property

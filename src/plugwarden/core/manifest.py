@@ -18,10 +18,20 @@ from typing import Any
 
 from plugwarden.exceptions import ManifestError
 
-__all__ = ["MANIFEST_NAMES", "GuardSettings", "Manifest", "ModelSpec", "read_manifest"]
+__all__ = [
+    "MANIFEST_KEYS",
+    "MANIFEST_NAMES",
+    "GuardSettings",
+    "Manifest",
+    "ModelSpec",
+    "read_manifest",
+]
 
 MANIFEST_NAMES = ("manifest.toml", "manifest.json")
 ISOLATIONS = ("process", "inline")
+MANIFEST_KEYS = (
+    "name", "version", "description", "requires_gpu", "packages", "models", "tools", "guards",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,17 @@ class Manifest:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    unknown: tuple[str, ...] = ()  # top-level keys it does not know (typos): warned about
+
+    @property
+    def unknown_reason(self) -> str | None:
+        """The warning for unknown top-level keys, or None."""
+        if not self.unknown:
+            return None
+        return (
+            f"Manifest {self.path} has unknown key(s) {', '.join(map(repr, self.unknown))}, "
+            f"ignored: a typo? Known keys: {', '.join(MANIFEST_KEYS)}."
+        )
 
 
 def read_manifest(package_dir: Path | None) -> Manifest:
@@ -141,6 +162,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         models=_models(reader),
         tools=_tools(reader),
         guards=_guards(reader),
+        unknown=tuple(sorted(key for key in data if key not in MANIFEST_KEYS)),
     )
 
 
@@ -180,6 +202,13 @@ def _models(reader: _Reader) -> dict[str, ModelSpec]:
     return models
 
 
+_TOOLS_FORMS = (
+    'either a table of tool name -> description ([tools] then greet = "Say hello") or a '
+    "list of tables each with an 'id' (or 'name') and a 'description' "
+    '([[tools]] then id = "greet")'
+)
+
+
 def _tools(reader: _Reader) -> dict[str, str]:
     value = reader.data.get("tools", {})
     if isinstance(value, dict):
@@ -190,10 +219,10 @@ def _tools(reader: _Reader) -> dict[str, str]:
         for index, entry in enumerate(value):
             tool_name = entry.get("id") or entry.get("name") if isinstance(entry, dict) else None
             if not isinstance(tool_name, str):
-                raise reader.fail(f"tools[{index}]", "a table with an 'id' or 'name'", entry)
+                raise reader.fail(f"tools[{index}]", _TOOLS_FORMS, entry)
             items.append((tool_name, entry.get("description", "")))
     else:
-        raise reader.fail("tools", "a table of tool name -> description", value)
+        raise reader.fail("tools", _TOOLS_FORMS, value)
     tools: dict[str, str] = {}
     for tool_name, description in items:
         if isinstance(description, dict):

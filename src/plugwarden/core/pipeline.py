@@ -93,7 +93,9 @@ class Pipeline:
         )
         self._first = False
         while self._notes:
-            self.registry.note(self.name, self._notes.pop(0), self.slot.generation)
+            note = self._notes.pop(0)
+            log.warning("plugin %r: %s", self.name, note, extra={"plugin": self.name})
+            self.registry.note(self.name, note, self.slot.generation)
 
     def run(self) -> None:
         slot, name, config = self.slot, self.name, self.config
@@ -115,6 +117,8 @@ class Pipeline:
                 f"{REINSTALL}.",
             )
             return
+        if slot.manifest.unknown_reason is not None:
+            self._notes.append(slot.manifest.unknown_reason)
         guards = slot.manifest.guards
         if guards.isolation == "inline" and settings.guards.isolation is None:
             # Trust is the operator's call: a plugin cannot take itself in-process.

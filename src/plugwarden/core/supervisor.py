@@ -79,6 +79,13 @@ class Supervisor:
             )
         for name, source in found.plugins.items():
             self.slots[name] = PluginSlot(source)
+        installed = set(found.plugins) | set(found.duplicates) | set(found.unaddressable)
+        for name in sorted(set(self.config.plugins) - installed):
+            log.warning(
+                "The config (%s) has a table [plugins.%s] but no plugin %r is installed: a "
+                "typo? Installed: %s.",
+                self.config.source, name, name, ", ".join(sorted(installed)) or "none",
+            )  # fmt: skip
         shared: dict[str, Any] = {}
         workers = max(1, min(32, len(found.plugins)))
         with ThreadPoolExecutor(workers, thread_name_prefix="plugwarden-start") as pool:

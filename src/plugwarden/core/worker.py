@@ -19,7 +19,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from plugwarden.core import containment, reporting, wire
+from plugwarden.core import containment, faults, reporting, wire
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
@@ -48,6 +48,7 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     handler.setFormatter(WorkerRecordFormatter())  # one line per record, for the host
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
+    faults.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
     connection = Connection(control_fd)
     me = os.getpid()
     plugin: LoadedPlugin | None = None

@@ -1,0 +1,112 @@
+"""Fault injection for plugin tests: make a plugin's Nth call crash, hang,
+blow its memory limit, raise... in the real worker (see
+:mod:`plugwarden.core.faults`), and fake the GPU the pre-flight sees.
+
+The plan is a file named by ``PLUGWARDEN_FAULTS`` in the environment the
+host's workers start with: make the :class:`FaultPlan` (or use the
+``plugwarden_faults`` fixture) *before* the host starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from plugwarden.core.faults import FAULTS_ENV, KINDS
+from plugwarden.core.gpu import FAKE_GPU_ENV, FAKE_GPUS
+
+__all__ = ["KINDS", "FaultPlan", "fake_gpu"]
+
+
+class FaultPlan:
+    """The faults to inject, in a plan file; :meth:`activate` points
+    ``PLUGWARDEN_FAULTS`` at it (restored by :meth:`deactivate`)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._faults: list[dict[str, Any]] = []
+        self._previous: str | None = None
+        self._write()
+
+    def activate(self) -> FaultPlan:
+        self._previous = os.environ.get(FAULTS_ENV)
+        os.environ[FAULTS_ENV] = str(self.path)
+        return self
+
+    def deactivate(self) -> None:
+        if self._previous is None:
+            os.environ.pop(FAULTS_ENV, None)
+        else:
+            os.environ[FAULTS_ENV] = self._previous
+
+    def inject(
+        self,
+        plugin: str,
+        kind: str,
+        *,
+        hook: str = "run",
+        call: int = 1,
+        once: bool = False,
+        **params: Any,
+    ) -> None:
+        """From now on, ``plugin``'s ``call``-th call of ``hook`` in each
+        worker (0: every call; ``once``: in one worker only) does ``kind``:
+
+        - ``crash`` (SIGSEGV), ``exit`` (``code``, default 3), ``signal``
+          (``signal``, default SIGKILL): the worker dies;
+        - ``hang``: never returns; ``slow``: sleeps ``seconds`` (1) first;
+        - ``memory``: allocates until the memory guard kills the worker;
+        - ``raise``: RuntimeError(``message``); ``unserialisable``: returns
+          an object that is not JSON;
+        - ``flood``: prints ``lines`` (100000) lines first; ``child``:
+          leaves a detached child process behind, then answers."""
+        if kind not in KINDS:
+            raise ValueError(f"Unknown fault {kind!r}; one of {', '.join(KINDS)}")
+        if isinstance(call, bool) or not isinstance(call, int) or call < 0:
+            raise ValueError(f"call must be a whole number >= 0 (0: every call), got {call!r}")
+        fault = {"plugin": plugin, "kind": kind, "hook": hook, "call": call, "once": once}
+        self._faults.append(fault | params)
+        self._write()
+
+    @contextmanager
+    def injected(self, plugin: str, kind: str, **options: Any) -> Iterator[None]:
+        """:meth:`inject` for the ``with`` block only."""
+        self.inject(plugin, kind, **options)
+        try:
+            yield
+        finally:
+            self._faults.pop()
+            self._write()
+
+    def clear(self) -> None:
+        self._faults.clear()
+        self._write()
+
+    def _write(self) -> None:
+        # Written aside then renamed: a worker never reads half a plan.
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(self._faults), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+
+@contextmanager
+def fake_gpu(kind: str) -> Iterator[None]:
+    """Make the GPU pre-flight of hosts started in the block see ``kind``:
+    ``none`` (no GPU: UNAVAILABLE), ``present`` (a working CUDA GPU),
+    ``broken-driver`` (FAILED) or ``no-cuda`` (UNAVAILABLE). Only the
+    pre-flight is fooled: a plugin's own CUDA calls still see this machine."""
+    if kind not in FAKE_GPUS:
+        raise ValueError(f"Unknown fake GPU {kind!r}; one of {', '.join(FAKE_GPUS)}")
+    previous = os.environ.get(FAKE_GPU_ENV)
+    os.environ[FAKE_GPU_ENV] = kind
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FAKE_GPU_ENV, None)
+        else:
+            os.environ[FAKE_GPU_ENV] = previous
