@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -102,6 +103,22 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     command("cancel", "Cancel a job of the running server.").add_argument("id")
     command("doctor", "Explain the GPU, driver, CUDA, containment and every plugin's state.")
+    check = command(
+        "check", "Check a plugin against the contract: a wheel, sdist, project or installed name."
+    )
+    check.add_argument(
+        "target", nargs="?", default=".", help="wheel, sdist, project directory or plugin name"
+    )
+    check.add_argument("--level", type=int, default=1, help="conformance level to enforce (1)")
+    check.add_argument(
+        "--examples",
+        default="{}",
+        metavar="JSON",
+        help="each tool's example args as a JSON object of tool -> args",
+    )
+    new = command("new", "Write a new plugin distribution that passes the checks.", json_flag=False)
+    new.add_argument("name")
+    new.add_argument("--dir", help="where to write it (default: ./NAME)")
     return parser
 
 
@@ -188,12 +205,7 @@ def _cmd_restart(args: argparse.Namespace, config: HostConfig, console: Console)
 
 
 def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    try:
-        tool_args = json.loads(args.args)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--args is not valid JSON: {exc}") from exc
-    if not isinstance(tool_args, dict):
-        raise ValueError('--args must be a JSON object, like \'{"text": "hi"}\'')
+    tool_args = _json_object(args.args, "--args")
     if args.job:
         return _run_job(args, config, console, tool_args)
     with _plugins(args, config) as plugins:
@@ -257,6 +269,37 @@ def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) 
     return EXIT_OK
 
 
+def _cmd_check(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    from plugwarden.check import check
+
+    examples = _json_object(args.examples, "--examples")
+    return check(args.target, console, as_json=args.json, level=args.level, examples=examples)
+
+
+def _cmd_new(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    from plugwarden.scaffold import new_plugin
+
+    target = new_plugin(args.name, Path(args.dir) if args.dir else None)
+    console.print(
+        escape(
+            f"Wrote plugin {args.name!r} in {target}/. Next: cd {target} && pip install "
+            "'.[test]' && pytest (and plugwarden check .)"
+        ),
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f'{flag} must be a JSON object, like \'{{"text": "hi"}}\'')
+    return value
+
+
 def _cmd_serve(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
     from plugwarden.web.server import serve
 
@@ -278,4 +321,6 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, HostConfig, Console], int]] =
     "jobs": _cmd_jobs,
     "cancel": _cmd_cancel,
     "doctor": _cmd_doctor,
+    "check": _cmd_check,
+    "new": _cmd_new,
 }

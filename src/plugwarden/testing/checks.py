@@ -62,7 +62,8 @@ CHECKS = (
     Check("PW006", 1, "init and validate reach INITIALIZED within the guards",
           "Make init(config) and validate() succeed quickly (load_timeout_s, memory_mb)."),
     Check("PW007", 1, "every declared tool answers its example with JSON",
-          "Give tool_examples an example for every tool of the manifest; return plain data."),
+          "Give an example for every tool of the manifest (tool_examples, or --examples) "
+          "and return plain data."),
     Check("PW008", 1, "an unknown tool is a clear per-call error; the plugin stays up",
           "Raise a ValueError naming the tool (or declare your tools in the manifest)."),
     Check("PW009", 1, "health() is plain data within its budget",
@@ -241,7 +242,7 @@ def _host_checks(
     elif not stays:
         run.record("PW008", f"an unknown tool took the plugin down: {host.status(plugin).reason}")
     else:
-        run.record("PW008", None, f"{unknown.error_type}: {unknown.error}")
+        run.record("PW008", None, unknown.error or "")
     report = host.check_health(plugin)
     if report is None:
         run.record("PW009", "health() did not answer: every worker stayed busy")
@@ -255,12 +256,12 @@ def _tool_problems(
     tools = list(manifest.tools) if manifest is not None and manifest.tools else list(examples)
     problems = []
     for tool in tools:
-        if tool not in examples:
-            problems.append(f"no example for tool {tool!r} (tool_examples)")
-            continue
-        result = host.call(plugin, tool, dict(examples[tool]))
+        # A tool without an example is tried with no arguments.
+        args = dict(examples.get(tool, {}))
+        result = host.call(plugin, tool, args)
         if not result.ok:
-            problems.append(f"{tool}({dict(examples[tool])}): {result.error_type}: {result.error}")
+            given = "" if tool in examples else " (no example given: tool_examples / --examples)"
+            problems.append(f"{tool}({args}){given}: {result.error_type}: {result.error}")
     return "; ".join(problems) or None
 
 

@@ -9,6 +9,8 @@ real. Point a :class:`~plugwarden.Host` at the directory with ``search_path``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +37,7 @@ def run(tool, args):
 def write_plugin(
     site: Path,
     name: str,
-    source: str,
+    source: str | os.PathLike[str],
     *,
     module: str | None = None,
     dist: str | None = None,
@@ -45,7 +47,9 @@ def write_plugin(
     requires: Sequence[str] = (),
     entry_point: str | None = None,
 ) -> Path:
-    """Write plugin ``name`` (a package holding ``source``) into ``site``.
+    """Write plugin ``name`` into ``site``: a package whose ``__init__.py``
+    is ``source`` (a string), or a copy of ``source`` when it is a directory
+    (a package of several modules and data files, a manifest included).
 
     ``manifest`` is a mapping (written as ``manifest.json``) or the raw text
     of ``manifest.toml`` (``manifest_format="json"`` for raw JSON text).
@@ -55,7 +59,12 @@ def write_plugin(
     dist = dist or f"{module.replace('_', '-')}"
     package = site / module
     package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    if isinstance(source, str):
+        (package / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    elif Path(source).is_dir():
+        shutil.copytree(source, package, dirs_exist_ok=True)
+    else:
+        raise ValueError(f"source must be the module's text or a package directory: {source}")
     if isinstance(manifest, str):
         (package / f"manifest.{manifest_format or 'toml'}").write_text(manifest, encoding="utf-8")
     elif manifest is not None:

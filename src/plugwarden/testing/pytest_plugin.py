@@ -1,21 +1,29 @@
 """The plugwarden pytest plugin (registered through the ``pytest11`` entry point).
 
-Fixtures, all factories:
+Fixtures, all factories (``pytest --fixtures`` shows each one's docstring):
 
 - ``plugwarden_site``: an empty directory to install plugin distributions in;
 - ``plugwarden_plugin(name, source, **options)``: writes a real plugin
-  distribution there (see :func:`plugwarden.testing.write_plugin`);
+  distribution there, from a source string or a package directory (see
+  :func:`plugwarden.testing.write_plugin`);
 - ``plugwarden_host(config=None, start=True)``: a :class:`~plugwarden.Host`
   that discovers only the plugins of ``plugwarden_site``, closed at teardown;
   its jobs database is the test's own (``jobs.sqlite3`` beside the site,
   shared by the hosts of one test) unless ``[jobs] path`` is given;
 - ``plugwarden_server(config=None)``: such a host served by a real uvicorn
   server on a free loopback port; returns a :class:`LiveServer` (``url``,
-  ``host``). The host starts in the background, as under ``plugwarden serve``.
+  ``host``). The host starts in the background, as under ``plugwarden serve``;
+- ``plugwarden_faults``: a :class:`~plugwarden.testing.FaultPlan` whose
+  faults the workers of hosts made afterwards carry out;
+- ``plugwarden_fake_gpu(kind)``: the GPU the pre-flight sees, for this test.
+
+None of them imports a plugin into the test process or changes ``sys.path``
+or ``sys.modules``; every host and server they start is closed at teardown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -28,6 +36,7 @@ import pytest
 
 from plugwarden.core.host import Host
 from plugwarden.testing.dists import write_plugin
+from plugwarden.testing.faults import FaultPlan, fake_gpu
 
 if TYPE_CHECKING:  # uvicorn is imported only by tests that start a server
     import uvicorn
@@ -35,6 +44,8 @@ if TYPE_CHECKING:  # uvicorn is imported only by tests that start a server
 
 @pytest.fixture
 def plugwarden_site(tmp_path: Path) -> Path:
+    """An empty directory (a temporary ``site-packages``) for plugin
+    distributions; hosts of ``plugwarden_host`` discover only what is here."""
     site = tmp_path / "site-packages"
     site.mkdir()
     return site
@@ -42,7 +53,14 @@ def plugwarden_site(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def plugwarden_plugin(plugwarden_site: Path) -> Callable[..., Path]:
-    def make(name: str, source: str, **options: Any) -> Path:
+    """``make(name, source, **options) -> package directory``: a real plugin
+    distribution (package + ``.dist-info`` with its entry point) in
+    ``plugwarden_site``. ``source``: the module's text, or a directory to
+    copy as the package. Options: ``manifest`` (a dict, or TOML text),
+    ``requires`` (Requires-Dist lines), ``version``, ``module``, ``dist``,
+    ``entry_point``."""
+
+    def make(name: str, source: str | Path, **options: Any) -> Path:
         return write_plugin(plugwarden_site, name, source, **options)
 
     return make
@@ -59,6 +77,9 @@ def _test_config(config: Mapping[str, Any] | None, site: Path) -> dict[str, Any]
 
 @pytest.fixture
 def plugwarden_host(plugwarden_site: Path) -> Iterator[Callable[..., Host]]:
+    """``make(config=None, start=True) -> Host`` over the plugins of
+    ``plugwarden_site`` (real worker processes); ``config`` is a dict shaped
+    like the TOML file. The jobs database is the test's own. Closed at teardown."""
     hosts: list[Host] = []
 
     def make(config: Mapping[str, Any] | None = None, *, start: bool = True) -> Host:
@@ -97,6 +118,9 @@ class LiveServer:
 
 @pytest.fixture
 def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServer]]:
+    """``make(config=None, wait=True) -> LiveServer``: such a host served by a
+    real uvicorn server on a free loopback port (``.url``, ``.host``);
+    ``wait`` waits until its plugins have started. Stopped at teardown."""
     import uvicorn
 
     from plugwarden.web.server import build, uvicorn_config
@@ -132,3 +156,28 @@ def plugwarden_server(plugwarden_site: Path) -> Iterator[Callable[..., LiveServe
     finally:
         for live in servers:
             live.stop()
+
+
+@pytest.fixture
+def plugwarden_faults(tmp_path: Path) -> Iterator[FaultPlan]:
+    """A :class:`~plugwarden.testing.FaultPlan`: ``inject(plugin, kind,
+    hook="run", call=1, once=False, **params)`` makes that call crash, hang,
+    exceed memory, raise... in the real worker. Request it before the host
+    (workers read the plan's path from their environment)."""
+    plan = FaultPlan(tmp_path / "faults.json").activate()
+    try:
+        yield plan
+    finally:
+        plan.deactivate()
+
+
+@pytest.fixture
+def plugwarden_fake_gpu() -> Iterator[Callable[[str], None]]:
+    """``fake(kind)``: the GPU pre-flight of hosts started afterwards in this
+    test sees ``none``, ``present``, ``broken-driver`` or ``no-cuda``."""
+    with contextlib.ExitStack() as stack:
+
+        def fake(kind: str) -> None:
+            stack.enter_context(fake_gpu(kind))
+
+        yield fake
