@@ -13,6 +13,8 @@ ECHO = ECHO_PLUGIN
 
 __all__ = ["ECHO", "gone", "plugin_source", "wait_for"]
 
+pytest_plugins = ["pytester"]  # the author kit is tested as an author runs it
+
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
     """Poll ``condition`` until true; fail after ``timeout_s`` (a deadline, not a sleep)."""

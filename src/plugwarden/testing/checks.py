@@ -228,7 +228,14 @@ def _host_checks(
     if status.state is State.UNAVAILABLE and requires_gpu:
         run.skip_rest(f"needs a GPU: {status.reason}")
         return
+    if not loaded and (status.state is State.UNAVAILABLE or manifest is None):
+        # Refused before its code ran (pre-flight, manifest): PW003/PW004 say why.
+        run.skip_rest(f"not loaded: {status.reason}")
+        return
     run.record("PW005", None if loaded else f"{status.state.value}: {status.reason}")
+    if not loaded:
+        run.skip_rest("the plugin did not load")
+        return
     if not status.available:
         run.record("PW006", f"{status.state.value}: {status.reason}")
         run.skip_rest("the plugin did not reach INITIALIZED")
