@@ -103,8 +103,13 @@ def _apply(fault: dict[str, Any], call: Callable[[], Any]) -> Any:
     elif kind == "exit":
         os._exit(int(fault.get("code", 3)))
     elif kind == "signal":
-        os.kill(os.getpid(), int(fault.get("signal", signal.SIGKILL)))
-        time.sleep(60)  # a handled signal: stay hung, as the plugin might
+        number = int(fault.get("signal", signal.SIGKILL))
+        signal.signal(number, signal.SIG_DFL)
+        signal.raise_signal(number)
+        # Still here: PID 1 of a PID namespace (that containment level) cannot
+        # signal itself. The nearest fate it can have: a forced SIGSEGV.
+        print(f"plugwarden fault: signal {number} cannot end PID 1 of a namespace; SIGSEGV")
+        ctypes.string_at(0)
     elif kind == "hang":
         while True:
             time.sleep(3600)

@@ -35,6 +35,9 @@ CANCEL_POLL_S = 0.005  # cancelled() looks at the connection at most this often
 
 def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
     parent = os.getppid()
+    # Not the keeper's handler (which exits 0): a SIGTERM ends a worker as a
+    # SIGTERM, so its fate reads "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _die_with_parent(parent)
