@@ -93,3 +93,28 @@ class TestReadManifest:
         (tmp_path / filename).write_text(text)
         with pytest.raises(ManifestError, match=message):
             read_manifest(tmp_path)
+
+
+class TestUnknownKeys:
+    def test_a_top_level_typo_is_kept_as_unknown_and_warned_in_the_history(
+        self, plugwarden_plugin, plugwarden_host, caplog
+    ):
+        from tests.conftest import ECHO
+
+        plugwarden_plugin("typo", ECHO, manifest='descripton = "oops"\nversion = "1.0"\n')
+        host = plugwarden_host()
+        status = host.status("typo")
+        assert status.available
+        notes = [t.reason for t in status.history]
+        assert any("unknown key(s) 'descripton'" in note and "a typo?" in note for note in notes)
+        assert "unknown key(s) 'descripton'" in caplog.text
+
+    def test_a_config_table_for_a_plugin_that_is_not_installed_is_warned_about(
+        self, plugwarden_plugin, plugwarden_host, caplog
+    ):
+        from tests.conftest import ECHO
+
+        plugwarden_plugin("real", ECHO)
+        plugwarden_host({"plugins": {"reall": {"timeout_s": 5}}})
+        assert "[plugins.reall] but no plugin 'reall' is installed" in caplog.text
+        assert "Installed: real" in caplog.text

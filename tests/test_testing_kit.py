@@ -185,3 +185,24 @@ def test_fixtures_document_themselves(pytester):
                     "plugwarden_faults", "plugwarden_fake_gpu", "plugwarden_site"):  # fmt: skip
         block = text[text.index(f"\n{fixture} -- ") :].splitlines()[2]
         assert "no docstring" not in block and block.strip(), fixture
+
+
+def test_fixtures_leave_sys_path_and_sys_modules_as_they_found_them(pytester):
+    pytester.makepyfile(
+        test_trace="""
+        import sys
+        from plugwarden.testing import ECHO_PLUGIN
+
+        PATH, MODULES = list(sys.path), set(sys.modules)
+
+        def test_use_everything(plugwarden_plugin, plugwarden_host, plugwarden_faults):
+            plugwarden_plugin("leaky", ECHO_PLUGIN)
+            assert plugwarden_host().call("leaky", "t", {}).ok
+
+        def test_nothing_left(plugwarden_host):
+            assert sys.path == PATH
+            assert "leaky_plugin" not in sys.modules
+            assert not any(name.startswith("leaky") for name in set(sys.modules) - MODULES)
+        """
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
