@@ -50,9 +50,9 @@ class TestConformingPlugin:
     def test_the_host_process_never_imports_the_plugin(self, plugwarden_plugin, plugwarden_site):
         import sys
 
-        plugwarden_plugin("good", GOOD, manifest=GOOD_MANIFEST)
-        check(plugwarden_site)
-        assert "good_plugin" not in sys.modules
+        plugwarden_plugin("good", GOOD, manifest=GOOD_MANIFEST, module="pw_never_imported")
+        assert check(plugwarden_site)["PW001"].outcome == "pass"
+        assert "pw_never_imported" not in sys.modules
 
 
 class TestEachCheckFailsByItsId:
