@@ -1,28 +1,34 @@
-"""Shared test helpers: plugin sources and waiting on conditions."""
+"""Shared test helpers: plugin sources, waiting on conditions (plugwarden.testing's
+wait_for), running the command."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import subprocess
+import sys
 
 import psutil
 
-from plugwarden.testing import ECHO_PLUGIN, plugin_source
+from plugwarden.testing import ECHO_PLUGIN, plugin_source, wait_for
 
 ECHO = ECHO_PLUGIN
 
-__all__ = ["ECHO", "gone", "plugin_source", "wait_for"]
+__all__ = ["ECHO", "gone", "plugin_source", "plugwarden_command", "wait_for"]
 
 pytest_plugins = ["pytester"]  # the author kit is tested as an author runs it
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """Poll ``condition`` until true; fail after ``timeout_s`` (a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
+def plugwarden_command(
+    *args: str, cwd: object, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m plugwarden ARGS`` in ``cwd``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "plugwarden", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def gone(pid: int) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import plugwarden_command
 from tests.test_testing_checks import GOOD, GOOD_MANIFEST
 
 SETUPTOOLS_PYPROJECT = """
@@ -26,17 +27,6 @@ version = "0.1.0"
 [project.entry-points."plugwarden.plugins"]
 stplugin = "stplugin"
 """
-
-
-def plugwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "plugwarden", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def conformance_file(plugin: str, site: Path, **attributes: object) -> str:
@@ -115,19 +105,19 @@ class TestPluginConformance:
 class TestCheckCommand:
     def test_check_on_the_setuptools_wheel_fails_pw002_and_exits_one(self, setuptools_wheel):
         project, wheel = setuptools_wheel
-        done = plugwarden("check", str(wheel), "--json", cwd=wheel.parent)
+        done = plugwarden_command("check", str(wheel), "--json", cwd=wheel.parent)
         assert done.returncode == 1, done.stderr
         verdicts = {v["id"]: v for v in json.loads(done.stdout)["stplugin"]}
         assert verdicts["PW002"]["outcome"] == "fail"
         assert "setuptools: [tool.setuptools.package-data]" in verdicts["PW002"]["fix"]
         assert verdicts["PW006"]["outcome"] == "pass"
-        from_project = plugwarden("check", str(project), "--json", cwd=project.parent)
+        from_project = plugwarden_command("check", str(project), "--json", cwd=project.parent)
         assert from_project.returncode == 1
         (verdict,) = [v for v in json.loads(from_project.stdout)["stplugin"] if v["id"] == "PW002"]
         assert "stplugin/manifest.toml is in the project but not in the" in verdict["detail"]
 
     def test_check_of_an_installed_plugin_by_name(self):
-        done = plugwarden("check", "hello", "--level", "2", cwd=Path.cwd())
+        done = plugwarden_command("check", "hello", "--level", "2", cwd=Path.cwd())
         assert done.returncode == 0, done.stdout + done.stderr
         assert "PW011" in done.stdout and "fail" not in done.stdout
 
@@ -136,29 +126,29 @@ class TestCheckCommand:
         [("no-such-plugin-pw", "no entry point"), ("README.md", "not a wheel")],
     )
     def test_bad_targets(self, target, message):
-        done = plugwarden("check", target, cwd=Path(__file__).parent.parent)
+        done = plugwarden_command("check", target, cwd=Path(__file__).parent.parent)
         assert done.returncode in (1, 2) and message in done.stdout + done.stderr
         assert "Traceback" not in done.stderr
 
 
 class TestNew:
     def test_a_new_plugin_passes_plugwarden_check(self, tmp_path):
-        made = plugwarden("new", "demo", cwd=tmp_path)
+        made = plugwarden_command("new", "demo", cwd=tmp_path)
         assert made.returncode == 0, made.stderr
         assert (tmp_path / "demo" / "src" / "plugwarden_demo" / "manifest.toml").is_file()
-        done = plugwarden("check", "demo", "--level", "2", cwd=tmp_path)
+        done = plugwarden_command("check", "demo", "--level", "2", cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
-        again = plugwarden("new", "demo", cwd=tmp_path)
+        again = plugwarden_command("new", "demo", cwd=tmp_path)
         assert again.returncode == 2 and "not empty" in again.stderr
 
     def test_a_bad_name_is_refused(self, tmp_path):
-        done = plugwarden("new", "no/slashes", cwd=tmp_path)
+        done = plugwarden_command("new", "no/slashes", cwd=tmp_path)
         assert done.returncode == 2 and "cannot be a plugin name" in done.stderr
 
     def test_a_new_plugin_installs_and_passes_its_own_tests_in_a_fresh_venv(self, tmp_path):
         """plugwarden new demo && cd demo && pip install . && pytest, in a venv
         that has nothing but this checkout of plugwarden."""
-        assert plugwarden("new", "demo", cwd=tmp_path).returncode == 0
+        assert plugwarden_command("new", "demo", cwd=tmp_path).returncode == 0
         venv = tmp_path / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]

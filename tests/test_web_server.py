@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ECHO, gone, wait_for
+from tests.conftest import ECHO, gone, plugwarden_command, wait_for
 
 
 def free_port() -> int:
@@ -207,17 +207,6 @@ class TestDrain:
         assert answer.status_code == 503 and answer.json()["error_type"] == "ShuttingDown"
         wait_for(lambda: all(gone(pid) for pid in server.family), what="every child to exit")
         assert "Traceback" not in server.output()
-
-
-def plugwarden_command(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "plugwarden", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class TestServeRoughEdges:
