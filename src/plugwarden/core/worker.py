@@ -23,13 +23,13 @@ from plugwarden.core import containment, faults, reporting, wire
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
+from plugwarden.core.spin import SPIN_S, AdaptiveSpin
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.logs import WorkerRecordFormatter
 
 __all__ = ["serve"]
 
-SPIN_S = 100e-6  # how long an idle worker polls for the next request before it sleeps
 CANCEL_POLL_S = 0.005  # cancelled() looks at the connection at most this often
 
 
@@ -58,18 +58,14 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
     max_result = 0
     poller = select.poll()
     poller.register(control_fd, select.POLLIN | select.POLLHUP)
-    back_to_back = True
+    spin = AdaptiveSpin()  # poll for the next request only while that catches it
     while True:
-        replied = time.monotonic()
-        if back_to_back:
-            _await_briefly(poller)
+        if spin.should_spin():
+            spin.caught(_await_briefly(poller))
         try:
             request = connection.recv()
         except (EOFError, OSError):
             _exit_group()
-        # Spin next time only if requests come back to back: paced traffic
-        # would just burn the spin every time.
-        back_to_back = time.monotonic() - replied < SPIN_S
         op, request_id = request[0], request[1]
         if op == "cancel":
             continue  # for a job that ended before the cancel arrived
@@ -177,13 +173,14 @@ def _job_call(
         reporter.close()
 
 
-def _await_briefly(poller: select.poll) -> None:
+def _await_briefly(poller: select.poll) -> bool:
     """Poll for the next request a moment before blocking in recv: calls that
-    come back to back then skip a sleep and a wake-up."""
+    come back to back then skip a sleep and a wake-up. Whether one came."""
     until = time.monotonic() + SPIN_S
     while time.monotonic() < until:
         if poller.poll(0):
-            return
+            return True
+    return False
 
 
 def _load(

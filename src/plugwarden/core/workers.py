@@ -27,6 +27,7 @@ import psutil
 from plugwarden.core import containment
 from plugwarden.core.exits import exit_reason
 from plugwarden.core.output import OutputPump, OutputTail
+from plugwarden.core.spin import SPIN_S, AdaptiveSpin
 from plugwarden.core.zygote import Zygote
 
 __all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess"]
@@ -34,7 +35,6 @@ __all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess"]
 log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
-SPIN_S = 100e-6  # how long exchange() polls for a reply before it sleeps
 MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often
 
 
@@ -95,7 +95,7 @@ class WorkerProcess:
         self._poller.register(self._control_fd, _READABLE)
         self._poller.register(self._death_r, _READABLE)
         self._tree: list[psutil.Process] = []
-        self._fast = True  # its last reply came quickly: worth spinning for
+        self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
         self._tree_checked = 0.0
 
     def _exited(self, code: int | None, why: str | None) -> None:
@@ -149,8 +149,8 @@ class WorkerProcess:
         tree's memory between them, and kills the worker past its limit (the
         death ends the wait). No other thread wakes for a call."""
         start = time.monotonic()
-        # Spin only for a worker whose last reply came within the spin window.
-        spin_until = start + SPIN_S if self._fast else start
+        spinning = self._spin.should_spin()
+        spin_until = start + SPIN_S if spinning else start
         while True:
             now = time.monotonic()
             remaining = deadline - now
@@ -158,14 +158,15 @@ class WorkerProcess:
                 return "timeout", None
             # Fast plugins answer within microseconds: poll without sleeping
             # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
-            wait_ms = 0 if now < spin_until else min(remaining, MEMORY_CHECK_S) * 1000
+            polling = now < spin_until
+            wait_ms = 0 if polling else min(remaining, MEMORY_CHECK_S) * 1000
             events = dict(self._poller.poll(wait_ms))
-            if not events and now >= spin_until:
+            if spinning and (events or not polling):
+                self._spin.caught(polling)  # the poll caught the reply, or it missed
+                spinning = False
+            if not events and not polling:
                 self.over_memory()
             if self._control_fd in events:
-                # 3x: a fast plugin's reply that came after a sleep (slower) must
-                # not switch spinning off for good.
-                self._fast = time.monotonic() - start < 3 * SPIN_S
                 try:
                     return "reply", self.connection.recv_bytes(self.max_reply_bytes)
                 except (EOFError, TypeError):  # TypeError: closed under us, as above
