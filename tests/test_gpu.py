@@ -158,3 +158,27 @@ def test_gpu_plugin_is_initialized_on_a_cuda_machine(plugwarden_plugin, plugward
     assert result.ok, result.error
     assert result.result["sum"] == 45.0
     print(f"GPU plugin ran on {result.result['device']}")
+
+
+class TestOperatorOverrides:
+    def test_requires_gpu_false_runs_a_gpu_plugin_without_the_gpu_check(
+        self, plugwarden_plugin, plugwarden_host, plugwarden_fake_gpu
+    ):
+        from tests.conftest import ECHO
+
+        plugwarden_fake_gpu("none")
+        plugwarden_plugin("cam", ECHO, manifest={"requires_gpu": True})
+        refused = plugwarden_host()
+        assert refused.status("cam").reason.startswith("No GPU detected")
+        allowed = plugwarden_host({"plugins": {"cam": {"requires_gpu": False, "device": "cpu"}}})
+        assert allowed.status("cam").available
+
+    def test_a_model_file_the_operator_provides_is_checked_before_loading(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        from tests.conftest import ECHO
+
+        plugwarden_plugin("cam", ECHO)
+        missing = tmp_path / "weights.pth"
+        host = plugwarden_host({"plugins": {"cam": {"models": {"extra": str(missing)}}}})
+        assert host.status("cam").reason == f"Model file not found: {missing}"

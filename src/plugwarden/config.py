@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from plugwarden.core.guards import Limits
-from plugwarden.core.manifest import GuardSettings, guard_settings
+from plugwarden.core.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
 from plugwarden.core.policy import RESTART_MODES, RestartPolicy
-from plugwarden.exceptions import ConfigError
+from plugwarden.exceptions import ConfigError, ManifestError
 
 __all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "JobsConfig", "PluginConfig", "ServerConfig"]
 
@@ -27,7 +27,7 @@ TOKEN_ENV = "PLUGWARDEN_TOKEN"
 
 _HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
 _HOST_COUNTS = {"health_failures"}
-_PLUGIN_KEYS = {"enabled", "required", "models_dir"}
+_PLUGIN_KEYS = {"enabled", "required", "models_dir", "requires_gpu", "models"}
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
 _SERVER_KEYS = {
     "host",
@@ -51,6 +51,8 @@ class PluginConfig:
     enabled: bool = True
     required: bool = False
     models_dir: str | None = None
+    requires_gpu: bool | None = None  # over the manifest's: false runs a GPU plugin on CPU
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # over the manifest's
     guards: GuardSettings = field(default_factory=GuardSettings)
     policy: dict[str, Any] = field(default_factory=dict)  # RestartPolicy fields set here
     settings: dict[str, Any] = field(default_factory=dict)
@@ -235,16 +237,27 @@ class _Parser:
         guards = guard_settings(
             {k: v for k, v in table.items() if k in guard_keys}, where=where, fail=self.error
         )
-        for key in ("enabled", "required"):
+        for key in ("enabled", "required", "requires_gpu"):
             if key in table and not isinstance(table[key], bool):
                 raise self.error(f"{where}.{key}", f"expected true or false, got {table[key]!r}")
         models_dir = table.get("models_dir")
         if models_dir is not None and not isinstance(models_dir, str):
             raise self.error(f"{where}.models_dir", f"expected a path string, got {models_dir!r}")
+        models = table.get("models", {})
+        if not isinstance(models, dict):
+            raise self.error(
+                f"{where}.models", f"expected a table of model name -> path, got {models!r}"
+            )
+        try:
+            specs = model_specs(models, where=f"{where}.models")
+        except ManifestError as exc:
+            raise self.error(exc.key, exc.message) from None
         return PluginConfig(
             enabled=table.get("enabled", True),
             required=table.get("required", False),
             models_dir=models_dir,
+            requires_gpu=table.get("requires_gpu"),
+            models=specs,
             guards=guards,
             policy=policy,
             settings={

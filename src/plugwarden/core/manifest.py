@@ -24,6 +24,7 @@ __all__ = [
     "GuardSettings",
     "Manifest",
     "ModelSpec",
+    "model_specs",
     "read_manifest",
 ]
 
@@ -174,12 +175,18 @@ def _packages(reader: _Reader) -> tuple[str, ...]:
 
 
 def _models(reader: _Reader) -> dict[str, ModelSpec]:
-    value = reader.data.get("models", {})
+    return model_specs(reader.data.get("models", {}), where="models", path=reader.path)
+
+
+def model_specs(value: object, *, where: str, path: Path | None = None) -> dict[str, ModelSpec]:
+    """A ``models`` table (name -> path, or a table with ``path``, ``sha256``,
+    ``min_bytes``), checked; raises :class:`ManifestError` naming the key."""
+    reader = _Reader(path or Path(where), {})
     if not isinstance(value, dict):
-        raise reader.fail("models", "a table of model name -> path", value)
+        raise reader.fail(where, "a table of model name -> path", value)
     models: dict[str, ModelSpec] = {}
     for name, entry in value.items():
-        key = f"models.{name}"
+        key = f"{where}.{name}"
         if isinstance(entry, str):
             models[name] = ModelSpec(entry)
             continue

@@ -129,6 +129,16 @@ class Pipeline:
                 '"inline" or [defaults]).'
             )
         slot.limits = config.limits_for(name, guards)
+        # The operator's word wins: a GPU plugin run on CPU on purpose, model
+        # files the operator provides (over the manifest's).
+        manifest = slot.manifest
+        slot.manifest = replace(
+            manifest,
+            requires_gpu=(
+                manifest.requires_gpu if settings.requires_gpu is None else settings.requires_gpu
+            ),
+            models={**manifest.models, **settings.models},
+        )
         context = PreflightContext(
             slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
         )
