@@ -54,3 +54,15 @@ class TestPackagePreflight:
         status = host.status("vision")
         assert status.state is State.UNAVAILABLE
         assert status.reason == "Missing package 'cv2'. Install with: pip install opencv-python"
+
+
+def test_a_manifests_install_command_is_the_fix_for_its_missing_packages(
+    plugwarden_plugin, plugwarden_host
+):
+    from tests.conftest import ECHO
+
+    command = "pip install 'plugwarden-demo[ml]'"
+    manifest = f'packages = ["no_such_pkg_a", "json", "no_such_pkg_b"]\ninstall = "{command}"\n'
+    plugwarden_plugin("heavy", ECHO, manifest=manifest)
+    reason = plugwarden_host().status("heavy").reason
+    assert reason == f"Missing package(s) 'no_such_pkg_a', 'no_such_pkg_b'. Install with: {command}"

@@ -31,7 +31,8 @@ __all__ = [
 MANIFEST_NAMES = ("manifest.toml", "manifest.json")
 ISOLATIONS = ("process", "inline")
 MANIFEST_KEYS = (
-    "name", "version", "description", "requires_gpu", "packages", "models", "tools", "guards",
+    "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
+    "guards",
 )  # fmt: skip
 
 
@@ -72,6 +73,7 @@ class Manifest:
     description: str | None = None
     requires_gpu: bool = False
     packages: tuple[str, ...] = ()
+    install: str | None = None  # the one command that installs ``packages``
     models: dict[str, ModelSpec] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     guards: GuardSettings = field(default_factory=GuardSettings)
@@ -160,6 +162,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         description=reader.string(data, "description"),
         requires_gpu=requires_gpu,
         packages=_packages(reader),
+        install=reader.string(data, "install"),
         models=_models(reader),
         tools=_tools(reader),
         guards=_guards(reader),

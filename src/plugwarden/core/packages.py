@@ -100,13 +100,21 @@ def check_requirements(context: PreflightContext) -> list[Problem]:
 
 
 def check_packages(context: PreflightContext) -> list[Problem]:
+    missing = [
+        name
+        for name in context.manifest.packages
+        if not _importable(name, context.source.search_path)
+    ]
+    install = context.manifest.install
+    if missing and install:  # the plugin's own command installs them all
+        names = ", ".join(f"'{name}'" for name in missing)
+        return [Problem(State.UNAVAILABLE, f"Missing package(s) {names}. Install with: {install}")]
     return [
         Problem(
             State.UNAVAILABLE,
             f"Missing package '{name}'. Install with: pip install {pip_name(name)}",
         )
-        for name in context.manifest.packages
-        if not _importable(name, context.source.search_path)
+        for name in missing
     ]
 
 
