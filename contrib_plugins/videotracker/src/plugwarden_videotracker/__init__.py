@@ -1,0 +1,119 @@
+"""plugwarden-videotracker: a detector plus a multi-object tracker over video.
+
+The hooks run in a plugwarden worker process; torch and friends are imported
+there only (never in the host). Settings ([plugins.videotracker]): ``device``
+("cuda", the default, or "cpu" together with ``requires_gpu = false``),
+``detector`` ("mtcnn" or "ssdlite"), ``tracker``, ``confidence``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plugwarden
+from plugwarden import hookimpl
+from plugwarden_videotracker.frames import VideoError, open_source, read_image
+from plugwarden_videotracker.pipeline import DETECTORS, TRACKERS, Detector, track
+
+_state: dict[str, Any] = {"frames": 0, "calls": 0}
+_detectors: dict[str, Detector] = {}
+
+
+@hookimpl
+def init(config: dict[str, Any]) -> None:
+    _state["device"] = str(config.get("device", "cuda"))
+    _state["detector"] = str(config.get("detector", "mtcnn"))
+    _state["tracker"] = str(config.get("tracker", "bytetrack"))
+    _state["confidence"] = float(config.get("confidence", 0.9))
+    _state["models"] = dict(config.get("models") or {})
+
+
+@hookimpl
+def validate() -> bool | str:
+    import torch
+
+    device = _state["device"]
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (
+            "device is 'cuda' but torch sees no CUDA GPU in the worker. Run on a GPU machine, "
+            "or set [plugins.videotracker] device = 'cpu' and requires_gpu = false."
+        )
+    if _state["detector"] not in DETECTORS or _state["tracker"] not in TRACKERS:
+        return f"detector must be one of {DETECTORS} and tracker one of {TRACKERS}"
+    _detector(_state["detector"])  # load the default model now: the first call is not slow
+    return True
+
+
+def _detector(kind: str) -> Detector:
+    if kind not in _detectors:
+        _detectors[kind] = Detector(kind, _state["device"], _state["models"].get(kind))
+    return _detectors[kind]
+
+
+def _option(args: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = args.get(key, default)
+    if value is None or (kind is int and isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is float and number and math.isfinite(value):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise VideoError(f"args.{key} must be {kind.__name__}, got {value!r}")
+
+
+@hookimpl
+def run(tool: str, args: dict[str, Any]) -> Any:
+    _state["calls"] += 1
+    try:
+        if tool == "track":
+            return _track(args)
+        if tool == "detect":
+            detector = _detector(_option(args, "detector", str, _state["detector"]))
+            image = read_image(_option(args, "image", str, None) or "")
+            boxes, scores = detector.detect(image)
+            confidence = _option(args, "confidence", float, _state["confidence"])
+            return {
+                "boxes": [
+                    {"box": [round(float(v), 1) for v in box], "score": round(float(s), 4)}
+                    for box, s in zip(boxes, scores, strict=True)
+                    if s >= confidence
+                ],
+                "device": detector.device,
+            }
+    except VideoError as exc:
+        raise ValueError(str(exc)) from None
+    raise ValueError(f"Unknown tool {tool!r}: videotracker has track and detect")
+
+
+def _track(args: dict[str, Any]) -> dict[str, Any]:
+    video = _option(args, "video", str, None)
+    if not video:
+        raise VideoError("args.video is required: a video file or a directory of frames")
+    stride = _option(args, "stride", int, 1)
+    max_frames = _option(args, "max_frames", int, None)
+    if stride < 1 or (max_frames is not None and max_frames < 1):
+        raise VideoError("args.stride and args.max_frames must be whole numbers >= 1")
+    source = open_source(video, stride, max_frames)
+    detector = _detector(_option(args, "detector", str, _state["detector"]))
+    result = track(
+        source,
+        detector,
+        _option(args, "tracker", str, _state["tracker"]),
+        _option(args, "confidence", float, _state["confidence"]),
+        lambda done, total: plugwarden.progress(done, total, f"frame {done}"),
+        plugwarden.cancelled,
+    )
+    _state["frames"] += result["summary"]["frames"]
+    return result
+
+
+@hookimpl
+def health() -> dict[str, Any]:
+    return {
+        "device": _state.get("device"),
+        "detectors_loaded": sorted(_detectors),
+        "frames_processed": _state["frames"],
+        "calls": _state["calls"],
+    }
