@@ -317,3 +317,21 @@ def test_cuda_gives_the_cpu_result(host):
         print(json.dumps({"cuda": on_gpu.result["summary"], "cpu": on_cpu.result["summary"]}))
     finally:
         cuda.close()
+
+
+@pytest.mark.gpu
+def test_cuda_out_of_memory_is_a_per_call_error_and_the_plugin_serves_on(tmp_path):
+    """A worker allowed a sliver of GPU memory runs out on a big frame."""
+    import cv2
+    import numpy as np
+
+    frames = tmp_path / "big"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.full((4000, 4000, 3), 128, np.uint8))
+    cuda = host_with({"device": "cuda", "requires_gpu": True, "cuda_memory_fraction": 0.001})
+    try:
+        result = cuda.call("videotracker", "track", {"video": str(frames)})
+        assert not result.ok and "CUDA out of memory" in result.error, result.error
+        assert cuda.status("videotracker").available
+    finally:
+        cuda.close()

@@ -27,6 +27,8 @@ def init(config: dict[str, Any]) -> None:
     _state["tracker"] = str(config.get("tracker", "bytetrack"))
     _state["confidence"] = float(config.get("confidence", 0.9))
     _state["models"] = dict(config.get("models") or {})
+    # A cap on this worker's share of GPU memory (0-1], for a GPU shared with others.
+    _state["cuda_memory_fraction"] = config.get("cuda_memory_fraction")
 
 
 @hookimpl
@@ -97,6 +99,11 @@ def _track(args: dict[str, Any]) -> dict[str, Any]:
         raise VideoError("args.stride and args.max_frames must be whole numbers >= 1")
     source = open_source(video, stride, max_frames)
     detector = _detector(_option(args, "detector", str, _state["detector"]))
+    fraction = _state["cuda_memory_fraction"]
+    if fraction is not None and detector.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(float(fraction))
     result = track(
         source,
         detector,
