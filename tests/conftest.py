@@ -63,23 +63,6 @@ def pytest_unconfigure(config):
         state.cleanup()
 
 
-def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where the probe says CUDA works; elsewhere they skip."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items:
-        return
-    import pytest
-
-    from plugwarden.core.gpu import decide, run_probe
-
-    problem = decide(run_probe(with_torch=True))
-    if problem is None:
-        return
-    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {problem.reason}")
-    for item in gpu_items:
-        item.add_marker(skip)
-
-
 # Tests that drive a system tool (Chromium, promtool, Prometheus) skip where it
 # is missing, saying '.ci/run installs it'. Loudly: in the summary always,
 # and under CI=true such a skip fails the run (CI must have them all).

@@ -19,6 +19,9 @@ Fixtures, all factories (``pytest --fixtures`` shows each one's docstring):
 
 None of them imports a plugin into the test process or changes ``sys.path``
 or ``sys.modules``; every host and server they start is closed at teardown.
+
+The marker ``gpu``: such tests run only where plugwarden's GPU probe says
+CUDA works (torch included), and skip cleanly, with the reason, elsewhere.
 """
 
 from __future__ import annotations
@@ -181,3 +184,22 @@ def plugwarden_fake_gpu() -> Iterator[Callable[[str], None]]:
             stack.enter_context(fake_gpu(kind))
 
         yield fake
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped cleanly without one")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests run only where the probe says CUDA works; elsewhere they skip."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    from plugwarden.core.gpu import decide, run_probe
+
+    problem = decide(run_probe(with_torch=True))
+    if problem is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {problem.reason}")
+    for item in gpu_items:
+        item.add_marker(skip)
