@@ -60,6 +60,22 @@ class Gate:
         open(self.args["release"], "w").close()
 
 
+@pytest.fixture
+def gated_job(plugwarden_plugin, plugwarden_host, tmp_path):
+    """``start(config=None) -> (host, gate, job)``: a job that blocks in its
+    worker until ``gate.release()``."""
+
+    def start(config=None):
+        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
+        host = plugwarden_host(config)
+        gate = Gate(tmp_path)
+        job = host.submit("gate", "t", gate.args)
+        gate.wait_started()
+        return host, gate, job
+
+    return start
+
+
 def finished(host, job_id, timeout_s=30.0):
     wait_for(lambda: host.job(job_id).finished, timeout_s, f"job {job_id} to finish")
     return host.job(job_id)
@@ -196,26 +212,14 @@ class TestCancel:
         assert host.status("gate").available
         gate.release()
 
-    def test_a_manual_restart_fails_the_running_job_with_restarted(
-        self, plugwarden_plugin, plugwarden_host, tmp_path
-    ):
-        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        host = plugwarden_host()
-        gate = Gate(tmp_path)
-        job = host.submit("gate", "t", gate.args)
-        gate.wait_started()
+    def test_a_manual_restart_fails_the_running_job_with_restarted(self, gated_job):
+        host, _, job = gated_job()
         host.restart("gate")
         done = finished(host, job.id)
         assert done.state == JobState.FAILED and done.record["error_type"] == ErrorType.RESTARTED
 
-    def test_a_drain_past_its_timeout_loses_the_running_job(
-        self, plugwarden_plugin, plugwarden_host, tmp_path
-    ):
-        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        host = plugwarden_host()
-        gate = Gate(tmp_path)
-        job = host.submit("gate", "t", gate.args)
-        gate.wait_started()
+    def test_a_drain_past_its_timeout_loses_the_running_job(self, gated_job, plugwarden_host):
+        host, gate, job = gated_job()
         assert host.drain(0.2) is False
         with pytest.raises(JobRefused) as refused:
             host.submit("gate", "t", gate.args)
@@ -283,12 +287,8 @@ class TestGuardsAndQueue:
         assert done.record["error_type"] == ErrorType.MEMORY_LIMIT
         assert "200 MB memory limit" in done.record["error"]
 
-    def test_a_full_queue_answers_busy(self, plugwarden_plugin, plugwarden_host, tmp_path):
-        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        host = plugwarden_host({"jobs": {"max_queued_jobs": 2}})
-        gate = Gate(tmp_path)
-        first = host.submit("gate", "t", gate.args)
-        gate.wait_started()
+    def test_a_full_queue_answers_busy(self, gated_job):
+        host, gate, first = gated_job({"jobs": {"max_queued_jobs": 2}})
         queued = [host.submit("gate", "t", gate.args) for _ in range(2)]
         with pytest.raises(JobRefused, match="max_queued_jobs") as refused:
             host.submit("gate", "t", gate.args)
@@ -297,15 +297,9 @@ class TestGuardsAndQueue:
         for job in (first, *queued):
             assert finished(host, job.id).state == JobState.SUCCEEDED
 
-    def test_jobs_and_calls_share_the_plugins_workers(
-        self, plugwarden_plugin, plugwarden_host, tmp_path
-    ):
+    def test_jobs_and_calls_share_the_plugins_workers(self, gated_job):
         """A synchronous call waits for the worker a job holds, and runs after it."""
-        plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
-        host = plugwarden_host({"plugins": {"gate": {"timeout_s": 0.3}}})
-        gate = Gate(tmp_path)
-        job = host.submit("gate", "t", gate.args)
-        gate.wait_started()
+        host, gate, job = gated_job({"plugins": {"gate": {"timeout_s": 0.3}}})
         assert host.call("gate", "t", gate.args).error_type == ErrorType.BUSY
         gate.release()
         assert finished(host, job.id).state == JobState.SUCCEEDED
