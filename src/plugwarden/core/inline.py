@@ -202,6 +202,8 @@ class InlineRunner:
         start = time.perf_counter()
         baseline = resident_bytes()  # before the plugin can allocate anything
         reporter = None if control is None else InlineReporter(control)
+        if control is not None:
+            control.starting()
         task = self._executor.submit(_reporting, reporter, plugin.call, hook, kwargs)
         self._tasks.add(task)
         if control is not None:

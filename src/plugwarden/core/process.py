@@ -268,6 +268,8 @@ class ProcessRunner:
         worker.requests += 1
         request_id = worker.requests
         try:
+            if control is not None:
+                control.starting()
             reply: Any
             status, reply = worker.send((op, request_id, *request)) or ("sent", None)
             if status == "sent" and control is not None:

@@ -131,8 +131,9 @@ class Throttle:
 class CallControl:
     """The host's end of one job's call.
 
-    The runner calls :meth:`started` once the call holds a worker, with a
-    ``canceller(force)`` that reaches it, and :meth:`finished` when it ends;
+    The runner calls :meth:`starting` once the call holds a worker, then
+    :meth:`started` with a ``canceller(force)`` that reaches it once the
+    request is sent, and :meth:`finished` when it ends;
     progress arrives through :meth:`progress`. :meth:`cancel` may come at any
     time, from any thread: before the start, it is delivered at the start."""
 
@@ -152,8 +153,14 @@ class CallControl:
         self.cancel_requested = False
         self.forced = False
 
-    def started(self, canceller: Callable[[bool], None]) -> None:
+    def starting(self) -> None:
+        """The call holds a worker and its request is about to be sent: the
+        job is running (stored before the plugin can run, so a host killed
+        now leaves a job that reads "running")."""
         self._on_start()
+
+    def started(self, canceller: Callable[[bool], None]) -> None:
+        """The request was sent: ``canceller(force)`` reaches the call."""
         with self._lock:
             self._canceller = canceller
             if self.cancel_requested:
