@@ -168,13 +168,16 @@ class JobStore:
                 f"SELECT {_COLUMNS}, owner FROM jobs WHERE state IN (?, ?)",
                 (JobState.QUEUED, JobState.RUNNING),
             ).fetchall()
-        dead = [row for row in rows if not self._alive(row[-1])]
+        alive = {owner: self._alive(owner) for owner in {row[-1] for row in rows}}
+        dead = [row for row in rows if not alive[row[-1]]]
         now = time.time()
         for row in dead:
             job = _job(row[:-1])
             running = job.state == JobState.RUNNING
             self.write(
-                _replace_state(job, JobState.LOST, now, lost_record(job, running)),
+                replace(
+                    job, state=JobState.LOST, finished_at=now, record=lost_record(job, running)
+                ),
                 only_if_live=True,
             )
         return len(dead)
@@ -316,7 +319,3 @@ def _job(row: Any) -> Job:
         progress=None if progress is None else Progress.from_dict(json.loads(progress)),
         record=None if record is None else json.loads(record),
     )
-
-
-def _replace_state(job: Job, state: str, finished: float, record: dict[str, Any]) -> Job:
-    return replace(job, state=state, finished_at=finished, record=record)

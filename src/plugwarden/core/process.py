@@ -16,7 +16,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
@@ -279,7 +279,7 @@ class ProcessRunner:
             if status == "sent":
                 status, reply = await_reply(worker, request_id, deadline, control)
             if status == "message":
-                return dict(reply)
+                return cast(dict[str, Any], reply)  # checked by wire.decode; no copy
             if status == "violation":
                 elapsed = (time.perf_counter() - start) * 1000
                 return self._violation(worker, reply, what, elapsed)

@@ -87,9 +87,10 @@ def job_routes(host: Host, token: bytes | None, max_body: int) -> list[Route]:
                 f"Unknown job state {state[:40]!r}; one of {', '.join(JobState.ALL)}.",
                 ErrorType.INVALID_REQUEST,
             )
-        limit = _whole(query.get("limit"), DEFAULT_PAGE, MAX_PAGE)
-        before = _whole(query.get("before"), None, 2**62)
-        if limit is None or before == -1:
+        try:
+            limit = _whole(query.get("limit"), MAX_PAGE) or DEFAULT_PAGE
+            before = _whole(query.get("before"), 2**62)
+        except ValueError:
             return error(
                 422,
                 f"limit must be a whole number from 1 to {MAX_PAGE}, before a job "
@@ -221,11 +222,11 @@ def _timeout_problem(body: dict[str, Any]) -> str | None:
     return None if value > 0 else "Field 'timeout_s' must be positive."
 
 
-def _whole(text: str | None, default: int | None, most: int) -> int | None:
-    """``text`` as a whole number from 1 to ``most``; ``default`` when absent;
-    None (limit) or -1 (before) when malformed."""
+def _whole(text: str | None, most: int) -> int | None:
+    """``text`` as a whole number from 1 to ``most``, None when absent;
+    ValueError when it is anything else."""
     if text is None:
-        return default
+        return None
     if not text.isdigit() or not 1 <= int(text) <= most:
-        return None if default is not None else -1
+        raise ValueError(text)
     return int(text)
