@@ -151,6 +151,27 @@ class TestProgress:
         assert "progress flood" in job.record["error"]
         wait_for(lambda: host.call("flood", "t", {}).ok, 30, "the plugin to serve again")
 
+    def test_a_forked_child_reporting_progress_sends_nothing(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """Hostile or careless: a child the plugin forks calls progress() and
+        cancelled(); only the worker itself may talk to the host, so the job
+        runs on and its worker is not killed for a protocol violation."""
+        body = (
+            "import os, plugwarden\npid = os.fork()\nif pid == 0:\n"
+            "    for i in range(50):\n        plugwarden.progress(i, 50, 'from the child')\n"
+            "    plugwarden.cancelled()\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\nplugwarden.progress(1, 1, 'parent')\n"
+            "return int(os.readlink('/proc/self'))"
+        )
+        plugwarden_plugin("forker", plugin_source(body))
+        host = plugwarden_host()
+        first = finished(host, host.submit("forker", "t", {}).id)
+        assert first.state == JobState.SUCCEEDED, first.record
+        assert first.progress.message == "parent"
+        second = finished(host, host.submit("forker", "t", {}).id)
+        assert second.record["result"] == first.record["result"]  # the same worker
+
 
 class TestCancel:
     @pytest.mark.parametrize("isolation", ["process", "inline"])
