@@ -182,10 +182,12 @@ class TestDoctor:
             "platform",
             "config",
             "containment",
+            "ray",
             "gpu",
             "plugins_from",
             "plugins",
         }
+        assert report["ray"] is None  # the config uses no Ray
         assert report["plugins_from"].startswith("a one-shot host here (no server answers")
         assert report["containment"]["level"] in ("pid-namespace", "subreaper")
         assert {"pci_devices", "nvml", "torch", "verdict"} <= set(report["gpu"])

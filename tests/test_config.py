@@ -58,6 +58,12 @@ class TestHostConfig:
             ({"jobs": {"keep_max": 0}}, "jobs.keep_max"),
             ({"jobs": {"keep_s": -1}}, "jobs.keep_s"),
             ({"jobs": {"max_queued_jobs": 1.5}}, "jobs.max_queued_jobs"),
+            ({"ray": {"adress": "auto"}}, "ray.adress"),
+            ({"ray": {"address": 1}}, "ray.address"),
+            ({"ray": {"object_store_mb": 0}}, "ray.object_store_mb"),
+            ({"plugins": {"p": {"num_gpus": -1}}}, "plugins.p.num_gpus"),
+            ({"plugins": {"p": {"num_cpus": True}}}, "plugins.p.num_cpus"),
+            ({"defaults": {"isolation": "cluster"}}, "defaults.isolation"),
             ({"jobs": {"cancel_grace_s": "5"}}, "jobs.cancel_grace_s"),
             ({"plugins": {"p": {"job_timeout_s": 0}}}, "plugins.p.job_timeout_s"),
         ],
@@ -76,6 +82,31 @@ class TestHostConfig:
     def test_missing_explicit_file_is_an_error(self, tmp_path):
         with pytest.raises(ConfigError, match="cannot be read"):
             HostConfig.load(tmp_path / "absent.toml")
+
+
+class TestRayConfig:
+    def test_ray_table_and_per_plugin_resources(self):
+        config = HostConfig.from_dict(
+            {
+                "defaults": {"isolation": "ray"},
+                "ray": {"address": " auto ", "num_cpus": 4, "object_store_mb": 100},
+                "plugins": {"p": {"num_cpus": 0.5, "num_gpus": 1, "workers": 2, "x": 1}},
+            }
+        )
+        assert config.ray.address == "auto"
+        assert config.ray.num_cpus == 4.0
+        assert config.ray.object_store_mb == 100.0
+        assert config.ray.namespace == "plugwarden"
+        plugin = config.plugin("p")
+        assert (plugin.num_cpus, plugin.num_gpus) == (0.5, 1.0)
+        assert plugin.settings == {"x": 1}  # resources are not passed to init
+        assert config.limits_for("p", GuardSettings()).isolation == "ray"
+
+    def test_without_a_ray_table_a_local_cluster_is_bounded(self):
+        config = HostConfig.from_dict({})
+        assert config.ray.address == ""
+        assert config.ray.object_store_mb == 256.0
+        assert config.plugin("p").num_gpus is None
 
 
 class TestJobsConfig:

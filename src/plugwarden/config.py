@@ -20,14 +20,29 @@ from plugwarden.core.manifest import GuardSettings, ModelSpec, guard_settings, m
 from plugwarden.core.policy import RESTART_MODES, RestartPolicy
 from plugwarden.exceptions import ConfigError, ManifestError
 
-__all__ = ["DEFAULT_CONFIG_NAME", "HostConfig", "JobsConfig", "PluginConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "HostConfig",
+    "JobsConfig",
+    "PluginConfig",
+    "RayConfig",
+    "ServerConfig",
+]
 
 DEFAULT_CONFIG_NAME = "plugwarden.toml"
 TOKEN_ENV = "PLUGWARDEN_TOKEN"
 
 _HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
 _HOST_COUNTS = {"health_failures"}
-_PLUGIN_KEYS = {"enabled", "required", "models_dir", "requires_gpu", "models"}
+_PLUGIN_KEYS = {
+    "enabled",
+    "required",
+    "models_dir",
+    "requires_gpu",
+    "models",
+    "num_cpus",
+    "num_gpus",
+}
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
 _SERVER_KEYS = {
     "host",
@@ -42,6 +57,7 @@ _SERVER_KEYS = {
 LOG_FORMATS = ("text", "json")
 _JOBS_KEYS = {"path", "keep_s", "keep_max", "max_queued_jobs", "cancel_grace_s"}
 STATE_ENV = "XDG_STATE_HOME"
+_RAY_KEYS = {"address", "num_cpus", "num_gpus", "object_store_mb", "namespace"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +72,8 @@ class PluginConfig:
     guards: GuardSettings = field(default_factory=GuardSettings)
     policy: dict[str, Any] = field(default_factory=dict)  # RestartPolicy fields set here
     settings: dict[str, Any] = field(default_factory=dict)
+    num_cpus: float | None = None  # isolation "ray": each actor's CPUs (None: Ray's default)
+    num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +108,23 @@ class JobsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RayConfig:
+    """``[ray]``: the cluster that ``isolation = "ray"`` plugins run on."""
+
+    address: str = ""  # "" starts a local cluster; "auto", or "HOST:PORT" of a running one
+    num_cpus: float | None = None  # a local cluster's CPUs (None: the machine's)
+    num_gpus: float | None = None  # a local cluster's GPUs (None: what Ray detects)
+    object_store_mb: float = 256.0  # a local cluster's object store (Ray's default: 30% of RAM)
+    namespace: str = "plugwarden"
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     defaults: Limits = field(default_factory=Limits)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     health_interval_s: float = 15.0
     health_timeout_s: float = 5.0
@@ -161,9 +191,10 @@ class _Parser:
         if not isinstance(data, Mapping):
             raise self.error(None, "expected a table")
         for key in data:
-            if key not in ("defaults", "plugins", "server", "jobs"):
+            if key not in ("defaults", "plugins", "server", "jobs", "ray"):
                 raise self.error(
-                    key, "unknown section; expected [defaults], [plugins.NAME], [server], [jobs]"
+                    key,
+                    "unknown section; expected [defaults], [plugins.NAME], [server], [jobs], [ray]",
                 )
         defaults = self.table(data, "defaults")
         own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS
@@ -185,6 +216,7 @@ class _Parser:
             plugins=plugins,
             server=self.server(self.table(data, "server")),
             jobs=self.jobs(self.table(data, "jobs")),
+            ray=_ray_table(self, self.table(data, "ray")),
             policy=policy,
             source=self.source,
             **host_values,
@@ -199,6 +231,18 @@ class _Parser:
             or value <= 0
         ):
             raise self.error(f"{where}.{key}", f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def amount(self, table: Mapping[str, Any], key: str, where: str) -> float:
+        """A resource amount: a number >= 0 (Ray's fractions allowed)."""
+        value = table[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise self.error(f"{where}.{key}", f"expected a number >= 0, got {value!r}")
         return float(value)
 
     def count(self, table: Mapping[str, Any], key: str, where: str) -> int:
@@ -252,6 +296,9 @@ class _Parser:
             specs = model_specs(models, where=f"{where}.models")
         except ManifestError as exc:
             raise self.error(exc.key, exc.message) from None
+        resources = {
+            key: self.amount(table, key, where) for key in ("num_cpus", "num_gpus") if key in table
+        }
         return PluginConfig(
             enabled=table.get("enabled", True),
             required=table.get("required", False),
@@ -263,6 +310,7 @@ class _Parser:
             settings={
                 k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS | _POLICY_KEYS
             },
+            **resources,
         )
 
     def jobs(self, table: dict[str, Any]) -> JobsConfig:
@@ -322,6 +370,26 @@ def _jobs_table(parser: _Parser, table: dict[str, Any]) -> JobsConfig:
         cancel_grace_s=parser.positive(table, "cancel_grace_s", "jobs")
         if "cancel_grace_s" in table
         else default.cancel_grace_s,
+    )
+
+
+def _ray_table(parser: _Parser, table: dict[str, Any]) -> RayConfig:
+    for key in table:
+        if key not in _RAY_KEYS:
+            raise parser.error(f"ray.{key}", f"unknown key; expected one of {sorted(_RAY_KEYS)}")
+    default = RayConfig()
+    for key in ("address", "namespace"):
+        value = table.get(key, getattr(default, key))
+        if not isinstance(value, str) or (key == "namespace" and not value):
+            raise parser.error(f"ray.{key}", f"expected a string, got {value!r}")
+    return RayConfig(
+        address=table.get("address", default.address).strip(),
+        num_cpus=parser.amount(table, "num_cpus", "ray") if "num_cpus" in table else None,
+        num_gpus=parser.amount(table, "num_gpus", "ray") if "num_gpus" in table else None,
+        object_store_mb=parser.positive(table, "object_store_mb", "ray")
+        if "object_store_mb" in table
+        else default.object_store_mb,
+        namespace=table.get("namespace", default.namespace),
     )
 
 

@@ -24,9 +24,11 @@ from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.core.containment import LEVELS
 from plugwarden.core.gpu import GpuProbe, decide, run_probe
 from plugwarden.core.host import Host
+from plugwarden.core.ray_cluster import RayCluster
+from plugwarden.exceptions import LoadError
 from plugwarden.remote import RemoteHost, ServerError, ServerUnreachable, server_url
 
-__all__ = ["containment_level", "doctor", "gpu_lines"]
+__all__ = ["containment_level", "doctor", "gpu_lines", "ray_cluster"]
 
 
 def gpu_lines(probe: GpuProbe) -> list[tuple[str, str]]:
@@ -76,6 +78,56 @@ def containment_level() -> str:
     return level if level in LEVELS else "unknown"
 
 
+def uses_ray(config: HostConfig) -> bool:
+    return bool(config.ray.address) or any(
+        isolation == "ray"
+        for isolation in (
+            config.defaults.isolation,
+            *(p.guards.isolation for p in config.plugins.values()),
+        )
+    )
+
+
+def ray_cluster(config: HostConfig) -> dict[str, Any] | None:
+    """The Ray cluster's address, nodes and free CPUs/GPUs when the config
+    uses Ray; ``error`` when it cannot be reached. A local cluster is only
+    described: plugwarden starts it when a ``ray`` plugin loads."""
+    if not uses_ray(config):
+        return None
+    if not config.ray.address:
+        cpus = "all CPUs" if config.ray.num_cpus is None else f"{config.ray.num_cpus:g} CPUs"
+        return {
+            "address": "local",
+            "note": f"started by plugwarden when a ray plugin loads ({cpus}, object store "
+            f"{config.ray.object_store_mb:g} MB)",
+        }
+    cluster = RayCluster(config.ray)
+    try:
+        return cluster.describe()
+    except LoadError as exc:
+        return {"address": config.ray.address, "error": exc.reason}
+    finally:
+        cluster.close()
+
+
+def ray_lines(cluster: dict[str, Any]) -> list[tuple[str, str]]:
+    lines = [("address", str(cluster["address"]))]
+    if "error" in cluster or "note" in cluster:
+        return [*lines, ("status", str(cluster.get("error") or cluster.get("note")))]
+    lines.append(
+        ("free", f"CPU {cluster['cpus_free']:g} of {cluster['cpus']:g}, "
+                 f"GPU {cluster['gpus_free']:g} of {cluster['gpus']:g}")
+    )  # fmt: skip
+    for node in cluster["nodes"]:
+        resources = node["resources"]
+        lines.append(
+            (f"node {node['address']}",
+             f"{node['node'][:12]}: CPU {resources.get('CPU', 0):g}, "
+             f"GPU {resources.get('GPU', 0):g}")
+        )  # fmt: skip
+    return lines
+
+
 def plugin_records(config: HostConfig) -> tuple[list[dict[str, Any]], str]:
     """The running server's plugins if one answers, else a one-shot host's;
     and where they came from."""
@@ -95,6 +147,7 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     problem = decide(probe)
     level = containment_level()
     contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
+    cluster = ray_cluster(config)
     records, source = plugin_records(config)
     needs_gpu = [str(r["name"]) for r in records if r.get("requires_gpu")]
     verdict = (
@@ -111,6 +164,7 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
             "platform": platform.platform(),
             "config": config.source,
             "containment": contained,
+            "ray": cluster,
             "gpu": {**probe.to_dict(), "verdict": verdict, "needed_by": needs_gpu},
             "plugins_from": source,
             "plugins": records,
@@ -140,6 +194,11 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
         f"[bold]containment[/bold] [{colour}]{level}[/{colour}]: {escape(contained['meaning'])}",
         highlight=False,
     )
+    if cluster is not None:
+        grid = Table.grid(padding=(0, 2))
+        for what, finding in ray_lines(cluster):
+            grid.add_row(f"[bold]{escape(what)}[/bold]", escape(finding))
+        console.print(Panel(grid, title="Ray cluster", title_align="left"))
     if not records:
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
         return 0

@@ -41,6 +41,7 @@ class ErrorType:
     MISSING_HOOK: Final = "MissingHook"
     UNKNOWN_HOOK: Final = "UnknownHook"
     HOOK_SIGNATURE: Final = "HookSignatureMismatch"
+    BACKEND_UNAVAILABLE: Final = "BackendUnavailable"  # Ray not installed, or no node fits
     # The host itself.
     REGISTRY_TIMEOUT: Final = "RegistryTimeout"
     JOB_STORE: Final = "JobStoreUnavailable"  # the jobs database refused a write

@@ -45,12 +45,15 @@ class ManifestError(PlugwardenError):
 
 class LoadError(PlugwardenError):
     """A plugin cannot be loaded; ``reason`` is the actionable sentence and
-    ``error_type`` one of :class:`plugwarden.ErrorType`'s names."""
+    ``error_type`` one of :class:`plugwarden.ErrorType`'s names. With
+    ``unavailable``, something the plugin needs is missing (the plugin is
+    UNAVAILABLE, not retried); otherwise the load failed (FAILED)."""
 
-    def __init__(self, reason: str, error_type: str) -> None:
+    def __init__(self, reason: str, error_type: str, *, unavailable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
+        self.unavailable = unavailable  # what the plugin needs is missing: UNAVAILABLE
 
 
 class CorruptFile(PlugwardenError):

@@ -78,6 +78,9 @@ def print_record(record: dict[str, Any], console: Console) -> None:
     memory = record.get("worker_resident_bytes")
     if memory is not None:
         row("worker memory", f"{memory / 2**20:.1f} MB resident")
+    nodes = [node for node in record.get("worker_nodes") or [] if node != "local"]
+    if nodes:
+        row("nodes", ", ".join(map(str, nodes)))
     console.print(facts, highlight=False)
     history = record.get("history") or []
     if history:

@@ -3,10 +3,11 @@ isolation mode and owns the services runners share.
 
 Process runners share the zygote (forks workers), the output pump (workers'
 stdout and stderr into the log) and the memory monitor; inline runners
-share an elastic executor and the host memory watch. Each service starts
-its thread or process only when first used, and :meth:`Backends.close`
-closes all of them: a closed host leaves no thread, fd or process behind.
-A third backend plugs in as another branch of :meth:`Backends.make`.
+share an elastic executor and the host memory watch; Ray runners share
+the host's link to the Ray cluster (Ray is imported only then). Each
+service starts its thread or process only when first used, and
+:meth:`Backends.close` closes all of them: a closed host leaves no thread,
+fd or process behind.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
+from plugwarden.config import RayConfig
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
 from plugwarden.core.inline import HostMemoryWatch, InlineRunner
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
-from plugwarden.core.runner import LossHandler, Runner
+from plugwarden.core.ray_cluster import RayCluster
+from plugwarden.core.ray_runner import RayRunner
+from plugwarden.core.runner import LossHandler, Placement, Runner
 from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
@@ -31,14 +35,22 @@ __all__ = ["Backends"]
 
 
 class Backends:
-    def __init__(self) -> None:
+    def __init__(self, ray: RayConfig | None = None) -> None:
+        self._ray_config = ray or RayConfig()
+        self._ray: RayCluster | None = None
         self._lock = threading.Lock()
         self._process: ProcessServices | None = None
         self._inline: tuple[ElasticExecutor, HostMemoryWatch] | None = None
         self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
         self._closed = False
 
-    def make(self, source: PluginSource, limits: Limits, on_loss: LossHandler) -> Runner:
+    def make(
+        self,
+        source: PluginSource,
+        limits: Limits,
+        on_loss: LossHandler,
+        placement: Placement | None = None,
+    ) -> Runner:
         """A runner for ``source``; it reports each lost worker to ``on_loss``."""
         with self._lock:
             if self._closed:
@@ -49,6 +61,10 @@ class Backends:
                     self._inline = (ElasticExecutor(), HostMemoryWatch())
                 executor, watch = self._inline
                 runner = InlineRunner(source, limits, executor, watch, on_loss)
+            elif limits.isolation == "ray":
+                if self._ray is None:
+                    self._ray = RayCluster(self._ray_config)
+                runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
                 if self._process is None:
                     self._process = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
@@ -76,6 +92,7 @@ class Backends:
         with self._lock:
             process, self._process = self._process, None
             inline, self._inline = self._inline, None
+            ray, self._ray = self._ray, None
         if process is not None:
             process.monitor.close()
             process.zygote.close()
@@ -83,3 +100,9 @@ class Backends:
         if inline is not None:
             inline[0].close()
             inline[1].close()
+        if ray is not None:
+            ray.close()
+
+    def ray_cluster(self) -> RayCluster | None:
+        """The Ray link, once a ``ray`` plugin made one."""
+        return self._ray

@@ -58,7 +58,7 @@ class Host:
         self._search_path = None if search_path is None else list(search_path)
         self._only = None if only is None else frozenset(only)
         self.registry = Registry(self.config.lock_timeout_s)
-        self._backends = Backends()
+        self._backends = Backends(self.config.ray)
         self._supervisor = Supervisor(self.config, self.registry, self._backends)
         self._calls = Calls(self.config, self.registry, self._supervisor)
         self.job_queue = JobQueue(self.config.jobs, self._calls, self._supervisor)
@@ -156,6 +156,11 @@ class Host:
         """The live worker processes of a ``process`` plugin (empty for inline)."""
         runner = self._runner_of(name)
         return runner.pids() if runner is not None else []
+
+    def worker_nodes(self, name: str) -> list[str]:
+        """Where each serving worker runs: ``local``, or a Ray node's address."""
+        runner = self._runner_of(name)
+        return runner.nodes() if runner is not None else []
 
     def resident_bytes(self, name: str) -> int | None:
         """Resident memory of a process plugin's workers and their children."""

@@ -278,3 +278,6 @@ class InlineRunner:
 
     def pids(self) -> list[int]:
         return []
+
+    def nodes(self) -> list[str]:
+        return []

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 MANIFEST_NAMES = ("manifest.toml", "manifest.json")
-ISOLATIONS = ("process", "inline")
+ISOLATIONS = ("process", "inline", "ray")
 MANIFEST_KEYS = (
     "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
     "guards",
@@ -281,7 +281,8 @@ def guard_settings(
         values[key] = None if value is None else float(value)
     isolation = table.get("isolation")
     if isolation is not None and isolation not in ISOLATIONS:
-        raise fail(f"{where}.isolation", f"expected 'process' or 'inline', got {isolation!r}")
+        expected = "'process', 'inline' or 'ray'"
+        raise fail(f"{where}.isolation", f"expected {expected}, got {isolation!r}")
     workers = table.get("workers")
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64

@@ -35,7 +35,8 @@ __all__ = ["PREFLIGHT", "Pipeline", "PluginSlot", "RunnerMaker"]
 log = logging.getLogger("plugwarden.lifecycle")
 
 # Cheapest first; the GPU probe runs only for plugins that ask for a GPU.
-PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models, check_gpu]
+LOCAL_PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models]
+PREFLIGHT: list[Check] = [*LOCAL_PREFLIGHT, check_gpu]
 
 
 @dataclass(slots=True)
@@ -120,13 +121,16 @@ class Pipeline:
         if slot.manifest.unknown_reason is not None:
             self._notes.append(slot.manifest.unknown_reason)
         guards = slot.manifest.guards
-        if guards.isolation == "inline" and settings.guards.isolation is None:
-            # Trust is the operator's call: a plugin cannot take itself in-process.
-            guards = replace(guards, isolation=None)
+        asked = guards.isolation
+        # Trust (in-process) and placement (a cluster) are the operator's call:
+        # [defaults] or [plugins.NAME] decide, whatever the manifest says.
+        guards = replace(guards, isolation=None)
+        if asked in ("inline", "ray") and settings.guards.isolation is None:
+            where = "in the host process" if asked == "inline" else "on a Ray cluster"
             self._notes.append(
-                f'The manifest asks for isolation = "inline"; ignored: only the operator '
-                f"can run a plugin in the host process ([plugins.{name}] isolation = "
-                '"inline" or [defaults]).'
+                f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
+                f"can run a plugin {where} ([plugins.{name}] isolation = "
+                f'"{asked}" or [defaults]).'
             )
         slot.limits = config.limits_for(name, guards)
         # The operator's word wins: a GPU plugin run on CPU on purpose, model
@@ -142,7 +146,9 @@ class Pipeline:
         context = PreflightContext(
             slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
         )
-        verdict = run_preflight(context, PREFLIGHT)
+        # On Ray, the GPU question is the cluster's: the runner asks it.
+        checks = PREFLIGHT if slot.limits.isolation != "ray" else LOCAL_PREFLIGHT
+        verdict = run_preflight(context, checks)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)
             return
@@ -152,7 +158,7 @@ class Pipeline:
             runner = slot.runner = self.make_runner(slot, slot.generation)
             runner.load()
         except LoadError as exc:
-            self.move(State.FAILED, exc.reason)
+            self.move(State.UNAVAILABLE if exc.unavailable else State.FAILED, exc.reason)
             return
         self.move(State.LOADED, f"imported from {slot.source.origin}")
         reason = runner.initialise({**settings.settings, "models": context.facts.get("models", {})})
@@ -171,5 +177,5 @@ class Pipeline:
             tools=tuple(manifest.tools),
             enabled=self.config.plugin(self.name).enabled,
             requires_gpu=manifest.requires_gpu,
-            workers=self.slot.limits.workers if self.slot.limits.isolation == "process" else 0,
+            workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
         )

@@ -12,17 +12,16 @@ host never imports the plugin's code.
 
 from __future__ import annotations
 
-import collections
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, cast
 
 from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
-from plugwarden.core.exchange import CRASH_HINT, ENDED, await_reply, lost_call
+from plugwarden.core.exchange import CRASH_HINT, await_reply, lost_call
 from plugwarden.core.guards import Limits
 from plugwarden.core.output import OutputPump
+from plugwarden.core.pool import WorkerPool
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.runner import (
@@ -64,72 +63,31 @@ class ProcessRunner:
         self.limits = limits
         self._services = services
         self._on_loss = on_loss
-        self._pool = threading.Condition()
-        self._workers: list[WorkerProcess] = []  # serving: free or busy
-        self._free: collections.deque[WorkerProcess] = collections.deque()
-        self._preparing: set[WorkerProcess] = set()
-        self._closing: str | None = None  # the ErrorType calls in flight end with
+        self._pool: WorkerPool[WorkerProcess] = WorkerPool(limits.workers)
         self._config: dict[str, Any] = {}
         self._spawned = 0
-        self._replacing = False  # a worker ended by a forced cancel is being replaced
 
     # -- bringing workers up -----------------------------------------------------
 
     def load(self) -> None:
         for _ in range(self.limits.workers):
             try:
-                self._preparing.add(self._spawn())
+                self._pool.preparing.append(self._spawn())
             except LoadError:
                 self.close(ErrorType.CLOSED)
                 raise
 
     def initialise(self, config: dict[str, Any]) -> str | None:
         self._config = config
-        for worker in list(self._preparing):
+        for worker in list(self._pool.preparing):
             reason = self._prepare(worker)
             if reason is not None:
                 return reason
-        with self._pool:
-            if self._closing is not None:
-                return None
-            for worker in self._preparing:
-                worker.serving = True
-                self._workers.append(worker)
-                self._free.append(worker)
-            self._preparing.clear()
-            self._pool.notify_all()
+        self._pool.serve(list(self._pool.preparing))
         return None
 
     def replace_lost(self) -> str | None:
-        try:
-            return self._refill()
-        finally:
-            with self._pool:
-                self._replacing = False
-                self._pool.notify_all()
-
-    def _refill(self) -> str | None:
-        while True:
-            with self._pool:
-                if self._closing is not None or len(self._workers) >= self.limits.workers:
-                    return None
-            try:
-                worker = self._spawn()
-            except LoadError as exc:
-                return exc.reason
-            with self._pool:
-                self._preparing.add(worker)
-            reason = self._prepare(worker)
-            with self._pool:
-                self._preparing.discard(worker)
-                if reason is None and self._closing is None:
-                    worker.serving = True
-                    self._workers.append(worker)
-                    self._free.append(worker)
-                    self._pool.notify_all()
-                    continue
-            self._discard(worker)
-            return reason
+        return self._pool.refill(self._spawn, self._prepare, self._discard)
 
     def _spawn(self) -> WorkerProcess:
         """A new worker with the plugin imported; raises LoadError."""
@@ -194,40 +152,13 @@ class ProcessRunner:
         wait_s: float | None = None,
         control: CallControl | None = None,
     ) -> CallResult:
-        worker = self._acquire(timeout_s if wait_s is None else wait_s)
+        worker = self._pool.acquire(timeout_s if wait_s is None else wait_s)
         if isinstance(worker, CallResult):
             return worker
         try:
             return self._call_on(worker, hook, kwargs, timeout_s, control)
         finally:
-            with self._pool:
-                if worker.serving and not worker.lost and self._closing is None:
-                    self._free.append(worker)
-                    self._pool.notify()
-
-    def _acquire(self, wait_s: float) -> WorkerProcess | CallResult:
-        with self._pool:
-            self._pool.wait_for(
-                lambda: (
-                    self._free
-                    or self._closing is not None
-                    or not (self._workers or self._replacing)
-                ),
-                wait_s,
-            )
-            if self._closing is not None:
-                return CallResult.failure(ENDED[self._closing], self._closing)
-            if self._free:
-                return self._free.popleft()
-            if not self._workers:
-                return CallResult.failure(
-                    "The plugin has no worker able to serve; it is being restarted.",
-                    ErrorType.PLUGIN_NOT_AVAILABLE,
-                )
-        return CallResult.failure(
-            f"Every worker stayed busy for {wait_s:g}s. Retry later, or raise workers.",
-            ErrorType.BUSY,
-        )
+            self._pool.release(worker)
 
     def _call_on(
         self,
@@ -299,7 +230,7 @@ class ProcessRunner:
             elapsed = (time.perf_counter() - start) * 1000
             failed = lost_call(
                 worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
-                timeout_s, elapsed, control, self._closing, self.limits.memory_mb,
+                timeout_s, elapsed, control, self._pool.closing, self.limits.memory_mb,
             )  # fmt: skip
             if failed.guard is not None or failed.error_type == ErrorType.CANCELLED:
                 self._lose(worker, failed.error or what, failed.guard, during_call=True)
@@ -343,21 +274,11 @@ class ProcessRunner:
         self, worker: WorkerProcess, reason: str, guard: Guard | None, *, during_call: bool
     ) -> None:
         """``guard`` None: the host ended the worker (a forced cancel)."""
-        with self._pool:
-            if worker.lost:
-                return
-            worker.lost = True
-            report = worker.serving and self._closing is None
-            if guard is None and report:
-                self._replacing = True  # calls wait for the replacement, not fail
-            if worker in self._workers:
-                self._workers.remove(worker)
-            if worker in self._free:
-                self._free.remove(worker)
-            serving = len(self._workers)
-            self._pool.notify_all()
+        if worker.lost:
+            return
+        serving = self._pool.leave(worker, on_purpose=guard is None)
         self._discard(worker)
-        if report:
+        if serving is not None:
             self._on_loss(WorkerLoss(reason, guard, during_call, serving))
 
     def _discard(self, worker: WorkerProcess) -> None:
@@ -365,27 +286,22 @@ class ProcessRunner:
         worker.close()
 
     def close(self, why: str) -> None:
-        with self._pool:
-            if self._closing is not None:
-                return
-            self._closing = why
-            workers = [*self._workers, *self._preparing]
-            self._workers.clear()
-            self._free.clear()
-            self._pool.notify_all()
-        for worker in workers:
+        for worker in self._pool.close(why) or []:
             self._discard(worker)
 
     # -- reading -----------------------------------------------------------------
 
     def resident_bytes(self) -> int | None:
-        alive = [w for w in list(self._workers) if not w.exited.is_set()]
+        alive = [w for w in list(self._pool.serving) if not w.exited.is_set()]
         return sum(w.resident_bytes() for w in alive) if alive else None
 
     def last_resident_bytes(self) -> int | None:
         """The workers' memory as last read (no /proc read now: cheap)."""
-        workers = list(self._workers)
+        workers = list(self._pool.serving)
         return sum(w.last_bytes for w in workers) if workers else None
 
     def pids(self) -> list[int]:
-        return [w.pid for w in list(self._workers) if not w.exited.is_set()]
+        return [w.pid for w in list(self._pool.serving) if not w.exited.is_set()]
+
+    def nodes(self) -> list[str]:
+        return ["local"] * len(self._pool.serving)

@@ -21,6 +21,7 @@ from plugwarden.core.result import CallResult, Guard
 
 __all__ = [
     "LossHandler",
+    "Placement",
     "Runner",
     "WorkerLoss",
     "hook_failure",
@@ -44,6 +45,16 @@ class WorkerLoss:
 
 
 LossHandler = Callable[[WorkerLoss], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a plugin's workers may run, for backends that place them (Ray):
+    the operator's ``num_cpus``/``num_gpus`` and whether it needs a GPU."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    requires_gpu: bool = False
 
 
 class Runner(Protocol):
@@ -83,7 +94,10 @@ class Runner(Protocol):
         """:meth:`resident_bytes` as last read by the guards: no /proc read."""
 
     def pids(self) -> list[int]:
-        """The plugin's live worker processes (none for inline)."""
+        """The plugin's live worker processes on this machine (none for inline)."""
+
+    def nodes(self) -> list[str]:
+        """Where each serving worker runs: ``local``, or a Ray node's address."""
 
 
 def timeout_reason(hook: str, timeout_s: float, knob: str | None = None) -> str:

@@ -28,7 +28,7 @@ from plugwarden.core.lifecycle import State
 from plugwarden.core.pipeline import Pipeline, PluginSlot
 from plugwarden.core.policy import RestartBudget
 from plugwarden.core.registry import PluginStatus, Registry
-from plugwarden.core.runner import Runner, WorkerLoss
+from plugwarden.core.runner import Placement, Runner, WorkerLoss
 from plugwarden.core.scheduler import Scheduler
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import UnknownPlugin
@@ -136,8 +136,13 @@ class Supervisor:
 
     def _make_runner(self, slot: PluginSlot, generation: int) -> Runner:
         name = slot.source.name
+        settings = self.config.plugin(name)
+        placement = Placement(settings.num_cpus, settings.num_gpus, slot.manifest.requires_gpu)
         return self._backends.make(
-            slot.source, slot.limits, lambda loss: self.worker_lost(name, generation, loss)
+            slot.source,
+            slot.limits,
+            lambda loss: self.worker_lost(name, generation, loss),
+            placement,
         )
 
     @staticmethod

@@ -71,7 +71,6 @@ class WorkerProcess:
         self.peak_bytes = 0
         self.last_bytes = 0  # the tree's memory when last read (by a call or the monitor)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
-        self.serving = False  # in its runner's pool, ready for calls
         self.lost = False  # its loss was handled (once, by whoever saw it first)
         self._on_death = on_death
         self._fd_lock = threading.Lock()  # fds are closed once, never written after

@@ -95,9 +95,12 @@ def create_app(
             return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
         if request.url.path.endswith("/health"):  # what probes poll: cached bytes only
             return Response(status.to_json(), media_type="application/json")
-        # The full record also carries the workers' memory, read now (/proc).
+        # The full record also carries the workers' memory, read now (/proc),
+        # and where they run (a Ray plugin's nodes).
         memory = await run_in_threadpool(host.resident_bytes, name)
-        return Response(_with_memory(status.to_json(), memory), media_type="application/json")
+        record = _with_memory(status.to_json(), memory)
+        record = f'{record[:-1]},"worker_nodes":{compact_json(host.worker_nodes(name))}}}'
+        return Response(record, media_type="application/json")
 
     async def run(request: Request) -> Response:
         denied = authorise(request, token)

@@ -7,6 +7,7 @@ never collide on the global default registry.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -73,6 +74,11 @@ class HostCollector(Collector):
             "Resident memory of an isolated plugin's workers and their children.",
             labels=["plugin"],
         )
+        workers = GaugeMetricFamily(
+            "plugwarden_plugin_workers",
+            "Serving workers by node: 'local' for worker processes here, else the Ray node.",
+            labels=["plugin", "node"],
+        )
         counts = dict.fromkeys(State, 0)
         for status in statuses:
             name = status.name
@@ -94,6 +100,8 @@ class HostCollector(Collector):
             rss = self.host.resident_bytes(name)
             if rss is not None:
                 resident.add_metric([name], rss)
+            for node, count in collections.Counter(self.host.worker_nodes(name)).items():
+                workers.add_metric([name, node], count)
         plugins = GaugeMetricFamily(
             "plugwarden_plugins", "Plugins by lifecycle state.", labels=["state"]
         )
@@ -104,6 +112,7 @@ class HostCollector(Collector):
         )
         started.add_metric([], 1.0 if self.host.started else 0.0)
         yield from (state, calls, trips, duration, uptime, in_flight, restarts, healthy, resident)
+        yield workers
         yield from (plugins, started)
         yield from self._jobs()
 

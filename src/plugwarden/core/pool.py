@@ -1,0 +1,148 @@
+"""The pool of workers behind one runner, whatever a worker is (a process
+here, a Ray actor there): which serve, which are free, which are being
+prepared, and whether the pool is closing.
+
+A call takes a free worker, waiting at most its wait; a lost worker leaves
+the pool (the runner reports it); :meth:`WorkerPool.refill` brings the pool
+back to its size. Thread-safe: one condition guards it all.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from plugwarden.core.exchange import ENDED
+from plugwarden.core.result import CallResult
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+
+__all__ = ["PoolMember", "WorkerPool"]
+
+
+class PoolMember(Protocol):
+    lost: bool  # out of the pool for good (killed, dead, or discarded)
+
+
+W = TypeVar("W", bound=PoolMember)
+
+
+class WorkerPool(Generic[W]):
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._cond = threading.Condition()
+        self.serving: list[W] = []  # free or busy
+        self._free: collections.deque[W] = collections.deque()
+        self.preparing: list[W] = []
+        self.closing: str | None = None  # the ErrorType calls in flight end with
+        self._replacing = False  # a worker ended on purpose (a forced cancel) is being replaced
+
+    def acquire(self, wait_s: float) -> W | CallResult:
+        """A free worker, or the result of a call that got none."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    self._free or self.closing is not None or not (self.serving or self._replacing)
+                ),
+                wait_s,
+            )
+            if self.closing is not None:
+                return CallResult.failure(ENDED[self.closing], self.closing)
+            if self._free:
+                return self._free.popleft()
+            if not self.serving:
+                return CallResult.failure(
+                    "The plugin has no worker able to serve; it is being restarted.",
+                    ErrorType.PLUGIN_NOT_AVAILABLE,
+                )
+        return CallResult.failure(
+            f"Every worker stayed busy for {wait_s:g}s. Retry later, or raise workers.",
+            ErrorType.BUSY,
+        )
+
+    def release(self, worker: W) -> None:
+        """A call is done with ``worker``: it is free again, unless lost."""
+        with self._cond:
+            if worker in self.serving and not worker.lost and self.closing is None:
+                self._free.append(worker)
+                self._cond.notify()
+
+    def serve(self, workers: list[W]) -> bool:
+        """``workers`` (prepared) join the pool; False when it is closing."""
+        with self._cond:
+            for worker in workers:
+                if worker in self.preparing:
+                    self.preparing.remove(worker)
+            if self.closing is not None:
+                return False
+            self.serving.extend(workers)
+            self._free.extend(workers)
+            self._cond.notify_all()
+            return True
+
+    def leave(self, worker: W, *, on_purpose: bool) -> int | None:
+        """``worker`` is lost: out of the pool. The number still serving, or
+        None when the loss is not to be reported (already lost, never
+        served, or the pool is closing). ``on_purpose``: the host ended it
+        (calls wait for its replacement instead of failing)."""
+        with self._cond:
+            if worker.lost:
+                return None
+            worker.lost = True
+            report = worker in self.serving and self.closing is None
+            if on_purpose and report:
+                self._replacing = True
+            if worker in self.serving:
+                self.serving.remove(worker)
+            if worker in self._free:
+                self._free.remove(worker)
+            self._cond.notify_all()
+            return len(self.serving) if report else None
+
+    def refill(
+        self,
+        spawn: Callable[[], W],
+        prepare: Callable[[W], str | None],
+        discard: Callable[[W], None],
+    ) -> str | None:
+        """New workers until the pool has ``size`` serving; None when done,
+        else why a new one could not be made ready."""
+        try:
+            while True:
+                with self._cond:
+                    if self.closing is not None or len(self.serving) >= self.size:
+                        return None
+                try:
+                    worker = spawn()
+                except LoadError as exc:
+                    return exc.reason
+                with self._cond:
+                    self.preparing.append(worker)
+                reason = prepare(worker)
+                if reason is None and self.serve([worker]):
+                    continue
+                with self._cond:
+                    if worker in self.preparing:
+                        self.preparing.remove(worker)
+                discard(worker)
+                return reason
+        finally:
+            with self._cond:
+                self._replacing = False
+                self._cond.notify_all()
+
+    def close(self, why: str) -> list[W] | None:
+        """Calls in flight and to come end with ``why``; every worker, to be
+        discarded (None when already closing)."""
+        with self._cond:
+            if self.closing is not None:
+                return None
+            self.closing = why
+            workers = [*self.serving, *self.preparing]
+            self.serving.clear()
+            self._free.clear()
+            self.preparing.clear()
+            self._cond.notify_all()
+            return workers

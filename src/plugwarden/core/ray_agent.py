@@ -1,0 +1,141 @@
+"""The Ray actor behind one worker of a ``ray`` plugin, on whichever node Ray
+places it.
+
+The actor is plugwarden's own code, not the plugin's: it runs the plugin in
+a worker process of its own, exactly as ``process`` isolation does on the
+host (zygote, containment, timeout and memory guards, the plain-JSON wire).
+So the plugin never runs in the Ray worker process, and nothing it makes
+crosses Ray's pickled transport: what goes back to the host is a plain
+dict built here. A guard that trips, or a worker that dies, ends this
+actor's usefulness; the host kills the actor and asks Ray for a new one.
+
+Methods run in three concurrency groups: the default one (one call at a
+time, like a process worker), ``control`` (progress, cancel, memory: they
+answer while a call runs) and ``watch`` (one call that returns when the
+plugin's worker is lost between calls, so the host hears of it at once).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from typing import Any
+
+from plugwarden.core.discovery import PluginSource
+from plugwarden.core.guards import Limits
+from plugwarden.core.output import OutputPump
+from plugwarden.core.process import ProcessRunner, ProcessServices
+from plugwarden.core.reporting import CallControl
+from plugwarden.core.result import CallResult
+from plugwarden.core.runner import WorkerLoss
+from plugwarden.core.workers import MemoryMonitor
+from plugwarden.core.zygote import Zygote
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+
+__all__ = ["CONCURRENCY_GROUPS", "Agent", "plain"]
+
+CONCURRENCY_GROUPS = {"control": 2, "watch": 1}
+
+
+def plain(result: CallResult) -> dict[str, Any]:
+    """A call's record as plain data for the host (the call's identity is
+    the host's to fill in)."""
+    return {
+        "ok": result.ok,
+        "hook": result.hook,
+        "result": result.result,
+        "error": result.error,
+        "error_type": result.error_type,
+        "duration_ms": result.duration_ms,
+        "guard": result.guard,
+    }
+
+
+class Agent:
+    """One plugin worker, kept by a Ray actor (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._services = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
+        self._runner: ProcessRunner | None = None
+        self._lock = threading.Lock()
+        self._control: CallControl | None = None
+        self._progress: tuple[int, float, float | None, str] | None = None
+        self._reports = 0
+        self._lost = threading.Event()
+        self._loss: dict[str, Any] | None = None
+
+    def load(self, source: PluginSource, limits: Limits) -> dict[str, Any]:
+        """Start the plugin's worker and import it there; where this runs."""
+        import ray  # in a Ray worker process: Ray is there
+
+        inner = replace(limits, isolation="process", workers=1)
+        runner = ProcessRunner(source, inner, self._services, self._worker_lost)
+        try:
+            runner.load()
+        except LoadError as exc:
+            return {"error": exc.reason, "error_type": exc.error_type}
+        self._runner = runner
+        context = ray.get_runtime_context()
+        return {
+            "node": context.get_node_id(),
+            "address": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "containment": self._services.zygote.level,
+        }
+
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        if self._runner is None:
+            return "The plugin's Ray worker has no plugin loaded."
+        return self._runner.initialise(config)
+
+    def call(
+        self, hook: str, kwargs: dict[str, Any], timeout_s: float, job: bool
+    ) -> dict[str, Any]:
+        if self._runner is None:
+            failure = CallResult.failure("no plugin loaded", ErrorType.INTERNAL, hook=hook)
+            return plain(failure)
+        control = None
+        if job:
+            control = CallControl(self._report, lambda: None, 0.0)
+            with self._lock:
+                self._control, self._progress = control, None
+        try:
+            result = self._runner.call(hook, kwargs, timeout_s, timeout_s, control)
+        finally:
+            with self._lock:
+                self._control = None
+        return {**plain(result), "rss": self._runner.last_resident_bytes()}
+
+    # -- the control group: answers while a call runs -------------------------------
+
+    def progress(self) -> tuple[int, float, float | None, str] | None:
+        """The running job's last report, numbered: (number, done, total, message)."""
+        with self._lock:
+            return self._progress
+
+    def cancel(self, force: bool) -> None:
+        with self._lock:
+            control = self._control
+        if control is not None:
+            control.cancel(force=force)
+
+    def memory(self) -> int | None:
+        return None if self._runner is None else self._runner.resident_bytes()
+
+    # -- the watch group ------------------------------------------------------------
+
+    def watch(self) -> dict[str, Any]:
+        """Returns once the plugin's worker is lost (how, as plain data)."""
+        self._lost.wait()
+        return dict(self._loss or {})
+
+    def _worker_lost(self, loss: WorkerLoss) -> None:
+        self._loss = {"reason": loss.reason, "guard": loss.guard, "during_call": loss.during_call}
+        self._lost.set()
+
+    def _report(self, done: float, total: float | None, message: str) -> None:
+        with self._lock:
+            self._reports += 1
+            self._progress = (self._reports, done, total, message)
