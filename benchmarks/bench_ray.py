@@ -11,24 +11,20 @@
 
 Under three conditions: idle, one CPU busy, pinned to one CPU (the local
 cluster is started inside the condition, so its processes are pinned too).
-Run with ``tox -e bench-ray``: Ray talks over the machine's interface
-address, so this runs in a network namespace holding only ``lo``.
+Run with ``tox -e bench-ray`` (``python -m benchmarks.bench_ray``): Ray
+talks over the machine's interface address, so this runs in a network
+namespace holding only ``lo``.
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._harness import ECHO, Figure, print_table, site_with  # noqa: E402
-from benchmarks.bench_wire import condition, timed  # noqa: E402
-from plugwarden import Host  # noqa: E402
+from benchmarks._harness import ECHO, Figure, print_table, site_with
+from benchmarks.bench_wire import condition, timed
+from plugwarden import Host
 
 
 class RawEcho:

@@ -7,8 +7,9 @@ import importlib.util
 
 import pytest
 
-from plugwarden import State
+from plugwarden import HostConfig, State
 from plugwarden.core.ray_cluster import RAY_MISSING, death_reason, shortfall
+from plugwarden.doctor import ray_cluster
 from tests.conftest import ECHO
 
 NODES = [
@@ -107,3 +108,16 @@ class TestIsolationIsTheOperators:
         plugwarden_plugin("echo", ECHO, manifest={"guards": {"isolation": "process"}})
         host = plugwarden_host({"defaults": {"isolation": "inline"}})
         assert host.status("echo").info.isolation == "inline"
+
+
+class TestDoctor:
+    def test_a_config_without_ray_describes_no_cluster(self):
+        assert ray_cluster(HostConfig.from_dict({})) is None
+
+    def test_a_local_cluster_is_described_without_starting_it(self):
+        config = HostConfig.from_dict({"defaults": {"isolation": "ray"}, "ray": {"num_cpus": 2}})
+        cluster = ray_cluster(config)
+        assert cluster == {
+            "address": "local",
+            "note": "started by plugwarden when a ray plugin loads (2 CPUs, object store 256 MB)",
+        }

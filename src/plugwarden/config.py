@@ -57,7 +57,6 @@ _SERVER_KEYS = {
 LOG_FORMATS = ("text", "json")
 _JOBS_KEYS = {"path", "keep_s", "keep_max", "max_queued_jobs", "cancel_grace_s"}
 STATE_ENV = "XDG_STATE_HOME"
-_RAY_KEYS = {"address", "num_cpus", "num_gpus", "object_store_mb", "namespace"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +115,7 @@ class RayConfig:
     num_gpus: float | None = None  # a local cluster's GPUs (None: what Ray detects)
     object_store_mb: float = 256.0  # a local cluster's object store (Ray's default: 30% of RAM)
     namespace: str = "plugwarden"
+    connect_timeout_s: float = 30.0  # past it, the cluster is unreachable (plugins FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,23 +374,20 @@ def _jobs_table(parser: _Parser, table: dict[str, Any]) -> JobsConfig:
 
 
 def _ray_table(parser: _Parser, table: dict[str, Any]) -> RayConfig:
-    for key in table:
-        if key not in _RAY_KEYS:
-            raise parser.error(f"ray.{key}", f"unknown key; expected one of {sorted(_RAY_KEYS)}")
-    default = RayConfig()
-    for key in ("address", "namespace"):
-        value = table.get(key, getattr(default, key))
-        if not isinstance(value, str) or (key == "namespace" and not value):
-            raise parser.error(f"ray.{key}", f"expected a string, got {value!r}")
-    return RayConfig(
-        address=table.get("address", default.address).strip(),
-        num_cpus=parser.amount(table, "num_cpus", "ray") if "num_cpus" in table else None,
-        num_gpus=parser.amount(table, "num_gpus", "ray") if "num_gpus" in table else None,
-        object_store_mb=parser.positive(table, "object_store_mb", "ray")
-        if "object_store_mb" in table
-        else default.object_store_mb,
-        namespace=table.get("namespace", default.namespace),
-    )
+    keys = sorted(RayConfig.__dataclass_fields__)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in keys:
+            raise parser.error(f"ray.{key}", f"unknown key; expected one of {keys}")
+        if key in ("address", "namespace"):
+            if not isinstance(value, str) or (key == "namespace" and not value):
+                raise parser.error(f"ray.{key}", f"expected a string, got {value!r}")
+            values[key] = value.strip()
+        elif key in ("num_cpus", "num_gpus"):
+            values[key] = parser.amount(table, key, "ray")
+        else:
+            values[key] = parser.positive(table, key, "ray")
+    return RayConfig(**values)
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

@@ -3,14 +3,17 @@ states, records and guards as process workers, with Ray actors as workers."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from plugwarden import State
+from plugwarden import HostConfig, State
+from plugwarden.doctor import ray_cluster as describe_cluster
+from plugwarden.web.prometheus import collector_registry, exposition
 from tests.conftest import wait_for
 
-PLUGIN = '''
+PLUGIN = """
 import ctypes, os, time
 import plugwarden
 
@@ -46,12 +49,17 @@ def run(tool, args):
             time.sleep(0.02)
         return {"counted": args["n"]}
     raise ValueError(f"no tool {tool}")
-'''
+"""
 
 
 def ray_config(address: str, **plugins: dict[str, Any]) -> dict[str, Any]:
     return {
-        "defaults": {"isolation": "ray", "timeout_s": 30, "memory_mb": 200, "restart_backoff_s": 0.05},
+        "defaults": {
+            "isolation": "ray",
+            "timeout_s": 30,
+            "memory_mb": 200,
+            "restart_backoff_s": 0.05,
+        },
         "ray": {"address": address},
         "plugins": plugins,
     }
@@ -77,7 +85,20 @@ class TestCalls:
         assert result.ok, result.error
         assert result.result["echo"] == {"x": [1, 2]}
         assert host.worker_pids("alpha") == []  # no worker process of the host's own
-        assert host._supervisor.slots["alpha"].runner.nodes() == ["127.0.0.1"]
+        assert host.worker_nodes("alpha") == ["127.0.0.1"]
+        assert host.resident_bytes("alpha") > 0  # read from the actor
+
+    def test_arguments_ray_cannot_send_fail_the_call_only(self, ray_host):
+        host = ray_host()
+        result = host.call("alpha", "echo", {"lock": threading.Lock()})
+        assert not result.ok
+        assert result.error_type == "InvalidArguments"
+        assert host.call("alpha", "echo", {}).ok
+
+    def test_metrics_count_workers_by_node(self, ray_host):
+        host = ray_host(alpha={"workers": 2, "num_cpus": 0})
+        text = exposition(collector_registry(host))[0].decode()
+        assert 'plugwarden_plugin_workers{node="127.0.0.1",plugin="alpha"} 2.0' in text
 
     def test_a_raise_fails_the_call_only(self, ray_host):
         host = ray_host()
@@ -149,6 +170,15 @@ class TestPlacement:
         assert "No node of the Ray cluster can hold one worker (CPU 64" in status.reason
         assert "[plugins.alpha]" in status.reason
 
+    def test_a_worker_the_cluster_has_no_room_for_now_fails_within_load_timeout(self, ray_host):
+        host = ray_host(alpha={"workers": 2, "num_cpus": 1, "load_timeout_s": 3})
+        status = host.status("alpha")
+        assert status.state is State.FAILED
+        assert status.reason.startswith(
+            "No Ray worker for the plugin was ready within load_timeout_s (3s)"
+        )
+        assert "(CPU 1, memory 200 MB)" in status.reason
+
     def test_two_plugins_land_on_two_nodes_when_resources_say_so(self, ray_host, second_node):
         host = ray_host(("alpha", "beta"), alpha={"num_cpus": 1}, beta={"num_cpus": 1})
         for name in ("alpha", "beta"):
@@ -175,6 +205,23 @@ class TestPlacement:
         wait_for(lambda: host.status(lost).state is State.FAILED, timeout_s=90)
         assert "Ray node" in host.status(lost).reason
         assert "was lost" in host.status(lost).reason
+
+
+class TestDoctor:
+    def test_doctor_shows_the_clusters_nodes_and_free_cpus(self, ray_cluster, second_node):
+        config = HostConfig.from_dict({"ray": {"address": ray_cluster.address}})
+        cluster = describe_cluster(config)
+        assert cluster is not None and "error" not in cluster, cluster
+        assert len(cluster["nodes"]) == 2
+        assert cluster["cpus"] == 2.0
+        assert 0 <= cluster["cpus_free"] <= 2.0
+        assert cluster["address"] == ray_cluster.address
+
+    def test_an_unreachable_cluster_is_named(self, ray_cluster):
+        config = HostConfig.from_dict({"ray": {"address": "127.0.0.1:1", "connect_timeout_s": 3}})
+        cluster = describe_cluster(config)
+        assert cluster is not None
+        assert cluster["error"].startswith("Cannot reach the Ray cluster at 127.0.0.1:1")
 
 
 class TestJobs:

@@ -72,6 +72,7 @@ class RayCluster:
         would take the cluster down with it)."""
         started: list[BaseException | None] = []
         ready = threading.Event()
+        abandoned = threading.Event()  # connect() gave up waiting
 
         def own() -> None:
             try:
@@ -82,17 +83,24 @@ class RayCluster:
                 return
             started.append(None)
             ready.set()
-            self._stop.wait()
+            while not (self._stop.wait(1.0) or abandoned.is_set()):
+                pass
             ray.shutdown()
 
         self._owner = threading.Thread(target=own, name="plugwarden-ray", daemon=True)
         self._owner.start()
-        ready.wait()
-        if started[0] is not None:
+        budget = self.config.connect_timeout_s
+        problem: object = None
+        if not ready.wait(budget):
+            abandoned.set()
+            problem = f"no answer within connect_timeout_s ({budget:g}s)"
+        elif started[0] is not None:
+            problem = started[0]
+        if problem is not None:
             self._owner = None
             where = self.config.address or "a new local cluster"
             raise LoadError(
-                f"Cannot reach the Ray cluster at {where}: {started[0]}. Check [ray] address "
+                f"Cannot reach the Ray cluster at {where}: {problem}. Check [ray] address "
                 "and that the cluster is up (ray status).",
                 ErrorType.WORKER_START,
             )
