@@ -6,6 +6,8 @@
   wall time. A plugwarden call crosses one more hop: the actor hands it to
   the plugin's own worker process (that is what keeps the plugin out of
   the Ray worker and its pickled transport).
+- The same for ``isolation = "ray-inline"`` (the plugin in the actor's own
+  process: no extra hop; for trusted plugins).
 - Throughput with N callers to one plugin with N actors (workers = N)
   against N callers to N raw actors.
 
@@ -58,36 +60,47 @@ def _throughput(calls: list[Callable[[], object]], seconds: float) -> float:
 def measure(name: str, n: int = 2, calls: int = 300, rounds: int = 7) -> list[Figure]:
     import ray
 
-    site = site_with({"echo": ECHO})
+    site = site_with({"echo": ECHO, "inline": ECHO})
     config = {
         "defaults": {"isolation": "ray"},
         "ray": {"num_cpus": 4, "object_store_mb": 100},
-        "plugins": {"echo": {"num_cpus": 0, "workers": n}},
+        "plugins": {
+            "echo": {"num_cpus": 0, "workers": n},
+            "inline": {"num_cpus": 0, "isolation": "ray-inline"},
+        },
         "jobs": {"path": ":memory:"},
     }
     with condition(name), Host(config, search_path=[str(site)]) as host:
-        status = host.status("echo")
-        if not status.available:
-            raise SystemExit(f"the echo plugin is {status.state.value}: {status.reason}")
+        for plugin in ("echo", "inline"):
+            status = host.status(plugin)
+            if not status.available:
+                raise SystemExit(f"{plugin} is {status.state.value}: {status.reason}")
         actors = [ray.remote(num_cpus=0)(RawEcho).remote() for _ in range(n)]
         raw = actors[0]
 
         def ours() -> object:
             return host.call("echo", "t", {"x": 1})
 
+        def in_actor() -> object:
+            return host.call("inline", "t", {"x": 1})
+
         def baseline() -> object:
             return ray.get(raw.run.remote("t", {"x": 1}), timeout=60)
 
         for _ in range(200):
             ours()
+            in_actor()
             baseline()
-        walls, cpus, ratios = [], [], []
+        walls, cpus, ratios, inline_ratios, inline_walls = [], [], [], [], []
         for _ in range(rounds):
             b_wall, b_cpu = timed(baseline, calls)
             o_wall, o_cpu = timed(ours, calls)
+            i_wall, _ = timed(in_actor, calls)
             walls.append((o_wall, b_wall))
             cpus.append((o_cpu, b_cpu))
             ratios.append(o_wall / b_wall)
+            inline_ratios.append(i_wall / b_wall)
+            inline_walls.append(i_wall)
         raw_calls = [
             (lambda actor=actor: ray.get(actor.run.remote("t", {"x": 1}), timeout=60))
             for actor in actors
@@ -114,6 +127,16 @@ def measure(name: str, n: int = 2, calls: int = 300, rounds: int = 7) -> list[Fi
             f"caller CPU {o_cpu * 1e6:.0f} vs {b_cpu * 1e6:.0f} us; "
             f"range {min(ratios):.2f}-{max(ratios):.2f}",
             statistics.median(ratios),
+        ),
+        Figure(
+            f"ray-inline call vs raw Ray actor call, {name}",
+            statistics.median(inline_walls) * 1e6,
+            b_wall * 1e6,
+            "us",
+            "<= 1.2x",
+            lambda r: r <= 1.2,
+            f"range {min(inline_ratios):.2f}-{max(inline_ratios):.2f}",
+            statistics.median(inline_ratios),
         ),
         Figure(
             f"{n} callers to {n} actors, calls/s vs {n} raw actors, {name}",

@@ -67,7 +67,11 @@ class TestReadManifest:
             ("packages = 'cv2'", "packages", "a list of import names"),
             ("[guards]\ntimeout_s = -1", "guards.timeout_s", "a positive number"),
             ("[guards]\ntimeout = 5", "guards.timeout", "unknown guard key"),
-            ("[guards]\nisolation = 'thread'", "guards.isolation", "'process', 'inline' or 'ray'"),
+            (
+                "[guards]\nisolation = 'thread'",
+                "guards.isolation",
+                "'process', 'inline', 'ray' or 'ray-inline'",
+            ),
             ("[models]\nm = 3", "models.m", "a path string"),
             ("[models.m]\nsha256 = 'zz'", "models.m.path", "is required"),
             ("description = 5", "description", "a string"),

@@ -80,7 +80,7 @@ def containment_level() -> str:
 
 def uses_ray(config: HostConfig) -> bool:
     return bool(config.ray.address) or any(
-        isolation == "ray"
+        isolation is not None and isolation.startswith("ray")
         for isolation in (
             config.defaults.isolation,
             *(p.guards.isolation for p in config.plugins.values()),

@@ -41,6 +41,10 @@ def run(tool, args):
         while True:
             blocks.append(bytearray(16 * 2**20))
             time.sleep(0.01)
+    if tool == "subclass":
+        class Crafted(dict):
+            pass
+        return Crafted(a=1)
     if tool == "count":
         for i in range(args["n"]):
             if plugwarden.cancelled():
@@ -52,10 +56,10 @@ def run(tool, args):
 """
 
 
-def ray_config(address: str, **plugins: dict[str, Any]) -> dict[str, Any]:
+def ray_config(address: str, isolation: str, **plugins: dict[str, Any]) -> dict[str, Any]:
     return {
         "defaults": {
-            "isolation": "ray",
+            "isolation": isolation,
             "timeout_s": 30,
             "memory_mb": 200,
             "restart_backoff_s": 0.05,
@@ -67,10 +71,10 @@ def ray_config(address: str, **plugins: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def ray_host(ray_cluster, plugwarden_plugin, plugwarden_host):
-    def make(names=("alpha",), **plugins):
+    def make(names=("alpha",), isolation="ray", **plugins):
         for name in names:
             plugwarden_plugin(name, PLUGIN)
-        return plugwarden_host(ray_config(ray_cluster.address, **plugins))
+        return plugwarden_host(ray_config(ray_cluster.address, isolation, **plugins))
 
     return make
 
@@ -205,6 +209,38 @@ class TestPlacement:
         wait_for(lambda: host.status(lost).state is State.FAILED, timeout_s=90)
         assert "Ray node" in host.status(lost).reason
         assert "was lost" in host.status(lost).reason
+
+
+class TestInActor:
+    """isolation = "ray-inline": the plugin runs in the actor's own process."""
+
+    def test_a_call_runs_in_the_actor_and_its_value_comes_back_as_json(self, ray_host):
+        host = ray_host(isolation="ray-inline")
+        assert host.status("alpha").info.isolation == "ray-inline"
+        result = host.call("alpha", "subclass", {})
+        assert result.ok, result.error
+        assert type(result.result) is dict and result.result == {"a": 1}
+
+    def test_a_timeout_kills_the_actor_so_the_call_really_stops(self, ray_host):
+        host = ray_host(isolation="ray-inline", alpha={"timeout_s": 1})
+        first = host.call("alpha", "echo", {}).result["worker"]
+        result = host.call("alpha", "sleep", {"s": 60})
+        assert (result.error_type, result.guard) == ("Timeout", "timeout")
+        wait_for(lambda: host.call("alpha", "echo", {}).ok, timeout_s=60)
+        assert host.call("alpha", "echo", {}).result["worker"] != first
+
+    def test_a_memory_breach_in_the_actor_is_stopped(self, ray_host):
+        host = ray_host(isolation="ray-inline", alpha={"memory_mb": 150})
+        result = host.call("alpha", "hog", {})
+        assert (result.error_type, result.guard) == ("MemoryLimitExceeded", "memory")
+        wait_for(lambda: host.call("alpha", "echo", {}).ok, timeout_s=60)
+
+    def test_a_segfault_is_the_actors_death_with_rays_reason(self, ray_host):
+        host = ray_host(isolation="ray-inline")
+        result = host.call("alpha", "segv", {})
+        assert (result.error_type, result.guard) == ("WorkerDied", "crash")
+        assert "The plugin's Ray actor on 127.0.0.1 died" in result.error
+        wait_for(lambda: host.call("alpha", "echo", {}).ok, timeout_s=60)
 
 
 class TestDoctor:

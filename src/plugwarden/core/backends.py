@@ -24,7 +24,7 @@ from plugwarden.core.inline import HostMemoryWatch, InlineRunner
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.ray_cluster import RayCluster
-from plugwarden.core.ray_runner import RayRunner
+from plugwarden.core.ray_runner import RAY_ISOLATIONS, RayRunner
 from plugwarden.core.runner import LossHandler, Placement, Runner
 from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote
@@ -61,7 +61,7 @@ class Backends:
                     self._inline = (ElasticExecutor(), HostMemoryWatch())
                 executor, watch = self._inline
                 runner = InlineRunner(source, limits, executor, watch, on_loss)
-            elif limits.isolation == "ray":
+            elif limits.isolation in RAY_ISOLATIONS:
                 if self._ray is None:
                     self._ray = RayCluster(self._ray_config)
                 runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)

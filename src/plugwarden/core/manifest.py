@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 MANIFEST_NAMES = ("manifest.toml", "manifest.json")
-ISOLATIONS = ("process", "inline", "ray")
+ISOLATIONS = ("process", "inline", "ray", "ray-inline")
 MANIFEST_KEYS = (
     "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
     "guards",
@@ -281,7 +281,7 @@ def guard_settings(
         values[key] = None if value is None else float(value)
     isolation = table.get("isolation")
     if isolation is not None and isolation not in ISOLATIONS:
-        expected = "'process', 'inline' or 'ray'"
+        expected = "'process', 'inline', 'ray' or 'ray-inline'"
         raise fail(f"{where}.isolation", f"expected {expected}, got {isolation!r}")
     workers = table.get("workers")
     if workers is not None and (

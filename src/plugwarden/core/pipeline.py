@@ -125,7 +125,7 @@ class Pipeline:
         # Trust (in-process) and placement (a cluster) are the operator's call:
         # [defaults] or [plugins.NAME] decide, whatever the manifest says.
         guards = replace(guards, isolation=None)
-        if asked in ("inline", "ray") and settings.guards.isolation is None:
+        if asked in ("inline", "ray", "ray-inline") and settings.guards.isolation is None:
             where = "in the host process" if asked == "inline" else "on a Ray cluster"
             self._notes.append(
                 f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
@@ -147,7 +147,8 @@ class Pipeline:
             slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
         )
         # On Ray, the GPU question is the cluster's: the runner asks it.
-        checks = PREFLIGHT if slot.limits.isolation != "ray" else LOCAL_PREFLIGHT
+        on_ray = slot.limits.isolation.startswith("ray")
+        checks = LOCAL_PREFLIGHT if on_ray else PREFLIGHT
         verdict = run_preflight(context, checks)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)

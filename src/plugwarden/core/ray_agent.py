@@ -1,13 +1,17 @@
 """The Ray actor behind one worker of a ``ray`` plugin, on whichever node Ray
 places it.
 
-The actor is plugwarden's own code, not the plugin's: it runs the plugin in
-a worker process of its own, exactly as ``process`` isolation does on the
-host (zygote, containment, timeout and memory guards, the plain-JSON wire).
-So the plugin never runs in the Ray worker process, and nothing it makes
-crosses Ray's pickled transport: what goes back to the host is a plain
-dict built here. A guard that trips, or a worker that dies, ends this
-actor's usefulness; the host kills the actor and asks Ray for a new one.
+The actor is plugwarden's own code, not the plugin's. With ``isolation =
+"ray"`` it runs the plugin in a worker process of its own, exactly as
+``process`` isolation does on the host (zygote, containment, timeout and
+memory guards, the plain-JSON wire), so the plugin never runs in the Ray
+worker process and nothing it makes crosses Ray's pickled transport: what
+goes back to the host is a plain dict built here. With ``"ray-inline"``
+(trusted plugins) it runs the plugin in this process, on threads, as
+``inline`` does in the host, which saves a hop per call; results still go
+back as the JSON text the guard made. Either way a guard that trips, or a
+worker that dies, ends this actor's usefulness: the host kills the actor
+(which stops even an inline call that overran) and asks Ray for a new one.
 
 Methods run in three concurrency groups: the default one (one call at a
 time, like a process worker), ``control`` (progress, cancel, memory: they
@@ -23,12 +27,14 @@ from dataclasses import replace
 from typing import Any
 
 from plugwarden.core.discovery import PluginSource
+from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
+from plugwarden.core.inline import HostMemoryWatch, InlineRunner
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult
-from plugwarden.core.runner import WorkerLoss
+from plugwarden.core.runner import Runner, WorkerLoss
 from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
@@ -41,11 +47,14 @@ CONCURRENCY_GROUPS = {"control": 2, "watch": 1}
 
 def plain(result: CallResult) -> dict[str, Any]:
     """A call's record as plain data for the host (the call's identity is
-    the host's to fill in)."""
+    the host's to fill in). A value the guard encoded travels as its JSON
+    text, never as the plugin's own object."""
+    encoded = result.encoded is not None
     return {
         "ok": result.ok,
         "hook": result.hook,
-        "result": result.result,
+        "result": None if encoded else result.result,
+        "encoded": result.encoded,
         "error": result.error,
         "error_type": result.error_type,
         "duration_ms": result.duration_ms,
@@ -57,8 +66,7 @@ class Agent:
     """One plugin worker, kept by a Ray actor (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._services = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
-        self._runner: ProcessRunner | None = None
+        self._runner: Runner | None = None
         self._lock = threading.Lock()
         self._control: CallControl | None = None
         self._progress: tuple[int, float, float | None, str] | None = None
@@ -70,8 +78,15 @@ class Agent:
         """Start the plugin's worker and import it there; where this runs."""
         import ray  # in a Ray worker process: Ray is there
 
-        inner = replace(limits, isolation="process", workers=1)
-        runner = ProcessRunner(source, inner, self._services, self._worker_lost)
+        runner: Runner
+        if limits.isolation == "ray-inline":
+            inner = replace(limits, isolation="inline", workers=1)
+            watch = HostMemoryWatch()  # this process's growth during a call
+            runner = InlineRunner(source, inner, ElasticExecutor(), watch, self._worker_lost)
+        else:
+            inner = replace(limits, isolation="process", workers=1)
+            services = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
+            runner = ProcessRunner(source, inner, services, self._worker_lost)
         try:
             runner.load()
         except LoadError as exc:
@@ -82,7 +97,6 @@ class Agent:
             "node": context.get_node_id(),
             "address": ray.util.get_node_ip_address(),
             "pid": os.getpid(),
-            "containment": self._services.zygote.level,
         }
 
     def initialise(self, config: dict[str, Any]) -> str | None:

@@ -1,9 +1,10 @@
 """Ray isolation (SPEC section 4): a plugin's workers are Ray actors.
 
 A :class:`RayRunner` keeps ``limits.workers`` actors, each an
-:class:`~plugwarden.core.ray_agent.Agent` that runs the plugin in a worker
-process of its own on the node Ray chose, under the same guards as
-``process`` isolation. The contract is the process runner's: a call takes a
+:class:`~plugwarden.core.ray_agent.Agent` that runs the plugin on the node
+Ray chose: in a worker process of its own under the same guards as
+``process`` isolation (``ray``), or in the actor's own process for trusted
+plugins (``ray-inline``). The contract is the process runner's: a call takes a
 free actor (waiting at most its wait), and a worker lost for any reason
 (a guard tripped in the actor, the actor or its node died, the actor did not
 answer by the call's deadline) takes its actor out of the pool: the actor
@@ -16,6 +17,7 @@ on a cluster without one would otherwise wait forever.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,7 +34,9 @@ from plugwarden.core.runner import LossHandler, Placement, WorkerLoss, timeout_r
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
-__all__ = ["RayRunner"]
+__all__ = ["RAY_ISOLATIONS", "RayRunner"]
+
+RAY_ISOLATIONS = ("ray", "ray-inline")
 
 # The actor enforces timeout_s itself; the host gives up this much later
 # (an actor or node that stopped answering).
@@ -139,7 +143,13 @@ class RayRunner:
         budget = 2 * self.limits.load_timeout_s + HOST_GRACE_S  # init, then validate
         try:
             reason = ray.get(actor.handle.initialise.remote(self._config), timeout=budget)
-        except Exception as exc:  # noqa: BLE001 - a timeout or the actor's death
+        except ray.exceptions.GetTimeoutError:
+            self._discard(actor)
+            return (
+                f"The plugin's Ray actor on {actor.address} did not finish init() and "
+                f"validate() within {budget:g}s; it was killed. Check the node (ray status)."
+            )
+        except Exception as exc:  # noqa: BLE001 - the actor's death
             return death_reason(exc, actor.address)[0]
         return None if reason is None else str(reason)
 
@@ -279,6 +289,8 @@ class RayRunner:
         if isinstance(value, BaseException):
             reason, cause = death_reason(value, actor.address)
             guard = "memory" if cause == "oom" else "crash"
+        elif value.get("during_call"):
+            return  # the call's own result carries it (the actor may be between states)
         else:
             reason = str(value.get("reason") or "The plugin's worker was lost")
             if value.get("guard") in GUARDS:
@@ -343,16 +355,30 @@ def _result(reply: Any, hook: str) -> CallResult:
         )
     guard = reply.get("guard")
     error, error_type = reply.get("error"), reply.get("error_type")
+    value = reply.get("result")
+    if isinstance(reply.get("encoded"), str):
+        try:
+            value = json.loads(reply["encoded"], parse_constant=_refuse)
+        except (ValueError, RecursionError):
+            return CallResult.failure(
+                "The plugin's Ray worker answered with a result that is not plain JSON.",
+                ErrorType.PROTOCOL,
+                hook=hook,
+            )
     ms: Any = reply.get("duration_ms")
     return CallResult(
         reply["ok"],
         hook=hook,
-        result=reply.get("result"),
+        result=value,
         error=error if isinstance(error, str) else None,
         error_type=error_type if isinstance(error_type, str) else None,
         duration_ms=float(ms) if _finite(ms) else 0.0,
         guard=guard if guard in GUARDS else None,
     )
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _finite(value: Any) -> bool:
