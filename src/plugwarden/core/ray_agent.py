@@ -9,7 +9,7 @@ worker process and nothing it makes crosses Ray's pickled transport: what
 goes back to the host is a plain dict built here. With ``"ray-inline"``
 (trusted plugins) it runs the plugin in this process, on threads, as
 ``inline`` does in the host, which saves a hop per call; results still go
-back as the JSON text the guard made. Either way a guard that trips, or a
+back as a checked wire frame. Either way a guard that trips, or a
 worker that dies, ends this actor's usefulness: the host kills the actor
 (which stops even an inline call that overran) and asks Ray for a new one.
 
@@ -22,10 +22,12 @@ plugin's worker is lost between calls, so the host hears of it at once).
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from dataclasses import replace
 from typing import Any
 
+from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
@@ -40,26 +42,12 @@ from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
-__all__ = ["CONCURRENCY_GROUPS", "Agent", "plain"]
+__all__ = ["CONCURRENCY_GROUPS", "REPLY_ID", "Agent"]
 
 CONCURRENCY_GROUPS = {"control": 2, "watch": 1}
 
 
-def plain(result: CallResult) -> dict[str, Any]:
-    """A call's record as plain data for the host (the call's identity is
-    the host's to fill in). A value the guard encoded travels as its JSON
-    text, never as the plugin's own object."""
-    encoded = result.encoded is not None
-    return {
-        "ok": result.ok,
-        "hook": result.hook,
-        "result": None if encoded else result.result,
-        "encoded": result.encoded,
-        "error": result.error,
-        "error_type": result.error_type,
-        "duration_ms": result.duration_ms,
-        "guard": result.guard,
-    }
+REPLY_ID = 1  # one call at a time per actor: every reply answers request 1
 
 
 class Agent:
@@ -67,6 +55,8 @@ class Agent:
 
     def __init__(self) -> None:
         self._runner: Runner | None = None
+        self._pid = os.getpid()
+        self._max_result = 0
         self._lock = threading.Lock()
         self._control: CallControl | None = None
         self._progress: tuple[int, float, float | None, str] | None = None
@@ -91,7 +81,7 @@ class Agent:
             runner.load()
         except LoadError as exc:
             return {"error": exc.reason, "error_type": exc.error_type}
-        self._runner = runner
+        self._runner, self._max_result = runner, limits.max_result_bytes
         context = ray.get_runtime_context()
         return {
             "node": context.get_node_id(),
@@ -104,12 +94,16 @@ class Agent:
             return "The plugin's Ray worker has no plugin loaded."
         return self._runner.initialise(config)
 
-    def call(
-        self, hook: str, kwargs: dict[str, Any], timeout_s: float, job: bool
-    ) -> dict[str, Any]:
+    def call(self, request: bytes) -> tuple[str | None, int | None, bytes]:
+        """``request``: the host's pickled ``(hook, kwargs, timeout_s, job)``
+        (one argument: Ray serialises each one apart). The reply: the guard
+        that tripped, the worker's memory, and the record as a wire outcome
+        frame (:mod:`plugwarden.core.wire`), which the host checks as it
+        checks a process worker's."""
+        hook, kwargs, timeout_s, job = pickle.loads(request)
         if self._runner is None:
             failure = CallResult.failure("no plugin loaded", ErrorType.INTERNAL, hook=hook)
-            return plain(failure)
+            return None, None, wire.encode_outcome(REPLY_ID, self._pid, failure, 0)
         control = None
         if job:
             control = CallControl(self._report, lambda: None, 0.0)
@@ -120,7 +114,8 @@ class Agent:
         finally:
             with self._lock:
                 self._control = None
-        return {**plain(result), "rss": self._runner.last_resident_bytes()}
+        frame = wire.encode_outcome(REPLY_ID, self._pid, result, self._max_result)
+        return result.guard, self._runner.last_resident_bytes(), frame
 
     # -- the control group: answers while a call runs -------------------------------
 

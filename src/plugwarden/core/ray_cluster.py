@@ -115,6 +115,7 @@ class RayCluster:
         if self.config.address:
             return options | {"address": self.config.address}
         return options | {
+            "address": "local",  # a new cluster, never one found on the machine
             "num_cpus": self.config.num_cpus,
             "num_gpus": self.config.num_gpus,
             "object_store_memory": int(self.config.object_store_mb * 2**20),

@@ -17,16 +17,18 @@ on a cluster without one would otherwise wait forever.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.exchange import ENDED
 from plugwarden.core.guards import Limits
 from plugwarden.core.pool import WorkerPool
+from plugwarden.core.ray_agent import REPLY_ID
 from plugwarden.core.ray_cluster import RayCluster, death_reason, shortfall
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import GUARDS, CallResult, Guard, describe
@@ -50,6 +52,7 @@ class _Actor:
     handle: Any
     node: str
     address: str
+    pid: int  # the actor's process: its replies carry it
     watch: Any = None  # the ref of its watch() call
     busy: bool = False
     lost: bool = False
@@ -133,7 +136,7 @@ class RayRunner:
         if "error" in info:
             self._kill(handle)
             raise LoadError(str(info["error"]), str(info.get("error_type")))
-        actor = _Actor(handle, str(info["node"]), str(info["address"]))
+        actor = _Actor(handle, str(info["node"]), str(info["address"]), int(info["pid"]))
         actor.watch = handle.watch.options(concurrency_group="watch").remote()
         self._cluster.watch(actor.watch, lambda value: self._ended(actor, value))
         return actor
@@ -199,14 +202,15 @@ class RayRunner:
             if control is not None:
                 control.starting()
             try:
-                ref = actor.handle.call.remote(hook, kwargs, timeout_s, control is not None)
-            except Exception as exc:  # noqa: BLE001 - Ray could not serialise the arguments
+                request = pickle.dumps((hook, kwargs, timeout_s, control is not None))
+            except Exception as exc:  # noqa: BLE001 - whatever pickling an argument raised
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({describe(exc)}). "
                     "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
                     ErrorType.INVALID_ARGUMENTS,
                     hook=hook,
                 )
+            ref = actor.handle.call.remote(request)
             if control is not None:
                 cancel = actor.handle.cancel.options(concurrency_group="control")
                 control.started(lambda force: cancel.remote(force))
@@ -239,9 +243,7 @@ class RayRunner:
             actor.busy = False
             if control is not None:
                 control.finished()
-        result = _result(reply, hook)
-        if isinstance(reply.get("rss"), int):
-            actor.rss = reply["rss"]
+        result = _result(actor, reply, hook)
         if result.guard is not None or result.error_type in (
             ErrorType.CANCELLED,
             ErrorType.PLUGIN_NOT_AVAILABLE,  # its worker was lost just before this call
@@ -347,38 +349,23 @@ class RayRunner:
         return [actor.address for actor in list(self._pool.serving)]
 
 
-def _result(reply: Any, hook: str) -> CallResult:
-    """The actor's plain record as a CallResult, its fields checked."""
-    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+def _result(actor: _Actor, reply: Any, hook: str) -> CallResult:
+    """The actor's reply as a CallResult: its frame checked like a process
+    worker's (size, depth, plain JSON, request id and pid)."""
+    try:
+        guard, rss, frame = reply
+        result = wire.outcome(wire.decode(frame, REPLY_ID, actor.pid))
+    except (ValueError, TypeError, AttributeError, wire.ProtocolViolation) as exc:
+        reason = exc.reason if isinstance(exc, wire.ProtocolViolation) else "not a reply"
         return CallResult.failure(
-            "The plugin's Ray worker answered with no record.", ErrorType.PROTOCOL, hook=hook
+            f"The plugin's Ray worker broke the protocol ({reason}).",
+            ErrorType.PROTOCOL,
+            hook=hook,
+            guard="protocol",
         )
-    guard = reply.get("guard")
-    error, error_type = reply.get("error"), reply.get("error_type")
-    value = reply.get("result")
-    if isinstance(reply.get("encoded"), str):
-        try:
-            value = json.loads(reply["encoded"], parse_constant=_refuse)
-        except (ValueError, RecursionError):
-            return CallResult.failure(
-                "The plugin's Ray worker answered with a result that is not plain JSON.",
-                ErrorType.PROTOCOL,
-                hook=hook,
-            )
-    ms: Any = reply.get("duration_ms")
-    return CallResult(
-        reply["ok"],
-        hook=hook,
-        result=value,
-        error=error if isinstance(error, str) else None,
-        error_type=error_type if isinstance(error_type, str) else None,
-        duration_ms=float(ms) if _finite(ms) else 0.0,
-        guard=guard if guard in GUARDS else None,
-    )
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    if isinstance(rss, int) and not isinstance(rss, bool):
+        actor.rss = rss
+    return replace(result, guard=guard) if guard in GUARDS else result
 
 
 def _finite(value: Any) -> bool:
