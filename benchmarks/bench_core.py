@@ -1,13 +1,23 @@
-"""Issue 2: a guarded inline run call vs the same plugin through raw pluggy."""
+"""Issue 2: a guarded inline run call vs the same plugin through raw pluggy.
+
+Issue 14: an inline no-op call against its floor, the two-lock ping-pong:
+raw pluggy called on a worker thread that the caller waits for with a
+deadline (what any call with a hard timeout on another thread costs),
+interleaved, with the caller's CPU time, under three conditions."""
 
 from __future__ import annotations
 
 import importlib
+import statistics
 import sys
+import threading
+import time
+from typing import Any
 
 import pluggy
 
 from benchmarks._harness import ECHO, WORK, Figure, compare, site_with
+from benchmarks.bench_wire import condition, timed
 from plugwarden import Host, hookspecs
 
 
@@ -16,6 +26,72 @@ def _raw_pluggy(module: str) -> pluggy.PluginManager:
     manager.add_hookspecs(hookspecs)
     manager.register(importlib.import_module(module))
     return manager
+
+
+class PingPong:
+    """The floor: raw pluggy on a worker thread, handed over and awaited
+    with two locks, the wait bounded by a deadline."""
+
+    def __init__(self, manager: pluggy.PluginManager) -> None:
+        self._manager = manager
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._args: Any = None
+        self._value: Any = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            self._value = self._manager.hook.run(tool="t", args=self._args)
+            self._done.release()
+
+    def call(self, args: Any) -> Any:
+        self._args = args
+        self._go.release()
+        if not self._done.acquire(timeout=60):
+            raise TimeoutError("the ping-pong thread did not answer")
+        return self._value
+
+
+def floor(name: str, calls: int = 5000, rounds: int = 9) -> Figure:
+    site = site_with({"echo": ECHO})
+    sys.path.insert(0, str(site))
+    with (
+        condition(name),
+        Host({"defaults": {"isolation": "inline"}}, search_path=[str(site)]) as host,
+    ):
+        pong = PingPong(_raw_pluggy("bench_echo"))
+
+        def ours() -> object:
+            return host.call("echo", "t", {"x": 1})
+
+        def base() -> object:
+            return pong.call({"x": 1})
+
+        for _ in range(500):
+            ours()
+            base()
+        ratios, walls, cpus = [], [], []
+        for _ in range(rounds):
+            b_wall, b_cpu = timed(base, calls, time.process_time)
+            o_wall, o_cpu = timed(ours, calls, time.process_time)
+            ratios.append(o_wall / b_wall)
+            walls.append((o_wall, b_wall))
+            cpus.append((o_cpu, b_cpu))
+    median = statistics.median
+    return Figure(
+        f"inline no-op call / two-lock ping-pong floor, {name}",
+        median(w for w, _ in walls) * 1e6,
+        median(b for _, b in walls) * 1e6,
+        "us",
+        "<= 1.3x",
+        lambda r: r <= 1.3,
+        f"CPU {median(c for c, _ in cpus) * 1e6:.1f} vs {median(b for _, b in cpus) * 1e6:.1f} "
+        f"us; range {min(ratios):.2f}-{max(ratios):.2f}",
+        median(ratios),
+    )
 
 
 def run() -> list[Figure]:
@@ -43,4 +119,4 @@ def run() -> list[Figure]:
                     ratio,
                 )
             )
-    return figures
+    return figures + [floor(name) for name in ("idle", "busy", "pinned")]

@@ -298,6 +298,8 @@ class ProcessRunner:
     def last_resident_bytes(self) -> int | None:
         """The workers' memory as last read (no /proc read now: cheap)."""
         workers = list(self._pool.serving)
+        if len(workers) == 1:  # the common case, on every list request
+            return workers[0].last_bytes
         return sum(w.last_bytes for w in workers) if workers else None
 
     def pids(self) -> list[int]:

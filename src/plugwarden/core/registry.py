@@ -104,6 +104,12 @@ class PluginStatus:
         """:meth:`to_dict` as compact JSON. The encoding is cached with the
         snapshot, split around the uptime, so a reader polling many plugins
         re-encodes only what changed."""
+        head, tail = self.json_parts(history=history)
+        return f"{head}{self.uptime_seconds!r}{tail}"
+
+    def json_parts(self, *, history: bool = True) -> tuple[str, str]:
+        """The cached JSON before and after the uptime's value (``tail``
+        ends with the closing brace)."""
         parts = self._json.get(history)
         if parts is None:
             data = self.to_dict(history=history)
@@ -113,7 +119,7 @@ class PluginStatus:
             after = {k: data[k] for k in keys[split + 1 :]}
             tail = "," + compact_json(after)[1:] if after else "}"
             parts = self._json[history] = (head, tail)
-        return f"{parts[0]}{self.uptime_seconds!r}{parts[1]}"
+        return parts
 
 
 # The encoding Starlette's JSONResponse uses: records, results and error bodies.
@@ -141,18 +147,7 @@ class _Entry:
     def move(self, state: State, reason: str) -> None:
         self.state = state
         self.reason = reason
-        history = self.history
-        if (
-            state is State.RUNNING
-            and len(history) >= 2
-            and history[-1].state is State.INITIALIZED
-            and history[-2].state is State.RUNNING
-        ):
-            # Busy/idle flips of a plugin in use collapse to the latest cycle,
-            # so calls never push the lifecycle's own transitions out.
-            history.pop()
-            history.pop()
-        history.append(Transition.now(state, reason))
+        self.history.append(Transition.now(state, reason))
         if state in _BUSY_IDLE:
             if state is State.INITIALIZED and self.metrics.up_since is None:
                 self.metrics.mark_up()
@@ -162,10 +157,13 @@ class _Entry:
     def snapshot(self) -> PluginStatus:
         cached = self.cached
         if cached is None:
+            # RUNNING is read, not stored: a call moves no state and writes no
+            # history (issue 14), it only counts itself in flight.
+            busy = self.in_flight > 0 and self.state is State.INITIALIZED
             cached = self.cached = PluginStatus(
                 self.name,
-                self.state,
-                self.reason,
+                State.RUNNING if busy else self.state,
+                f"{self.in_flight} call(s) in flight" if busy else self.reason,
                 self.info,
                 tuple(self.history),
                 self.metrics.counters(),
@@ -291,16 +289,14 @@ class Registry:
             return healthy if flipped else None
 
     def begin_call(self, name: str) -> PluginStatus | int:
-        """Count a call in flight (INITIALIZED -> RUNNING). Returns the
-        generation it runs against, or the status that refuses it."""
+        """Count a call in flight (the plugin reads RUNNING while one is).
+        Returns the generation it runs against, or the status that refuses it."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             if entry.state not in _BUSY_IDLE:
                 return entry.snapshot()
             entry.in_flight += 1
             entry.cached = None
-            if entry.state is State.INITIALIZED:
-                entry.move(State.RUNNING, f"{entry.in_flight} call(s) in flight")
             return entry.generation
 
     def end_call(self, name: str, result: CallResult, generation: int) -> None:
@@ -313,8 +309,6 @@ class Registry:
             if _stale(entry, generation):
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
-            if entry.state is State.RUNNING and not entry.in_flight:
-                entry.move(State.INITIALIZED, "ready")
         if self._idle_waiters:
             with self._idle:
                 self._idle.notify_all()

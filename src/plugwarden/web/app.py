@@ -6,6 +6,7 @@ own. Plugin calls run in a thread pool, off the event loop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -79,13 +80,7 @@ def create_app(
 
     async def plugins(request: Request) -> Response:
         statuses = await _read(host.registry.statuses)
-        memory = host.memory_seen()
-        body = (
-            "["
-            + ",".join(_with_memory(s.to_json(history=False), memory.get(s.name)) for s in statuses)
-            + "]"
-        )
-        return Response(body, media_type="application/json")
+        return Response(_listing(statuses, host.memory_seen()), media_type="application/json")
 
     async def plugin(request: Request) -> Response:
         name = request.path_params["name"]
@@ -198,6 +193,28 @@ def create_app(
             RegistryTimeout: lambda request, exc: registry_timeout(exc),
         },
     )
+
+
+def _listing(statuses: list[PluginStatus], memory: dict[str, int]) -> str:
+    """The list body from each record's cached JSON: per plugin, only its
+    uptime and workers' memory are formatted now (issue 14)."""
+    now = time.monotonic()
+    pieces = ["["]
+    for status in statuses:
+        head, tail = status.json_parts(history=False)
+        since, rss = status.up_since, memory.get(status.name)
+        pieces += (
+            head,
+            "0.0" if since is None else repr(round(now - since, 3)),
+            tail[:-1],
+            ',"worker_resident_bytes":',
+            "null" if rss is None else str(rss),
+            "},",
+        )
+    if statuses:
+        pieces[-1] = "}"
+    pieces.append("]")
+    return "".join(pieces)
 
 
 def _with_memory(record_json: str, memory: int | None) -> str:
