@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -204,6 +205,63 @@ def worker_start(rounds: int = 7) -> Figure:
     )
 
 
+def _rate(calls: list[Callable[[], object]], seconds: float) -> tuple[float, float]:
+    """Calls per second of one thread per callable, and the host's CPU per call."""
+    counts = [0] * len(calls)
+    stop = threading.Event()
+
+    def loop(index: int) -> None:
+        call = calls[index]
+        while not stop.is_set():
+            call()
+            counts[index] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(calls))]
+    cpu = time.process_time()
+    for thread in threads:
+        thread.start()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    done = sum(counts)
+    return done / seconds, (time.process_time() - cpu) / max(done, 1)
+
+
+def throughput(name: str, callers: int = 4, rounds: int = 5) -> Figure:
+    """N callers to one plugin's N workers against 1 caller to 1 worker,
+    no-op calls, interleaved."""
+    site = site_with({"echo": ECHO, "single": ECHO})
+    config = {"plugins": {"echo": {"workers": callers}}, "jobs": {"path": ":memory:"}}
+    with condition(name), Host(config, search_path=[str(site)]) as host:
+
+        def single() -> object:
+            return host.call("single", "t", {"x": 1})
+
+        def pooled() -> object:
+            return host.call("echo", "t", {"x": 1})
+
+        ratios, cpus = [], []
+        for _ in range(rounds):
+            one, one_cpu = _rate([single], 1.0)
+            many, many_cpu = _rate([pooled] * callers, 1.0)
+            ratios.append(many / one)
+            cpus.append((many_cpu, one_cpu))
+    median = statistics.median
+    return Figure(
+        f"{callers} callers to {callers} workers / 1 caller to 1 worker, calls/s, {name}",
+        median(ratios),
+        1.0,
+        "x",
+        ">= 1.0x",
+        lambda r: r >= 1.0,
+        f"host CPU per call {median(c for c, _ in cpus) * 1e6:.0f} vs "
+        f"{median(o for _, o in cpus) * 1e6:.0f} us; range {min(ratios):.2f}-{max(ratios):.2f}",
+        median(ratios),
+    )
+
+
 def run() -> list[Figure]:
     trips = [figure for name in ("idle", "busy", "pinned") for figure in round_trip(name)]
-    return [*trips, worker_start()]
+    scaling = [throughput(name) for name in ("idle", "busy", "pinned")]
+    return [*trips, *scaling, worker_start()]

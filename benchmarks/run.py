@@ -20,6 +20,7 @@ from benchmarks import (
     bench_http,
     bench_isolation,
     bench_jobs,
+    bench_start,
     bench_wire,
 )
 from benchmarks._harness import print_table
@@ -31,6 +32,7 @@ SUITES = {
     "http": (bench_http.run, "Health service (issue 5)"),
     "wire": (bench_wire.run, "Worker boundary (issue 9)"),
     "jobs": (bench_jobs.run, "Jobs (issue 11)"),
+    "start": (bench_start.run, "Start (issue 14)"),
 }
 
 
