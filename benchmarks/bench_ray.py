@@ -21,11 +21,9 @@ namespace holding only ``lo``.
 from __future__ import annotations
 
 import statistics
-import threading
-from collections.abc import Callable
 
 from benchmarks._harness import ECHO, Figure, print_table, site_with
-from benchmarks.bench_wire import condition, timed
+from benchmarks.bench_wire import condition, rate, timed
 from plugwarden import Host
 
 
@@ -34,27 +32,6 @@ class RawEcho:
 
     def run(self, tool: str, args: dict[str, object]) -> dict[str, object]:
         return {"tool": tool, "args": args}
-
-
-def _throughput(calls: list[Callable[[], object]], seconds: float) -> float:
-    """Calls per second of len(calls) threads, each calling its own."""
-    counts = [0] * len(calls)
-    stop = threading.Event()
-
-    def loop(index: int) -> None:
-        call = calls[index]
-        while not stop.is_set():
-            call()
-            counts[index] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    stop.wait(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / seconds
 
 
 def measure(name: str, n: int = 2, calls: int = 300, rounds: int = 7) -> list[Figure]:
@@ -108,8 +85,8 @@ def measure(name: str, n: int = 2, calls: int = 300, rounds: int = 7) -> list[Fi
         ours_calls = [ours] * n
         rates = []
         for _ in range(3):
-            base_rate = _throughput(raw_calls, 2.0)
-            our_rate = _throughput(ours_calls, 2.0)
+            base_rate = rate(raw_calls, 2.0)[0]
+            our_rate = rate(ours_calls, 2.0)[0]
             rates.append((our_rate, base_rate))
     o_wall = statistics.median(w for w, _ in walls)
     b_wall = statistics.median(b for _, b in walls)

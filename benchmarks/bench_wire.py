@@ -205,7 +205,7 @@ def worker_start(rounds: int = 7) -> Figure:
     )
 
 
-def _rate(calls: list[Callable[[], object]], seconds: float) -> tuple[float, float]:
+def rate(calls: list[Callable[[], object]], seconds: float) -> tuple[float, float]:
     """Calls per second of one thread per callable, and the host's CPU per call."""
     counts = [0] * len(calls)
     stop = threading.Event()
@@ -243,8 +243,8 @@ def throughput(name: str, callers: int = 4, rounds: int = 5) -> Figure:
 
         ratios, cpus = [], []
         for _ in range(rounds):
-            one, one_cpu = _rate([single], 1.0)
-            many, many_cpu = _rate([pooled] * callers, 1.0)
+            one, one_cpu = rate([single], 1.0)
+            many, many_cpu = rate([pooled] * callers, 1.0)
             ratios.append(many / one)
             cpus.append((many_cpu, one_cpu))
     median = statistics.median

@@ -102,7 +102,3 @@ class Backends:
             inline[1].close()
         if ray is not None:
             ray.close()
-
-    def ray_cluster(self) -> RayCluster | None:
-        """The Ray link, once a ``ray`` plugin made one."""
-        return self._ray

@@ -5,6 +5,9 @@ prepared, and whether the pool is closing.
 A call takes a free worker, waiting at most its wait; a lost worker leaves
 the pool (the runner reports it); :meth:`WorkerPool.refill` brings the pool
 back to its size. Thread-safe: one condition guards it all.
+:class:`PooledRunner` is what a runner with such a pool does the same,
+whatever a worker is; a runner supplies how to spawn, prepare, call and
+discard one.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from plugwarden.core.exchange import ENDED
+from plugwarden.core.guards import Limits
+from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
-__all__ = ["PoolMember", "WorkerPool"]
+__all__ = ["PoolMember", "PooledRunner", "WorkerPool"]
 
 
 class PoolMember(Protocol):
@@ -146,3 +151,73 @@ class WorkerPool(Generic[W]):
             self.preparing.clear()
             self._cond.notify_all()
             return workers
+
+
+class PooledRunner(Generic[W]):
+    """The part of :class:`~plugwarden.core.runner.Runner` that only moves
+    workers in and out of the pool."""
+
+    limits: Limits
+    _pool: WorkerPool[W]
+    _config: dict[str, Any]
+
+    def _spawn(self) -> W:
+        """A new worker with the plugin imported; raises LoadError."""
+        raise NotImplementedError
+
+    def _prepare(self, worker: W) -> str | None:
+        """init and validate on ``worker``: None when ready, else why not."""
+        raise NotImplementedError
+
+    def _discard(self, worker: W) -> None:
+        raise NotImplementedError
+
+    def _call_on(
+        self,
+        worker: W,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        control: CallControl | None,
+    ) -> CallResult:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        for _ in range(self.limits.workers):
+            try:
+                self._pool.preparing.append(self._spawn())
+            except LoadError:
+                self.close(ErrorType.CLOSED)
+                raise
+
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        self._config = config
+        for worker in list(self._pool.preparing):
+            reason = self._prepare(worker)
+            if reason is not None:
+                return reason
+        self._pool.serve(list(self._pool.preparing))
+        return None
+
+    def replace_lost(self) -> str | None:
+        return self._pool.refill(self._spawn, self._prepare, self._discard)
+
+    def call(
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        wait_s: float | None = None,
+        control: CallControl | None = None,
+    ) -> CallResult:
+        worker = self._pool.acquire(timeout_s if wait_s is None else wait_s)
+        if isinstance(worker, CallResult):
+            return worker
+        try:
+            return self._call_on(worker, hook, kwargs, timeout_s, control)
+        finally:
+            self._pool.release(worker)
+
+    def close(self, why: str) -> None:
+        for worker in self._pool.close(why) or []:
+            self._discard(worker)

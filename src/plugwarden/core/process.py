@@ -21,7 +21,7 @@ from plugwarden.core.discovery import PluginSource
 from plugwarden.core.exchange import CRASH_HINT, await_reply, lost_call
 from plugwarden.core.guards import Limits
 from plugwarden.core.output import OutputPump
-from plugwarden.core.pool import WorkerPool
+from plugwarden.core.pool import PooledRunner, WorkerPool
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.runner import (
@@ -47,7 +47,7 @@ class ProcessServices:
     monitor: MemoryMonitor
 
 
-class ProcessRunner:
+class ProcessRunner(PooledRunner[WorkerProcess]):
     """One plugin in ``limits.workers`` worker processes; calls take a free
     worker (waiting at most their wait), a lost worker leaves the pool and is
     reported, and :meth:`replace_lost` refills the pool."""
@@ -68,26 +68,6 @@ class ProcessRunner:
         self._spawned = 0
 
     # -- bringing workers up -----------------------------------------------------
-
-    def load(self) -> None:
-        for _ in range(self.limits.workers):
-            try:
-                self._pool.preparing.append(self._spawn())
-            except LoadError:
-                self.close(ErrorType.CLOSED)
-                raise
-
-    def initialise(self, config: dict[str, Any]) -> str | None:
-        self._config = config
-        for worker in list(self._pool.preparing):
-            reason = self._prepare(worker)
-            if reason is not None:
-                return reason
-        self._pool.serve(list(self._pool.preparing))
-        return None
-
-    def replace_lost(self) -> str | None:
-        return self._pool.refill(self._spawn, self._prepare, self._discard)
 
     def _spawn(self) -> WorkerProcess:
         """A new worker with the plugin imported; raises LoadError."""
@@ -143,22 +123,6 @@ class ProcessRunner:
         return verdict.result
 
     # -- calls -------------------------------------------------------------------
-
-    def call(
-        self,
-        hook: str,
-        kwargs: dict[str, Any],
-        timeout_s: float,
-        wait_s: float | None = None,
-        control: CallControl | None = None,
-    ) -> CallResult:
-        worker = self._pool.acquire(timeout_s if wait_s is None else wait_s)
-        if isinstance(worker, CallResult):
-            return worker
-        try:
-            return self._call_on(worker, hook, kwargs, timeout_s, control)
-        finally:
-            self._pool.release(worker)
 
     def _call_on(
         self,
@@ -284,10 +248,6 @@ class ProcessRunner:
     def _discard(self, worker: WorkerProcess) -> None:
         self._services.monitor.forget(worker)
         worker.close()
-
-    def close(self, why: str) -> None:
-        for worker in self._pool.close(why) or []:
-            self._discard(worker)
 
     # -- reading -----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from plugwarden.core import wire
+from plugwarden.core import inline, wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
@@ -55,6 +55,7 @@ class Agent:
 
     def __init__(self) -> None:
         self._runner: Runner | None = None
+        self._inline = False
         self._pid = os.getpid()
         self._max_result = 0
         self._lock = threading.Lock()
@@ -69,7 +70,8 @@ class Agent:
         import ray  # in a Ray worker process: Ray is there
 
         runner: Runner
-        if limits.isolation == "ray-inline":
+        self._inline = limits.isolation == "ray-inline"
+        if self._inline:
             inner = replace(limits, isolation="inline", workers=1)
             watch = HostMemoryWatch()  # this process's growth during a call
             runner = InlineRunner(source, inner, ElasticExecutor(), watch, self._worker_lost)
@@ -115,7 +117,8 @@ class Agent:
             with self._lock:
                 self._control = None
         frame = wire.encode_outcome(REPLY_ID, self._pid, result, self._max_result)
-        return result.guard, self._runner.last_resident_bytes(), frame
+        memory = self.memory() if self._inline else self._runner.last_resident_bytes()
+        return result.guard, memory, frame
 
     # -- the control group: answers while a call runs -------------------------------
 
@@ -131,6 +134,9 @@ class Agent:
             control.cancel(force=force)
 
     def memory(self) -> int | None:
+        """The plugin's memory: its worker tree's, or (``ray-inline``) this process's."""
+        if isinstance(self._runner, InlineRunner):
+            return int(inline.resident_bytes())
         return None if self._runner is None else self._runner.resident_bytes()
 
     # -- the watch group ------------------------------------------------------------

@@ -122,10 +122,6 @@ class RayCluster:
             "include_dashboard": False,
         }
 
-    @property
-    def connected(self) -> bool:
-        return self._ray is not None
-
     def nodes(self) -> list[dict[str, Any]]:
         """The live nodes: id, address and total resources."""
         return [

@@ -27,7 +27,7 @@ from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.exchange import ENDED
 from plugwarden.core.guards import Limits
-from plugwarden.core.pool import WorkerPool
+from plugwarden.core.pool import PooledRunner, WorkerPool
 from plugwarden.core.ray_agent import REPLY_ID
 from plugwarden.core.ray_cluster import RayCluster, death_reason, shortfall
 from plugwarden.core.reporting import CallControl
@@ -59,7 +59,7 @@ class _Actor:
     rss: int | None = None
 
 
-class RayRunner:
+class RayRunner(PooledRunner[_Actor]):
     def __init__(
         self,
         source: PluginSource,
@@ -101,12 +101,7 @@ class RayRunner:
                 ErrorType.BACKEND_UNAVAILABLE,
                 unavailable=True,
             )
-        for _ in range(self.limits.workers):
-            try:
-                self._pool.preparing.append(self._spawn())
-            except LoadError:
-                self.close(ErrorType.CLOSED)
-                raise
+        super().load()
 
     def _spawn(self) -> _Actor:
         ray, wanted = self._ray, self.request()
@@ -156,35 +151,7 @@ class RayRunner:
             return death_reason(exc, actor.address)[0]
         return None if reason is None else str(reason)
 
-    def initialise(self, config: dict[str, Any]) -> str | None:
-        self._config = config
-        for actor in list(self._pool.preparing):
-            reason = self._prepare(actor)
-            if reason is not None:
-                return reason
-        self._pool.serve(list(self._pool.preparing))
-        return None
-
-    def replace_lost(self) -> str | None:
-        return self._pool.refill(self._spawn, self._prepare, self._discard)
-
     # -- calls ----------------------------------------------------------------------
-
-    def call(
-        self,
-        hook: str,
-        kwargs: dict[str, Any],
-        timeout_s: float,
-        wait_s: float | None = None,
-        control: CallControl | None = None,
-    ) -> CallResult:
-        actor = self._pool.acquire(timeout_s if wait_s is None else wait_s)
-        if isinstance(actor, CallResult):
-            return actor
-        try:
-            return self._call_on(actor, hook, kwargs, timeout_s, control)
-        finally:
-            self._pool.release(actor)
 
     def _call_on(
         self,
@@ -316,10 +283,6 @@ class RayRunner:
     def _kill(self, handle: Any) -> None:
         with contextlib.suppress(Exception):  # already dead, or the cluster is gone
             self._ray.kill(handle, no_restart=True)
-
-    def close(self, why: str) -> None:
-        for actor in self._pool.close(why) or []:
-            self._discard(actor)
 
     # -- reading ----------------------------------------------------------------------
 
