@@ -28,6 +28,7 @@ from plugwarden.core import containment
 from plugwarden.core.exits import exit_reason
 from plugwarden.core.output import OutputPump, OutputTail
 from plugwarden.core.spin import SPIN_S, AdaptiveSpin
+from plugwarden.core.treememory import TreeMemory
 from plugwarden.core.zygote import Zygote
 
 __all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess"]
@@ -103,9 +104,8 @@ class WorkerProcess:
         self._poller = select.poll()
         self._poller.register(self._control_fd, _READABLE)
         self._poller.register(self._death_r, _READABLE)
-        self._tree: list[psutil.Process] = []
+        self._memory = TreeMemory(self.pid)
         self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
-        self._tree_checked = 0.0
 
     def _exited(self, code: int | None, why: str | None) -> None:
         self.exit_code = code
@@ -191,21 +191,7 @@ class WorkerProcess:
 
     def resident_bytes(self) -> int:
         """Resident memory of the worker and every process it started."""
-        now = time.monotonic()
-        if now - self._tree_checked > 0.5:
-            try:
-                self._tree = [
-                    psutil.Process(pid) for pid in (self.pid, *containment.tree(self.pid))
-                ]
-            except psutil.Error:
-                self._tree = []
-            self._tree_checked = now
-        total = 0
-        for process in self._tree:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                continue
+        total = self._memory.read()
         self.peak_bytes = max(self.peak_bytes, total)
         self.last_bytes = total
         return total
@@ -251,6 +237,7 @@ class WorkerProcess:
             if self._closed:
                 return
             self._closed = True
+            self._memory.close()
             self.connection.close()
             for fd in (self._lifeline_w, self._death_r, self._death_w):
                 os.close(fd)

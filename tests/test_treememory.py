@@ -1,0 +1,50 @@
+"""TreeMemory: a process tree's resident memory from kept-open /proc files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from plugwarden.core.treememory import TreeMemory
+from tests.conftest import wait_for
+
+HOG = "import sys\nblock = bytearray(64 * 2**20)\nprint('ready', flush=True)\nsys.stdin.read()"
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class TestTreeMemory:
+    def test_a_childs_memory_counts_until_it_exits(self):
+        """A child that allocates is counted once the tree is re-read, and no
+        longer once it has exited (its descriptor is dropped)."""
+        memory = TreeMemory(os.getpid(), refresh_s=0.0)
+        alone = memory.read()
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            assert memory.read() >= alone + 60 * 2**20
+        finally:
+            child.communicate("")
+        wait_for(lambda: memory.read() < alone + 60 * 2**20, timeout_s=30)
+        memory.close()
+
+    def test_close_releases_every_descriptor_and_reads_nothing_after(self):
+        before = open_fds()
+        memory = TreeMemory(os.getpid())
+        assert memory.read() > 0
+        assert open_fds() > before
+        memory.close()
+        assert open_fds() == before
+        assert memory.read() == 0
+
+    def test_a_process_that_is_gone_reads_zero(self):
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        memory = TreeMemory(child.pid)
+        assert memory.read() == 0
+        memory.close()
