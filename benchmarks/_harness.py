@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import statistics
 import tempfile
 import time
@@ -38,6 +39,13 @@ class Figure:
         if self.measured_ratio is not None:
             return self.measured_ratio
         return self.ours / self.baseline if self.baseline else float("inf")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def site_with(plugins: dict[str, str], **options: object) -> Path:

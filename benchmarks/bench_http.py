@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._harness import ECHO, Figure, site_with
+from benchmarks._harness import ECHO, Figure, free_port, site_with
 from benchmarks.bench_wire import condition
 from plugwarden.testing import plugin_source
 
@@ -33,15 +32,9 @@ WRK = ["-t1", "-c16", "-d5s", "--latency"]
 CALLERS = os.environ.get("PLUGWARDEN_BENCH_CALLERS", "2")  # background calling threads
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _server(*args: str, ready_path: str) -> Iterator[str]:
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, args[0], *_with_port(args[1:], port)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -13,7 +13,6 @@ baselines in the same run, interleaved.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,19 +21,13 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._harness import ECHO, Figure, site_with
+from benchmarks._harness import ECHO, Figure, free_port, site_with
 
 COUNT = 50
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve_to_ready(site: Path) -> float:
-    port = _port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(site), "PLUGWARDEN_URL": ""}
     start = time.perf_counter()
     server = subprocess.Popen(

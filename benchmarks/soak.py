@@ -17,7 +17,6 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._harness import free_port
 from plugwarden.testing import ECHO_PLUGIN, plugin_source, write_plugin
 
 TOKEN = "soak-token"
@@ -73,12 +73,6 @@ health_timeout_s = 1
 token = "{TOKEN}"
 drain_timeout_s = 10
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def sample(pid: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ wait_for), running the command."""
 from __future__ import annotations
 
 import importlib.util
+import socket
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from plugwarden.testing import ECHO_PLUGIN, plugin_source, wait_for
 
 ECHO = ECHO_PLUGIN
 
-__all__ = ["ECHO", "gone", "plugin_source", "plugwarden_command", "wait_for"]
+__all__ = ["ECHO", "free_port", "gone", "plugin_source", "plugwarden_command", "wait_for"]
 
 pytest_plugins = ["pytester"]  # the author kit is tested as an author runs it
 
@@ -33,6 +34,13 @@ def plugwarden_command(
         timeout=timeout_s,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def gone(pid: int) -> bool:

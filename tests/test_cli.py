@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ECHO, plugin_source, wait_for
+from tests.conftest import ECHO, free_port, plugin_source, wait_for
 
 TOKEN = "cli-test-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ECHO, plugin_source, wait_for
+from tests.conftest import ECHO, free_port, plugin_source, wait_for
 
 
 @pytest.fixture
@@ -85,14 +85,6 @@ class TestMetrics:
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.skipif(
     shutil.which("prometheus") is None,
     reason="prometheus not installed (Debian package 'prometheus'; .ci/run installs it)",
@@ -110,7 +102,7 @@ def test_a_real_prometheus_scrapes_the_series(plugwarden_plugin, plugwarden_serv
         "scrape_configs:\n  - job_name: plugwarden\n    scrape_interval: 1s\n"
         f"    static_configs:\n      - targets: ['{target}']\n"
     )
-    port = _free_port()
+    port = free_port()
     prometheus = subprocess.Popen(
         [
             "prometheus",

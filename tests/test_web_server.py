@@ -12,13 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ECHO, gone, plugwarden_command, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import ECHO, free_port, gone, plugwarden_command, wait_for
 
 
 def answers(url: str) -> bool:
