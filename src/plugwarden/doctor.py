@@ -24,6 +24,7 @@ from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.core.containment import LEVELS
 from plugwarden.core.gpu import GpuProbe, decide, run_probe
 from plugwarden.core.host import Host
+from plugwarden.core.manifest import RAY_ISOLATIONS
 from plugwarden.core.ray_cluster import RayCluster
 from plugwarden.exceptions import LoadError
 from plugwarden.remote import RemoteHost, ServerError, ServerUnreachable, server_url
@@ -80,7 +81,7 @@ def containment_level() -> str:
 
 def uses_ray(config: HostConfig) -> bool:
     return bool(config.ray.address) or any(
-        isolation is not None and isolation.startswith("ray")
+        isolation in RAY_ISOLATIONS
         for isolation in (
             config.defaults.isolation,
             *(p.guards.isolation for p in config.plugins.values()),

@@ -21,10 +21,11 @@ from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
 from plugwarden.core.guards import Limits
 from plugwarden.core.inline import HostMemoryWatch, InlineRunner
+from plugwarden.core.manifest import RAY_ISOLATIONS
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.ray_cluster import RayCluster
-from plugwarden.core.ray_runner import RAY_ISOLATIONS, RayRunner
+from plugwarden.core.ray_runner import RayRunner
 from plugwarden.core.runner import LossHandler, Placement, Runner
 from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote

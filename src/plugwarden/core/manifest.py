@@ -21,6 +21,8 @@ from plugwarden.exceptions import ManifestError
 __all__ = [
     "MANIFEST_KEYS",
     "MANIFEST_NAMES",
+    "OPERATOR_ISOLATIONS",
+    "RAY_ISOLATIONS",
     "GuardSettings",
     "Manifest",
     "ModelSpec",
@@ -29,7 +31,10 @@ __all__ = [
 ]
 
 MANIFEST_NAMES = ("manifest.toml", "manifest.json")
-ISOLATIONS = ("process", "inline", "ray", "ray-inline")
+RAY_ISOLATIONS = ("ray", "ray-inline")
+# Trust (in the host) and placement (on a cluster) are the operator's call alone.
+OPERATOR_ISOLATIONS = ("inline", *RAY_ISOLATIONS)
+ISOLATIONS = ("process", *OPERATOR_ISOLATIONS)
 MANIFEST_KEYS = (
     "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
     "guards",

@@ -22,7 +22,12 @@ from plugwarden.core.discovery import PluginSource
 from plugwarden.core.gpu import check_gpu
 from plugwarden.core.guards import Limits
 from plugwarden.core.lifecycle import State
-from plugwarden.core.manifest import Manifest, read_manifest
+from plugwarden.core.manifest import (
+    OPERATOR_ISOLATIONS,
+    RAY_ISOLATIONS,
+    Manifest,
+    read_manifest,
+)
 from plugwarden.core.models import check_models
 from plugwarden.core.packages import check_packages, check_requirements
 from plugwarden.core.policy import RestartBudget, RestartPolicy
@@ -125,7 +130,7 @@ class Pipeline:
         # Trust (in-process) and placement (a cluster) are the operator's call:
         # [defaults] or [plugins.NAME] decide, whatever the manifest says.
         guards = replace(guards, isolation=None)
-        if asked in ("inline", "ray", "ray-inline") and settings.guards.isolation is None:
+        if asked in OPERATOR_ISOLATIONS and settings.guards.isolation is None:
             where = "in the host process" if asked == "inline" else "on a Ray cluster"
             self._notes.append(
                 f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
@@ -147,8 +152,7 @@ class Pipeline:
             slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
         )
         # On Ray, the GPU question is the cluster's: the runner asks it.
-        on_ray = slot.limits.isolation.startswith("ray")
-        checks = LOCAL_PREFLIGHT if on_ray else PREFLIGHT
+        checks = LOCAL_PREFLIGHT if slot.limits.isolation in RAY_ISOLATIONS else PREFLIGHT
         verdict = run_preflight(context, checks)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)

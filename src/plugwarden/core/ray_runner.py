@@ -36,9 +36,7 @@ from plugwarden.core.runner import LossHandler, Placement, WorkerLoss, timeout_r
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
-__all__ = ["RAY_ISOLATIONS", "RayRunner"]
-
-RAY_ISOLATIONS = ("ray", "ray-inline")
+__all__ = ["RayRunner"]
 
 # The actor enforces timeout_s itself; the host gives up this much later
 # (an actor or node that stopped answering).

@@ -6,7 +6,6 @@ own. Plugin calls run in a thread pool, off the event loop.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -93,9 +92,8 @@ def create_app(
         # The full record also carries the workers' memory, read now (/proc),
         # and where they run (a Ray plugin's nodes).
         memory = await run_in_threadpool(host.resident_bytes, name)
-        record = _with_memory(status.to_json(), memory)
-        record = f'{record[:-1]},"worker_nodes":{compact_json(host.worker_nodes(name))}}}'
-        return Response(record, media_type="application/json")
+        extra = {"worker_resident_bytes": memory, "worker_nodes": host.worker_nodes(name)}
+        return Response(_with(status.to_json(), extra), media_type="application/json")
 
     async def run(request: Request) -> Response:
         denied = authorise(request, token)
@@ -198,14 +196,13 @@ def create_app(
 def _listing(statuses: list[PluginStatus], memory: dict[str, int]) -> str:
     """The list body from each record's cached JSON: per plugin, only its
     uptime and workers' memory are formatted now (issue 14)."""
-    now = time.monotonic()
     pieces = ["["]
     for status in statuses:
         head, tail = status.json_parts(history=False)
-        since, rss = status.up_since, memory.get(status.name)
+        rss = memory.get(status.name)
         pieces += (
             head,
-            "0.0" if since is None else repr(round(now - since, 3)),
+            repr(status.uptime_seconds),
             tail[:-1],
             ',"worker_resident_bytes":',
             "null" if rss is None else str(rss),
@@ -217,9 +214,9 @@ def _listing(statuses: list[PluginStatus], memory: dict[str, int]) -> str:
     return "".join(pieces)
 
 
-def _with_memory(record_json: str, memory: int | None) -> str:
-    """A record's cached JSON with the workers' memory spliced in last."""
-    return f'{record_json[:-1]},"worker_resident_bytes":{compact_json(memory)}}}'
+def _with(record_json: str, fields: dict[str, Any]) -> str:
+    """A record's cached JSON with ``fields`` spliced in last."""
+    return f"{record_json[:-1]},{compact_json(fields)[1:]}"
 
 
 def _call_encoded(host: Host, name: str, tool: str, args: Any) -> tuple[CallResult, bytes]:
