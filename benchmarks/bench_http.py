@@ -28,7 +28,8 @@ from plugwarden.testing import plugin_source
 
 HERE = Path(__file__).resolve().parent
 HANG = plugin_source("import time\ntime.sleep(3600)")
-WRK = ["-t1", "-c16", "-d5s", "--latency"]
+WRK_S = os.environ.get("PLUGWARDEN_BENCH_WRK_S", "5")  # seconds of load per sample
+WRK = ["-t1", "-c16", f"-d{WRK_S}s", "--latency"]
 CALLERS = os.environ.get("PLUGWARDEN_BENCH_CALLERS", "2")  # background calling threads
 
 

@@ -169,3 +169,30 @@ class TestCalls:
         assert metrics["avg_execution_time_ms"] == 1.0
         assert registry.status("p").state is State.INITIALIZED
         assert registry.status("p").in_flight == 0
+
+
+class TestVersion:
+    def test_calls_leave_the_version_and_every_other_write_moves_it(self):
+        registry = Registry()
+        registry.transition("p", State.LOADED)
+        registry.transition("p", State.INITIALIZED)
+        version = registry.version
+        generation = registry.begin_call("p")
+        assert isinstance(generation, int)
+        registry.end_call("p", CallResult(ok=True, plugin="p"), generation)
+        assert registry.version == version
+        registry.note("p", "a line of history")
+        assert registry.version == version + 1
+        registry.fail("p", "gone")
+        assert registry.version == version + 2
+
+    def test_the_cached_snapshot_is_read_without_the_lock_and_dropped_by_a_write(self):
+        registry = Registry(lock_timeout_s=0.1)
+        registry.transition("p", State.LOADED)
+        assert registry.cached_status("p") is None  # nothing read yet
+        status = registry.status("p")
+        with registry.hold_write_lock():  # a reader that needs the lock would fail now
+            assert registry.cached_status("p") is status
+        registry.fail("p", "gone")
+        assert registry.cached_status("p") is None
+        assert registry.cached_status("ghost") is None

@@ -183,6 +183,15 @@ class Registry:
         self._entries: dict[str, _Entry] = {}
         self._idle = threading.Condition()
         self._idle_waiters = 0
+        # Bumped by every write but a call's own bookkeeping (in flight,
+        # counters), under the write lock: a reader that saw the same version
+        # saw the same states, reasons, health and info.
+        self.version = 0
+
+    def _changed(self, entry: _Entry, *, call: bool = False) -> None:
+        entry.cached = None
+        if not call:
+            self.version += 1
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -225,7 +234,7 @@ class Registry:
                 entry.health = None
                 entry.health_failures = 0
                 entry.healthy = True
-            entry.cached = None
+            self._changed(entry)
             return True
 
     def fail(
@@ -240,7 +249,7 @@ class Registry:
             if terminal or _stale(entry, generation):
                 return False
             entry.move(State.FAILED, reason)
-            entry.cached = None
+            self._changed(entry)
             return True
 
     def note(self, name: str, reason: str, generation: int | None = None) -> None:
@@ -249,26 +258,26 @@ class Registry:
             entry = self._entry(name)
             if not _stale(entry, generation):
                 entry.history.append(Transition.now(entry.state, reason))
-                entry.cached = None
+                self._changed(entry)
 
     def record_trip(self, name: str, guard: Guard) -> None:
         """A guard that tripped between calls (no call's result counts it)."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             entry.metrics.record_trip(guard)
-            entry.cached = None
+            self._changed(entry)
 
     def record_restart(self, name: str, cause: str) -> None:
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             entry.metrics.record_restart(cause)
-            entry.cached = None
+            self._changed(entry)
 
     def set_info(self, name: str, info: PluginInfo) -> None:
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             entry.info = info
-            entry.cached = None
+            self._changed(entry)
 
     def set_health(
         self, name: str, report: dict[str, Any], generation: int, failures_allowed: int
@@ -285,7 +294,7 @@ class Registry:
             healthy = entry.health_failures < failures_allowed
             flipped = healthy != entry.healthy
             entry.healthy = healthy
-            entry.cached = None
+            self._changed(entry)
             return healthy if flipped else None
 
     def begin_call(self, name: str) -> PluginStatus | int:
@@ -296,7 +305,7 @@ class Registry:
             if entry.state not in _BUSY_IDLE:
                 return entry.snapshot()
             entry.in_flight += 1
-            entry.cached = None
+            self._changed(entry, call=True)
             return entry.generation
 
     def end_call(self, name: str, result: CallResult, generation: int) -> None:
@@ -304,7 +313,7 @@ class Registry:
         was restarted meanwhile) counts in the metrics and nothing else."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            entry.cached = None
+            self._changed(entry, call=True)
             entry.metrics.record(result)
             if _stale(entry, generation):
                 return
@@ -334,6 +343,15 @@ class Registry:
         """A snapshot of ``name``; ``lock_timeout`` 0 fails at once if a writer is in."""
         with self._lock.read(self._timeout(lock_timeout)):
             return self._entry(name).snapshot()
+
+    def cached_status(self, name: str) -> PluginStatus | None:
+        """``name``'s snapshot without taking the lock, when one is cached
+        (None: unknown, or changed since the last read; use :meth:`status`).
+        Writers clear the cache under the write lock and only readers under
+        the read lock fill it, so this is a state the record was in, never a
+        half-written one."""
+        entry = self._entries.get(name)
+        return None if entry is None else entry.cached
 
     def statuses(self, lock_timeout: float | None = None) -> list[PluginStatus]:
         with self._lock.read(self._timeout(lock_timeout)):

@@ -34,6 +34,7 @@ from plugwarden.web.errors import (
     registry_timeout,
 )
 from plugwarden.web.jobs import job_routes
+from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
 from plugwarden.web.prometheus import collector_registry, exposition
 from plugwarden.web.requests import authorise, json_body, run_body_problem
@@ -77,9 +78,20 @@ def create_app(
     run_limiters = PluginLimiters(PLUGIN_CALLS)
     restart_limiters = PluginLimiters(1)
 
+    listing = Listing(host)
+
     async def plugins(request: Request) -> Response:
+        # What the cache could not answer (PolledRoutesApp asked it first).
+        version = host.registry.version
         statuses = await _read(host.registry.statuses)
-        return Response(_listing(statuses, host.memory_seen()), media_type="application/json")
+        return Response(listing.build(version, statuses), media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        try:
+            status = await _read(host.registry.status, request.path_params["name"])
+        except UnknownPlugin as exc:
+            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+        return Response(status.to_json(), media_type="application/json")
 
     async def plugin(request: Request) -> Response:
         name = request.path_params["name"]
@@ -87,8 +99,6 @@ def create_app(
             status = await _read(host.registry.status, name)
         except UnknownPlugin as exc:
             return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
-        if request.url.path.endswith("/health"):  # what probes poll: cached bytes only
-            return Response(status.to_json(), media_type="application/json")
         # The full record also carries the workers' memory, read now (/proc),
         # and where they run (a Ray plugin's nodes).
         memory = await run_in_threadpool(host.resident_bytes, name)
@@ -171,7 +181,7 @@ def create_app(
 
     # Starlette tries routes in order: the ones probes poll come first.
     routes = [
-        Route("/v1/plugins/{name}/health", plugin, methods=["GET"]),
+        Route("/v1/plugins/{name}/health", health, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/v1/plugins", plugins, methods=["GET"]),
@@ -182,7 +192,7 @@ def create_app(
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
         *job_routes(host, token, max_body),
     ]
-    return Starlette(
+    app = PolledRoutesApp(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(ContainErrors)],
@@ -191,27 +201,8 @@ def create_app(
             RegistryTimeout: lambda request, exc: registry_timeout(exc),
         },
     )
-
-
-def _listing(statuses: list[PluginStatus], memory: dict[str, int]) -> str:
-    """The list body from each record's cached JSON: per plugin, only its
-    uptime and workers' memory are formatted now (issue 14)."""
-    pieces = ["["]
-    for status in statuses:
-        head, tail = status.json_parts(history=False)
-        rss = memory.get(status.name)
-        pieces += (
-            head,
-            repr(status.uptime_seconds),
-            tail[:-1],
-            ',"worker_resident_bytes":',
-            "null" if rss is None else str(rss),
-            "},",
-        )
-    if statuses:
-        pieces[-1] = "}"
-    pieces.append("]")
-    return "".join(pieces)
+    app.listing = listing
+    return app
 
 
 def _with(record_json: str, fields: dict[str, Any]) -> str:
