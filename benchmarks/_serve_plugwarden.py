@@ -15,7 +15,7 @@ import time
 import uvicorn
 
 from plugwarden import Host
-from plugwarden.web.server import build
+from plugwarden.web.server import build, uvicorn_config
 
 
 def main() -> None:
@@ -39,7 +39,9 @@ def main() -> None:
             threading.Thread(target=host.call, args=("hang", "t", {}), daemon=True).start()
 
     threading.Thread(target=start_traffic, daemon=True).start()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # serve's own uvicorn settings (the guarded h11 protocol, bounded connections).
+    config = uvicorn_config(app, host.config, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -49,29 +49,35 @@ class GuardedH11Protocol(H11Protocol):
 
     idle_timeout_s = 15.0
     _deadline: asyncio.TimerHandle | None = None
+    _idle_since = 0.0  # loop time: when the connection last began to wait
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._idle_since = self.loop.time()
+        self._deadline = self.loop.call_later(self.idle_timeout_s, self._expire)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm()
+        # No timer moved per response (that cost ~4% of a probe's throughput):
+        # the one timer, when it fires, looks at when the wait began.
+        self._idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline = self.loop.call_later(self.idle_timeout_s, self._expire)
-
     def _expire(self) -> None:
+        if self.transport.is_closing():
+            return
         waiting = self.cycle is None or self.cycle.response_complete
-        if waiting and not self.transport.is_closing():
+        left = self._idle_since + self.idle_timeout_s - self.loop.time()
+        if waiting and left <= 0:
             self.transport.close()
+            return
+        # A request in progress (never cut), or the wait began later: look again.
+        again = left if waiting else self.idle_timeout_s
+        self._deadline = self.loop.call_later(again, self._expire)
 
 
 def uvicorn_config(app: Starlette, config: HostConfig, **options: Any) -> uvicorn.Config:
