@@ -285,6 +285,47 @@ return "fine"
         assert_sibling_answers(host)
 
 
+class TestZygoteSweep:
+    def test_memory_grown_between_calls_is_reported_without_a_call(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """run() leaves a thread that allocates 64 MB after the call returned:
+        the zygote's sweep reads the new figure and the host sees it, with no
+        call and no /proc read of its own."""
+        body = (
+            "import threading\n"
+            "def grow():\n    HOARD.append(bytearray(64 * 2**20))\n"
+            "threading.Timer(0.1, grow).start()\nreturn 'ok'"
+        )
+        plugwarden_plugin("grow", plugin_source(body, prelude="HOARD = []"))
+        host = plugwarden_host()
+        assert host.call("grow", "t", {}).ok
+        before = host.memory_seen()["grow"]
+        wait_for(
+            lambda: host.memory_seen()["grow"] > before + 60 * 2**20,
+            what="the sweep's figure for the grown worker",
+        )
+        assert host.status("grow").state is State.INITIALIZED
+
+    def test_a_worker_holds_no_other_workers_proc_files(self, plugwarden_plugin, plugwarden_host):
+        """The zygote keeps each worker's /proc/PID/statm open for its sweep;
+        a worker forked later must not inherit them."""
+        for name in ("a", "b"):
+            plugwarden_plugin(name, ECHO)
+        plugwarden_plugin(
+            "peek",
+            plugin_source(
+                "import os\nfds = os.listdir('/proc/self/fd')\n"
+                "return [os.readlink(f'/proc/self/fd/{fd}') for fd in fds "
+                "if os.path.exists(f'/proc/self/fd/{fd}')]"
+            ),
+        )
+        host = plugwarden_host()
+        host.restart("peek")  # forked again, with the others' files open in the zygote
+        links = host.call("peek", "t", {}).result
+        assert links and not [link for link in links if "statm" in link or "/proc/" in link]
+
+
 def meet(mine: str, theirs: str) -> str:
     """run() that marks its arrival, then waits for the other plugin's: only
     calls that truly run at the same time can both finish."""

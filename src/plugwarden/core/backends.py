@@ -1,9 +1,9 @@
 """The runner factory: one place that makes a plugin's runner for its
 isolation mode and owns the services runners share.
 
-Process runners share the zygote (forks workers), the output pump (workers'
-stdout and stderr into the log) and the memory monitor; inline runners
-share an elastic executor and the host memory watch; Ray runners share
+Process runners share the zygote (it forks the workers and reads their
+memory between calls) and the output pump (workers' stdout and stderr into
+the log); inline runners share an elastic executor and the host memory watch; Ray runners share
 the host's link to the Ray cluster (Ray is imported only then). Each
 service starts its thread or process only when first used, and
 :meth:`Backends.close` closes all of them: a closed host leaves no thread,
@@ -27,7 +27,6 @@ from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.ray_cluster import RayCluster
 from plugwarden.core.ray_runner import RayRunner
 from plugwarden.core.runner import LossHandler, Placement, Runner
-from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
@@ -68,7 +67,7 @@ class Backends:
                 runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
                 if self._process is None:
-                    self._process = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
+                    self._process = ProcessServices(Zygote(), OutputPump())
                 runner = ProcessRunner(source, limits, self._process, on_loss)
             self._runners.add(runner)
             return runner
@@ -95,7 +94,6 @@ class Backends:
             inline, self._inline = self._inline, None
             ray, self._ray = self._ray, None
         if process is not None:
-            process.monitor.close()
             process.zygote.close()
             process.pump.close()
         if inline is not None:

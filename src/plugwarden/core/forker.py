@@ -9,6 +9,13 @@ waits for it, kills whatever it left behind, and exits with the worker's own
 status, which the zygote reports to the host. The zygote is a subreaper:
 a stray it adopts is killed. It exits when the host's end of the socket
 closes; keepers and workers die with their parents (``PR_SET_PDEATHSIG``).
+
+Every ``SWEEP_S`` the zygote also reads each worker tree's memory: it kills
+a tree past its limit (reported with the exit, as ``memory_peak``) and
+tells the host the figures that changed. The sweep runs here, between fork
+requests, rather than on a thread of the host, where its ~1000 /proc reads
+a second would each hand the host's GIL to and from the HTTP event loop
+(issue 14). A call's own waiter still watches its worker during the call.
 """
 
 from __future__ import annotations
@@ -20,12 +27,28 @@ import resource
 import selectors
 import signal
 import socket
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from plugwarden.core import containment
+from plugwarden.core.treememory import TreeMemory
 from plugwarden.core.zygote import MAX_MESSAGE
 
-__all__ = ["main"]
+__all__ = ["SWEEP_S", "main"]
+
+SWEEP_S = 0.25  # between calls, each worker tree's memory is read this often
+_REPORT_CHUNK = 1000  # memory figures per message (each well under MAX_MESSAGE)
+
+
+@dataclass
+class _Watched:
+    """A worker whose tree's memory the zygote reads."""
+
+    memory: TreeMemory
+    limit: int  # bytes; 0: none
+    reported: int = -1  # the figure last sent to the host
+    killed_at: int | None = None  # the figure it was killed at, past its limit
 
 
 def main(fd: int) -> None:
@@ -45,17 +68,46 @@ def main(fd: int) -> None:
     selector.register(sock, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     keepers: dict[int, int] = {}  # keeper pid -> worker pid
+    watched: dict[int, _Watched] = {}  # worker pid -> its memory
+    next_sweep = time.monotonic() + SWEEP_S
     while True:
-        for key, _ in selector.select():
+        for key, _ in selector.select(max(0.0, next_sweep - time.monotonic())):
             if key.fileobj is sock:
-                _serve_request(sock, (wake_r, wake_w), worker.serve, keepers)
+                _serve_request(sock, (wake_r, wake_w), worker.serve, keepers, watched)
             else:
                 os.read(wake_r, 4096)
-                _reap(sock, keepers)
+                _reap(sock, keepers, watched)
+        if time.monotonic() >= next_sweep:
+            _sweep(sock, watched)
+            next_sweep = time.monotonic() + SWEEP_S
+
+
+def _sweep(sock: socket.socket, watched: dict[int, _Watched]) -> None:
+    """Read every watched tree's memory, kill those past their limit, and
+    send the host the figures that changed."""
+    changed: dict[str, int] = {}
+    for pid, entry in watched.items():
+        if entry.killed_at is not None:
+            continue
+        used = entry.memory.read()
+        if entry.limit and used > entry.limit:
+            entry.killed_at = used  # the exit report says so: the host names the guard
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # its keeper kills whatever left the group
+        if used != entry.reported:
+            entry.reported = changed[str(pid)] = used
+    figures = list(changed.items())
+    for start in range(0, len(figures), _REPORT_CHUNK):
+        chunk = dict(figures[start : start + _REPORT_CHUNK])
+        sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
 
 
 def _serve_request(
-    sock: socket.socket, wake: tuple[int, int], serve: Any, keepers: dict[int, int]
+    sock: socket.socket,
+    wake: tuple[int, int],
+    serve: Any,
+    keepers: dict[int, int],
+    watched: dict[int, _Watched],
 ) -> None:
     try:
         data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 8)
@@ -71,6 +123,8 @@ def _serve_request(
             os.close(told_r)
             for unused in (sock.fileno(), *wake):
                 os.close(unused)
+            for entry in watched.values():  # other workers' /proc files
+                entry.memory.close()
             _keep(fds, told_w, request.get("label", "?"), serve)
         finally:
             os._exit(70)
@@ -83,8 +137,12 @@ def _serve_request(
     with contextlib.suppress(ValueError):
         reply |= json.loads(answer)
         keepers[keeper] = reply["pid"]
+        limit = request.get("limit")
+        watched[reply["pid"]] = _Watched(
+            TreeMemory(reply["pid"]), limit if isinstance(limit, int) else 0
+        )
     sock.send(json.dumps(reply).encode())
-    _reap(sock, keepers)
+    _reap(sock, keepers, watched)
 
 
 def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
@@ -132,7 +190,7 @@ def _die_like(sig: int) -> None:
     os._exit(128 + sig)  # a signal that does not kill (SIGCHLD...)
 
 
-def _reap(sock: socket.socket, keepers: dict[int, int]) -> None:
+def _reap(sock: socket.socket, keepers: dict[int, int], watched: dict[int, _Watched]) -> None:
     for child in containment.children(os.getpid()):
         if child not in keepers:
             # A stray adopted as subreaper: the process it belonged to is gone.
@@ -150,4 +208,9 @@ def _reap(sock: socket.socket, keepers: dict[int, int]) -> None:
         if worker is None:
             continue  # a stray, killed above
         code = os.waitstatus_to_exitcode(status)
-        sock.send(json.dumps({"op": "exit", "pid": worker, "code": code}).encode())
+        report: dict[str, Any] = {"op": "exit", "pid": worker, "code": code}
+        entry = watched.pop(worker, None)
+        if entry is not None:
+            entry.memory.close()
+            report["memory_peak"] = entry.killed_at
+        sock.send(json.dumps(report).encode())

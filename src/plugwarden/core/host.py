@@ -169,7 +169,7 @@ class Host:
 
     def memory_seen(self) -> dict[str, int]:
         """Each process plugin's worker memory as last read by its guards
-        (a monitor sweep or a call): for listings, with no /proc read."""
+        (the zygote's sweep or a call): for listings, with no /proc read."""
         seen = {}
         for name, slot in list(self._supervisor.slots.items()):
             runner = slot.runner

@@ -17,6 +17,7 @@ import copy
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -41,19 +42,33 @@ from plugwarden.exceptions import LoadError
 __all__ = ["HostMemoryWatch", "InlineRunner"]
 
 
-def _statm_reader() -> Any:
-    """The host's resident bytes from /proc/self/statm (a pread, ~1 us), or
-    psutil where there is no procfs."""
+class _OwnResidentBytes:
+    """This process's resident bytes from /proc/self/statm (a pread, ~1 us),
+    or psutil where there is no procfs. The file is opened on first use in
+    each process: opened at import, it would name the zygote, and every
+    worker forked from it would inherit it."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._read: Callable[[], int] = lambda: 0
+
+    def __call__(self) -> int:
+        if self._pid != os.getpid():
+            self._pid, self._read = os.getpid(), _statm_reader()
+        return self._read()
+
+
+def _statm_reader() -> Callable[[], int]:
     try:
-        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         process = psutil.Process()
-        return lambda: process.memory_info().rss
+        return lambda: int(process.memory_info().rss)
     page = os.sysconf("SC_PAGE_SIZE")
     return lambda: int(os.pread(fd, 128, 0).split()[1]) * page
 
 
-resident_bytes = _statm_reader()
+resident_bytes = _OwnResidentBytes()
 
 
 class HostMemoryWatch:

@@ -30,7 +30,7 @@ from plugwarden.core.runner import (
     hook_failure,
     memory_reason,
 )
-from plugwarden.core.workers import MemoryMonitor, WorkerProcess
+from plugwarden.core.workers import WorkerProcess
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
@@ -44,7 +44,6 @@ class ProcessServices:
 
     zygote: Zygote
     pump: OutputPump
-    monitor: MemoryMonitor
 
 
 class ProcessRunner(PooledRunner[WorkerProcess]):
@@ -89,7 +88,6 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             raise LoadError(
                 f"Could not start a worker process: {exc}", ErrorType.WORKER_START
             ) from exc
-        services.monitor.watch(worker)
         source = self.source
         request = (source.name, source.module, source.attr, list(source.search_path))
         reply = self._exchange(
@@ -246,7 +244,6 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             self._on_loss(WorkerLoss(reason, guard, during_call, serving))
 
     def _discard(self, worker: WorkerProcess) -> None:
-        self._services.monitor.forget(worker)
         worker.close()
 
     # -- reading -----------------------------------------------------------------

@@ -37,7 +37,6 @@ from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import Runner, WorkerLoss
-from plugwarden.core.workers import MemoryMonitor
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
@@ -77,7 +76,7 @@ class Agent:
             runner = InlineRunner(source, inner, ElasticExecutor(), watch, self._worker_lost)
         else:
             inner = replace(limits, isolation="process", workers=1)
-            services = ProcessServices(Zygote(), OutputPump(), MemoryMonitor())
+            services = ProcessServices(Zygote(), OutputPump())
             runner = ProcessRunner(source, inner, services, self._worker_lost)
         try:
             runner.load()

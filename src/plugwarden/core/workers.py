@@ -1,10 +1,11 @@
 """The host's handle on worker processes: one :class:`WorkerProcess` per
-worker, the memory of its whole tree, and the :class:`MemoryMonitor` that
-sweeps idle workers between calls.
+worker, and the memory of its whole tree.
 
 A call's own waiter watches the worker's memory during the call and kills
-its whole process group past the limit; a worker that dies for any reason
-(signal, exit code) is reported by the zygote with its exit status.
+its whole process group past the limit; between calls the zygote does
+(:mod:`plugwarden.core.forker`), and reports the figures it reads. A worker
+that dies for any reason (signal, exit code, the zygote's memory kill) is
+reported by the zygote with its exit status.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from plugwarden.core.spin import SPIN_S, AdaptiveSpin
 from plugwarden.core.treememory import TreeMemory
 from plugwarden.core.zygote import Zygote
 
-__all__ = ["MEMORY_CHECK_S", "MemoryMonitor", "WorkerProcess"]
+__all__ = ["MEMORY_CHECK_S", "WorkerProcess"]
 
 log = logging.getLogger("plugwarden.process")
 
@@ -70,7 +71,7 @@ class WorkerProcess:
         self.exited = threading.Event()
         self.killed_by: str | None = None
         self.peak_bytes = 0
-        self.last_bytes = 0  # the tree's memory when last read (by a call or the monitor)
+        self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.lost = False  # its loss was handled (once, by whoever saw it first)
         self._on_death = on_death
@@ -83,7 +84,11 @@ class WorkerProcess:
         output_r, output_w = os.pipe()
         try:
             spawned = zygote.spawn(
-                [child_control.fileno(), lifeline_r, output_w], label, self._exited
+                [child_control.fileno(), lifeline_r, output_w],
+                label,
+                self._exited,
+                limit_bytes=limit_bytes,
+                on_memory=self._memory_read,
             )
         except BaseException:
             for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
@@ -107,7 +112,16 @@ class WorkerProcess:
         self._memory = TreeMemory(self.pid)
         self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
 
-    def _exited(self, code: int | None, why: str | None) -> None:
+    def _memory_read(self, used: int) -> None:
+        """The zygote's sweep read ``used`` bytes."""
+        self.last_bytes = used
+        self.peak_bytes = max(self.peak_bytes, used)
+
+    def _exited(self, code: int | None, why: str | None, memory_peak: int | None) -> None:
+        if memory_peak is not None:  # the zygote killed it past its limit
+            self.peak_bytes = max(self.peak_bytes, memory_peak)
+            if self.killed_by is None:
+                self.killed_by = "memory"
         self.exit_code = code
         self.died_with = why
         self.exited.set()
@@ -246,52 +260,3 @@ class WorkerProcess:
         reason = self.died_with or exit_reason(self.exit_code)
         last = self.tail.last_line()
         return f"{reason}. Last output: {last!r}" if last else reason
-
-
-class MemoryMonitor:
-    """Sweeps every worker's resident memory each ``sweep_s``, between calls
-    (a call's own waiter watches it during the call); a tree past its limit
-    is killed."""
-
-    def __init__(self, sweep_s: float = 0.25) -> None:
-        self._sweep_s = sweep_s
-        self._workers: set[WorkerProcess] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, worker: WorkerProcess) -> None:
-        with self._lock:
-            if self._stop.is_set():
-                return
-            self._workers.add(worker)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="plugwarden-memory", daemon=True
-                )
-                self._thread.start()
-
-    def forget(self, worker: WorkerProcess) -> None:
-        with self._lock:
-            self._workers.discard(worker)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._sweep_s):
-            with self._lock:
-                workers = list(self._workers)
-            for worker in workers:
-                if worker.busy or worker.exited.is_set():
-                    continue
-                try:
-                    worker.over_memory()
-                # The monitor must outlive any surprise from one worker's /proc.
-                except Exception:
-                    log.exception("memory check of worker %s failed", worker.label)
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-            self._workers.clear()
-        if thread is not None:
-            thread.join()

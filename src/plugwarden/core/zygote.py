@@ -8,6 +8,8 @@ descriptors a worker needs travel over a Unix socket (``SCM_RIGHTS``). The
 zygote reaps its children and reports each exit status, which the host, not
 being their parent, could not read itself. It exits when the host's end of
 the socket closes, and its children die with it (``PR_SET_PDEATHSIG``).
+Between fork requests it also watches each worker tree's memory
+(:mod:`plugwarden.core.forker`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple
 
 from plugwarden.core.exits import exit_reason
 
-__all__ = ["MAX_MESSAGE", "ExitListener", "Spawned", "Zygote"]
+__all__ = ["MAX_MESSAGE", "ExitListener", "MemoryListener", "Spawned", "Zygote"]
 
 log = logging.getLogger("plugwarden.zygote")
 
@@ -35,9 +37,14 @@ _BOOT = (
 MAX_MESSAGE = 65536  # one control message, either way (fork request, exit report)
 
 
-# Called once a worker has exited: (exit code, None) or, when the zygote
-# itself died and the worker with it, (None, the reason naming the zygote).
-ExitListener = Callable[[int | None, str | None], None]
+# Called once a worker has exited: (exit code, None, memory) or, when the
+# zygote itself died and the worker with it, (None, the reason naming the
+# zygote, None). memory: the tree's bytes when the zygote killed it past its
+# limit, else None.
+ExitListener = Callable[[int | None, str | None, int | None], None]
+# Called with the worker tree's resident bytes whenever the zygote's sweep
+# reads a new figure.
+MemoryListener = Callable[[int], None]
 
 
 class Spawned(NamedTuple):
@@ -58,7 +65,8 @@ class Zygote:
         self._pending: dict[int, list[Any]] = {}
         self._forked = threading.Condition()
         self._exit_listeners: dict[int, ExitListener] = {}
-        self._exits: dict[int, int | None] = {}
+        self._memory_listeners: dict[int, MemoryListener] = {}
+        self._exits: dict[int, tuple[int | None, int | None]] = {}
         self._shut = False
         self._reader: threading.Thread | None = None
         self.level = "unknown"  # the containment level of the last worker forked
@@ -89,16 +97,21 @@ class Zygote:
         label: str,
         on_exit: ExitListener,
         timeout_s: float = 30.0,
+        *,
+        limit_bytes: int = 0,
+        on_memory: MemoryListener | None = None,
     ) -> Spawned:
         """Fork a worker holding ``fds`` (control, lifeline, output).
         ``on_exit`` is called once it has exited (a negative code: killed by
-        that signal)."""
+        that signal); ``on_memory`` with its tree's memory as the zygote
+        reads it, killing the tree past ``limit_bytes`` (0: no limit)."""
         sock = self._ensure_running()
         with self._forked:
             self._next_id += 1
             request_id = self._next_id
             self._pending[request_id] = []
-        message = json.dumps({"op": "fork", "id": request_id, "label": label}).encode()
+        request = {"op": "fork", "id": request_id, "label": label, "limit": limit_bytes}
+        message = json.dumps(request).encode()
         with self._send_lock:
             socket.send_fds(sock, [message], fds)
         with self._forked:
@@ -108,12 +121,13 @@ class Zygote:
                 raise OSError(f"the zygote did not fork a worker for {label}")
             spawned = Spawned(answer[0]["pid"], answer[0]["inner"], answer[0]["level"])
             self.level = spawned.level
-            already_exited = spawned.pid in self._exits
-            code = self._exits.pop(spawned.pid, None)
-            if not already_exited:
+            exited = self._exits.pop(spawned.pid, None)
+            if exited is None:
                 self._exit_listeners[spawned.pid] = on_exit
-        if already_exited:
-            on_exit(code, None)  # died before we even heard of it
+                if on_memory is not None:
+                    self._memory_listeners[spawned.pid] = on_memory
+        if exited is not None:
+            on_exit(exited[0], None, exited[1])  # died before we even heard of it
         return spawned
 
     def _read(self, sock: socket.socket) -> None:
@@ -131,22 +145,33 @@ class Zygote:
                     if message["id"] in self._pending:
                         self._pending[message["id"]].append(message)
                     self._forked.notify_all()
+            elif message["op"] == "memory":
+                self._report_memory(message["rss"])
             elif message["op"] == "exit":
-                self._report_exit(message["pid"], message["code"])
+                self._report_exit(message["pid"], message["code"], message.get("memory_peak"))
 
-    def _report_exit(self, pid: int, code: int | None) -> None:
+    def _report_memory(self, figures: dict[str, int]) -> None:
+        listeners = self._memory_listeners
+        for pid, used in figures.items():
+            listener = listeners.get(int(pid))
+            if listener is not None:
+                listener(used)
+
+    def _report_exit(self, pid: int, code: int | None, memory_peak: int | None) -> None:
         with self._forked:
+            self._memory_listeners.pop(pid, None)
             listener = self._exit_listeners.pop(pid, None)
             if listener is None:
-                self._exits[pid] = code
+                self._exits[pid] = (code, memory_peak)
                 return
-        listener(code, None)
+        listener(code, None, memory_peak)
 
     def _orphan_all(self, sock: socket.socket) -> None:
         """The zygote is gone: its workers died with it (PDEATHSIG)."""
         with self._forked:
             listeners = list(self._exit_listeners.values())
             self._exit_listeners.clear()
+            self._memory_listeners.clear()
             for answer in self._pending.values():
                 answer.append({})
             self._forked.notify_all()
@@ -164,7 +189,7 @@ class Zygote:
         zygote = exit_reason(code, "The zygote process (it forks the workers)")
         why = f"{zygote}; the worker died with it"
         for listener in listeners:
-            listener(None, why)
+            listener(None, why, None)
 
     def close(self) -> None:
         with self._lock:
