@@ -276,12 +276,18 @@ class TestNothingOutsideItsTree:
         (worker,) = host.worker_pids("p")
         zygote = psutil.Process(worker).parent().parent()
         zygote.kill()
-        wait_for(lambda: "zygote" in host.status("p").reason, what="the zygote's death")
-        assert (
-            "The zygote process (it forks the workers) killed by SIGKILL" in host.status("p").reason
-        )
-        wait_for(lambda: host.status("p").state is State.INITIALIZED, what="a new zygote")
+
+        def named() -> bool:
+            history = [t.reason for t in host.status("p").history]
+            return any(
+                "The zygote process (it forks the workers) killed by SIGKILL" in r for r in history
+            )
+
+        wait_for(named, what="the zygote's death in the plugin's history")
+        wait_for(lambda: host.worker_pids("p") not in ([], [worker]), what="a new worker")
+        assert host.status("p").state is State.INITIALIZED
         assert host.call("p", "t", {}).ok
+        assert psutil.Process(host.worker_pids("p")[0]).parent().parent().pid != zygote.pid
 
     @pytest.mark.parametrize("trial", range(3))
     def test_nothing_outlives_a_host_killed_with_sigkill(

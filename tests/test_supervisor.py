@@ -69,27 +69,52 @@ class TestCallErrors:
 
 
 class TestRestartPolicy:
-    def test_a_segfaulting_plugin_comes_back_by_itself(
+    def test_a_segfaulting_plugin_is_replaced_at_once_and_stays_available(
         self, plugwarden_plugin, plugwarden_host, tmp_path
     ):
-        """One SIGSEGV: FAILED with the signal, then an automatic restart after
-        the backoff, recorded in the history and the restart count."""
+        """One SIGSEGV, the first loss in the restart window: the worker is
+        replaced at once (no backoff, the plugin never FAILED), and the next
+        call, sent straight away, waits for the new worker and succeeds."""
         flag = tmp_path / "crash"
         flag.write_text("1")
         plugwarden_plugin("seg", plugin_source(CRASH_ONCE.format(flag=str(flag))))
-        host = plugwarden_host({"defaults": FAST})
+        host = plugwarden_host({"defaults": {**FAST, "restart_backoff_s": 60}})
         first = host.worker_pids("seg")
 
         crashed = host.call("seg", "t", {})
+        after = host.call("seg", "t", {})
 
         assert crashed.error_type == ErrorType.WORKER_DIED and "SIGSEGV" in crashed.error
-        wait_for(lambda: restarts(host, "seg") == {"crash": 1}, what="an automatic restart")
-        wait_for(lambda: host.status("seg").state is State.INITIALIZED, what="back up")
+        assert after.ok and after.result == "fine"  # a 60 s backoff would have refused it
         assert host.worker_pids("seg") != first
+        status = host.status("seg")
+        assert status.state is State.INITIALIZED
+        assert restarts(host, "seg") == {"crash": 1}
+        history = [t.reason for t in status.history]
+        assert State.FAILED not in {t.state for t in status.history}
+        assert any("SIGSEGV" in r and "a replacement starts now" in r for r in history)
+
+    def test_a_second_crash_in_the_window_waits_out_the_backoff(
+        self, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """Two SIGSEGVs in one restart window: the first worker is replaced at
+        once; after the second the one-worker plugin is FAILED with the
+        signal, then restarted automatically after the backoff."""
+        flag = tmp_path / "crash"
+        plugwarden_plugin("seg", plugin_source(CRASH_ONCE.format(flag=str(flag))))
+        host = plugwarden_host({"defaults": FAST})
+        for _ in range(2):
+            flag.write_text("1")
+            assert host.call("seg", "t", {}).guard == "crash"
+            wait_for(lambda: host.worker_pids("seg"), what="a worker again")
+        wait_for(lambda: restarts(host, "seg") == {"crash": 2}, what="the automatic restart")
+        wait_for(lambda: host.status("seg").state is State.INITIALIZED, what="back up")
         assert host.call("seg", "t", {}).result == "fine"
-        history = [t.reason for t in host.status("seg").history]
-        assert any("SIGSEGV" in reason for reason in history)
-        assert any(reason.startswith("Automatic restart 1 of at most 3") for reason in history)
+        history = host.status("seg").history
+        failed = [t.reason for t in history if t.state is State.FAILED]
+        assert failed[0].startswith("Worker process killed by SIGSEGV")
+        # The backoff counts the first restart, as if it had waited: 2 x 0.05 s.
+        assert "Automatic restart 2 of at most 3 in 300s, in 0.1s" in failed
 
     def test_a_crash_loop_ends_failed_until_a_manual_restart(
         self, plugwarden_plugin, plugwarden_host, tmp_path
@@ -350,3 +375,18 @@ class TestCallsNeverRaise:
         assert "cannot be sent" in result.error
         assert host.status("echo").state is State.INITIALIZED
         assert host.call("echo", "t", {"n": 1}).ok
+
+
+class TestBudget:
+    def test_a_lost_workers_first_replacement_waits_nothing_and_later_ones_back_off(self):
+        from plugwarden.core.policy import RestartBudget, RestartPolicy
+
+        now = [0.0]
+        policy = RestartPolicy(max_restarts=4, restart_window_s=10, restart_backoff_s=1)
+        budget = RestartBudget(policy, clock=lambda: now[0], jitter=lambda: 0.5)
+        assert [budget.next_delay(at_once_first=True) for _ in range(4)] == [0.0, 2.0, 4.0, 8.0]
+        assert budget.next_delay(at_once_first=True) is None  # a crash loop
+        now[0] = 11.0  # the window has passed: the next loss is a first again
+        assert budget.next_delay(at_once_first=True) == 0.0
+        plain = RestartBudget(policy, clock=lambda: now[0], jitter=lambda: 0.5)
+        assert [plain.next_delay() for _ in range(2)] == [1.0, 2.0]

@@ -200,7 +200,7 @@ class InlineRunner:
         result = self._run(hook, kwargs, timeout_s, control)
         if result.guard is not None and self._closing is None:
             self._plugin = None  # not to be trusted: the supervisor reloads it
-            self._on_loss(WorkerLoss(result.error or "", result.guard, True, 0))
+            self._on_loss(WorkerLoss(result.error or "", result.guard, True, 0, replaceable=False))
         return result
 
     def _run(

@@ -3,8 +3,9 @@ worker, is brought back, and when to stop trying.
 
 Pure bookkeeping, no threads: :class:`RestartBudget` counts the automatic
 restarts of one plugin inside a sliding window and answers the backoff
-before the next one (1 s doubling to 60 s, with jitter), or None once the
-plugin is in a crash loop.
+before the next one (1 s doubling to 60 s, with jitter; a lost worker's
+first replacement in the window at once), or None once the plugin is in a
+crash loop.
 """
 
 from __future__ import annotations
@@ -61,14 +62,19 @@ class RestartBudget:
         self._prune(self._clock())
         return len(self._times)
 
-    def next_delay(self) -> float | None:
+    def next_delay(self, *, at_once_first: bool = False) -> float | None:
         """Take one restart from the budget: the backoff to wait before it,
-        or None when that restart would be one too many (a crash loop)."""
+        or None when that restart would be one too many (a crash loop).
+        ``at_once_first``: the first restart in the window waits nothing (a
+        lost worker's replacement: an occasional crash costs a fork, not a
+        second; issue 14); later ones wait as if it had waited."""
         now = self._clock()
         self._prune(now)
         if len(self._times) >= self.policy.max_restarts:
             return None
         self._times.append(now)
+        if at_once_first and len(self._times) == 1:
+            return 0.0
         base = self.policy.restart_backoff_s * 2.0 ** (len(self._times) - 1)
         capped = min(base, self.policy.restart_backoff_max_s)
         return capped * (1 - JITTER + 2 * JITTER * self._jitter())

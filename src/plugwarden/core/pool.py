@@ -42,7 +42,7 @@ class WorkerPool(Generic[W]):
         self._free: collections.deque[W] = collections.deque()
         self.preparing: list[W] = []
         self.closing: str | None = None  # the ErrorType calls in flight end with
-        self._replacing = False  # a worker ended on purpose (a forced cancel) is being replaced
+        self._replacing = False  # a lost worker is being replaced: calls wait for it
 
     def acquire(self, wait_s: float) -> W | CallResult:
         """A free worker, or the result of a call that got none."""
@@ -87,17 +87,18 @@ class WorkerPool(Generic[W]):
             self._cond.notify_all()
             return True
 
-    def leave(self, worker: W, *, on_purpose: bool) -> int | None:
+    def leave(self, worker: W) -> int | None:
         """``worker`` is lost: out of the pool. The number still serving, or
         None when the loss is not to be reported (already lost, never
-        served, or the pool is closing). ``on_purpose``: the host ended it
-        (calls wait for its replacement instead of failing)."""
+        served, or the pool is closing). Calls wait for its replacement
+        instead of failing at once, until :meth:`refill` or :meth:`close`
+        (the supervisor does one or the other for every reported loss)."""
         with self._cond:
             if worker.lost:
                 return None
             worker.lost = True
             report = worker in self.serving and self.closing is None
-            if on_purpose and report:
+            if report:
                 self._replacing = True
             if worker in self.serving:
                 self.serving.remove(worker)

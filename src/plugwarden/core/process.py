@@ -238,7 +238,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         """``guard`` None: the host ended the worker (a forced cancel)."""
         if worker.lost:
             return
-        serving = self._pool.leave(worker, on_purpose=guard is None)
+        serving = self._pool.leave(worker)
         self._discard(worker)
         if serving is not None:
             self._on_loss(WorkerLoss(reason, guard, during_call, serving))

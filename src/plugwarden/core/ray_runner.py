@@ -267,7 +267,7 @@ class RayRunner(PooledRunner[_Actor]):
     def _lose(self, actor: _Actor, reason: str, guard: Guard | None, *, during_call: bool) -> None:
         if actor.lost:
             return
-        serving = self._pool.leave(actor, on_purpose=guard is None)
+        serving = self._pool.leave(actor)
         self._discard(actor)
         if serving is not None:
             self._on_loss(WorkerLoss(reason, guard, during_call, serving))

@@ -36,12 +36,15 @@ class WorkerLoss:
     """A worker that can no longer serve: killed by a guard, or dead.
 
     ``serving`` counts the workers still able to serve after this loss: zero
-    means the plugin cannot answer until it is restarted."""
+    means the plugin cannot answer until the worker is replaced or the plugin
+    restarted. ``replaceable``: a new worker can take its place (False for
+    an inline plugin, whose abandoned call may still be running in the host)."""
 
     reason: str
     guard: Guard | None  # None: the host ended it on purpose (a forced cancel)
     during_call: bool
     serving: int
+    replaceable: bool = True
 
 
 LossHandler = Callable[[WorkerLoss], None]

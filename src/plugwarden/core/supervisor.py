@@ -3,8 +3,9 @@
 It alone moves a plugin to FAILED (outside its own pipeline), closes or
 replaces its runner, and applies the restart policy (SPEC section 3):
 
-- a lost worker with others still serving is replaced after a backoff, the
-  plugin stays available;
+- a lost worker is replaced, the plugin staying available: at once when it
+  is the first restart in the window, else after the backoff (if others
+  still serve);
 - a plugin with no worker able to serve (or whose pipeline failed) is
   FAILED, then restarted after a backoff (1 s doubling to 60 s, jitter);
 - more than ``max_restarts`` within ``restart_window_s`` is a crash loop:
@@ -174,19 +175,25 @@ class Supervisor:
             return
         if not loss.during_call:
             self.registry.record_trip(name, loss.guard)
-        if loss.serving == 0:
+        # The first loss in the restart window is replaced at once, as a
+        # process pool would: calls wait for the new worker and the plugin
+        # stays available (issue 14). A later loss with no worker left makes
+        # the plugin FAILED, restarted after the backoff.
+        at_once = slot.budget.policy.automatic and loss.replaceable
+        if loss.serving == 0 and not (at_once and slot.budget.recent == 0):
             self.fail(name, generation, loss.reason, loss.guard)
             return
-        delay = slot.budget.next_delay()
+        delay = slot.budget.next_delay(at_once_first=at_once)
         if delay is None:
             self.fail(name, generation, loss.reason, loss.guard, counted=True)
             return
         # fail() logs the losses that fail the plugin; this one it survives.
         log.warning("plugin %r: %s", name, loss.reason, extra={"plugin": name})
+        when = "now" if delay == 0 else f"in {delay:.1f}s"
         self.registry.note(
             name,
             f"Worker lost ({loss.reason}); {loss.serving} still serving, "
-            f"a replacement starts in {delay:.1f}s",
+            f"a replacement starts {when}",
             generation,
         )
         self._scheduler.after(delay, lambda: self._replace(name, generation, loss.guard))
