@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import (
     bench_checks,
     bench_core,
+    bench_crash,
     bench_http,
     bench_isolation,
     bench_jobs,
@@ -33,6 +34,7 @@ SUITES = {
     "wire": (bench_wire.run, "Worker boundary (issue 9)"),
     "jobs": (bench_jobs.run, "Jobs (issue 11)"),
     "start": (bench_start.run, "Start (issue 14)"),
+    "crash": (bench_crash.run, "Crash recovery (issue 14)"),
 }
 
 
