@@ -59,90 +59,142 @@ def main(fd: int) -> None:
     # No PR_SET_PDEATHSIG here: it fires when the host *thread* that started
     # the zygote ends. The zygote exits on EOF of the host's socket instead.
     containment.set_subreaper()
-    sock = socket.socket(fileno=fd)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
-    selector.register(sock, selectors.EVENT_READ)
-    selector.register(wake_r, selectors.EVENT_READ)
-    keepers: dict[int, int] = {}  # keeper pid -> worker pid
-    watched: dict[int, _Watched] = {}  # worker pid -> its memory
-    next_sweep = time.monotonic() + SWEEP_S
-    while True:
-        for key, _ in selector.select(max(0.0, next_sweep - time.monotonic())):
-            if key.fileobj is sock:
-                _serve_request(sock, (wake_r, wake_w), worker.serve, keepers, watched)
-            else:
-                os.read(wake_r, 4096)
-                _reap(sock, keepers, watched)
-        if time.monotonic() >= next_sweep:
-            _sweep(sock, watched)
-            next_sweep = time.monotonic() + SWEEP_S
+    _Forker(socket.socket(fileno=fd), worker.serve).run()
 
 
-def _sweep(sock: socket.socket, watched: dict[int, _Watched]) -> None:
-    """Read every watched tree's memory, kill those past their limit, and
-    send the host the figures that changed."""
-    changed: dict[str, int] = {}
-    for pid, entry in watched.items():
-        if entry.killed_at is not None:
-            continue
-        used = entry.memory.read()
-        if entry.limit and used > entry.limit:
-            entry.killed_at = used  # the exit report says so: the host names the guard
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # its keeper kills whatever left the group
-        if used != entry.reported:
-            entry.reported = changed[str(pid)] = used
-    figures = list(changed.items())
-    for start in range(0, len(figures), _REPORT_CHUNK):
-        chunk = dict(figures[start : start + _REPORT_CHUNK])
-        sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
+class _Forker:
+    """The zygote's loop: fork requests, keepers telling their worker's pid,
+    exits to reap, memory to sweep. A keeper is not waited for: the next
+    request is forked while earlier keepers still set their worker up, so
+    fifty plugins starting at once do not queue behind each other's
+    namespace set-up."""
 
+    def __init__(self, sock: socket.socket, serve: Any) -> None:
+        self.sock = sock
+        self.serve = serve
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        self.inherited = [self.wake_r, wake_w]  # what a keeper closes
+        self.keepers: dict[int, int | None] = {}  # keeper pid -> worker pid, once told
+        self.telling: dict[int, tuple[dict[str, Any], int]] = {}  # told fd -> request, keeper
+        self.watched: dict[int, _Watched] = {}  # worker pid -> its memory
 
-def _serve_request(
-    sock: socket.socket,
-    wake: tuple[int, int],
-    serve: Any,
-    keepers: dict[int, int],
-    watched: dict[int, _Watched],
-) -> None:
-    try:
-        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 8)
-    except OSError:
-        data, fds = b"", []
-    if not data:
-        os._exit(0)  # the host is gone; keepers and workers follow through PDEATHSIG
-    request = json.loads(data)
-    told_r, told_w = os.pipe()
-    keeper = os.fork()
-    if keeper == 0:
+    def run(self) -> None:
+        next_sweep = time.monotonic() + SWEEP_S
+        while True:
+            for key, _ in self.selector.select(max(0.0, next_sweep - time.monotonic())):
+                if key.fileobj is self.sock:
+                    self._fork()
+                elif key.fileobj == self.wake_r:
+                    os.read(self.wake_r, 4096)
+                    self._reap()
+                else:
+                    self._told(int(key.fd))
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + SWEEP_S
+
+    def _fork(self) -> None:
         try:
-            os.close(told_r)
-            for unused in (sock.fileno(), *wake):
-                os.close(unused)
-            for entry in watched.values():  # other workers' /proc files
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 8)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            os._exit(0)  # the host is gone; keepers and workers follow through PDEATHSIG
+        request = json.loads(data)
+        told_r, told_w = os.pipe()
+        keeper = os.fork()
+        if keeper == 0:
+            try:
+                signal.set_wakeup_fd(-1)  # before its pipe closes: a signal must not write there
+                # Nothing of the zygote's own reaches the worker: its socket,
+                # selector, pipes, the other keepers' pipes, /proc files.
+                for unused in (told_r, self.sock.fileno(), self.selector.fileno()):
+                    os.close(unused)
+                for unused in (*self.inherited, *self.telling):
+                    os.close(unused)
+                for entry in self.watched.values():
+                    entry.memory.close()
+                _keep(fds, told_w, request.get("label", "?"), self.serve)
+            finally:
+                os._exit(70)
+        os.close(told_w)
+        for passed in fds:
+            os.close(passed)
+        self.keepers[keeper] = None  # not a stray: its worker's pid is on the way
+        self.telling[told_r] = (request, keeper)
+        self.selector.register(told_r, selectors.EVENT_READ)
+
+    def _told(self, told_r: int) -> None:
+        """A keeper wrote its worker's pid (it writes once, then closes)."""
+        request, keeper = self.telling.pop(told_r)
+        self.selector.unregister(told_r)
+        with os.fdopen(told_r, "rb") as told:
+            answer = told.read()
+        reply: dict[str, Any] = {"op": "forked", "id": request["id"], "pid": None}
+        with contextlib.suppress(ValueError):
+            reply |= json.loads(answer)
+            if keeper in self.keepers:  # not reaped already
+                self.keepers[keeper] = reply["pid"]
+            limit = request.get("limit")
+            self.watched[reply["pid"]] = _Watched(
+                TreeMemory(reply["pid"]), limit if isinstance(limit, int) else 0
+            )
+        self.sock.send(json.dumps(reply).encode())
+
+    def _reap(self) -> None:
+        for child in containment.children(os.getpid()):
+            if child not in self.keepers:
+                # A stray adopted as subreaper: the process it belonged to is gone.
+                containment.kill_descendants(child)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid not in self.keepers:
+                continue  # a stray, killed above
+            for told_r, (_, keeper) in list(self.telling.items()):
+                if keeper == pid:  # it told, then exited: hear it first
+                    self._told(told_r)
+            worker = self.keepers.pop(pid)
+            if worker is None:
+                continue  # it died before forking a worker: the host was told so
+            code = os.waitstatus_to_exitcode(status)
+            report: dict[str, Any] = {"op": "exit", "pid": worker, "code": code}
+            entry = self.watched.pop(worker, None)
+            if entry is not None:
                 entry.memory.close()
-            _keep(fds, told_w, request.get("label", "?"), serve)
-        finally:
-            os._exit(70)
-    os.close(told_w)
-    for passed in fds:
-        os.close(passed)
-    with os.fdopen(told_r, "rb") as told:
-        answer = told.read()  # the keeper writes once it has forked the worker
-    reply: dict[str, Any] = {"op": "forked", "id": request["id"], "pid": None}
-    with contextlib.suppress(ValueError):
-        reply |= json.loads(answer)
-        keepers[keeper] = reply["pid"]
-        limit = request.get("limit")
-        watched[reply["pid"]] = _Watched(
-            TreeMemory(reply["pid"]), limit if isinstance(limit, int) else 0
-        )
-    sock.send(json.dumps(reply).encode())
-    _reap(sock, keepers, watched)
+                report["memory_peak"] = entry.killed_at
+            self.sock.send(json.dumps(report).encode())
+
+    def _sweep(self) -> None:
+        """Read every watched tree's memory, kill those past their limit, and
+        send the host the figures that changed."""
+        changed: dict[str, int] = {}
+        for pid, entry in self.watched.items():
+            if entry.killed_at is not None:
+                continue
+            used = entry.memory.read()
+            if entry.limit and used > entry.limit:
+                entry.killed_at = used  # the exit report says so: the host names the guard
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # its keeper kills whatever left the group
+            if used != entry.reported:
+                entry.reported = changed[str(pid)] = used
+        figures = list(changed.items())
+        for start in range(0, len(figures), _REPORT_CHUNK):
+            chunk = dict(figures[start : start + _REPORT_CHUNK])
+            self.sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
 
 
 def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
@@ -188,29 +240,3 @@ def _die_like(sig: int) -> None:
         signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)  # a signal that does not kill (SIGCHLD...)
-
-
-def _reap(sock: socket.socket, keepers: dict[int, int], watched: dict[int, _Watched]) -> None:
-    for child in containment.children(os.getpid()):
-        if child not in keepers:
-            # A stray adopted as subreaper: the process it belonged to is gone.
-            containment.kill_descendants(child)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        worker = keepers.pop(pid, None)
-        if worker is None:
-            continue  # a stray, killed above
-        code = os.waitstatus_to_exitcode(status)
-        report: dict[str, Any] = {"op": "exit", "pid": worker, "code": code}
-        entry = watched.pop(worker, None)
-        if entry is not None:
-            entry.memory.close()
-            report["memory_peak"] = entry.killed_at
-        sock.send(json.dumps(report).encode())
