@@ -66,11 +66,24 @@ class Backends:
                     self._ray = RayCluster(self._ray_config)
                 runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
-                if self._process is None:
-                    self._process = ProcessServices(Zygote(), OutputPump())
-                runner = ProcessRunner(source, limits, self._process, on_loss)
+                runner = ProcessRunner(source, limits, self._process_services(), on_loss)
             self._runners.add(runner)
             return runner
+
+    def _process_services(self) -> ProcessServices:
+        if self._process is None:
+            self._process = ProcessServices(Zygote(), OutputPump())
+        return self._process
+
+    def prestart_zygote(self) -> None:
+        """Start the zygote now, so that its interpreter boots while the
+        host discovers and checks plugins (issue 14); a failure to start it
+        is left for the first worker's spawn to report."""
+        with self._lock:
+            if self._closed:
+                return
+            zygote = self._process_services().zygote
+        zygote.prestart()
 
     def refuse_new(self) -> None:
         """From now on :meth:`make` raises: the host is closing."""

@@ -89,6 +89,8 @@ class Host:
         with self._start_lock:
             if self._started.is_set() or self._closed:
                 return
+            if self.config.defaults.isolation == "process":
+                self._backends.prestart_zygote()  # it boots while discovery runs
             found = discover(self._search_path)
             self._supervisor.start(found if self._only is None else found.only(self._only))
             self._started.set()

@@ -91,6 +91,11 @@ class Zygote:
             self._reader.start()
             return host_end
 
+    def prestart(self) -> None:
+        """Start the zygote process now instead of at the first spawn."""
+        with contextlib.suppress(OSError):
+            self._ensure_running()
+
     def spawn(
         self,
         fds: list[int],
