@@ -4,6 +4,8 @@ over 400 lines, no private name imported across modules."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import plugwarden
@@ -104,3 +106,20 @@ class TestStructure:
                     if bases & {"Exception", "BaseException"} and node.name != "PlugwardenError":
                         strays.append(f"{module_name(path)}.{node.name}")
         assert strays == []
+
+    def test_the_package_names_resolve_and_import_on_first_use(self):
+        """``from plugwarden import hookimpl`` (every plugin does it, and so
+        does the zygote, through the worker) must not import the host."""
+        assert sorted(plugwarden.__all__) == sorted(plugwarden._EXPORTS)
+        for name in plugwarden.__all__:
+            assert getattr(plugwarden, name) is not None, name
+        assert plugwarden.__version__
+        probe = (
+            "import sys\nfrom plugwarden import hookimpl\nimport plugwarden.core.worker\n"
+            "print(sorted(m for m in sys.modules if m in "
+            "('plugwarden.core.host', 'plugwarden.config', 'starlette', 'uvicorn')))"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+        assert loaded.strip() == "[]"

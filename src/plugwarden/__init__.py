@@ -1,28 +1,63 @@
-"""plugwarden: a crash-proof plugin host for Python."""
+"""plugwarden: a crash-proof plugin host for Python.
 
-from importlib.metadata import PackageNotFoundError, version
+The names below are imported on first use (PEP 562), not with the package:
+a plugin's ``from plugwarden import hookimpl`` and the zygote that forks the
+workers then import the hook markers alone, not the whole host (issue 14:
+that was ~200 ms of every zygote's boot).
+"""
 
-from plugwarden.config import HostConfig
-from plugwarden.core.host import Host
-from plugwarden.core.jobs import Job, JobState
-from plugwarden.core.lifecycle import State, Transition
-from plugwarden.core.registry import PluginStatus
-from plugwarden.core.reporting import cancelled, progress
-from plugwarden.core.result import CallResult
-from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import (
-    ConfigError,
-    JobRefused,
-    JobStoreError,
-    LoadError,
-    ManifestError,
-    PlugwardenError,
-    RegistryTimeout,
-    TransitionError,
-    UnknownJob,
-    UnknownPlugin,
-)
-from plugwarden.hookspecs import hookimpl
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plugwarden.config import HostConfig
+    from plugwarden.core.host import Host
+    from plugwarden.core.jobs import Job, JobState
+    from plugwarden.core.lifecycle import State, Transition
+    from plugwarden.core.registry import PluginStatus
+    from plugwarden.core.reporting import cancelled, progress
+    from plugwarden.core.result import CallResult
+    from plugwarden.error_types import ErrorType
+    from plugwarden.exceptions import (
+        ConfigError,
+        JobRefused,
+        JobStoreError,
+        LoadError,
+        ManifestError,
+        PlugwardenError,
+        RegistryTimeout,
+        TransitionError,
+        UnknownJob,
+        UnknownPlugin,
+    )
+    from plugwarden.hookspecs import hookimpl
+
+_EXPORTS = {
+    "CallResult": "plugwarden.core.result",
+    "ConfigError": "plugwarden.exceptions",
+    "ErrorType": "plugwarden.error_types",
+    "Host": "plugwarden.core.host",
+    "HostConfig": "plugwarden.config",
+    "Job": "plugwarden.core.jobs",
+    "JobRefused": "plugwarden.exceptions",
+    "JobState": "plugwarden.core.jobs",
+    "JobStoreError": "plugwarden.exceptions",
+    "LoadError": "plugwarden.exceptions",
+    "ManifestError": "plugwarden.exceptions",
+    "PluginStatus": "plugwarden.core.registry",
+    "PlugwardenError": "plugwarden.exceptions",
+    "RegistryTimeout": "plugwarden.exceptions",
+    "State": "plugwarden.core.lifecycle",
+    "Transition": "plugwarden.core.lifecycle",
+    "TransitionError": "plugwarden.exceptions",
+    "UnknownJob": "plugwarden.exceptions",
+    "UnknownPlugin": "plugwarden.exceptions",
+    "cancelled": "plugwarden.core.reporting",
+    "hookimpl": "plugwarden.hookspecs",
+    "progress": "plugwarden.core.reporting",
+}
 
 __all__ = [
     "CallResult",
@@ -49,7 +84,26 @@ __all__ = [
     "progress",
 ]
 
-try:
-    __version__ = version("plugwarden")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'plugwarden' has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("plugwarden")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
