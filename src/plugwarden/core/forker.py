@@ -187,8 +187,7 @@ class _Forker:
             used = entry.memory.read()
             if entry.limit and used > entry.limit:
                 entry.killed_at = used  # the exit report says so: the host names the guard
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)  # its keeper kills whatever left the group
+                _kill(pid)
             if used != entry.reported:
                 entry.reported = changed[str(pid)] = used
         figures = list(changed.items())
@@ -226,6 +225,16 @@ def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
     if os.WIFSIGNALED(status):
         _die_like(os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
+
+
+def _kill(worker: int) -> None:
+    """SIGKILL the worker's process group (its keeper kills whatever left
+    it), or the worker alone before it has made its group."""
+    try:
+        os.killpg(worker, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(worker, signal.SIGKILL)
 
 
 def _end_all() -> None:
