@@ -113,5 +113,37 @@ class TestConnections:
                     closed = True
             assert closed
 
+    def test_a_request_in_progress_outlives_the_idle_timeout(
+        self, plugwarden_plugin, plugwarden_server, tmp_path
+    ):
+        """A run slower than idle_timeout_s is answered on its connection;
+        an idle connection opened after it is closed meanwhile (so the
+        timeout did pass while the run was in progress)."""
+        release = tmp_path / "release"
+        body = (
+            f"import os, time\nwhile not os.path.exists({str(release)!r}):\n"
+            "    time.sleep(0.01)\nreturn 'released'"
+        )
+        plugwarden_plugin("slow", plugin_source(body))
+        server = plugwarden_server({"server": {"token": TOKEN, "idle_timeout_s": 0.3}})
+        port = int(server.url.rsplit(":", 1)[1])
+        payload = b'{"tool": "t", "args": {}}'
+        request = (
+            f"POST /v1/plugins/slow/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as busy:
+            busy.sendall(request)
+            wait_for(lambda: server.host.status("slow").in_flight == 1, what="the run to start")
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:
+                assert idle.recv(1) == b""  # the idle timeout passed
+            release.touch()
+            answer = b""
+            while b"released" not in answer:
+                chunk = busy.recv(4096)
+                assert chunk, f"the busy connection was closed: {answer!r}"
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
+
     def test_the_server_still_answers_after_the_attacks(self, server):
         wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, what="healthz")
