@@ -3,8 +3,9 @@ isolation mode and owns the services runners share.
 
 Process runners share the zygote (it forks the workers and reads their
 memory between calls) and the output pump (workers' stdout and stderr into
-the log); inline runners share an elastic executor and the host memory watch; Ray runners share
-the host's link to the Ray cluster (Ray is imported only then). Each
+the log); inline runners share an elastic executor and the host memory
+watch; Ray runners share the host's link to the Ray cluster (Ray is
+imported only then). Each
 service starts its thread or process only when first used, and
 :meth:`Backends.close` closes all of them: a closed host leaves no thread,
 fd or process behind.

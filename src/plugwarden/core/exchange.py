@@ -81,6 +81,10 @@ def lost_call(
 ) -> CallResult:
     """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
     what = call.partition("(")[0]
+    if status == "died" and worker.killed_by is None:
+        # Not ended by the host: the zygote's exit report follows the EOF,
+        # and says whether the zygote's memory sweep killed it.
+        worker.exited.wait(2.0)
     if closing is not None and status != "timeout" and worker.killed_by == "close":
         return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
     if control is not None and status != "timeout" and worker.killed_by == "cancel":
@@ -96,7 +100,7 @@ def lost_call(
         error = memory_reason(memory_mb, worker.peak_bytes)
         error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
     else:
-        worker.exited.wait(2.0)  # the zygote's exit report follows the EOF
+        worker.exited.wait(2.0)
         error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"
         error_type, guard = ErrorType.WORKER_DIED, "crash"
     return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)
