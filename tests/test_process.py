@@ -179,6 +179,25 @@ class TestLoadMisbehaviour:
         assert host.worker_pids("chaos") == []
         assert_sibling_answers(host)
 
+    def test_many_workers_starting_and_dying_at_once_are_each_reported(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """Twelve plugins start together, every other one exiting as it is
+        imported: the zygote forks them without waiting for each, and still
+        tells every start and every exit to the right plugin."""
+        for index in range(12):
+            source = ECHO if index % 2 else f"import os\nos._exit({10 + index})\n"
+            plugwarden_plugin(f"p{index:02d}", source)
+        host = plugwarden_host({"defaults": {"restart": "never"}})
+        for index in range(12):
+            status = host.status(f"p{index:02d}")
+            if index % 2:
+                assert status.state is State.INITIALIZED
+                assert host.call(f"p{index:02d}", "t", {"n": index}).ok
+            else:
+                assert status.state is State.FAILED
+                assert f"exited with code {10 + index}" in status.reason
+
 
 class TestWorkerLifecycle:
     def test_restart_brings_a_failed_plugin_back_with_a_fresh_worker(self, chaos, tmp_path):

@@ -93,8 +93,8 @@ class _Forker:
                 elif key.fileobj == self.wake_r:
                     os.read(self.wake_r, 4096)
                     self._reap()
-                else:
-                    self._told(int(key.fd))
+                elif key.fd in self.telling:  # not heard already by _reap this round
+                    self._told(key.fd)
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_S
