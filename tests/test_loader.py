@@ -61,3 +61,36 @@ class TestHookChecks:
         host = plugwarden_host({"defaults": {"isolation": isolation}})
         assert host.status("obj").state is State.INITIALIZED
         assert host.call("obj", "shout", {}).result == "SHOUT"
+
+
+class TestDirectDispatch:
+    def test_a_hook_called_directly_answers_as_pluggy_would(
+        self, plugwarden_plugin, plugwarden_site
+    ):
+        """Each hook's one guarded implementation is called without pluggy's
+        caller, with the arguments it takes: the record is the one pluggy's
+        call gives, for a value, a raise and a subset of the arguments."""
+        from plugwarden.core.loader import load_plugin
+
+        source = (
+            "from plugwarden import hookimpl\n\n"
+            "@hookimpl\ndef validate():\n    return True\n\n"
+            "@hookimpl\ndef init():\n    pass\n\n"
+            "@hookimpl\ndef run(args, tool):\n"
+            "    if tool == 'boom':\n        raise ValueError(args['n'])\n"
+            "    return {'tool': tool, 'n': args['n']}\n"
+        )
+        plugwarden_plugin("direct", source, module="direct_dispatch_plugin")
+        plugin = load_plugin("direct", "direct_dispatch_plugin", None, [str(plugwarden_site)])
+        assert set(plugin.direct) == {"validate", "init", "run"}
+        for kwargs in ({"tool": "t", "args": {"n": 1}}, {"tool": "boom", "args": {"n": 2}}):
+            direct = plugin.call("run", kwargs)
+            through_pluggy = plugin.manager.hook.run(**kwargs)
+            assert (direct.ok, direct.result, direct.error, direct.error_type) == (
+                through_pluggy.ok,
+                through_pluggy.result,
+                through_pluggy.error,
+                through_pluggy.error_type,
+            )
+        assert plugin.call("run", {"tool": "t", "args": {"n": 3}}).result == {"tool": "t", "n": 3}
+        assert plugin.call("init", {"config": {"ignored": True}}).ok
