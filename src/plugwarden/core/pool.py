@@ -37,7 +37,8 @@ W = TypeVar("W", bound=PoolMember)
 class WorkerPool(Generic[W]):
     def __init__(self, size: int) -> None:
         self.size = size
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # entered directly: a C-level with-block
+        self._cond = threading.Condition(self._lock)
         self.serving: list[W] = []  # free or busy
         self._free: collections.deque[W] = collections.deque()
         self.preparing: list[W] = []
@@ -46,7 +47,9 @@ class WorkerPool(Generic[W]):
 
     def acquire(self, wait_s: float) -> W | CallResult:
         """A free worker, or the result of a call that got none."""
-        with self._cond:
+        with self._lock:
+            if self._free and self.closing is None:  # the common case: no wait
+                return self._free.popleft()
             self._cond.wait_for(
                 lambda: (
                     self._free or self.closing is not None or not (self.serving or self._replacing)
@@ -69,14 +72,14 @@ class WorkerPool(Generic[W]):
 
     def release(self, worker: W) -> None:
         """A call is done with ``worker``: it is free again, unless lost."""
-        with self._cond:
+        with self._lock:
             if worker in self.serving and not worker.lost and self.closing is None:
                 self._free.append(worker)
                 self._cond.notify()
 
     def serve(self, workers: list[W]) -> bool:
         """``workers`` (prepared) join the pool; False when it is closing."""
-        with self._cond:
+        with self._lock:
             for worker in workers:
                 if worker in self.preparing:
                     self.preparing.remove(worker)
@@ -93,7 +96,7 @@ class WorkerPool(Generic[W]):
         served, or the pool is closing). Calls wait for its replacement
         instead of failing at once, until :meth:`refill` or :meth:`close`
         (the supervisor does one or the other for every reported loss)."""
-        with self._cond:
+        with self._lock:
             if worker.lost:
                 return None
             worker.lost = True
@@ -117,32 +120,32 @@ class WorkerPool(Generic[W]):
         else why a new one could not be made ready."""
         try:
             while True:
-                with self._cond:
+                with self._lock:
                     if self.closing is not None or len(self.serving) >= self.size:
                         return None
                 try:
                     worker = spawn()
                 except LoadError as exc:
                     return exc.reason
-                with self._cond:
+                with self._lock:
                     self.preparing.append(worker)
                 reason = prepare(worker)
                 if reason is None and self.serve([worker]):
                     continue
-                with self._cond:
+                with self._lock:
                     if worker in self.preparing:
                         self.preparing.remove(worker)
                 discard(worker)
                 return reason
         finally:
-            with self._cond:
+            with self._lock:
                 self._replacing = False
                 self._cond.notify_all()
 
     def close(self, why: str) -> list[W] | None:
         """Calls in flight and to come end with ``why``; every worker, to be
         discarded (None when already closing)."""
-        with self._cond:
+        with self._lock:
             if self.closing is not None:
                 return None
             self.closing = why

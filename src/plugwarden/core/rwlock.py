@@ -20,7 +20,10 @@ __all__ = ["RWLock"]
 
 class RWLock:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Entered directly on the fast paths (a C-level with-block; the
+        # Condition's own __enter__ is a Python call), waited on through _cond.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
@@ -45,19 +48,19 @@ class RWLock:
         return not self._writer and not self._readers
 
     def acquire_read(self, timeout: float | None = None) -> None:
-        with self._cond:
+        with self._mutex:
             if self._writer or self._writers_waiting:
                 self._block("read", timeout)
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
             if not self._readers and self._waiters:
                 self._cond.notify_all()
 
     def acquire_write(self, timeout: float | None = None) -> None:
-        with self._cond:
+        with self._mutex:
             if self._writer or self._readers:
                 self._writers_waiting += 1
                 try:
@@ -70,7 +73,7 @@ class RWLock:
             self._writer = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writer = False
             if self._waiters:
                 self._cond.notify_all()
