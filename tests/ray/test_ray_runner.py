@@ -192,9 +192,11 @@ class TestPlacement:
         assert len(nodes) == 2
 
     def test_a_lost_node_is_the_plugins_reason(self, ray_host, ray_cluster, second_node):
+        # restart = "never" for both: whichever ran on the lost node stays
+        # FAILED with the reason (on-failure would replace it at once).
         host = ray_host(
             ("alpha", "beta"),
-            alpha={"num_cpus": 1},
+            alpha={"num_cpus": 1, "restart": "never"},
             beta={"num_cpus": 1, "restart": "never"},
         )
         slots = host._supervisor.slots
