@@ -20,7 +20,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from plugwarden.core.exchange import ENDED
 from plugwarden.core.guards import Limits
 from plugwarden.core.reporting import CallControl
-from plugwarden.core.result import CallResult
+from plugwarden.core.result import CallResult, Guard
+from plugwarden.core.runner import LossHandler, WorkerLoss
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
@@ -164,6 +165,7 @@ class PooledRunner(Generic[W]):
     limits: Limits
     _pool: WorkerPool[W]
     _config: dict[str, Any]
+    _on_loss: LossHandler
 
     def _spawn(self) -> W:
         """A new worker with the plugin imported; raises LoadError."""
@@ -202,6 +204,16 @@ class PooledRunner(Generic[W]):
                 return reason
         self._pool.serve(list(self._pool.preparing))
         return None
+
+    def _lose(self, worker: W, reason: str, guard: Guard | None, *, during_call: bool) -> None:
+        """``worker`` can no longer serve: out of the pool, discarded, and
+        reported (once). ``guard`` None: the host ended it (a forced cancel)."""
+        if worker.lost:
+            return
+        serving = self._pool.leave(worker)
+        self._discard(worker)
+        if serving is not None:
+            self._on_loss(WorkerLoss(reason, guard, during_call, serving))
 
     def replace_lost(self) -> str | None:
         return self._pool.refill(self._spawn, self._prepare, self._discard)

@@ -23,10 +23,9 @@ from plugwarden.core.guards import Limits
 from plugwarden.core.output import OutputPump
 from plugwarden.core.pool import PooledRunner, WorkerPool
 from plugwarden.core.reporting import CallControl
-from plugwarden.core.result import CallResult, Guard
+from plugwarden.core.result import CallResult
 from plugwarden.core.runner import (
     LossHandler,
-    WorkerLoss,
     hook_failure,
     memory_reason,
 )
@@ -231,17 +230,6 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         else:
             reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
             self._lose(worker, reason, "crash", during_call=False)
-
-    def _lose(
-        self, worker: WorkerProcess, reason: str, guard: Guard | None, *, during_call: bool
-    ) -> None:
-        """``guard`` None: the host ended the worker (a forced cancel)."""
-        if worker.lost:
-            return
-        serving = self._pool.leave(worker)
-        self._discard(worker)
-        if serving is not None:
-            self._on_loss(WorkerLoss(reason, guard, during_call, serving))
 
     def _discard(self, worker: WorkerProcess) -> None:
         worker.close()

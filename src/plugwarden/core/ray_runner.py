@@ -32,7 +32,7 @@ from plugwarden.core.ray_agent import REPLY_ID
 from plugwarden.core.ray_cluster import RayCluster, death_reason, shortfall
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import GUARDS, CallResult, Guard, describe
-from plugwarden.core.runner import LossHandler, Placement, WorkerLoss, timeout_reason
+from plugwarden.core.runner import LossHandler, Placement, timeout_reason
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
@@ -263,14 +263,6 @@ class RayRunner(PooledRunner[_Actor]):
             if value.get("guard") in GUARDS:
                 guard = value["guard"]
         self._lose(actor, f"{reason.rstrip('.')} (between calls).", guard, during_call=False)
-
-    def _lose(self, actor: _Actor, reason: str, guard: Guard | None, *, during_call: bool) -> None:
-        if actor.lost:
-            return
-        serving = self._pool.leave(actor)
-        self._discard(actor)
-        if serving is not None:
-            self._on_loss(WorkerLoss(reason, guard, during_call, serving))
 
     def _discard(self, actor: _Actor) -> None:
         actor.lost = True
