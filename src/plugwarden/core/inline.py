@@ -36,6 +36,7 @@ from plugwarden.core.runner import (
     timeout_reason,
     validate_verdict,
 )
+from plugwarden.core.treememory import statm_resident_bytes
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
@@ -64,8 +65,7 @@ def _statm_reader() -> Callable[[], int]:
     except OSError:
         process = psutil.Process()
         return lambda: int(process.memory_info().rss)
-    page = os.sysconf("SC_PAGE_SIZE")
-    return lambda: int(os.pread(fd, 128, 0).split()[1]) * page
+    return lambda: statm_resident_bytes(fd)
 
 
 resident_bytes = _OwnResidentBytes()

@@ -17,9 +17,14 @@ import time
 
 from plugwarden.core import containment
 
-__all__ = ["TreeMemory"]
+__all__ = ["TreeMemory", "statm_resident_bytes"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def statm_resident_bytes(fd: int) -> int:
+    """The resident bytes in an open ``/proc/PID/statm`` (one ``pread``)."""
+    return int(os.pread(fd, 64, 0).split()[1]) * PAGE
 
 
 class TreeMemory:
@@ -45,7 +50,7 @@ class TreeMemory:
             total = 0
             for pid, fd in list(self._fds.items()):
                 try:
-                    total += int(os.pread(fd, 64, 0).split()[1]) * PAGE
+                    total += statm_resident_bytes(fd)
                 except (OSError, ValueError, IndexError):
                     self._drop(pid)  # it exited
             return total
