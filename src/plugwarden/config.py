@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
 from plugwarden.core.policy import RESTART_MODES, RestartPolicy
 from plugwarden.exceptions import ConfigError, ManifestError
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
+    "URL_ENV",
     "HostConfig",
     "JobsConfig",
     "PluginConfig",
@@ -31,6 +32,7 @@ __all__ = [
 
 DEFAULT_CONFIG_NAME = "plugwarden.toml"
 TOKEN_ENV = "PLUGWARDEN_TOKEN"
+URL_ENV = "PLUGWARDEN_URL"  # where the client commands find the running server
 
 _HOST_KEYS = {"health_interval_s", "health_timeout_s", "lock_timeout_s"}
 _HOST_COUNTS = {"health_failures"}

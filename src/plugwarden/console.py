@@ -6,7 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["AVAILABLE", "JOB_STATE_STYLES", "STATE_STYLES", "all_well", "well"]
+__all__ = [
+    "AVAILABLE",
+    "EXIT_NOT_WELL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "JOB_STATE_STYLES",
+    "STATE_STYLES",
+    "all_well",
+    "well",
+]
+
+# The command's exit status: all well, a plugin (or job) is not, a usage or config error.
+EXIT_OK, EXIT_NOT_WELL, EXIT_USAGE = 0, 1, 2
 
 STATE_STYLES = {
     "INITIALIZED": "green",

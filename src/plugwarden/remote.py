@@ -18,14 +18,12 @@ from typing import Any
 
 import httpx
 
-from plugwarden.config import HostConfig
+from plugwarden.config import URL_ENV, HostConfig
 from plugwarden.core.host import Host
 from plugwarden.core.jobs import HEARTBEAT_S
 from plugwarden.exceptions import PlugwardenError, UnknownJob, UnknownPlugin
 
-__all__ = ["URL_ENV", "LocalHost", "RemoteHost", "ServerError", "ServerUnreachable", "server_url"]
-
-URL_ENV = "PLUGWARDEN_URL"
+__all__ = ["LocalHost", "RemoteHost", "ServerError", "ServerUnreachable", "server_url"]
 
 
 class ServerUnreachable(PlugwardenError):

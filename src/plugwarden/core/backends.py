@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from plugwarden.config import RayConfig
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
-from plugwarden.core.guards import Limits
 from plugwarden.core.inline import HostMemoryWatch, InlineRunner
+from plugwarden.core.limits import Limits
 from plugwarden.core.manifest import RAY_ISOLATIONS
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices

@@ -21,25 +21,12 @@ import wrapt
 from plugwarden.core import faults
 from plugwarden.core.result import CallResult
 
-__all__ = ["ENCODED_HOOKS", "GuardedHook", "Limits"]
+__all__ = ["ENCODED_HOOKS", "GuardedHook"]
 
 log = logging.getLogger("plugwarden.guards")
 
 # Hooks whose value leaves the plugin as JSON (a result, a health report).
 ENCODED_HOOKS = frozenset({"run", "health"})
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The guard values in force for one plugin, every layer merged."""
-
-    timeout_s: float = 60.0
-    load_timeout_s: float = 120.0
-    memory_mb: float = 1024.0
-    isolation: str = "process"
-    workers: int = 1
-    max_result_bytes: int = 64 * 2**20  # a result (or health report) past it: ResultTooLarge
-    job_timeout_s: float = 3600.0  # a job's run, like timeout_s for a synchronous call
 
 
 class GuardedHook(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg,unused-ignore]

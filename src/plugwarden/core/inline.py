@@ -24,7 +24,7 @@ import psutil
 
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor, Task
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.loader import LoadedPlugin, load_plugin
 from plugwarden.core.reporting import CallControl, InlineReporter, bound
 from plugwarden.core.result import CallResult, describe

@@ -20,8 +20,8 @@ from plugwarden.core.causes import REINSTALL
 from plugwarden.core.checks import Check, PreflightContext, run_preflight
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.gpu import check_gpu
-from plugwarden.core.guards import Limits
 from plugwarden.core.lifecycle import State
+from plugwarden.core.limits import Limits
 from plugwarden.core.manifest import (
     OPERATOR_ISOLATIONS,
     RAY_ISOLATIONS,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from plugwarden.core.exchange import ENDED
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.runner import LossHandler, WorkerLoss

@@ -19,7 +19,7 @@ from typing import Any, cast
 from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.exchange import CRASH_HINT, await_reply, lost_call
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.output import OutputPump
 from plugwarden.core.pool import PooledRunner, WorkerPool
 from plugwarden.core.reporting import CallControl

@@ -30,8 +30,8 @@ from typing import Any
 from plugwarden.core import inline, wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
-from plugwarden.core.guards import Limits
 from plugwarden.core.inline import HostMemoryWatch, InlineRunner
+from plugwarden.core.limits import Limits
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
 from plugwarden.core.reporting import CallControl

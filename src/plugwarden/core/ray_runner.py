@@ -26,7 +26,7 @@ from typing import Any
 from plugwarden.core import wire
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.exchange import ENDED
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.pool import PooledRunner, WorkerPool
 from plugwarden.core.ray_agent import REPLY_ID
 from plugwarden.core.ray_cluster import RayCluster, death_reason, shortfall

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from plugwarden.core.causes import REINSTALL, SEE_LOG
-from plugwarden.core.guards import Limits
+from plugwarden.core.limits import Limits
 from plugwarden.core.reporting import CallControl
 from plugwarden.core.result import CallResult, Guard
 

@@ -1,0 +1,25 @@
+"""The guard values in force for one plugin (SPEC section 4), every layer
+merged: host defaults, the manifest, the operator's config.
+
+A module of its own, apart from the guards that enforce them, so that
+reading a config does not import wrapt (issue 14: start time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The guard values in force for one plugin, every layer merged."""
+
+    timeout_s: float = 60.0
+    load_timeout_s: float = 120.0
+    memory_mb: float = 1024.0
+    isolation: str = "process"
+    workers: int = 1
+    max_result_bytes: int = 64 * 2**20  # a result (or health report) past it: ResultTooLarge
+    job_timeout_s: float = 3600.0  # a job's run, like timeout_s for a synchronous call
