@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import threading
 
+import psutil
 import pytest
 
 from plugwarden import Host, State, UnknownPlugin
-from tests.conftest import ECHO, plugin_source
+from plugwarden.core.zygote import Zygote
+from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 VALIDATE = (
     "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n{body}\n\n"
@@ -159,6 +161,26 @@ def test_second_start_is_a_no_op(plugwarden_plugin, plugwarden_host):
     host.start()
     assert host.worker_pids("p") == pids
     assert [t.state for t in host.status("p").history] == [State.LOADED, State.INITIALIZED]
+
+
+def test_a_zygote_given_forks_the_workers_and_closes_with_the_host(
+    plugwarden_plugin, plugwarden_site, tmp_path
+):
+    """What ``plugwarden serve`` does: a zygote started before the host
+    forks its workers (no second one is started), and the host closes it."""
+    plugwarden_plugin("p", ECHO)
+    zygote = Zygote()
+    zygote.prestart()
+    (booted,) = psutil.Process().children()
+    config = {"jobs": {"path": str(tmp_path / "jobs.sqlite3")}}
+    with Host(config, search_path=[str(plugwarden_site)], zygote=zygote) as host:
+        (worker,) = host.worker_pids("p")
+        assert booted.pid in {p.pid for p in psutil.Process(worker).parents()}
+        assert [p.pid for p in psutil.Process().children()] == [booted.pid]
+        assert host.call("p", "t", {"x": 1}).ok
+    wait_for(lambda: gone(booted.pid), what="the zygote to exit with the host")
+    with pytest.raises(OSError, match="closing"):
+        zygote.spawn([], "late", lambda *_: None)
 
 
 def test_disabled_plugin_manifest_is_not_even_read(plugwarden_plugin, plugwarden_host):

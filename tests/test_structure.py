@@ -123,3 +123,17 @@ class TestStructure:
             [sys.executable, "-c", probe], capture_output=True, text=True, check=True
         ).stdout
         assert loaded.strip() == "[]"
+
+    def test_serve_starts_the_plugins_before_it_imports_the_web_stack(self):
+        """What ``plugwarden serve`` imports before its plugins start: not
+        the client commands' rich and httpx, not the web stack (imported
+        while the workers start), not wrapt (inline and Ray guards only)."""
+        probe = (
+            "import sys\nimport plugwarden.cli, plugwarden.web.launch, plugwarden.core.host\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('rich', 'httpx', 'starlette', 'uvicorn', 'wrapt')))"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+        assert loaded.strip() == "[]"

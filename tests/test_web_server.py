@@ -258,7 +258,7 @@ class TestServeRoughEdges:
 def test_serve_listens_on_a_socket_asyncio_sets_nodelay_on():
     """asyncio turns Nagle off only for sockets created as IPPROTO_TCP; the
     socket serve binds itself must be one (else ~40 ms per response)."""
-    from plugwarden.web.server import listen
+    from plugwarden.web.launch import listen
 
     listener = listen("127.0.0.1", 0)
     try:

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = HostConfig.load(args.config)
         if args.command == "serve":
-            from plugwarden.web.server import serve
+            from plugwarden.web.launch import serve
 
             return serve(config, host=args.host, port=args.port)
         from plugwarden.commands import run_command

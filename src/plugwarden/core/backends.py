@@ -16,28 +16,34 @@ from __future__ import annotations
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from plugwarden.config import RayConfig
 from plugwarden.core.discovery import PluginSource
 from plugwarden.core.executor import ElasticExecutor
-from plugwarden.core.inline import HostMemoryWatch, InlineRunner
 from plugwarden.core.limits import Limits
 from plugwarden.core.manifest import RAY_ISOLATIONS
 from plugwarden.core.output import OutputPump
 from plugwarden.core.process import ProcessRunner, ProcessServices
-from plugwarden.core.ray_cluster import RayCluster
-from plugwarden.core.ray_runner import RayRunner
 from plugwarden.core.runner import LossHandler, Placement, Runner
 from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 
+if TYPE_CHECKING:
+    from plugwarden.core.inline import HostMemoryWatch
+    from plugwarden.core.ray_cluster import RayCluster
+
 __all__ = ["Backends"]
 
 
 class Backends:
-    def __init__(self, ray: RayConfig | None = None) -> None:
+    """``zygote``: one already booting (``plugwarden serve`` starts it before
+    importing the host), used for the process runners; closed with them."""
+
+    def __init__(self, ray: RayConfig | None = None, zygote: Zygote | None = None) -> None:
         self._ray_config = ray or RayConfig()
+        self._zygote = zygote
         self._ray: RayCluster | None = None
         self._lock = threading.Lock()
         self._process: ProcessServices | None = None
@@ -57,12 +63,19 @@ class Backends:
             if self._closed:
                 raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
             runner: Runner
+            # The inline and Ray runners are imported on first use: their guards
+            # need wrapt, which a host of process plugins never imports.
             if limits.isolation == "inline":
+                from plugwarden.core.inline import HostMemoryWatch, InlineRunner
+
                 if self._inline is None:
                     self._inline = (ElasticExecutor(), HostMemoryWatch())
                 executor, watch = self._inline
                 runner = InlineRunner(source, limits, executor, watch, on_loss)
             elif limits.isolation in RAY_ISOLATIONS:
+                from plugwarden.core.ray_cluster import RayCluster
+                from plugwarden.core.ray_runner import RayRunner
+
                 if self._ray is None:
                     self._ray = RayCluster(self._ray_config)
                 runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
@@ -73,7 +86,7 @@ class Backends:
 
     def _process_services(self) -> ProcessServices:
         if self._process is None:
-            self._process = ProcessServices(Zygote(), OutputPump())
+            self._process = ProcessServices(self._zygote or Zygote(), OutputPump())
         return self._process
 
     def prestart_zygote(self) -> None:
@@ -110,6 +123,8 @@ class Backends:
         if process is not None:
             process.zygote.close()
             process.pump.close()
+        if self._zygote is not None:  # given, and perhaps never used
+            self._zygote.close()
         if inline is not None:
             inline[0].close()
             inline[1].close()

@@ -27,7 +27,9 @@ from plugwarden.core.registry import PluginStatus, Registry
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import Runner
 from plugwarden.core.supervisor import Supervisor
+from plugwarden.core.zygote import Zygote
 from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import PlugwardenError
 
 __all__ = ["Host"]
 
@@ -40,7 +42,10 @@ class Host:
     ``config`` is a :class:`HostConfig`, a mapping shaped like the TOML file,
     a path to one, or None (``plugwarden.toml`` here, else the defaults).
     ``search_path`` limits discovery to those directories (default
-    ``sys.path``), ``only`` to those plugin names (default: every one)."""
+    ``sys.path``), ``only`` to those plugin names (default: every one).
+    ``zygote``: a :class:`~plugwarden.core.zygote.Zygote` already booting,
+    to fork the workers (``plugwarden serve`` starts one before it imports
+    the host); by default the host starts its own."""
 
     def __init__(
         self,
@@ -48,6 +53,7 @@ class Host:
         *,
         search_path: Sequence[str] | None = None,
         only: Collection[str] | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         if isinstance(config, HostConfig):
             self.config = config
@@ -58,7 +64,7 @@ class Host:
         self._search_path = None if search_path is None else list(search_path)
         self._only = None if only is None else frozenset(only)
         self.registry = Registry(self.config.lock_timeout_s)
-        self._backends = Backends(self.config.ray)
+        self._backends = Backends(self.config.ray, zygote)
         self._supervisor = Supervisor(self.config, self.registry, self._backends)
         self._calls = Calls(self.config, self.registry, self._supervisor)
         self.job_queue = JobQueue(self.config.jobs, self._calls, self._supervisor)
@@ -94,6 +100,23 @@ class Host:
             found = discover(self._search_path)
             self._supervisor.start(found if self._only is None else found.only(self._only))
             self._started.set()
+
+    def start_in_background(self) -> threading.Thread:
+        """:meth:`start`, then the health checks, on a thread of its own,
+        which is returned: a server answers meanwhile (``/readyz`` says
+        startup has not finished until it has)."""
+
+        def start() -> None:
+            self.start()
+            self.start_health_checks()
+            try:
+                log.info("plugwarden: %d plugins started", len(self.registry.names()))
+            except PlugwardenError as exc:  # the registry busy: the count can wait
+                log.info("plugwarden: plugins started (%s)", exc)
+
+        starter = threading.Thread(target=start, name="plugwarden-start", daemon=True)
+        starter.start()
+        return starter
 
     @property
     def started(self) -> bool:

@@ -1,6 +1,7 @@
-"""The HTTP side of plugwarden: the Starlette app and ``plugwarden serve``."""
+"""The HTTP side of plugwarden: the Starlette app (:mod:`.app`), the
+uvicorn server around it (:mod:`.server`) and ``plugwarden serve``
+(:mod:`.launch`).
 
-from plugwarden.web.app import create_app
-from plugwarden.web.server import build, serve
-
-__all__ = ["build", "create_app", "serve"]
+Nothing is imported with the package: ``plugwarden serve`` imports the web
+stack only once the plugins are starting (issue 14: start time).
+"""

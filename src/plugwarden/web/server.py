@@ -29,11 +29,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from plugwarden.config import HostConfig
 from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import ConfigError, PlugwardenError
-from plugwarden.logs import configure as configure_logging
 from plugwarden.web.app import create_app
 
-__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "listen", "serve", "uvicorn_config"]
+__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "run", "uvicorn_config"]
 
 log = logging.getLogger("plugwarden.server")
 
@@ -96,21 +94,14 @@ def uvicorn_config(app: Starlette, config: HostConfig, **options: Any) -> uvicor
     )
 
 
-def build(host: Host, config: HostConfig) -> Starlette:
-    """The app, with a lifespan that starts the host and closes it."""
+def build(host: Host, config: HostConfig, *, start: bool = True) -> Starlette:
+    """The app, with a lifespan that starts the host in the background
+    (unless ``start`` is False: the caller started it) and closes it."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        def start() -> None:
-            host.start()
-            host.start_health_checks()
-            try:
-                log.info("plugwarden: %d plugins started", len(host.registry.names()))
-            except PlugwardenError as exc:  # the registry busy: the count can wait
-                log.info("plugwarden: plugins started (%s)", exc)
-
-        starter = threading.Thread(target=start, name="plugwarden-start", daemon=True)
-        starter.start()
+        if start:
+            host.start_in_background()
         try:
             yield
         finally:
@@ -161,56 +152,12 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-SAMPLE_TOKENS = frozenset({"change-me"})  # the README's example
-MIN_TOKEN_LENGTH = 16
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a busy port is one clear
-    error before anything starts (uvicorn would report it after startup)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP given: asyncio sets TCP_NODELAY only on sockets that say so
-    # (without it every response waits ~40 ms for a delayed ACK).
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise ConfigError(
-            "serve",
-            None,
-            f"cannot listen on {host}:{port} ({exc.strerror}). Stop what holds the port, or "
-            "choose another with --port or [server] port.",
-        ) from None
-    listener.listen(2048)
-    return listener
-
-
-def serve(config: HostConfig, host: str | None = None, port: int | None = None) -> int:
-    bind_host = host or config.server.host
-    bind_port = config.server.port if port is None else port
-    configure_logging(config.server.log_format)
-    listener = listen(bind_host, bind_port)
-    token = config.server.token
-    if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
-        log.warning(
-            "The [server] token is %s: anyone who guesses it can run and restart plugins. "
-            "Use a random one, e.g. python -c 'import secrets; print(secrets.token_urlsafe())'",
-            "the README's sample"
-            if token in SAMPLE_TOKENS
-            else f"under {MIN_TOKEN_LENGTH} characters",
-        )
-    plugin_host = Host(config)
-    try:
-        plugin_host.prepare()  # a bad jobs database: one clear error (exit 2), not a thread's
-    except PlugwardenError:
-        listener.close()
-        plugin_host.close()
-        raise
+def run(host: Host, config: HostConfig, listener: socket.socket) -> int:
+    """Serve ``host`` (already starting) on ``listener`` until a signal
+    ends the server; the exit status (0: a clean drain)."""
     server = DrainingServer(
         uvicorn_config(
-            build(plugin_host, config),
+            build(host, config, start=False),
             config,
             log_level="info",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
@@ -218,7 +165,7 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
             # JSON: uvicorn's own records go through our formatter too.
             **({"log_config": None} if config.server.log_format == "json" else {}),
         ),
-        plugin_host,
+        host,
         config.server.drain_timeout_s,
     )
     server.run(sockets=[listener])
