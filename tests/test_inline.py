@@ -8,6 +8,7 @@ import pytest
 
 from plugwarden import State
 from plugwarden.core.executor import ElasticExecutor
+from plugwarden.core.inline import copy_for_plugin
 from tests.conftest import ECHO, plugin_source
 
 INLINE = {"defaults": {"isolation": "inline"}}
@@ -109,3 +110,35 @@ class TestElasticExecutor:
         assert not stuck.wait(0)
         release.set()
         assert stuck.wait(10)
+
+
+class TestArgumentCopy:
+    def test_a_plugin_changing_plain_args_changes_only_its_copy(self, inline_host):
+        body = "args['x'] = 'theirs'\nargs['new'] = 1\nreturn sorted(args)"
+        host = inline_host(plugin_source(body))
+        mine = {"x": "mine", "n": 2}
+        assert host.call("p", "t", mine).result == ["n", "new", "x"]
+        assert mine == {"x": "mine", "n": 2}
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"tool": "t", "args": {"x": 1, "y": None, "z": 1.5, "b": b"raw", "t": True}},
+            {"tool": "t", "args": {"nested": {"x": [1, 2]}}},
+            {"config": {"models": ["a"]}},
+            {"tool": "t", "args": {(1, 2): "tuple key"}},
+        ],
+    )
+    def test_the_copy_is_equal_and_shares_nothing_mutable(self, kwargs):
+        copied = copy_for_plugin(kwargs)
+        assert copied == kwargs and copied is not kwargs
+        for key, value in kwargs.items():
+            if isinstance(value, dict):
+                assert copied[key] is not value
+
+    def test_shared_and_cyclic_values_are_copied_as_deepcopy_does(self):
+        shared: list[object] = []
+        shared.append(shared)
+        copied = copy_for_plugin({"tool": "t", "args": {"a": shared, "b": shared}})
+        a, b = copied["args"]["a"], copied["args"]["b"]
+        assert a is b and a[0] is a and a is not shared

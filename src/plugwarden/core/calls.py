@@ -48,7 +48,8 @@ class Calls:
     ) -> CallResult:
         """``timeout_s`` None: the plugin's ``timeout_s``. A job passes its
         own timeout and its ``control``."""
-        arguments = dict(args) if isinstance(args, Mapping) else {}
+        # type() first: isinstance against an ABC costs ~1 us, on every call.
+        arguments = dict(args) if type(args) is dict or isinstance(args, Mapping) else {}
         refused = self.refusal(name, tool, args)
         if refused is not None:
             return refused.of_call(name, tool, arguments)
@@ -113,7 +114,7 @@ class Calls:
             return CallResult.failure(
                 "tool must be a non-empty string", ErrorType.INVALID_ARGUMENTS
             )
-        if args is not None and not isinstance(args, Mapping):
+        if args is not None and type(args) is not dict and not isinstance(args, Mapping):
             return CallResult.failure(
                 f"args must be a JSON object, got {type(args).__name__}",
                 ErrorType.INVALID_ARGUMENTS,

@@ -43,21 +43,22 @@ class Task:
         # A broad except is what this library is for: the executor thread
         # must survive whatever the plugin does.
         except BaseException as exc:  # noqa: BLE001
-            self._finish(error=exc)
+            self._finish(None, exc, None)
         else:
-            self._finish(value=value)
+            self._finish(value, None, None)
 
     def trip(self, guard: str, measure: int) -> None:
         """A guard gave up on this task: the waiter is released now."""
-        self._finish(guard=(guard, measure))
+        self._finish(None, None, (guard, measure))
 
-    def _finish(self, **fields: Any) -> None:
+    def _finish(
+        self, value: Any, error: BaseException | None, guard: tuple[str, int] | None
+    ) -> None:
         with self._finish_lock:
             if self._finished:
                 return
             self._finished = True
-            for key, val in fields.items():
-                setattr(self, key, val)
+            self.value, self.error, self.guard = value, error, guard
         self._done.release()
 
     def wait(self, timeout_s: float) -> bool:

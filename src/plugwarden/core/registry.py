@@ -188,10 +188,11 @@ class Registry:
         # saw the same states, reasons, health and info.
         self.version = 0
 
-    def _changed(self, entry: _Entry, *, call: bool = False) -> None:
+    def _changed(self, entry: _Entry) -> None:
+        """Anything but a call's own bookkeeping changed (that clears
+        ``entry.cached`` alone)."""
         entry.cached = None
-        if not call:
-            self.version += 1
+        self.version += 1
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -300,24 +301,31 @@ class Registry:
     def begin_call(self, name: str) -> PluginStatus | int:
         """Count a call in flight (the plugin reads RUNNING while one is).
         Returns the generation it runs against, or the status that refuses it."""
-        with self._lock.write(self.lock_timeout_s):
+        # On every call: the lock entered without a context manager (~1 us).
+        self._lock.acquire_write(self.lock_timeout_s)
+        try:
             entry = self._entry(name)
             if entry.state not in _BUSY_IDLE:
                 return entry.snapshot()
             entry.in_flight += 1
-            self._changed(entry, call=True)
+            entry.cached = None  # a call's own bookkeeping: no version bump
             return entry.generation
+        finally:
+            self._lock.release_write()
 
     def end_call(self, name: str, result: CallResult, generation: int) -> None:
         """Record a finished call. A call of an older generation (the plugin
         was restarted meanwhile) counts in the metrics and nothing else."""
-        with self._lock.write(self.lock_timeout_s):
+        self._lock.acquire_write(self.lock_timeout_s)
+        try:
             entry = self._entry(name)
-            self._changed(entry, call=True)
+            entry.cached = None
             entry.metrics.record(result)
             if _stale(entry, generation):
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
+        finally:
+            self._lock.release_write()
         if self._idle_waiters:
             with self._idle:
                 self._idle.notify_all()

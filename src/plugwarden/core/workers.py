@@ -182,8 +182,10 @@ class WorkerProcess:
             # Fast plugins answer within microseconds: poll without sleeping
             # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
             polling = now < spin_until
-            slice_s = memory_check_s(self.last_bytes, self.limit_bytes)
-            wait_ms = 0 if polling else min(remaining, slice_s) * 1000
+            if polling:
+                wait_ms = 0.0
+            else:
+                wait_ms = min(remaining, memory_check_s(self.last_bytes, self.limit_bytes)) * 1000
             events = dict(self._poller.poll(wait_ms))
             if spinning and (events or not polling):
                 self._spin.caught(polling)  # the poll caught the reply, or it missed
