@@ -54,6 +54,59 @@ class TestServe:
         assert "Application shutdown complete." in output
         assert "Traceback" not in output
 
+    def test_a_sigterm_before_uvicorn_runs_drains_too(
+        self, plugwarden_plugin, plugwarden_site, tmp_path
+    ):
+        """serve starts its plugins before it imports the web stack: a
+        SIGTERM in between still drains (exit 0), and leaves nothing."""
+        plugwarden_plugin("p1", ECHO)
+        gate = tmp_path / "gate"
+        script = WEB_IMPORT_WAITS.format(gate=str(gate), port=free_port())
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(plugwarden_site)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            reached = tmp_path / "gate.reached"
+            wait_for(reached.exists, 60, "serve to reach its import of uvicorn")
+            family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+            assert family  # the zygote, at least
+            proc.send_signal(signal.SIGTERM)
+            gate.touch()
+            assert proc.wait(60) == 0
+            wait_for(lambda: all(gone(pid) for pid in family), what="every child to exit")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            proc.stdout.close()
+        assert "clean drain" in output
+        assert "Traceback" not in output
+
+
+# Runs plugwarden serve, holding its first import of uvicorn until the test
+# opens the gate: the moment between the plugins' start and uvicorn's.
+WEB_IMPORT_WAITS = """
+import importlib.abc, os, sys, time
+
+class Gate(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvicorn":
+            sys.meta_path.remove(self)
+            open({gate!r} + ".reached", "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists({gate!r}) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, Gate())
+from plugwarden.cli import main
+sys.exit(main(["serve", "--port", "{port}"]))
+"""
+
 
 HOLD = """
 from plugwarden import hookimpl

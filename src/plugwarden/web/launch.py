@@ -9,7 +9,9 @@ other CPUs.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import threading
 
 from plugwarden.config import HostConfig
 from plugwarden.exceptions import ConfigError, PlugwardenError
@@ -75,10 +77,23 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
         listener.close()
         plugin_host.close()
         raise
+    # A SIGTERM or Ctrl-C from now on drains, even before uvicorn runs.
+    early = _capture_signals()
     plugin_host.start_in_background()
     try:
         from plugwarden.web.server import run
 
-        return run(plugin_host, config, listener)
+        return run(plugin_host, config, listener, early)
     finally:
         plugin_host.close()  # uvicorn's lifespan did, unless the server never started
+
+
+def _capture_signals() -> list[int]:
+    """The SIGINTs and SIGTERMs that come until uvicorn handles them (it
+    puts these handlers back when it stops: later ones are ignored, as the
+    host is closing anyway)."""
+    early: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda number, _frame: early.append(number))
+    return early

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 from typing import Any
 
@@ -111,14 +111,30 @@ def build(host: Host, config: HostConfig, *, start: bool = True) -> Starlette:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, whose first SIGTERM/SIGINT drains the host before stopping."""
+    """uvicorn, whose first SIGTERM/SIGINT drains the host before stopping.
+    ``early``: signals that came before uvicorn took the handlers over (the
+    plugins start before it runs), handled as soon as it has."""
 
-    def __init__(self, config: uvicorn.Config, host: Host, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        host: Host,
+        drain_timeout_s: float,
+        early: list[int] | None = None,
+    ) -> None:
         super().__init__(config)
         self.host = host
         self.drain_timeout_s = drain_timeout_s
         self.drained_clean = True
         self._drainer: threading.Thread | None = None
+        self._early = early if early is not None else []
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            for sig in list(self._early):  # no longer appended to: uvicorn's handlers are in
+                self.handle_exit(sig, None)
+            yield
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drainer is None:
@@ -152,9 +168,12 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run(host: Host, config: HostConfig, listener: socket.socket) -> int:
+def run(
+    host: Host, config: HostConfig, listener: socket.socket, early: list[int] | None = None
+) -> int:
     """Serve ``host`` (already starting) on ``listener`` until a signal
-    ends the server; the exit status (0: a clean drain)."""
+    ends the server; the exit status (0: a clean drain). ``early``: the
+    signals that came before (see :class:`DrainingServer`)."""
     server = DrainingServer(
         uvicorn_config(
             build(host, config, start=False),
@@ -167,6 +186,7 @@ def run(host: Host, config: HostConfig, listener: socket.socket) -> int:
         ),
         host,
         config.server.drain_timeout_s,
+        early,
     )
     server.run(sockets=[listener])
     if not server.started:
