@@ -50,6 +50,18 @@ def graph() -> dict[str, set[str]]:
     return edges
 
 
+def imported_by(statements: str, watched: tuple[str, ...]) -> list[str]:
+    """The modules of ``watched`` (or under them) that a fresh interpreter
+    has imported after running ``statements``."""
+    probe = (
+        f"import sys\n{statements}\n"
+        f"print(sorted(m for m in sys.modules if m in {watched!r} "
+        f"or m.split('.')[0] in {watched!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return ast.literal_eval(done.stdout.strip())
+
+
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     found, state, stack = [], {}, []
 
@@ -114,26 +126,18 @@ class TestStructure:
         for name in plugwarden.__all__:
             assert getattr(plugwarden, name) is not None, name
         assert plugwarden.__version__
-        probe = (
-            "import sys\nfrom plugwarden import hookimpl\nimport plugwarden.core.worker\n"
-            "print(sorted(m for m in sys.modules if m in "
-            "('plugwarden.core.host', 'plugwarden.config', 'starlette', 'uvicorn')))"
+        loaded = imported_by(
+            "from plugwarden import hookimpl\nimport plugwarden.core.worker",
+            ("plugwarden.core.host", "plugwarden.config", "starlette", "uvicorn"),
         )
-        loaded = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-        ).stdout
-        assert loaded.strip() == "[]"
+        assert loaded == []
 
     def test_serve_starts_the_plugins_before_it_imports_the_web_stack(self):
         """What ``plugwarden serve`` imports before its plugins start: not
         the client commands' rich and httpx, not the web stack (imported
         while the workers start), not wrapt (inline and Ray guards only)."""
-        probe = (
-            "import sys\nimport plugwarden.cli, plugwarden.web.launch, plugwarden.core.host\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('rich', 'httpx', 'starlette', 'uvicorn', 'wrapt')))"
+        loaded = imported_by(
+            "import plugwarden.cli, plugwarden.web.launch, plugwarden.core.host",
+            ("rich", "httpx", "starlette", "uvicorn", "wrapt"),
         )
-        loaded = subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-        ).stdout
-        assert loaded.strip() == "[]"
+        assert loaded == []
