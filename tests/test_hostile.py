@@ -33,6 +33,13 @@ def containment(request, monkeypatch):
     return request.param
 
 
+def zygote_of(worker: int) -> psutil.Process:
+    """The zygote that forked ``worker`` (its parent, or its keeper's
+    parent) for a host in this process: the worker's ancestor that is a
+    child of this process."""
+    return next(p for p in psutil.Process(worker).parents() if p.ppid() == os.getpid())
+
+
 def host_script(site, body: str) -> subprocess.CompletedProcess[str]:
     """Run ``body`` in a fresh interpreter with ``host`` started on ``site``."""
     script = textwrap.dedent(f"""
@@ -239,11 +246,7 @@ class TestNothingOutsideItsTree:
         plugwarden_plugin("killer", plugin_source(body))
         plugwarden_plugin("sibling", ECHO)
         host = plugwarden_host(NO_RESTART)
-        zygote = next(
-            p.pid
-            for p in psutil.Process().children()
-            if "plugwarden.core.forker" in p.cmdline()[-3]
-        )
+        zygote = zygote_of(host.worker_pids("sibling")[0]).pid
         targets = [os.getpid(), zygote, *host.worker_pids("sibling")]
         result = host.call("killer", "t", {"pids": targets})
         assert result.result == []
@@ -274,7 +277,7 @@ class TestNothingOutsideItsTree:
         plugwarden_plugin("p", ECHO)
         host = plugwarden_host({"defaults": FAST})
         (worker,) = host.worker_pids("p")
-        zygote = psutil.Process(worker).parent().parent()
+        zygote = zygote_of(worker)
         zygote.kill()
 
         def named() -> bool:
@@ -287,7 +290,7 @@ class TestNothingOutsideItsTree:
         wait_for(lambda: host.worker_pids("p") not in ([], [worker]), what="a new worker")
         assert host.status("p").state is State.INITIALIZED
         assert host.call("p", "t", {}).ok
-        assert psutil.Process(host.worker_pids("p")[0]).parent().parent().pid != zygote.pid
+        assert zygote_of(host.worker_pids("p")[0]).pid != zygote.pid
 
     @pytest.mark.parametrize("trial", range(3))
     def test_nothing_outlives_a_host_killed_with_sigkill(
