@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from plugwarden import State
+from plugwarden.core import containment
 from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
@@ -302,6 +303,40 @@ return "fine"
         assert "SIGKILL" in status.reason and "while idle" in status.reason
         assert status.metrics["guard_trips"]["crash"] == 1
         assert_sibling_answers(host)
+
+    @pytest.mark.parametrize("level", ["pid-namespace", "subreaper"])
+    def test_a_root_zygote_forks_a_namespaced_worker_itself(
+        self, plugwarden_plugin, plugwarden_host, monkeypatch, level
+    ):
+        """As root the zygote forks each worker straight into a PID namespace
+        of its own (no keeper process); at the subreaper level a keeper sits
+        between them. Either way a crash is reported and replaced."""
+        if os.geteuid() != 0 or containment.probe() != "pid-namespace":
+            pytest.skip("needs root and PID namespaces")
+        if level == "subreaper":
+            monkeypatch.setenv("PLUGWARDEN_CONTAINMENT", "subreaper")
+        plugwarden_plugin("p", plugin_source("import ctypes\nctypes.string_at(0)"))
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host()
+        for name in ("p", "sibling"):
+            (worker,) = host.worker_pids(name)
+            parent = psutil.Process(worker).parent()
+            if level == "pid-namespace":
+                assert parent.ppid() == os.getpid()  # the zygote, a child of this host
+                assert namespaced_pids(worker)[-1] == 1
+            else:
+                assert parent.parent().ppid() == os.getpid()  # keeper, then the zygote
+                assert len(namespaced_pids(worker)) == 1
+        result = host.call("p", "t", {})
+        assert result.guard == "crash" and "SIGSEGV" in result.error
+        assert_sibling_answers(host)
+
+
+def namespaced_pids(pid: int) -> list[int]:
+    """``pid`` in each PID namespace it is in, outermost first."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("NSpid:"))
+    return [int(n) for n in line.split()[1:]]
 
 
 class TestZygoteSweep:

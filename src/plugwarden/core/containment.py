@@ -36,10 +36,12 @@ __all__ = [
     "children",
     "enter_pid_namespace",
     "kill_descendants",
+    "may_unshare_pid_namespace",
     "probe",
     "set_death_signal",
     "set_subreaper",
     "tree",
+    "unshare_pid_namespace",
 ]
 
 LEVELS = {
@@ -79,6 +81,33 @@ def set_death_signal(sig: int = signal.SIGKILL) -> bool:
     return _prctl(_PR_SET_PDEATHSIG, sig)
 
 
+def may_unshare_pid_namespace() -> bool:
+    """Whether this process may give each child a PID namespace of its own
+    with :func:`unshare_pid_namespace` (root, and the level not forced down)."""
+    return os.environ.get(FORCE_ENV) != "subreaper" and os.geteuid() == 0 and _libc() is not None
+
+
+def unshare_pid_namespace() -> bool:
+    """Root only: make this process's next child PID 1 of a new PID
+    namespace; whether it worked. Repeatable: the kernel unshares only from
+    the process's own namespace, so the children's namespace is set back to
+    it first (its fd is closed at once: a worker must not inherit a way
+    back out of its namespace)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if libc.setns(own, _CLONE_NEWPID) != 0:
+            return False
+    finally:
+        os.close(own)
+    return bool(libc.unshare(_CLONE_NEWPID) == 0)
+
+
 def enter_pid_namespace() -> bool:
     """Make this (single-threaded) process's next child PID 1 of a new PID
     namespace; whether that worked. Root needs no user namespace."""
@@ -88,7 +117,7 @@ def enter_pid_namespace() -> bool:
     if libc is None:
         return False
     if os.geteuid() == 0:
-        return bool(libc.unshare(_CLONE_NEWPID) == 0)
+        return unshare_pid_namespace()
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
         return False
