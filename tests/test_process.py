@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,6 @@ import psutil
 import pytest
 
 from plugwarden import State
-from plugwarden.core import containment
 from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
@@ -207,6 +207,7 @@ class TestWorkerLifecycle:
         flag.write_text("1")
         body = f"""
 import os
+import shutil
 if os.path.exists({str(flag)!r}):
     os.remove({str(flag)!r})
     os._exit(9)
@@ -311,8 +312,8 @@ return "fine"
         """As root the zygote forks each worker straight into a PID namespace
         of its own (no keeper process); at the subreaper level a keeper sits
         between them. Either way a crash is reported and replaced."""
-        if os.geteuid() != 0 or containment.probe() != "pid-namespace":
-            pytest.skip("needs root and PID namespaces")
+        if not direct_forks():
+            pytest.skip("needs root, with PID namespaces it may unshare and set back")
         if level == "subreaper":
             monkeypatch.setenv("PLUGWARDEN_CONTAINMENT", "subreaper")
         plugwarden_plugin("p", plugin_source("import ctypes\nctypes.string_at(0)"))
@@ -330,6 +331,59 @@ return "fine"
         result = host.call("p", "t", {})
         assert result.guard == "crash" and "SIGSEGV" in result.error
         assert_sibling_answers(host)
+
+
+KEEPER_PROBE = """
+import json, os, psutil
+from plugwarden import Host
+host = Host({{"defaults": {{"restart": "never"}}, "jobs": {{"path": ":memory:"}}}},
+            search_path=[{site!r}])
+host.start()
+(worker,) = host.worker_pids("p")
+with open(f"/proc/{{worker}}/status") as status:
+    nspid = next(line for line in status if line.startswith("NSpid:")).split()[1:]
+keeper = psutil.Process(worker).parent()
+print(json.dumps({{
+    "keeper": keeper.pid != worker and keeper.parent().ppid() == os.getpid(),
+    "nspid": nspid,
+    "ok": host.call("p", "t", {{"n": 1}}).ok,
+}}))
+host.close()
+"""
+
+
+def test_root_of_a_user_namespace_gets_namespaced_workers_through_keepers(
+    plugwarden_plugin, plugwarden_site
+):
+    """Root inside a user namespace cannot set a PID namespace back to the
+    one it shares with the machine, so its zygote falls back to keepers,
+    each of which still puts its worker in a PID namespace of its own."""
+    plugwarden_plugin("p", ECHO)
+    command = ["unshare", "--map-root-user", sys.executable, "-c"]
+    if shutil.which("unshare") is None or subprocess.run([*command, "pass"]).returncode:
+        pytest.skip("needs unshare and user namespaces")
+    done = subprocess.run(
+        [*command, KEEPER_PROBE.format(site=str(plugwarden_site))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["keeper"] and seen["ok"]
+    assert len(seen["nspid"]) >= 2 and seen["nspid"][-1] == "1"
+
+
+def direct_forks() -> bool:
+    """Whether a zygote here forks workers straight into PID namespaces
+    (asked of a fresh interpreter: the probe changes its caller's namespace
+    for children)."""
+    probe = (
+        "from plugwarden.core import containment as c\n"
+        "print(c.may_unshare_pid_namespace() and c.unshare_pid_namespace())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.strip() == "True"
 
 
 def namespaced_pids(pid: int) -> list[int]:

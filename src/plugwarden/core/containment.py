@@ -116,8 +116,8 @@ def enter_pid_namespace() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    if os.geteuid() == 0:
-        return unshare_pid_namespace()
+    if os.geteuid() == 0:  # a fresh process (a keeper): its children's namespace is its own
+        return bool(libc.unshare(_CLONE_NEWPID) == 0)
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
         return False
