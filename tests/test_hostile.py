@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from plugwarden import ErrorType, State
+from plugwarden.core import containment as containment_level
 from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 NO_RESTART = {"defaults": {"restart": "never"}}
@@ -236,6 +237,8 @@ class TestNothingOutsideItsTree:
     ):
         """In a PID namespace the host, the zygote and other workers do not
         exist for the plugin: kill() finds nothing to kill."""
+        if containment_level.probe() != "pid-namespace":
+            pytest.skip("no PID namespaces here: the plugin would kill this test run")
         body = (
             "import os\nfound = []\n"
             "for pid in args['pids']:\n"
