@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from packaging.utils import canonicalize_name
 
+from plugwarden.core.distmeta import DistHead, read_head
+
 __all__ = ["ENTRY_POINT_GROUP", "Discovery", "PluginSource", "discover"]
 
 ENTRY_POINT_GROUP = "plugwarden.plugins"
@@ -75,15 +77,19 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
     seen_dists: set[str] = set()
     claims: dict[str, list[PluginSource]] = {}
     for dist in distributions(path=list(search)):
-        dist_name = dist.metadata["Name"] or "unknown"
+        head = read_head(dist)
+        dist_name = head.name or "unknown"
         key = canonicalize_name(dist_name)
         if key in seen_dists:
-            continue
+            continue  # shadowed by a copy earlier on the path: an import would not see it
         seen_dists.add(key)
+        if ENTRY_POINT_GROUP not in (dist.read_text("entry_points.txt") or ""):
+            continue  # most distributions: no plugin, and nothing more to read
+        head = read_head(dist, requires=True)
         for entry_point in dist.entry_points:
             if entry_point.group != ENTRY_POINT_GROUP:
                 continue
-            source = _source(entry_point.name, entry_point.value, dist, dist_name, search)
+            source = _source(entry_point.name, entry_point.value, dist, head, search)
             claims.setdefault(source.name, []).append(source)
     unaddressable = {
         name: found[0] for name, found in claims.items() if not ADDRESSABLE.fullmatch(name)
@@ -95,15 +101,16 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
 
 
 def _source(
-    name: str, value: str, dist: Distribution, dist_name: str, search: tuple[str, ...]
+    name: str, value: str, dist: Distribution, head: DistHead, search: tuple[str, ...]
 ) -> PluginSource:
     module = value.partition(":")[0].strip()
     return PluginSource(
         name=name,
         value=value,
-        dist_name=dist_name,
-        dist_version=dist.version or "0",
-        requires=tuple(dist.requires or ()),
+        dist_name=head.name or "unknown",
+        dist_version=head.version or "0",
+        # No Requires-Dist header: an egg-info's requires.txt, or nothing.
+        requires=head.requires if head.requires is not None else tuple(dist.requires or ()),
         package_dir=package_dir(module.split(".")[0], search),
         search_path=search,
     )
