@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -58,7 +59,11 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """libc, loaded once per process tree: a worker forked from the zygote
+    inherits it (and the functions already looked up) instead of loading it
+    again at each start (~0.3 ms of a worker's start)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
