@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -22,6 +25,37 @@ def answers(url: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def running(
+    command: list[str], cwd: Path, site: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
+    """``command`` running with ``site`` on its path; its output, once it
+    has ended (killed if still running), is the list's one item."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output: list[str] = []
+    try:
+        yield proc, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output.append(proc.stdout.read().decode() if proc.stdout else "")
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def drains_clean(
+    proc: subprocess.Popen[bytes], family: list[int], then: Callable[[], object] = lambda: None
+) -> None:
+    """SIGTERM (then ``then()``): a clean drain, exit 0, no process left."""
+    proc.send_signal(signal.SIGTERM)
+    then()
+    assert proc.wait(60) == 0
+    wait_for(lambda: all(gone(pid) for pid in family), what="every child to exit")
+
+
 class TestServe:
     def test_sigterm_shuts_down_cleanly_leaving_no_process(
         self, plugwarden_plugin, plugwarden_site, tmp_path
@@ -29,30 +63,16 @@ class TestServe:
         plugwarden_plugin("p1", ECHO)
         plugwarden_plugin("p2", ECHO)
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(plugwarden_site)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        command = [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)]
+        with running(command, tmp_path, plugwarden_site) as (proc, output):
             wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 60, "readiness")
             names = {p["name"] for p in httpx.get(f"http://127.0.0.1:{port}/v1/plugins").json()}
             assert {"p1", "p2"} <= names
             family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
             assert len(family) >= 3  # the zygote and two workers
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0  # a clean drain: nothing was in flight
-            wait_for(lambda: all(gone(pid) for pid in family), what="every child to exit")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            output = proc.stdout.read().decode() if proc.stdout else ""
-            proc.stdout.close()
-        assert "Application shutdown complete." in output
-        assert "Traceback" not in output
+            drains_clean(proc, family)  # nothing was in flight
+        assert "Application shutdown complete." in output[0]
+        assert "Traceback" not in output[0]
 
     def test_a_sigterm_before_uvicorn_runs_drains_too(
         self, plugwarden_plugin, plugwarden_site, tmp_path
@@ -62,29 +82,14 @@ class TestServe:
         plugwarden_plugin("p1", ECHO)
         gate = tmp_path / "gate"
         script = WEB_IMPORT_WAITS.format(gate=str(gate), port=free_port())
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(plugwarden_site)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        with running([sys.executable, "-c", script], tmp_path, plugwarden_site) as (proc, output):
             reached = tmp_path / "gate.reached"
             wait_for(reached.exists, 60, "serve to reach its import of uvicorn")
             family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
             assert family  # the zygote, at least
-            proc.send_signal(signal.SIGTERM)
-            gate.touch()
-            assert proc.wait(60) == 0
-            wait_for(lambda: all(gone(pid) for pid in family), what="every child to exit")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            output = proc.stdout.read().decode() if proc.stdout else ""
-            proc.stdout.close()
-        assert "clean drain" in output
-        assert "Traceback" not in output
+            drains_clean(proc, family, then=gate.touch)
+        assert "clean drain" in output[0]
+        assert "Traceback" not in output[0]
 
 
 # Runs plugwarden serve, holding its first import of uvicorn until the test
