@@ -134,7 +134,7 @@ class Serving:
     """``plugwarden serve`` in a subprocess, with a plugin whose runs block
     until the test releases them."""
 
-    def __init__(self, site, tmp_path, drain_timeout_s):
+    def __init__(self, site, tmp_path, drain_timeout_s, own_group=False):
         self.tmp = tmp_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -148,6 +148,7 @@ class Serving:
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            process_group=0 if own_group else None,  # a group of its own: os.killpg
         )
         wait_for(lambda: answers(self.url + "/readyz"), 60, "readiness")
         self.family = [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
@@ -189,8 +190,8 @@ def serving(plugwarden_plugin, plugwarden_site, tmp_path):
     plugwarden_plugin("hold", HOLD.format(where=str(tmp_path)), manifest={"guards": {"workers": 3}})
     made = []
 
-    def make(drain_timeout_s=30):
-        made.append(Serving(plugwarden_site, tmp_path, drain_timeout_s))
+    def make(drain_timeout_s=30, own_group=False):
+        made.append(Serving(plugwarden_site, tmp_path, drain_timeout_s, own_group))
         return made[-1]
 
     yield make
@@ -223,6 +224,30 @@ class TestDrain:
         wait_for(lambda: all(gone(pid) for pid in server.family), what="every child to exit")
         output = server.output()
         assert "Traceback" not in output and " 500 " not in output
+
+    @pytest.mark.parametrize("level", ["pid-namespace", "subreaper"])
+    def test_a_sigterm_to_the_whole_process_group_drains_the_same(
+        self, serving, monkeypatch, level
+    ):
+        """``timeout``, a shell's job control or ``kill -- -PGID`` signal the
+        server's whole group, the zygote (and the keepers) with it: they
+        leave their end to the host, and the calls in flight finish."""
+        if level == "subreaper":
+            monkeypatch.setenv("PLUGWARDEN_CONTAINMENT", "subreaper")
+        server = serving(own_group=True)
+        threads = server.start_runs(2)
+
+        os.killpg(server.proc.pid, signal.SIGTERM)
+
+        wait_for(lambda: httpx.get(server.url + "/readyz").status_code == 503, what="not ready")
+        (server.tmp / "release").write_text("1")
+        for thread in threads:
+            thread.join(60)
+        assert sorted(r.json()["result"] for r in server.answers) == [0, 1]
+        assert server.proc.wait(60) == 0
+        wait_for(lambda: all(gone(pid) for pid in server.family), what="every child to exit")
+        output = server.output()
+        assert "zygote process died" not in output and "Traceback" not in output
 
     def test_calls_past_the_drain_timeout_end_with_a_shutting_down_record(self, serving):
         server = serving(drain_timeout_s=0.5)

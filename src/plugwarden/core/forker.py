@@ -62,7 +62,11 @@ def main(fd: int) -> None:
     """Entry point of the zygote process."""
     from plugwarden.core import worker  # the import this process exists to do once
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when to stop
+    # The host decides when to stop: a Ctrl-C, or a SIGTERM to the server's
+    # whole process group (timeout, job control, kill -- -PGID), drains the
+    # host, which then closes this zygote. Its children set their own.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     # No PR_SET_PDEATHSIG here: it fires when the host *thread* that started
     # the zygote ends. The zygote exits on EOF of the host's socket instead.
     containment.set_subreaper()
@@ -236,16 +240,19 @@ class _Forker:
 def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
     """The keeper: contain the worker, report it, outlive it by a moment."""
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
-    # The zygote gone (the host is): end the worker and all it left, then go.
-    signal.signal(signal.SIGTERM, lambda *_: _end_all())
-    containment.set_death_signal(signal.SIGTERM)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # SIGINT and SIGTERM stay ignored, as in the zygote: a signal to the
+    # server's whole process group is the host's to act on (it drains). The
+    # zygote gone (the host is): end the worker and all it left, then go.
+    signal.signal(signal.SIGHUP, lambda *_: _end_all())
+    containment.set_death_signal(signal.SIGHUP)
     containment.set_subreaper()
     level = "pid-namespace" if containment.enter_pid_namespace() else "subreaper"
     worker = os.fork()
     if worker == 0:
         os.close(told)
+        for sig in (signal.SIGINT, signal.SIGHUP):  # not the keeper's (serve sets SIGTERM's)
+            signal.signal(sig, signal.SIG_DFL)
         serve(*fds, label=label)
     for passed in fds:
         os.close(passed)
