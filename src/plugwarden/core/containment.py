@@ -37,6 +37,7 @@ __all__ = [
     "children",
     "enter_pid_namespace",
     "kill_descendants",
+    "kill_group",
     "may_unshare_pid_namespace",
     "probe",
     "set_death_signal",
@@ -159,6 +160,16 @@ def tree(pid: int) -> list[int]:
         found.append(child)
         pending += children(child)
     return found
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (a worker's: everything in it),
+    or ``pid`` alone before it has made its group."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def kill_descendants(pid: int) -> None:

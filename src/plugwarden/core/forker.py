@@ -167,8 +167,14 @@ class _Forker:
             os.close(passed)
         self.keepers[worker] = worker  # its own keeper: reaped and reported as one
         self._watch(worker, request)
-        reply = {"op": "forked", "id": request["id"], "pid": worker, "inner": 1}
-        self.sock.send(json.dumps(reply | {"level": "pid-namespace"}).encode())
+        reply = {
+            "op": "forked",
+            "id": request["id"],
+            "pid": worker,
+            "inner": 1,
+            "level": "pid-namespace",
+        }
+        self.sock.send(json.dumps(reply).encode())
 
     def _watch(self, worker: int, request: dict[str, Any]) -> None:
         limit = request.get("limit")
@@ -228,7 +234,7 @@ class _Forker:
             used = entry.memory.read()
             if entry.limit and used > entry.limit:
                 entry.killed_at = used  # the exit report says so: the host names the guard
-                _kill(pid)
+                containment.kill_group(pid)  # a keeper, or the namespace, takes what left it
             if used != entry.reported:
                 entry.reported = changed[str(pid)] = used
         figures = list(changed.items())
@@ -269,16 +275,6 @@ def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
     if os.WIFSIGNALED(status):
         _die_like(os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
-
-
-def _kill(worker: int) -> None:
-    """SIGKILL the worker's process group (its keeper kills whatever left
-    it), or the worker alone before it has made its group."""
-    try:
-        os.killpg(worker, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(worker, signal.SIGKILL)
 
 
 def _end_all() -> None:

@@ -15,7 +15,6 @@ import logging
 import os
 import pickle
 import select
-import signal
 import socket
 import threading
 import time
@@ -232,11 +231,7 @@ class WorkerProcess:
         for pid in containment.tree(self.pid):
             with contextlib.suppress(psutil.Error):
                 strays.append(psutil.Process(pid))
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.pid, signal.SIGKILL)
+        containment.kill_group(self.pid)
         for stray in strays:
             with contextlib.suppress(psutil.Error):
                 stray.kill()
