@@ -85,7 +85,6 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
         seen_dists.add(key)
         if ENTRY_POINT_GROUP not in (dist.read_text("entry_points.txt") or ""):
             continue  # most distributions: no plugin, and nothing more to read
-        head = read_head(dist, requires=True)
         for entry_point in dist.entry_points:
             if entry_point.group != ENTRY_POINT_GROUP:
                 continue

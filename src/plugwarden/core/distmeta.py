@@ -23,15 +23,15 @@ class DistHead:
     requires: tuple[str, ...] | None  # None: no Requires-Dist header (ask dist.requires)
 
 
-def read_head(dist: Distribution, *, requires: bool = False) -> DistHead:
-    """``dist``'s Name and Version headers (and its Requires-Dist ones, when
-    asked: they come after Name and Version, so the whole head is read)."""
+def read_head(dist: Distribution) -> DistHead:
+    """``dist``'s Name, Version and Requires-Dist headers: the lines before
+    the first empty one (the long description after it is never split)."""
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
     name = version = None
     needs: list[str] = []
-    for line in text.splitlines():
+    for line in text.split("\n\n", 1)[0].splitlines():
         if not line:
-            break  # the headers end at the first empty line
+            break  # the headers end at the first empty line (\r\n files too)
         key, _, value = line.partition(":")
         if key == "Name":
             name = value.strip()
@@ -39,6 +39,4 @@ def read_head(dist: Distribution, *, requires: bool = False) -> DistHead:
             version = value.strip()
         elif key == "Requires-Dist":
             needs.append(value.strip())
-        if name and version and not requires:
-            break
     return DistHead(name, version, tuple(needs) if needs else None)
