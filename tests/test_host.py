@@ -216,3 +216,21 @@ class TestClose:
             one_host()
         assert threading.active_count() == threads, [t.name for t in threading.enumerate()]
         assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_health_checks_go_on_after_a_round_finds_the_registry_busy(
+    plugwarden_plugin, plugwarden_host, caplog
+):
+    """A round that cannot read the plugin list (the write lock held past
+    the lock timeout) is skipped with a warning; the poller lives on."""
+    plugwarden_plugin("proc", ECHO)
+    host = plugwarden_host({"defaults": {"lock_timeout_s": 0.05, "health_interval_s": 0.05}})
+    host.start_health_checks()
+    wait_for(lambda: host.status("proc").health is not None, what="a first health check")
+    with host.registry.hold_write_lock():
+        wait_for(
+            lambda: any("health round skipped" in r.getMessage() for r in caplog.records),
+            what="a round that found the registry busy",
+        )
+    before = host.status("proc").health
+    wait_for(lambda: host.status("proc").health is not before, what="a check after that round")

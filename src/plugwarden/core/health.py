@@ -45,7 +45,13 @@ class HealthPoller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.round()
+            try:
+                self.round()
+            except PlugwardenError as exc:  # the registry busy: the next round will do
+                log.warning("health round skipped: %s", exc)
+            # A failed round must never end the poller.
+            except Exception:
+                log.exception("health round failed")
             self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
 
     def round(self) -> None:
