@@ -196,3 +196,17 @@ class TestVersion:
         registry.fail("p", "gone")
         assert registry.cached_status("p") is None
         assert registry.cached_status("ghost") is None
+
+    def test_a_stale_hold_drops_the_cached_snapshots_so_every_reader_waits(self):
+        registry = Registry(lock_timeout_s=0.05)
+        registry.transition("p", State.LOADED)
+        registry.status("p")
+        version = registry.version
+        with registry.hold_write_lock(stale=True):
+            assert registry.cached_status("p") is None
+            assert registry.version == version + 1
+            result = []
+            thread = threading.Thread(target=lambda: result.append(_try_status(registry)))
+            thread.start()
+            thread.join()
+        assert isinstance(result[0], RegistryTimeout)

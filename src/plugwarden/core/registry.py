@@ -377,9 +377,16 @@ class Registry:
         with self._lock.read(self.lock_timeout_s):
             return name in self._entries
 
-    def hold_write_lock(self) -> Any:
-        """The write lock itself, for tests and maintenance that must block readers."""
-        return self._lock.write(self.lock_timeout_s)
+    def hold_write_lock(self, *, stale: bool = False) -> Any:
+        """The write lock itself, for tests and maintenance that must block
+        readers. Readers of an unchanged record's cached snapshot do not
+        wait for it; ``stale=True`` drops those snapshots and bumps the
+        version, as a write does, so that every reader needs the lock."""
+        held = self._lock.write(self.lock_timeout_s)
+        if stale:
+            for entry in self._entries.values():
+                self._changed(entry)
+        return held
 
 
 def _stale(entry: _Entry, generation: int | None) -> bool:
