@@ -128,7 +128,8 @@ class TestStructure:
         assert plugwarden.__version__
         loaded = imported_by(
             "from plugwarden import hookimpl\nimport plugwarden.core.worker",
-            ("plugwarden.core.host", "plugwarden.config", "starlette", "uvicorn"),
+            # packaging: the pre-flight's, ~25 ms of every zygote's boot.
+            ("plugwarden.core.host", "plugwarden.config", "starlette", "uvicorn", "packaging"),
         )
         assert loaded == []
 
@@ -139,5 +140,18 @@ class TestStructure:
         loaded = imported_by(
             "import plugwarden.cli, plugwarden.web.launch, plugwarden.core.host",
             ("rich", "httpx", "starlette", "uvicorn", "wrapt"),
+        )
+        assert loaded == []
+
+    def test_the_web_stack_leaves_rich_and_prometheus_client_for_later(self):
+        """The app ``serve`` builds imports neither the CLI's rich nor
+        prometheus-client (loaded at the first scrape)."""
+        loaded = imported_by(
+            "import plugwarden.web.server\n"
+            "from plugwarden import Host\n"
+            "host = Host({}, search_path=[])\n"
+            "plugwarden.web.server.build(host, host.config, start=False)\n"
+            "host.close()",
+            ("rich", "httpx", "prometheus_client"),
         )
         assert loaded == []

@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import re
 
-from plugwarden.core.packages import pip_name
 from plugwarden.core.result import describe
 
-__all__ = ["REINSTALL", "SEE_LOG", "import_failure_reason", "missing_attribute_reason"]
+__all__ = [
+    "REINSTALL",
+    "SEE_LOG",
+    "import_failure_reason",
+    "missing_attribute_reason",
+    "pip_name",
+]
 
 # What an author-side fix ends with: the installed copy is what runs.
 REINSTALL = "rebuild and reinstall the plugin's distribution and restart the plugin"
 # Where the traceback is: never in a reason.
 SEE_LOG = "The traceback is in the host's log."
+
+# Import names whose distribution is called something else.
+_PIP_NAMES = {
+    "cv2": "opencv-python",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "yaml": "PyYAML",
+    "bs4": "beautifulsoup4",
+    "pynvml": "nvidia-ml-py",
+    "google.protobuf": "protobuf",
+    "dateutil": "python-dateutil",
+    "attr": "attrs",
+}
+
+
+def pip_name(import_name: str) -> str:
+    return _PIP_NAMES.get(import_name, _PIP_NAMES.get(import_name.split(".")[0], import_name))
+
 
 _CUDA_LIBRARY = re.compile(
     r"(lib(?:cuda|cudart|cublas\w*|cudnn\w*|nvrtc|cufft|curand|cusparse|cusolver|nccl|nvjitlink|nvToolsExt)[\w.\-]*\.so[\w.]*)"

@@ -11,30 +11,12 @@ from importlib.metadata import distributions
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from plugwarden.core.causes import pip_name
 from plugwarden.core.checks import PreflightContext, Problem
 from plugwarden.core.distmeta import read_head
 from plugwarden.core.lifecycle import State
 
-__all__ = ["check_packages", "check_requirements", "pip_name"]
-
-# Import names whose distribution is called something else.
-_PIP_NAMES = {
-    "cv2": "opencv-python",
-    "PIL": "pillow",
-    "sklearn": "scikit-learn",
-    "skimage": "scikit-image",
-    "yaml": "PyYAML",
-    "bs4": "beautifulsoup4",
-    "pynvml": "nvidia-ml-py",
-    "google.protobuf": "protobuf",
-    "dateutil": "python-dateutil",
-    "attr": "attrs",
-}
-
-
-def pip_name(import_name: str) -> str:
-    return _PIP_NAMES.get(import_name, _PIP_NAMES.get(import_name.split(".")[0], import_name))
-
+__all__ = ["check_packages", "check_requirements"]
 
 _index_lock = threading.Lock()
 
