@@ -1,9 +1,13 @@
-"""What the CLI and ``doctor`` share: state colours (of plugins and jobs) and the all-well test,
-on plugin records as plain dicts (from a local host or a server's JSON)."""
+"""What the CLI, ``doctor`` and the status page share: state colours (of
+plugins and jobs), the all-well test, on plugin records as plain dicts (from
+a local host or a server's JSON), and relative times. No rich here: the
+server imports it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 __all__ = [
@@ -13,6 +17,7 @@ __all__ = [
     "EXIT_USAGE",
     "JOB_STATE_STYLES",
     "STATE_STYLES",
+    "ago",
     "all_well",
     "well",
 ]
@@ -46,3 +51,18 @@ def well(record: Mapping[str, Any]) -> bool:
 def all_well(records: Iterable[Mapping[str, Any]]) -> bool:
     """Every plugin the config enables is available."""
     return all(well(record) for record in records)
+
+
+def ago(iso: str | None, now: float | None = None) -> str:
+    """'12 s ago', '3 min ago', '2 h ago', '4 d ago', or 'never'."""
+    if not iso:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return iso
+    seconds = max(0, round((time.time() if now is None else now) - moment))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"

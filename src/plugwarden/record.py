@@ -4,32 +4,15 @@ worker memory, and its history as a timeline with relative times."""
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plugwarden.console import STATE_STYLES
+from plugwarden.console import STATE_STYLES, ago
 
-__all__ = ["ago", "print_record"]
-
-
-def ago(iso: str | None, now: float | None = None) -> str:
-    """'12 s ago', '3 min ago', '2 h ago', '4 d ago', or 'never'."""
-    if not iso:
-        return "never"
-    try:
-        moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return iso
-    seconds = max(0, round((time.time() if now is None else now) - moment))
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
+__all__ = ["print_record"]
 
 
 def _ms(value: object) -> str:

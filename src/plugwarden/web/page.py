@@ -13,9 +13,9 @@ import time
 from html import escape
 from typing import Any
 
+from plugwarden.console import ago
 from plugwarden.core.jobs import Job, JobState
 from plugwarden.core.registry import PluginStatus
-from plugwarden.record import ago
 
 __all__ = ["render_page"]
 
