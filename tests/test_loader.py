@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from plugwarden import State
@@ -94,3 +97,25 @@ class TestDirectDispatch:
             )
         assert plugin.call("run", {"tool": "t", "args": {"n": 3}}).result == {"tool": "t", "n": 3}
         assert plugin.call("init", {"config": {"ignored": True}}).ok
+
+
+def test_a_plugin_in_a_directory_made_after_a_failed_search_is_found(tmp_path):
+    """The path finders' listings are trusted until the module is not found;
+    then they are dropped and the import tried again. Here the first search
+    cached "no such directory" for the plugin's path entry."""
+    later = tmp_path / "made-later"
+    script = (
+        "import importlib, sys\n"
+        "from plugwarden.core.loader import load_plugin\n"
+        f"sys.path.insert(0, {str(later)!r})\n"
+        "try:\n    importlib.import_module('made_later')\n"
+        "except ModuleNotFoundError:\n    pass\n"
+        f"import pathlib\nplace = pathlib.Path({str(later)!r})\nplace.mkdir()\n"
+        "(place / 'made_later.py').write_text("
+        "'from plugwarden import hookimpl\\n@hookimpl\\ndef validate():\\n    return None\\n"
+        "@hookimpl\\ndef run(tool, args):\\n    return 1\\n')\n"
+        f"print(sorted(load_plugin('later', 'made_later', None, [{str(later)!r}]).hooks))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['run', 'validate']"

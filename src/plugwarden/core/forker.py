@@ -62,6 +62,8 @@ def main(fd: int) -> None:
     """Entry point of the zygote process."""
     from plugwarden.core import worker  # the import this process exists to do once
 
+    worker.warm()
+
     # The host decides when to stop: a Ctrl-C, or a SIGTERM to the server's
     # whole process group (timeout, job control, kill -- -PGID), drains the
     # host, which then closes this zygote. Its children set their own.

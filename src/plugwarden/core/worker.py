@@ -19,8 +19,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
+import pluggy
+
 from plugwarden.core import containment, faults, reporting, wire
-from plugwarden.core.loader import LoadedPlugin, load_plugin
+from plugwarden.core.loader import LoadedPlugin, load_plugin, plugin_manager
 from plugwarden.core.result import CallResult
 from plugwarden.core.runner import validate_verdict
 from plugwarden.core.spin import SPIN_S, AdaptiveSpin
@@ -28,9 +30,20 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.logs import WorkerRecordFormatter
 
-__all__ = ["serve"]
+__all__ = ["serve", "warm"]
 
 CANCEL_POLL_S = 0.005  # cancelled() looks at the connection at most this often
+
+
+# What every worker would build alike, built once in the zygote (warm())
+# and inherited through the fork: a worker takes it for its one plugin.
+_spare_manager: pluggy.PluginManager | None = None
+
+
+def warm() -> None:
+    """In the zygote, before any fork: build what each worker would."""
+    global _spare_manager
+    _spare_manager = plugin_manager()
 
 
 def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
@@ -183,11 +196,17 @@ def _await_briefly(poller: select.poll) -> bool:
     return False
 
 
+def _take_spare_manager() -> pluggy.PluginManager | None:
+    global _spare_manager
+    manager, _spare_manager = _spare_manager, None
+    return manager
+
+
 def _load(
     request_id: int, me: int, name: str, module: str, attr: str | None, search_path: list[str]
 ) -> tuple[LoadedPlugin | None, bytes]:
     try:
-        plugin = load_plugin(name, module, attr, search_path)
+        plugin = load_plugin(name, module, attr, search_path, _take_spare_manager())
     except LoadError as exc:
         return None, wire.encode_load_error(request_id, me, exc.reason, exc.error_type)
     return plugin, wire.encode_loaded(request_id, me, sorted(plugin.hooks))
