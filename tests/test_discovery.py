@@ -18,6 +18,7 @@ class TestDiscover:
         assert alpha.requires == ("packaging",)
         assert alpha.package_dir == plugwarden_site / "alpha_plugin"
         assert found.plugins["beta"].attr == "thing"
+        assert found.plugins["beta"].requires == ()  # a dist-info without Requires-Dist
         assert found.duplicates == {}
 
     def test_two_distributions_claiming_one_name_are_both_reported(self, plugwarden_site):

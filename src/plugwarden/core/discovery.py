@@ -108,7 +108,7 @@ def _source(
         value=value,
         dist_name=head.name or "unknown",
         dist_version=head.version or "0",
-        # No Requires-Dist header: an egg-info's requires.txt, or nothing.
+        # None: an egg-info without Requires-Dist headers: its requires.txt.
         requires=head.requires if head.requires is not None else tuple(dist.requires or ()),
         package_dir=package_dir(module.split(".")[0], search),
         search_path=search,

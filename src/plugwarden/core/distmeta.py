@@ -20,13 +20,17 @@ __all__ = ["DistHead", "read_head"]
 class DistHead:
     name: str | None
     version: str | None
-    requires: tuple[str, ...] | None  # None: no Requires-Dist header (ask dist.requires)
+    # None: an egg-info without Requires-Dist headers (its requires.txt
+    # says: ask dist.requires); a dist-info's METADATA lists them all.
+    requires: tuple[str, ...] | None
 
 
 def read_head(dist: Distribution) -> DistHead:
     """``dist``'s Name, Version and Requires-Dist headers: the lines before
     the first empty one (the long description after it is never split)."""
-    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    text = dist.read_text("METADATA")
+    complete = text is not None  # a dist-info: no Requires-Dist is no requirement
+    text = text or dist.read_text("PKG-INFO") or ""
     name = version = None
     needs: list[str] = []
     for line in text.split("\n\n", 1)[0].splitlines():
@@ -39,4 +43,4 @@ def read_head(dist: Distribution) -> DistHead:
             version = value.strip()
         elif key == "Requires-Dist":
             needs.append(value.strip())
-    return DistHead(name, version, tuple(needs) if needs else None)
+    return DistHead(name, version, tuple(needs) if needs or complete else None)
