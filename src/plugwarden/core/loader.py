@@ -79,7 +79,7 @@ def load_plugin(
     """Import and register plugin ``name`` (with ``manager``, an unused one
     from :func:`plugin_manager`, if given). Raises :class:`LoadError` only."""
     holder = _import(module, attr, search_path)
-    manager = manager or plugin_manager()
+    manager = manager if manager is not None else plugin_manager()
     try:
         guarded = _guarded(manager, holder, name)
         manager.register(guarded, name=name)
