@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
 import psutil
@@ -234,3 +235,36 @@ def test_health_checks_go_on_after_a_round_finds_the_registry_busy(
         )
     before = host.status("proc").health
     wait_for(lambda: host.status("proc").health is not before, what="a check after that round")
+
+
+def test_a_failing_exit_listener_does_not_end_the_zygote_reports(caplog):
+    """All of the zygote's reports come through one reader thread: an exit
+    listener that raises is logged, and the next worker's exit is still
+    reported (a dead reader would leave every later exit unheard)."""
+    zygote = Zygote()
+    ours: list[int] = []
+
+    def spawn(listener):
+        control, child_control = socket.socketpair()
+        lifeline_r, lifeline_w = os.pipe()
+        output_r, output_w = os.pipe()
+        ours.extend([lifeline_w, output_r])
+        zygote.spawn([child_control.fileno(), lifeline_r, output_w], "t", listener)
+        child_control.close()
+        os.close(lifeline_r)
+        os.close(output_w)
+        return control
+
+    def broken(*_):
+        raise RuntimeError("a listener's bug")
+
+    exits: list[int | None] = []
+    try:
+        spawn(broken).close()  # EOF on its control: the worker exits
+        wait_for(lambda: "a listener's bug" in caplog.text, what="the failing listener's log")
+        spawn(lambda code, why, peak: exits.append(code)).close()
+        wait_for(lambda: exits, what="the next worker's exit report")
+    finally:
+        zygote.close()
+        for fd in ours:
+            os.close(fd)

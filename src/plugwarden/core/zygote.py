@@ -144,16 +144,23 @@ class Zygote:
             if not data:
                 self._orphan_all(sock)
                 return
-            message = json.loads(data)
-            if message["op"] == "forked":
-                with self._forked:
-                    if message["id"] in self._pending:
-                        self._pending[message["id"]].append(message)
-                    self._forked.notify_all()
-            elif message["op"] == "memory":
-                self._report_memory(message["rss"])
-            elif message["op"] == "exit":
-                self._report_exit(message["pid"], message["code"], message.get("memory_peak"))
+            try:
+                self._dispatch(json.loads(data))
+            # Every later fork answer and exit report comes through this
+            # thread: a listener's bug is logged, never the end of it.
+            except Exception:
+                log.exception("a report from the zygote was not handled: %r", data[:200])
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["op"] == "forked":
+            with self._forked:
+                if message["id"] in self._pending:
+                    self._pending[message["id"]].append(message)
+                self._forked.notify_all()
+        elif message["op"] == "memory":
+            self._report_memory(message["rss"])
+        elif message["op"] == "exit":
+            self._report_exit(message["pid"], message["code"], message.get("memory_peak"))
 
     def _report_memory(self, figures: dict[str, int]) -> None:
         listeners = self._memory_listeners
