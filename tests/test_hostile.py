@@ -450,3 +450,26 @@ class TestNames:
         status = host.status(name)
         assert status.state is State.FAILED and "cannot be addressed in a URL" in status.reason
         assert host.call(name, "t", {}).error_type == ErrorType.UNKNOWN_PLUGIN
+
+
+class TestOutput:
+    def test_a_crafted_log_line_cannot_stop_the_output_pump(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """A worker line marked as a log record is parsed as JSON; one nested
+        past the parser's recursion limit is plain text, and the one thread
+        that reads every worker's output goes on (dead, it would leave the
+        next worker that prints a pipe's worth blocked in write)."""
+        body = (
+            "if tool == 'crafted':\n"
+            "    print('\\x1e' + '[' * 5000, flush=True)\n"
+            "else:\n"
+            "    for _ in range(2000):\n"
+            "        print('x' * 100, flush=True)\n"
+            "return tool"
+        )
+        plugwarden_plugin("printer", plugin_source(body))
+        host = plugwarden_host({"defaults": {"timeout_s": 10}})
+        assert host.call("printer", "crafted", {}).ok
+        loud = host.call("printer", "loud", {})  # ~200 KB: three pipes' worth
+        assert loud.ok, loud.error

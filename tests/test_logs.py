@@ -37,6 +37,7 @@ class TestWorkerRecords:
         assert parse_record("hello") is None
         assert parse_record("\x1e{not json") is None
         assert parse_record('\x1e{"level": "x", "logger": 1, "message": 2}') is None
+        assert parse_record("\x1e" + "[" * 5000) is None  # past the JSON parser's recursion
 
     def test_through_a_real_worker(self, plugwarden_plugin, plugwarden_host, caplog):
         """The plugin's warning and the guard's traceback arrive as one

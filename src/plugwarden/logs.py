@@ -44,7 +44,8 @@ def parse_record(line: str) -> tuple[int, str, str] | None:
     try:
         data = json.loads(line[1:])
         level, logger, message = data["level"], data["logger"], data["message"]
-    except (ValueError, KeyError, TypeError):
+    # RecursionError: a plugin's line nested past the JSON parser's limit.
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
     if not isinstance(level, int) or not isinstance(logger, str) or not isinstance(message, str):
         return None

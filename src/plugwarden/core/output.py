@@ -19,6 +19,8 @@ from plugwarden.logs import parse_record
 
 __all__ = ["OutputPump", "OutputTail"]
 
+log = logging.getLogger("plugwarden.output")
+
 LINE_LIMIT = 8000  # a worker's log record with its traceback is one line
 TAIL = 20
 RATE = 200
@@ -120,7 +122,12 @@ class OutputPump:
                 except OSError:
                     data = b""
                 if data:
-                    tail.feed(data)
+                    try:
+                        tail.feed(data)
+                    # This thread reads every worker's output: whatever one
+                    # worker printed is logged against it, never its end.
+                    except Exception:
+                        log.exception("output of %r not logged", tail.label)
                     continue
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
