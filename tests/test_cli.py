@@ -92,6 +92,7 @@ class TestOneShotCommands:
             (("health", "ghost", "--local"), "Unknown plugin 'ghost'"),
             (("run", "good", "echo", "--args", "{bad"), "--args is not valid JSON"),
             (("run", "good", "echo", "--args", "[1]"), "--args must be a JSON object"),
+            (("run", "good", "echo", "--args", "[" * 5000), "--args nests too deeply"),
         ],
     )
     def test_usage_errors_exit_two_with_a_message(self, cli, args, message):

@@ -79,6 +79,12 @@ class TestHostConfig:
         with pytest.raises(ConfigError, match="not valid TOML"):
             HostConfig.load(path)
 
+    def test_a_config_nested_past_the_parser_is_an_error(self, tmp_path):
+        path = tmp_path / "deep.toml"
+        path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+        with pytest.raises(ConfigError, match="nests too deeply"):
+            HostConfig.load(path)
+
     def test_missing_explicit_file_is_an_error(self, tmp_path):
         with pytest.raises(ConfigError, match="cannot be read"):
             HostConfig.load(tmp_path / "absent.toml")

@@ -91,6 +91,8 @@ class TestReadManifest:
             ("manifest.toml", "name = ", "not valid TOML"),
             ("manifest.json", '{"name": ', "not valid JSON"),
             ("manifest.json", "[1, 2]", "expected a table"),
+            ("manifest.toml", "x = " + "[" * 5000 + "]" * 5000, "nests too deeply"),
+            ("manifest.json", '{"x": ' + "[" * 5000 + "]" * 5000 + "}", "nests too deeply"),
         ],
     )
     def test_malformed_file_is_a_manifest_error(self, tmp_path, filename, text, message):

@@ -243,3 +243,12 @@ class TestPreflight:
         )
         host = plugwarden_host({"plugins": {"vision": {"models_dir": str(models)}}})
         assert host.call("vision", "t", {}).result == {"detector": str(models / "det.onnx")}
+
+
+def test_a_safetensors_header_nested_past_the_parser_is_corrupt(tmp_path):
+    header = b"[" * 5000 + b"]" * 5000
+    data = struct.pack("<Q", len(header)) + header + b"\x00" * 8
+    path = write(tmp_path, "model.safetensors", data)
+    reason = file_problem(path, SPEC) or ""
+    assert reason.startswith(f"Model file truncated or corrupted: {path}.")
+    assert "nests too deeply" in reason

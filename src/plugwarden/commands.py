@@ -187,6 +187,8 @@ def _json_object(text: str, flag: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{flag} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{flag} nests too deeply") from None
     if not isinstance(value, dict):
         raise ValueError(f'{flag} must be a JSON object, like \'{{"text": "hi"}}\'')
     return value

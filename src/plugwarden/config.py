@@ -150,6 +150,8 @@ class HostConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), None, f"is not valid TOML ({exc})") from exc
+        except RecursionError:
+            raise ConfigError(str(file), None, "nests too deeply to be read") from None
         return cls.from_dict(data, source=str(file)).with_env()
 
     @classmethod

@@ -136,6 +136,8 @@ def _check_safetensors(handle: BinaryIO, size: int, head: bytes) -> None:
         header = json.loads(handle.read(length))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFile(f"safetensors header is not JSON ({exc})") from exc
+    except RecursionError:
+        raise CorruptFile("safetensors header nests too deeply") from None
     if not isinstance(header, dict):
         raise CorruptFile("safetensors header is not a JSON object")
     ends = [

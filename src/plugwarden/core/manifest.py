@@ -120,6 +120,8 @@ def _load(path: Path) -> dict[str, Any]:
         raise ManifestError(
             str(path), None, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from exc
+    except RecursionError:
+        raise ManifestError(str(path), None, "nests too deeply to be read") from None
     if not isinstance(data, dict):
         raise ManifestError(str(path), None, f"expected a table/object, got {_kind(data)}")
     return data
