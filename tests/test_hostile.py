@@ -473,3 +473,28 @@ class TestOutput:
         assert host.call("printer", "crafted", {}).ok
         loud = host.call("printer", "loud", {})  # ~200 KB: three pipes' worth
         assert loud.ok, loud.error
+
+
+class TestBoundedRecords:
+    def test_a_huge_reason_from_a_plugin_is_cut_in_the_record(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """A plugin's text in a reason (validate()'s verdict, an exception's
+        message) is cut at REASON_LIMIT: every record and its history carry
+        their reasons, so a megabyte each would bloat every list response."""
+        from plugwarden.core.lifecycle import REASON_LIMIT
+
+        plugwarden_plugin(
+            "verbose",
+            "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n"
+            "    return 'v' * 1_000_000\n\n@hookimpl\ndef run(tool, args):\n    return 1\n",
+        )
+        plugwarden_plugin("raiser", "raise RuntimeError('r' * 1_000_000)\n")
+        host = plugwarden_host()
+        for name in ("verbose", "raiser"):
+            status = host.status(name)
+            assert status.state in (State.UNAVAILABLE, State.FAILED)
+            assert len(status.reason) < REASON_LIMIT + 100, name
+            assert status.reason.endswith("more characters]"), name
+            assert all(len(t.reason) < REASON_LIMIT + 100 for t in status.history), name
+        assert len(host.status("verbose").to_json()) < 4 * REASON_LIMIT + 2000

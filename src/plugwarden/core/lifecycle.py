@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["TERMINAL", "State", "Transition", "is_allowed"]
+__all__ = ["REASON_LIMIT", "TERMINAL", "State", "Transition", "bounded_reason", "is_allowed"]
 
 
 class State(enum.StrEnum):
@@ -62,3 +62,15 @@ class Transition:
 def iso(moment: datetime) -> str:
     """ISO 8601 UTC with a trailing Z, the form Prometheus and JS both read."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Characters of a reason kept: a plugin's text (validate()'s verdict, an
+# exception's message) can be any size, and each record carries its history.
+REASON_LIMIT = 2000
+
+
+def bounded_reason(reason: str) -> str:
+    """``reason``, cut at ``REASON_LIMIT`` characters with a note of the rest."""
+    if len(reason) <= REASON_LIMIT:
+        return reason
+    return f"{reason[:REASON_LIMIT]}... [{len(reason) - REASON_LIMIT} more characters]"

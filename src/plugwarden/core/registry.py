@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugwarden.core.lifecycle import TERMINAL, State, Transition, is_allowed
+from plugwarden.core.lifecycle import TERMINAL, State, Transition, bounded_reason, is_allowed
 from plugwarden.core.metrics import PluginMetrics
 from plugwarden.core.result import CallResult, Guard
 from plugwarden.core.rwlock import RWLock
@@ -215,6 +215,7 @@ class Registry:
         otherwise a ``generation`` that is no longer current changes nothing
         (returns False). Raises :class:`TransitionError` if the lifecycle
         forbids the move."""
+        reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entries.get(name)
             if entry is not None and not restart and _stale(entry, generation):
@@ -244,6 +245,7 @@ class Registry:
         """FAILED with ``reason`` unless already terminal (``again``: unless
         UNAVAILABLE, a FAILED plugin's reason is replaced) or ``generation``
         is no longer current; whether it moved."""
+        reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             terminal = entry.state is State.UNAVAILABLE if again else entry.state in TERMINAL
@@ -255,6 +257,7 @@ class Registry:
 
     def note(self, name: str, reason: str, generation: int | None = None) -> None:
         """A history line that changes no state (a restart's cause, a worker replaced)."""
+        reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             if not _stale(entry, generation):
