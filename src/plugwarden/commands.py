@@ -66,15 +66,27 @@ def _status_table(records: list[dict[str, Any]], title: str = "Plugins") -> Tabl
     return table
 
 
+def _print_rows(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    console: Console,
+    table: Callable[[list[dict[str, Any]]], Table],
+    empty: str,
+) -> None:
+    """``rows`` as JSON, as ``table`` draws them, or ``empty`` when there are none."""
+    if as_json:
+        _emit_json(rows)
+    elif rows:
+        console.print(table(rows))
+    else:
+        console.print(empty)
+
+
 def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
     with _plugins(args, config) as plugins:
         records = plugins.records()
-    if args.json:
-        _emit_json(records)
-    elif records:
-        console.print(_status_table(records))
-    else:
-        console.print("No plugins installed (entry point group 'plugwarden.plugins').")
+    empty = "No plugins installed (entry point group 'plugwarden.plugins')."
+    _print_rows(records, args.json, console, _status_table, empty)
     return EXIT_OK if all_well(records) else EXIT_NOT_WELL
 
 
@@ -138,12 +150,7 @@ def _cmd_jobs(args: argparse.Namespace, config: HostConfig, console: Console) ->
         raise ValueError("--limit must be from 1 to 1000")
     with _plugins(args, config) as plugins:
         jobs = plugins.jobs(args.plugin, args.state, args.limit)
-    if args.json:
-        _emit_json(jobs)
-    elif jobs:
-        console.print(jobs_table(jobs))
-    else:
-        console.print("No jobs.")
+    _print_rows(jobs, args.json, console, jobs_table, "No jobs.")
     return EXIT_OK
 
 
