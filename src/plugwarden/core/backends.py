@@ -120,11 +120,12 @@ class Backends:
             process, self._process = self._process, None
             inline, self._inline = self._inline, None
             ray, self._ray = self._ray, None
+        # The services' zygote, or the one given and never used.
+        zygote = process.zygote if process is not None else self._zygote
+        if zygote is not None:
+            zygote.close()
         if process is not None:
-            process.zygote.close()
             process.pump.close()
-        if self._zygote is not None:  # given, and perhaps never used
-            self._zygote.close()
         if inline is not None:
             inline[0].close()
             inline[1].close()
