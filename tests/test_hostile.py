@@ -116,6 +116,58 @@ class TestNothingIsUnpickled:
         assert host.call("sibling", "t", {"n": 1}).ok
 
 
+# run() writes raw bytes to the worker's connection: a frame's head, then
+# maybe part of its body, and then hangs or returns.
+RAW_FRAME = (
+    "import gc, os, struct, time\nfrom multiprocessing.connection import Connection\n"
+    "connection = next(o for o in gc.get_objects() if isinstance(o, Connection))\n"
+    "os.write(connection.fileno(), struct.pack('!i', {length}) + {body!r})\n"
+    "{then}"
+)
+
+
+class TestFraming:
+    def test_a_frame_cut_short_cannot_hold_a_call_past_its_timeout(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """A frame's head announcing 1000 bytes, 4 of them, then a hang: the
+        call still times out at timeout_s (it waited in a read before, for
+        ever), the worker is killed, and the sibling is unaffected."""
+        body = RAW_FRAME.format(length=1000, body=b'{"v"', then="time.sleep(3600)")
+        plugwarden_plugin("stutter", plugin_source(body), manifest={"guards": {"timeout_s": 1}})
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host(NO_RESTART)
+        answers = []
+        caller = threading.Thread(target=lambda: answers.append(host.call("stutter", "t", {})))
+        caller.start()
+        caller.join(60)
+        assert answers, "the call did not return: it is stuck reading the cut frame"
+        (result,) = answers
+        assert result.error_type == ErrorType.TIMEOUT and result.guard == "timeout"
+        assert host.status("stutter").state is State.FAILED
+        assert host.call("sibling", "t", {"n": 1}).ok
+
+    def test_a_frame_of_negative_length_is_a_protocol_violation(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        body = RAW_FRAME.format(length=-5, body=b"", then="return 'sent'")
+        plugwarden_plugin("negative", plugin_source(body))
+        host = plugwarden_host(NO_RESTART)
+        result = host.call("negative", "t", {})
+        assert result.error_type == ErrorType.PROTOCOL and "a frame of length -5" in result.error
+        assert host.status("negative").state is State.FAILED
+
+    def test_a_frame_announcing_more_than_the_cap_is_refused_before_its_body(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """The head alone says 2 GB: refused at once, nothing more is read."""
+        body = RAW_FRAME.format(length=2**31 - 1, body=b"", then="time.sleep(3600)")
+        plugwarden_plugin("boast", plugin_source(body), manifest={"guards": {"timeout_s": 600}})
+        host = plugwarden_host(NO_RESTART)
+        result = host.call("boast", "t", {})
+        assert result.error_type == ErrorType.PROTOCOL and "byte cap" in result.error
+
+
 class TestRepliesMatchRequests:
     def test_a_fork_in_run_never_hands_one_callers_result_to_another(
         self, plugwarden_plugin, plugwarden_host

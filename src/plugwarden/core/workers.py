@@ -16,6 +16,7 @@ import os
 import pickle
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ __all__ = ["MEMORY_CHECK_S", "WorkerProcess"]
 log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+_LENGTH = struct.Struct("!i")  # a frame's head: multiprocessing.Connection's framing
+_CHUNK = 64 * 1024  # bytes asked of one read while a frame's length is unknown...
+_MOST = 1024 * 1024  # ...and at most, for the rest of a long one (a socket holds less)
 MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often...
 
 
@@ -110,6 +114,7 @@ class WorkerProcess:
         self._poller.register(self._death_r, _READABLE)
         self._memory = TreeMemory(self.pid)
         self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
+        self._inbox = bytearray()  # read from the connection, not yet a whole frame
 
     def _memory_read(self, used: int) -> None:
         """The zygote's sweep read ``used`` bytes."""
@@ -163,13 +168,20 @@ class WorkerProcess:
 
     def receive(self, deadline: float) -> tuple[str, Any]:
         """The next frame: ("reply", its bytes), ("timeout", None) once
-        ``deadline`` (monotonic) passed, ("died", None), or ("oversize",
-        None) for a frame over the cap.
+        ``deadline`` (monotonic) passed, ("died", None), ("oversize", None)
+        for a frame over the cap, or ("violation", why) for a frame with no
+        valid length.
 
         The waiting thread enforces the call's limits itself: past a short
         spin it waits in slices of :func:`memory_check_s`, checking the worker
         tree's memory between them, and kills the worker past its limit (the
-        death ends the wait). No other thread wakes for a call."""
+        death ends the wait). No other thread wakes for a call. Frames are
+        read as their bytes arrive, never in a blocking read: a worker that
+        sends part of a frame and stops still meets the deadline."""
+        if self._inbox:  # a frame that came with the last one's bytes
+            framed = self._frame()
+            if framed is not None:
+                return framed
         start = time.monotonic()
         spinning = self._spin.should_spin()
         spin_until = start + SPIN_S if spinning else start
@@ -192,17 +204,47 @@ class WorkerProcess:
             if not events and not polling:
                 self.over_memory()
             if self._control_fd in events:
-                try:
-                    return "reply", self.connection.recv_bytes(self.max_reply_bytes)
-                except (EOFError, TypeError):  # TypeError: closed under us, as above
+                if not self._read_some():
                     return "died", None
-                except OSError as exc:
-                    # recv_bytes refuses a frame over its cap: "bad message length".
-                    if self.exited.is_set() or "length" not in str(exc):
-                        return "died", None
-                    return "oversize", None
-            if self._death_r in events:
+                framed = self._frame()
+                if framed is not None:
+                    return framed
+            elif self._death_r in events:
                 return "died", None
+
+    def _read_some(self) -> bool:
+        """Append what the connection has (it polled readable) to the inbox;
+        False at its end, or when it was closed under us (a restart or
+        close() racing this call)."""
+        inbox = self._inbox
+        wanted = _CHUNK
+        if len(inbox) >= _LENGTH.size:  # the rest of a frame of known length
+            missing = _LENGTH.size + _LENGTH.unpack_from(inbox)[0] - len(inbox)
+            wanted = min(max(wanted, missing), _MOST)
+        try:
+            chunk = b"" if self._closed else os.read(self._control_fd, wanted)
+        except OSError:
+            return False
+        inbox += chunk
+        return bool(chunk)
+
+    def _frame(self) -> tuple[str, Any] | None:
+        """The inbox's first frame, taken out of it; None while incomplete."""
+        inbox = self._inbox
+        if len(inbox) < _LENGTH.size:
+            return None
+        (size,) = _LENGTH.unpack_from(inbox)
+        if size == -1 or size > self.max_reply_bytes:  # -1: a length past 2 GiB follows
+            return "oversize", None
+        if size < 0:
+            return "violation", f"a frame of length {size}"
+        end = _LENGTH.size + size
+        if len(inbox) < end:
+            return None
+        with memoryview(inbox) as view:
+            frame = bytes(view[_LENGTH.size : end])
+        del inbox[:end]
+        return "reply", frame
 
     def resident_bytes(self) -> int:
         """Resident memory of the worker and every process it started."""
