@@ -147,6 +147,41 @@ class TestFraming:
         assert host.status("stutter").state is State.FAILED
         assert host.call("sibling", "t", {"n": 1}).ok
 
+    def test_a_worker_that_stops_reading_cannot_hold_a_large_request_past_its_timeout(
+        self, containment, plugwarden_plugin, plugwarden_host, tmp_path
+    ):
+        """run() leaves a thread that, once told to, takes the worker's GIL
+        for good (a C loop that never releases it): the worker reads no more.
+        The next call's 8 MB of arguments do not fit the socket: the host's
+        write waited for ever before; now the call times out at timeout_s."""
+        go, holding = tmp_path / "go", tmp_path / "holding"
+        body = (
+            "def hog():\n"
+            "    while not os.path.exists(args['go']):\n"
+            "        time.sleep(0.01)\n"
+            "    open(args['holding'], 'w').close()\n"
+            "    sum(range(10**15))\n"
+            "threading.Thread(target=hog, daemon=True).start()\n"
+            "return 'armed'"
+        )
+        source = plugin_source(body, prelude="import os, threading, time")
+        plugwarden_plugin("hog", source, manifest={"guards": {"timeout_s": 1}})
+        plugwarden_plugin("sibling", ECHO)
+        host = plugwarden_host(NO_RESTART)
+        assert host.call("hog", "t", {"go": str(go), "holding": str(holding)}).ok
+        go.touch()
+        wait_for(holding.exists, what="the plugin's thread to take the GIL")
+        answers = []
+        blob = {"blob": "x" * (8 * 2**20)}
+        caller = threading.Thread(target=lambda: answers.append(host.call("hog", "t", blob)))
+        caller.start()
+        caller.join(60)
+        assert answers, "the call did not return: its write to the worker is stuck"
+        (result,) = answers
+        assert result.error_type == ErrorType.TIMEOUT and result.guard == "timeout"
+        assert host.status("hog").state is State.FAILED
+        assert host.call("sibling", "t", {"n": 1}).ok
+
     def test_a_frame_of_negative_length_is_a_protocol_violation(
         self, plugwarden_plugin, plugwarden_host
     ):

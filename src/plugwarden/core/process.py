@@ -163,7 +163,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             if control is not None:
                 control.starting()
             reply: Any
-            status, reply = worker.send((op, request_id, *request)) or ("sent", None)
+            status, reply = worker.send((op, request_id, *request), deadline) or ("sent", None)
             if status == "sent" and control is not None:
                 control.started(
                     lambda force: worker.kill("cancel") if force else worker.send_cancel(request_id)

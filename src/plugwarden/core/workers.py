@@ -38,8 +38,11 @@ log = logging.getLogger("plugwarden.process")
 
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 _LENGTH = struct.Struct("!i")  # a frame's head: multiprocessing.Connection's framing
+_LONG = struct.Struct("!Q")  # after a head of -1: the length of a frame past...
+_LONGEST = 0x7FFFFFFF  # ...the longest a head holds
 _CHUNK = 64 * 1024  # bytes asked of one read while a frame's length is unknown...
 _MOST = 1024 * 1024  # ...and at most, for the rest of a long one (a socket holds less)
+CANCEL_SEND_S = 1.0  # how long a job's cancel may wait for room on the connection
 MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often...
 
 
@@ -109,6 +112,8 @@ class WorkerProcess:
         # Kept: a Connection closed by another thread (a restart racing a
         # call) raises on fileno(); the number itself is what poll reports.
         self._control_fd = self.connection.fileno()
+        os.set_blocking(self._control_fd, False)  # writes wait in poll, by a deadline
+        self._room: select.poll | None = None  # made when a write first finds no room
         self._poller = select.poll()
         self._poller.register(self._control_fd, _READABLE)
         self._poller.register(self._death_r, _READABLE)
@@ -134,37 +139,54 @@ class WorkerProcess:
                 os.write(self._death_w, b"x")
         self._on_death(self)
 
-    def exchange(self, message: Any, timeout_s: float) -> tuple[str, Any]:
-        """Send ``message`` and wait for the next frame: see :meth:`send`
-        and :meth:`receive`."""
-        unsent = self.send(message)
-        if unsent is not None:
-            return unsent
-        return self.receive(time.monotonic() + timeout_s)
-
-    def send(self, message: Any) -> tuple[str, Any] | None:
-        """Send ``message``; None when sent, else ("unsendable", why) when it
-        cannot be pickled (nothing was sent: the worker is untouched) or
-        ("died", None)."""
+    def send(self, message: Any, deadline: float) -> tuple[str, Any] | None:
+        """Send ``message`` by ``deadline`` (monotonic); None when sent, else
+        ("unsendable", why) when it cannot be pickled (nothing was sent: the
+        worker is untouched), ("timeout", None) when the worker did not take
+        it in time (it stopped reading: stopped, or a thread of the plugin
+        holding its GIL), or ("died", None)."""
         try:
             data = pickle.dumps(message)
         # A caller's arguments may refuse to pickle in any way (a lambda, a
         # socket, a cycle too deep, a __reduce__ that raises).
         except Exception as exc:  # noqa: BLE001
             return "unsendable", f"{type(exc).__name__}: {exc}"
-        try:
-            # A cancel may be sent from another thread: frames never interleave.
-            with self._send_lock:
-                self.connection.send_bytes(data)
-        # TypeError: the Connection was closed under us (a restart or close()
-        # racing this call) between its own closed-check and the write.
-        except (OSError, TypeError):
-            return "died", None
-        return None
+        size = len(data)  # multiprocessing.Connection's framing, which the worker reads
+        head = _LENGTH.pack(size) if size <= _LONGEST else _LENGTH.pack(-1) + _LONG.pack(size)
+        # A cancel may be sent from another thread: frames never interleave.
+        with self._send_lock:
+            return self._write(memoryview(b"".join((head, data))), deadline)
+
+    def _write(self, frame: memoryview, deadline: float) -> tuple[str, Any] | None:
+        """Write all of ``frame``, waiting for room at most until ``deadline``
+        (the connection does not block: a blocking write to a worker that
+        stopped reading would wait for ever)."""
+        while True:
+            try:
+                written = 0 if self._closed else os.write(self._control_fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # the worker's end is gone
+                return "died", None
+            if self._closed:  # closed under us: a restart or close() racing this call
+                return "died", None
+            frame = frame[written:]
+            if not frame:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", None
+            if self._room is None:
+                self._room = select.poll()
+                self._room.register(self._control_fd, select.POLLOUT)
+                self._room.register(self._death_r, _READABLE)
+            events = dict(self._room.poll(remaining * 1000))
+            if self._death_r in events:
+                return "died", None
 
     def send_cancel(self, request_id: int) -> None:
         """Ask the job running as request ``request_id`` to stop (no reply)."""
-        self.send(("cancel", request_id))
+        self.send(("cancel", request_id), time.monotonic() + CANCEL_SEND_S)
 
     def receive(self, deadline: float) -> tuple[str, Any]:
         """The next frame: ("reply", its bytes), ("timeout", None) once
@@ -223,6 +245,8 @@ class WorkerProcess:
             wanted = min(max(wanted, missing), _MOST)
         try:
             chunk = b"" if self._closed else os.read(self._control_fd, wanted)
+        except BlockingIOError:  # polled readable, yet nothing there after all
+            return True
         except OSError:
             return False
         inbox += chunk
