@@ -126,6 +126,21 @@ RAW_FRAME = (
 )
 
 
+def times_out_alone(host, name, args, stuck):
+    """Call ``name`` on a thread: the call must come back within a minute
+    (else it is ``stuck``) as a timeout, the plugin FAILED, and the plugin
+    ``sibling`` must still answer."""
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(host.call(name, "t", args)))
+    caller.start()
+    caller.join(60)
+    assert answers, f"the call did not return: {stuck}"
+    (result,) = answers
+    assert result.error_type == ErrorType.TIMEOUT and result.guard == "timeout"
+    assert host.status(name).state is State.FAILED
+    assert host.call("sibling", "t", {"n": 1}).ok
+
+
 class TestFraming:
     def test_a_frame_cut_short_cannot_hold_a_call_past_its_timeout(
         self, plugwarden_plugin, plugwarden_host
@@ -137,15 +152,7 @@ class TestFraming:
         plugwarden_plugin("stutter", plugin_source(body), manifest={"guards": {"timeout_s": 1}})
         plugwarden_plugin("sibling", ECHO)
         host = plugwarden_host(NO_RESTART)
-        answers = []
-        caller = threading.Thread(target=lambda: answers.append(host.call("stutter", "t", {})))
-        caller.start()
-        caller.join(60)
-        assert answers, "the call did not return: it is stuck reading the cut frame"
-        (result,) = answers
-        assert result.error_type == ErrorType.TIMEOUT and result.guard == "timeout"
-        assert host.status("stutter").state is State.FAILED
-        assert host.call("sibling", "t", {"n": 1}).ok
+        times_out_alone(host, "stutter", {}, "stuck reading the cut frame")
 
     def test_a_worker_that_stops_reading_cannot_hold_a_large_request_past_its_timeout(
         self, containment, plugwarden_plugin, plugwarden_host, tmp_path
@@ -171,16 +178,8 @@ class TestFraming:
         assert host.call("hog", "t", {"go": str(go), "holding": str(holding)}).ok
         go.touch()
         wait_for(holding.exists, what="the plugin's thread to take the GIL")
-        answers = []
         blob = {"blob": "x" * (8 * 2**20)}
-        caller = threading.Thread(target=lambda: answers.append(host.call("hog", "t", blob)))
-        caller.start()
-        caller.join(60)
-        assert answers, "the call did not return: its write to the worker is stuck"
-        (result,) = answers
-        assert result.error_type == ErrorType.TIMEOUT and result.guard == "timeout"
-        assert host.status("hog").state is State.FAILED
-        assert host.call("sibling", "t", {"n": 1}).ok
+        times_out_alone(host, "hog", blob, "its write to the worker is stuck")
 
     def test_a_frame_of_negative_length_is_a_protocol_violation(
         self, plugwarden_plugin, plugwarden_host
