@@ -20,7 +20,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
@@ -108,10 +107,9 @@ class WorkerProcess:
         self.pid, self.inner_pid, self.containment = spawned
         self.requests = 0  # the id of the last request sent
         pump.add(output_r, self.tail)
-        self.connection = Connection(control.detach())
-        # Kept: a Connection closed by another thread (a restart racing a
-        # call) raises on fileno(); the number itself is what poll reports.
-        self._control_fd = self.connection.fileno()
+        # The host's end, read and written here in multiprocessing.Connection's
+        # framing (the worker's end is a Connection).
+        self._control_fd = control.detach()
         os.set_blocking(self._control_fd, False)  # writes wait in poll, by a deadline
         self._room: select.poll | None = None  # made when a write first finds no room
         self._poller = select.poll()
@@ -315,8 +313,7 @@ class WorkerProcess:
                 return
             self._closed = True
             self._memory.close()
-            self.connection.close()
-            for fd in (self._lifeline_w, self._death_r, self._death_w):
+            for fd in (self._control_fd, self._lifeline_w, self._death_r, self._death_w):
                 os.close(fd)
 
     def death_reason(self) -> str:
