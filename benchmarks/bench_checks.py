@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from benchmarks._harness import ECHO, Figure, site_with
 from plugwarden import Host
-from plugwarden.core import pipeline
-from plugwarden.core.gpu import check_gpu, run_probe
+from plugwarden.host import pipeline
+from plugwarden.preflight.gpu import check_gpu, run_probe
 from plugwarden.testing import write_plugin
 
 

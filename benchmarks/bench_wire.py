@@ -27,7 +27,7 @@ import psutil
 
 from benchmarks._harness import ECHO, Figure, site_with
 from plugwarden import Host
-from plugwarden.core.spin import SPIN_S, AdaptiveSpin
+from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 
 MESSAGE = ("run", 1, "run", {"tool": "t", "args": {"x": 1}})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugwarden import State
-from plugwarden.core.causes import import_failure_reason
+from plugwarden.preflight.causes import import_failure_reason
 
 
 class TestImportFailureReason:

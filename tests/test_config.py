@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugwarden import ConfigError, HostConfig
-from plugwarden.core.manifest import GuardSettings
+from plugwarden.plugin.manifest import GuardSettings
 
 
 class TestHostConfig:

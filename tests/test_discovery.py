@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugwarden.core.discovery import discover
+from plugwarden.plugin.discovery import discover
 from plugwarden.testing import write_plugin
 from tests.conftest import ECHO
 

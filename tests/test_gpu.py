@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from plugwarden import State
-from plugwarden.core.gpu import GpuProbe, decide, run_probe
+from plugwarden.preflight.gpu import GpuProbe, decide, run_probe
 from tests.conftest import ECHO
 
 NVML_OK = {"loaded": True, "driver": "550.54", "devices": [{"name": "H100", "memory_mb": 81559}]}

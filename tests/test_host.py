@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from plugwarden import Host, State, UnknownPlugin
-from plugwarden.core.zygote import Zygote
+from plugwarden.isolation.process.zygote import Zygote
 from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 VALIDATE = (

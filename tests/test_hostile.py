@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from plugwarden import ErrorType, State
-from plugwarden.core import containment as containment_level
+from plugwarden.isolation.process import containment as containment_level
 from tests.conftest import ECHO, gone, plugin_source, wait_for
 
 NO_RESTART = {"defaults": {"restart": "never"}}
@@ -568,7 +568,7 @@ class TestBoundedRecords:
         """A plugin's text in a reason (validate()'s verdict, an exception's
         message) is cut at REASON_LIMIT: every record and its history carry
         their reasons, so a megabyte each would bloat every list response."""
-        from plugwarden.core.lifecycle import REASON_LIMIT
+        from plugwarden.plugin.lifecycle import REASON_LIMIT
 
         plugwarden_plugin(
             "verbose",

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from plugwarden import State
-from plugwarden.core.executor import ElasticExecutor
-from plugwarden.core.inline import copy_for_plugin
+from plugwarden.isolation.executor import ElasticExecutor
+from plugwarden.isolation.inline import copy_for_plugin
 from tests.conftest import ECHO, plugin_source
 
 INLINE = {"defaults": {"isolation": "inline"}}

@@ -139,7 +139,7 @@ class TestProgress:
         """A plugin that sends progress frames behind the throttle's back is
         a protocol violation: its job fails, the plugin comes back."""
         body = (
-            "import plugwarden.core.reporting as r\nreporter = r._process_reporter[0]\n"
+            "import plugwarden.isolation.reporting as r\nreporter = r._process_reporter[0]\n"
             "if reporter is None:\n    return 'not a job'\n"
             "for i in range(100000):\n    reporter._send(i, None, 'flood')\nreturn 'sent'"
         )

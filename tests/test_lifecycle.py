@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugwarden import State
-from plugwarden.core.lifecycle import is_allowed
+from plugwarden.plugin.lifecycle import is_allowed
 
 LEGAL = [
     (None, State.LOADED),

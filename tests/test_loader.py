@@ -73,7 +73,7 @@ class TestDirectDispatch:
         """Each hook's one guarded implementation is called without pluggy's
         caller, with the arguments it takes: the record is the one pluggy's
         call gives, for a value, a raise and a subset of the arguments."""
-        from plugwarden.core.loader import load_plugin
+        from plugwarden.isolation.loader import load_plugin
 
         source = (
             "from plugwarden import hookimpl\n\n"
@@ -106,7 +106,7 @@ def test_a_plugin_in_a_directory_made_after_a_failed_search_is_found(tmp_path):
     later = tmp_path / "made-later"
     script = (
         "import importlib, sys\n"
-        "from plugwarden.core.loader import load_plugin\n"
+        "from plugwarden.isolation.loader import load_plugin\n"
         f"sys.path.insert(0, {str(later)!r})\n"
         "try:\n    importlib.import_module('made_later')\n"
         "except ModuleNotFoundError:\n    pass\n"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plugwarden import ManifestError
-from plugwarden.core.manifest import read_manifest
+from plugwarden.plugin.manifest import read_manifest
 
 TOML = """
 name = "vision"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from plugwarden.core.metrics import PluginMetrics
-from plugwarden.core.result import CallResult
+from plugwarden.host.metrics import PluginMetrics
+from plugwarden.result import CallResult
 from tests.conftest import wait_for
 
 

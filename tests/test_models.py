@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from plugwarden import State
-from plugwarden.core.manifest import ModelSpec
-from plugwarden.core.models import file_problem, resolve
+from plugwarden.plugin.manifest import ModelSpec
+from plugwarden.preflight.models import file_problem, resolve
 from tests.conftest import plugin_source
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C

@@ -379,7 +379,7 @@ def direct_forks() -> bool:
     (asked of a fresh interpreter: the probe changes its caller's namespace
     for children)."""
     probe = (
-        "from plugwarden.core import containment as c\n"
+        "from plugwarden.isolation.process import containment as c\n"
         "print(c.may_unshare_pid_namespace() and c.unshare_pid_namespace())"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

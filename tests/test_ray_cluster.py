@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 
 from plugwarden import HostConfig, State
-from plugwarden.core.ray_cluster import RAY_MISSING, death_reason, shortfall
-from plugwarden.doctor import ray_cluster
+from plugwarden.cli.doctor import ray_cluster
+from plugwarden.isolation.ray.cluster import RAY_MISSING, death_reason, shortfall
 from tests.conftest import ECHO
 
 NODES = [

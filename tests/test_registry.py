@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from plugwarden import PluginStatus, RegistryTimeout, State, TransitionError, UnknownPlugin
-from plugwarden.core.registry import Registry
-from plugwarden.core.result import CallResult
+from plugwarden.host.registry import Registry
+from plugwarden.result import CallResult
 
 
 def ready(registry: Registry, name: str = "p") -> Registry:

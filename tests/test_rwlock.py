@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from plugwarden import RegistryTimeout
-from plugwarden.core.rwlock import RWLock
+from plugwarden.host.rwlock import RWLock
 from tests.conftest import wait_for
 
 

@@ -3,7 +3,7 @@ catches what it waits for, with tries that back off while they keep missing."""
 
 from __future__ import annotations
 
-from plugwarden.core.spin import PROBE_EVERY, PROBE_MOST, AdaptiveSpin
+from plugwarden.isolation.process.spin import PROBE_EVERY, PROBE_MOST, AdaptiveSpin
 
 
 def waits_until_try(spin: AdaptiveSpin) -> int:

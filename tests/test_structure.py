@@ -41,7 +41,7 @@ def graph() -> dict[str, set[str]]:
     for module, targets in found.items():
         out = edges.setdefault(module, set())
         for target, names in targets:
-            # `from plugwarden.core import worker` imports the module worker.
+            # `from plugwarden.isolation.process import worker` imports the module worker.
             for name in names:
                 if f"{target}.{name}" in found:
                     out.add(f"{target}.{name}")
@@ -88,7 +88,7 @@ class TestStructure:
         which re-exports the public names, is left out: nothing imports it
         for an implementation)."""
         edges = graph()
-        assert "plugwarden.core.host" in edges and "plugwarden.core.supervisor" in edges
+        assert "plugwarden.host.host" in edges and "plugwarden.host.supervisor" in edges
         assert cycles(edges) == []
 
     def test_the_cycle_finder_finds_a_cycle(self):
@@ -127,9 +127,9 @@ class TestStructure:
             assert getattr(plugwarden, name) is not None, name
         assert plugwarden.__version__
         loaded = imported_by(
-            "from plugwarden import hookimpl\nimport plugwarden.core.worker",
+            "from plugwarden import hookimpl\nimport plugwarden.isolation.process.worker",
             # packaging: the pre-flight's, ~25 ms of every zygote's boot.
-            ("plugwarden.core.host", "plugwarden.config", "starlette", "uvicorn", "packaging"),
+            ("plugwarden.host.host", "plugwarden.config", "starlette", "uvicorn", "packaging"),
         )
         assert loaded == []
 
@@ -138,7 +138,7 @@ class TestStructure:
         the client commands' rich and httpx, not the web stack (imported
         while the workers start), not wrapt (inline and Ray guards only)."""
         loaded = imported_by(
-            "import plugwarden.cli, plugwarden.web.launch, plugwarden.core.host",
+            "import plugwarden.cli.main, plugwarden.web.launch, plugwarden.host.host",
             ("rich", "httpx", "starlette", "uvicorn", "wrapt"),
         )
         assert loaded == []

@@ -379,7 +379,7 @@ class TestCallsNeverRaise:
 
 class TestBudget:
     def test_a_lost_workers_first_replacement_waits_nothing_and_later_ones_back_off(self):
-        from plugwarden.core.policy import RestartBudget, RestartPolicy
+        from plugwarden.plugin.policy import RestartBudget, RestartPolicy
 
         now = [0.0]
         policy = RestartPolicy(max_restarts=4, restart_window_s=10, restart_backoff_s=1)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from plugwarden.core.treememory import TreeMemory
+from plugwarden.isolation.process.treememory import TreeMemory
 from tests.conftest import wait_for
 
 HOG = "import sys\nblock = bytearray(64 * 2**20)\nprint('ready', flush=True)\nsys.stdin.read()"

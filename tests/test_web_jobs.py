@@ -174,10 +174,10 @@ class TestBadRequests:
     @pytest.mark.parametrize(
         ("body", "status", "error_type"),
         [
-            ({"tool": 3}, 422, ErrorType.INVALID_REQUEST),
+            ({"tool": 3}, 422, ErrorType.INVALID_ARGUMENTS),
             ({"tool": "t", "extra": 1}, 422, ErrorType.INVALID_REQUEST),
-            ({"tool": "t", "timeout_s": -1}, 422, ErrorType.INVALID_REQUEST),
-            ({"tool": "t", "timeout_s": "1"}, 422, ErrorType.INVALID_REQUEST),
+            ({"tool": "t", "timeout_s": -1}, 422, ErrorType.INVALID_ARGUMENTS),
+            ({"tool": "t", "timeout_s": "1"}, 422, ErrorType.INVALID_ARGUMENTS),
             ([1, 2], 422, ErrorType.INVALID_REQUEST),
         ],
     )

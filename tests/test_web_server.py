@@ -108,7 +108,7 @@ class Gate(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Gate())
-from plugwarden.cli import main
+from plugwarden.cli.main import main
 sys.exit(main(["serve", "--port", "{port}"]))
 """
 

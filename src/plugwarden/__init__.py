@@ -13,12 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from plugwarden.config import HostConfig
-    from plugwarden.core.host import Host
-    from plugwarden.core.jobs import Job, JobState
-    from plugwarden.core.lifecycle import State, Transition
-    from plugwarden.core.registry import PluginStatus
-    from plugwarden.core.reporting import cancelled, progress
-    from plugwarden.core.result import CallResult
     from plugwarden.error_types import ErrorType
     from plugwarden.exceptions import (
         ConfigError,
@@ -33,30 +27,36 @@ if TYPE_CHECKING:
         UnknownPlugin,
     )
     from plugwarden.hookspecs import hookimpl
+    from plugwarden.host.host import Host
+    from plugwarden.host.registry import PluginStatus
+    from plugwarden.isolation.reporting import cancelled, progress
+    from plugwarden.jobs.job import Job, JobState
+    from plugwarden.plugin.lifecycle import State, Transition
+    from plugwarden.result import CallResult
 
 _EXPORTS = {
-    "CallResult": "plugwarden.core.result",
+    "CallResult": "plugwarden.result",
     "ConfigError": "plugwarden.exceptions",
     "ErrorType": "plugwarden.error_types",
-    "Host": "plugwarden.core.host",
+    "Host": "plugwarden.host.host",
     "HostConfig": "plugwarden.config",
-    "Job": "plugwarden.core.jobs",
+    "Job": "plugwarden.jobs.job",
     "JobRefused": "plugwarden.exceptions",
-    "JobState": "plugwarden.core.jobs",
+    "JobState": "plugwarden.jobs.job",
     "JobStoreError": "plugwarden.exceptions",
     "LoadError": "plugwarden.exceptions",
     "ManifestError": "plugwarden.exceptions",
-    "PluginStatus": "plugwarden.core.registry",
+    "PluginStatus": "plugwarden.host.registry",
     "PlugwardenError": "plugwarden.exceptions",
     "RegistryTimeout": "plugwarden.exceptions",
-    "State": "plugwarden.core.lifecycle",
-    "Transition": "plugwarden.core.lifecycle",
+    "State": "plugwarden.plugin.lifecycle",
+    "Transition": "plugwarden.plugin.lifecycle",
     "TransitionError": "plugwarden.exceptions",
     "UnknownJob": "plugwarden.exceptions",
     "UnknownPlugin": "plugwarden.exceptions",
-    "cancelled": "plugwarden.core.reporting",
+    "cancelled": "plugwarden.isolation.reporting",
     "hookimpl": "plugwarden.hookspecs",
-    "progress": "plugwarden.core.reporting",
+    "progress": "plugwarden.isolation.reporting",
 }
 
 __all__ = [

@@ -1,3 +1,3 @@
-from plugwarden.cli import main
+from plugwarden.cli.main import main
 
 raise SystemExit(main())

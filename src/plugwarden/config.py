@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from plugwarden.core.limits import Limits
-from plugwarden.core.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
-from plugwarden.core.policy import RESTART_MODES, RestartPolicy
 from plugwarden.exceptions import ConfigError, ManifestError
+from plugwarden.plugin.limits import Limits
+from plugwarden.plugin.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
+from plugwarden.plugin.policy import RESTART_MODES, RestartPolicy
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",

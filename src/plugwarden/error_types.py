@@ -8,6 +8,7 @@ stable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 __all__ = ["ErrorType"]
@@ -67,3 +68,35 @@ class ErrorType:
         {BUSY, PLUGIN_NOT_AVAILABLE, UNKNOWN_PLUGIN, UNKNOWN_TOOL, INVALID_ARGUMENTS, INTERNAL}
         | ENDED_BY_HOST
     )
+
+    @staticmethod
+    def http_status(error_type: str | None) -> int:
+        """The HTTP status of an answer with this ``error_type``: a request
+        the host refused (nothing ran) has its 4xx or 5xx; a call that ran,
+        or tried to, answers 200 with its result record, ``ok: false``."""
+        return HTTP_STATUS.get(error_type or "", 200)
+
+
+# One table for every route: what each refusal answers over HTTP.
+HTTP_STATUS: Final[Mapping[str, int]] = {
+    ErrorType.INVALID_JSON: 400,
+    ErrorType.CLIENT_DISCONNECT: 400,
+    ErrorType.BAD_REQUEST: 400,
+    ErrorType.UNAUTHORIZED: 401,
+    ErrorType.MUTATIONS_DISABLED: 403,
+    ErrorType.FORBIDDEN: 403,
+    ErrorType.UNKNOWN_PLUGIN: 404,
+    ErrorType.UNKNOWN_JOB: 404,
+    ErrorType.NOT_FOUND: 404,
+    ErrorType.METHOD_NOT_ALLOWED: 405,
+    ErrorType.PAYLOAD_TOO_LARGE: 413,
+    ErrorType.INVALID_REQUEST: 422,
+    ErrorType.INVALID_ARGUMENTS: 422,
+    ErrorType.UNKNOWN_TOOL: 422,
+    ErrorType.BUSY: 429,
+    ErrorType.INTERNAL: 503,
+    ErrorType.REGISTRY_TIMEOUT: 503,
+    ErrorType.JOB_STORE: 503,
+    ErrorType.SHUTTING_DOWN: 503,
+    ErrorType.CLOSED: 503,
+}

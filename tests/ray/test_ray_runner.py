@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from plugwarden import HostConfig, State
-from plugwarden.doctor import ray_cluster as describe_cluster
+from plugwarden.cli.doctor import ray_cluster as describe_cluster
 from plugwarden.web.prometheus import collector_registry, exposition
 from tests.conftest import wait_for
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from plugwarden.core.host import Host
-from plugwarden.core.lifecycle import State
-from plugwarden.core.registry import PluginStatus
+from plugwarden.host.host import Host
+from plugwarden.host.registry import PluginStatus
+from plugwarden.plugin.lifecycle import State
 
 __all__ = ["assert_state", "wait_for", "wait_for_state"]
 

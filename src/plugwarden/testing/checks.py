@@ -22,13 +22,13 @@ from typing import Any
 
 import psutil
 
-from plugwarden.core.checks import PreflightContext
-from plugwarden.core.discovery import PluginSource, discover
-from plugwarden.core.host import Host
-from plugwarden.core.lifecycle import State
-from plugwarden.core.manifest import MANIFEST_NAMES, Manifest, read_manifest
-from plugwarden.core.packages import check_packages, check_requirements
 from plugwarden.exceptions import ManifestError
+from plugwarden.host.host import Host
+from plugwarden.plugin.discovery import PluginSource, discover
+from plugwarden.plugin.lifecycle import State
+from plugwarden.plugin.manifest import MANIFEST_NAMES, Manifest, read_manifest
+from plugwarden.preflight.context import PreflightContext
+from plugwarden.preflight.packages import check_packages, check_requirements
 
 __all__ = ["CHECKS", "LATEST_LEVEL", "Check", "Verdict", "run_checks"]
 

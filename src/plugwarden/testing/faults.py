@@ -1,6 +1,6 @@
 """Fault injection for plugin tests: make a plugin's Nth call crash, hang,
 blow its memory limit, raise... in the real worker (see
-:mod:`plugwarden.core.faults`), and fake the GPU the pre-flight sees.
+:mod:`plugwarden.isolation.injection`), and fake the GPU the pre-flight sees.
 
 The plan is a file named by ``PLUGWARDEN_FAULTS`` in the environment the
 host's workers start with: make the :class:`FaultPlan` (or use the
@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from plugwarden.core.faults import FAULTS_ENV, KINDS
-from plugwarden.core.gpu import FAKE_GPU_ENV, FAKE_GPUS
+from plugwarden.isolation.injection import FAULTS_ENV, KINDS
+from plugwarden.preflight.gpu import FAKE_GPU_ENV, FAKE_GPUS
 
 __all__ = ["KINDS", "FaultPlan", "fake_gpu"]
 

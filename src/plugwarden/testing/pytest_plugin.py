@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from plugwarden.core.host import Host
+from plugwarden.host.host import Host
 from plugwarden.testing.dists import write_plugin
 from plugwarden.testing.faults import FaultPlan, fake_gpu
 
@@ -195,7 +195,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return
-    from plugwarden.core.gpu import decide, run_probe
+    from plugwarden.preflight.gpu import decide, run_probe
 
     problem = decide(run_probe(with_torch=True))
     if problem is None:

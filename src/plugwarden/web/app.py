@@ -22,22 +22,23 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from plugwarden.config import HostConfig
-from plugwarden.core.host import Host
-from plugwarden.core.registry import PluginStatus, compact_json
-from plugwarden.core.result import CallResult
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
+from plugwarden.host.admission import Deadline
+from plugwarden.host.host import Host
+from plugwarden.host.registry import PluginStatus, compact_json
+from plugwarden.result import CallResult
 from plugwarden.web.errors import (
-    RETRY_AFTER_S,
     ContainErrors,
     error,
     http_exception,
     registry_timeout,
+    retry_headers,
 )
-from plugwarden.web.jobs import job_routes
+from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
-from plugwarden.web.requests import authorise, json_body, run_body_problem
+from plugwarden.web.requests import authorise, body_problem, json_body
 
 __all__ = ["create_app", "readiness"]
 
@@ -90,7 +91,7 @@ def create_app(
         try:
             status = await _read(host.registry.status, request.path_params["name"])
         except UnknownPlugin as exc:
-            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+            return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         return Response(status.to_json(), media_type="application/json")
 
     async def plugin(request: Request) -> Response:
@@ -98,7 +99,7 @@ def create_app(
         try:
             status = await _read(host.registry.status, name)
         except UnknownPlugin as exc:
-            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+            return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         # The full record also carries the workers' memory, read now (/proc),
         # and where they run (a Ray plugin's nodes).
         memory = await run_in_threadpool(host.resident_bytes, name)
@@ -106,46 +107,40 @@ def create_app(
         return Response(_with(status.to_json(), extra), media_type="application/json")
 
     async def run(request: Request) -> Response:
+        name = request.path_params["name"]
+        # The call's one deadline starts as it arrives: the wait for one of
+        # the plugin's HTTP threads and then for a worker both come out of it.
+        deadline = Deadline.after(host.call_timeout(name))
         denied = authorise(request, token)
         if denied is not None:
             return denied
-        name = request.path_params["name"]
-        try:
-            await _read(host.registry.status, name)
-        except UnknownPlugin as exc:
-            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
-        if host.draining:
-            return _shutting_down()
         body = await json_body(request, max_body)
         if isinstance(body, Response):
             return body
-        problem = run_body_problem(body)
+        problem = body_problem(body)
         if problem is not None:
-            return error(422, problem, ErrorType.INVALID_REQUEST)
-        tool, args = body["tool"], body.get("args") or {}
-        # Waiting for one of the plugin's own threads counts against the
-        # call's timeout, as waiting for one of its workers does.
-        wait_s = host.call_timeout(name)
+            return error(problem, ErrorType.INVALID_REQUEST)
+        tool, args = body.get("tool"), body.get("args")
+        refused = host.refusal(name, tool, args)
+        if refused is not None:
+            refused = refused.of_call(name, tool if isinstance(tool, str) else None, {})
+            return _answer(refused, compact_json(refused.to_dict()))
         answer: tuple[CallResult, bytes] | None = None
-        with anyio.move_on_after(wait_s):  # only the wait for a thread is cancelled
+        with anyio.move_on_after(deadline.left()):  # only the wait for a thread is cancelled
             answer = await anyio.to_thread.run_sync(
-                _call_encoded, host, name, tool, args, limiter=run_limiters[name]
+                _call_encoded, host, name, tool, args, deadline, limiter=run_limiters[name]
             )
         if answer is None:
             busy = CallResult.failure(
                 f"Plugin '{name}' already has {PLUGIN_CALLS} calls in progress over HTTP, "
-                f"and none finished within {wait_s:g}s. Retry later.",
+                f"and none finished within {deadline.timeout_s:g}s (its timeout_s). Retry later.",
                 ErrorType.BUSY,
                 plugin=name,
                 tool=tool,
                 args=args,
             )
             answer = busy, compact_json(busy.to_dict()).encode()
-        result, encoded = answer
-        if result.error_type == ErrorType.SHUTTING_DOWN:
-            headers = {"Retry-After": str(RETRY_AFTER_S)}
-            return Response(encoded, 503, headers, media_type="application/json")
-        return Response(encoded, media_type="application/json")
+        return _answer(*answer)
 
     async def restart(request: Request) -> Response:
         denied = authorise(request, token)
@@ -155,9 +150,12 @@ def create_app(
         try:
             await _read(host.registry.status, name)
         except UnknownPlugin as exc:
-            return error(404, str(exc), ErrorType.UNKNOWN_PLUGIN)
+            return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         if host.draining:
-            return _shutting_down()
+            return error(
+                "The server is shutting down: no restarts. Retry against another instance.",
+                ErrorType.SHUTTING_DOWN,
+            )
         status = await anyio.to_thread.run_sync(host.restart, name, limiter=restart_limiters[name])
         return JSONResponse(status.to_dict())
 
@@ -210,11 +208,21 @@ def _with(record_json: str, fields: dict[str, Any]) -> str:
     return f"{record_json[:-1]},{compact_json(fields)[1:]}"
 
 
-def _call_encoded(host: Host, name: str, tool: str, args: Any) -> tuple[CallResult, bytes]:
+def _call_encoded(
+    host: Host, name: str, tool: str, args: Any, deadline: Deadline
+) -> tuple[CallResult, bytes]:
     """A call and its JSON, both on a worker thread: a large result is never
     encoded on the event loop."""
-    result = host.call(name, tool, args)
+    result = host.call(name, tool, args, deadline=deadline)
     return result, compact_json(result.to_dict()).encode()
+
+
+def _answer(result: CallResult, encoded: bytes | str) -> Response:
+    """A run's answer: its result record, with the status of its error type
+    (200 for a call that ran; a refusal's 4xx or 5xx)."""
+    status = ErrorType.http_status(result.error_type)
+    headers = retry_headers(status)
+    return Response(encoded, status, headers, media_type="application/json")
 
 
 class _Scraper:
@@ -244,14 +252,6 @@ async def _read(read: Callable[..., T], *args: Any) -> T:
         return read(*args, lock_timeout=0)
     except RegistryTimeout:
         return await run_in_threadpool(read, *args)
-
-
-def _shutting_down(record: dict[str, Any] | None = None) -> JSONResponse:
-    body = record or {
-        "error": "The server is shutting down: no new calls. Retry against another instance.",
-        "error_type": ErrorType.SHUTTING_DOWN,
-    }
-    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def readiness(host: Host, statuses: list[PluginStatus]) -> list[str]:

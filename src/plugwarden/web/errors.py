@@ -8,6 +8,7 @@ its traceback and answered 503 (the host is degraded, not the request wrong).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,23 +18,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout
 
-__all__ = ["ContainErrors", "error", "http_exception", "registry_timeout"]
+__all__ = ["ContainErrors", "error", "http_exception", "registry_timeout", "retry_headers"]
 
 log = logging.getLogger("plugwarden.web")
 
 RETRY_AFTER_S = 1
 
 
-def error(status: int, message: str, error_type: str, **headers: str) -> JSONResponse:
+def error(
+    message: str,
+    error_type: str,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error answer; its status is the error type's own
+    (:meth:`ErrorType.http_status`) unless given. A 429 or 503 says when to
+    retry."""
     return JSONResponse(
-        {"error": message, "error_type": error_type}, status_code=status, headers=headers or None
+        {"error": message, "error_type": error_type},
+        status_code=status or ErrorType.http_status(error_type),
+        headers=retry_headers(status or ErrorType.http_status(error_type)) | dict(headers or {}),
     )
+
+
+def retry_headers(status: int) -> dict[str, str]:
+    """``Retry-After`` for an answer that says "not now" (429, 503)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 / 400, in our JSON shape."""
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
-        return error(503, "Unexpected error", ErrorType.INTERNAL)
+        return error("Unexpected error", ErrorType.INTERNAL)
     names = {
         404: ErrorType.NOT_FOUND,
         405: ErrorType.METHOD_NOT_ALLOWED,
@@ -42,7 +59,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else "Request not accepted"
     if exc.status_code == 404:
         message = f"No route for {request.method} {request.url.path}. See GET / for the routes."
-    response = error(exc.status_code, message, names.get(exc.status_code, ErrorType.HTTP_ERROR))
+    response = error(
+        message, names.get(exc.status_code, ErrorType.HTTP_ERROR), status=exc.status_code
+    )
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
     return response
@@ -50,10 +69,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 def registry_timeout(exc: RegistryTimeout) -> JSONResponse:
     return error(
-        503,
         f"{exc}. The host is busy; retry shortly.",
         ErrorType.REGISTRY_TIMEOUT,
-        **{"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -85,9 +102,7 @@ class ContainErrors:
             log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 response = error(
-                    503,
                     "Unexpected error in plugwarden; it was logged. Retry later.",
                     ErrorType.INTERNAL,
-                    **{"Retry-After": str(RETRY_AFTER_S)},
                 )
                 await response(scope, receive, send)

@@ -64,11 +64,11 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
         )
     zygote = None
     if config.defaults.isolation == "process":
-        from plugwarden.core.zygote import Zygote
+        from plugwarden.isolation.process.zygote import Zygote
 
         zygote = Zygote()
         zygote.prestart()  # its interpreter boots while this one imports the host
-    from plugwarden.core.host import Host
+    from plugwarden.host.host import Host
 
     plugin_host = Host(config, zygote=zygote)
     try:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from plugwarden.core.host import Host
-from plugwarden.core.registry import PluginStatus
+from plugwarden.host.host import Host
+from plugwarden.host.registry import PluginStatus
 
 __all__ = ["LIST_MAX_AGE_S", "Listing", "PolledRoutesApp"]
 

@@ -14,8 +14,8 @@ from html import escape
 from typing import Any
 
 from plugwarden.console import ago
-from plugwarden.core.jobs import Job, JobState
-from plugwarden.core.registry import PluginStatus
+from plugwarden.host.registry import PluginStatus
+from plugwarden.jobs.job import Job, JobState
 
 __all__ = ["render_page"]
 

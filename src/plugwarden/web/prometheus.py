@@ -19,9 +19,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from plugwarden.core.host import Host
-from plugwarden.core.lifecycle import State
 from plugwarden.exceptions import PlugwardenError
+from plugwarden.host.host import Host
+from plugwarden.plugin.lifecycle import State
 
 __all__ = ["HostCollector", "collector_registry", "exposition"]
 

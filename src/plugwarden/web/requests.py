@@ -15,17 +15,16 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from plugwarden.core.wire import MAX_DEPTH, depth_within
 from plugwarden.error_types import ErrorType
+from plugwarden.isolation.wire import MAX_DEPTH, depth_within
 from plugwarden.web.errors import error
 
-__all__ = ["authorise", "json_body", "run_body_problem"]
+__all__ = ["authorise", "body_problem", "json_body"]
 
 
 def authorise(request: Request, token: bytes | None) -> Response | None:
     if token is None:
         return error(
-            403,
             "Run, restart and jobs are off: no token is configured. Set [server] token in the "
             "config or the PLUGWARDEN_TOKEN environment variable.",
             ErrorType.MUTATIONS_DISABLED,
@@ -34,13 +33,12 @@ def authorise(request: Request, token: bytes | None) -> Response | None:
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         return error(
-            401,
             "Missing bearer token: send 'Authorization: Bearer <token>'.",
             ErrorType.UNAUTHORIZED,
-            **{"WWW-Authenticate": 'Bearer realm="plugwarden"'},
+            headers={"WWW-Authenticate": 'Bearer realm="plugwarden"'},
         )
     if not hmac.compare_digest(given.strip().encode(), token):
-        return error(403, "Wrong bearer token.", ErrorType.FORBIDDEN)
+        return error("Wrong bearer token.", ErrorType.FORBIDDEN)
     return None
 
 
@@ -91,46 +89,38 @@ async def json_body(request: Request, limit: int) -> Any:
                 continue
             chunks.append(chunk)
     except ClientDisconnect:
-        return error(
-            400, "Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT
-        )
+        return error("Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT)
     if too_large:
         headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
         return error(
-            413,
             f"Request body over {limit} bytes (max_body_bytes). Send less.",
             ErrorType.PAYLOAD_TOO_LARGE,
-            **headers,
+            headers=headers,
         )
     raw = b"".join(chunks)
     if not raw.strip():
-        return error(400, 'Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
+        return error('Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
     try:
         body = _body_decoder.decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
+        return error(f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
     except RecursionError:
         body = None
     if body is None or not depth_within(body, MAX_DEPTH):
-        return error(
-            400, f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON
-        )
+        return error(f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON)
     return body
 
 
-def run_body_problem(body: Any, fields: Collection[str] = ("tool", "args")) -> str | None:
-    """What is wrong with a run (or job) body, or None; ``fields``: the
-    fields it may have."""
+def body_problem(body: Any, fields: Collection[str] = ("tool", "args")) -> str | None:
+    """What is wrong with the envelope of a run (or job) body, or None:
+    it is a JSON object with no fields but ``fields``. What the fields hold
+    is the host's to judge (:meth:`Host.refusal`), as for a Python caller."""
     if not isinstance(body, dict):
         return f'Body must be a JSON object like {{"tool": ..., "args": {{}}}}, got {_kind(body)}.'
     unknown = sorted(set(body) - set(fields))
     if unknown:
         expected = ", ".join(map(repr, fields))
         return f"Unknown field(s) {', '.join(map(repr, unknown))}; expected {expected}."
-    if not isinstance(body.get("tool"), str) or not body["tool"]:
-        return "Field 'tool' is required and must be a non-empty string."
-    if "args" in body and body["args"] is not None and not isinstance(body["args"], dict):
-        return f"Field 'args' must be a JSON object, got {_kind(body['args'])}."
     return None
 
 

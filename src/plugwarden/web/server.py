@@ -27,8 +27,8 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from plugwarden.config import HostConfig
-from plugwarden.core.host import Host
 from plugwarden.error_types import ErrorType
+from plugwarden.host.host import Host
 from plugwarden.web.app import create_app
 
 __all__ = ["DrainingServer", "GuardedH11Protocol", "build", "run", "uvicorn_config"]

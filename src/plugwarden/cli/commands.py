@@ -1,0 +1,220 @@
+"""The client commands of ``plugwarden`` (SPEC section 8): everything but
+``serve``, which :mod:`plugwarden.cli.main` starts without importing these
+(rich, httpx: ~100 ms a server does not need at start; issue 14).
+
+rich draws tables and colours; every command that prints data takes
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from plugwarden.cli.jobcommands import follow_job, jobs_table, offer_cancel, print_job
+from plugwarden.cli.recordview import print_record
+from plugwarden.cli.remote import LocalHost, RemoteHost, server_url
+from plugwarden.config import HostConfig
+from plugwarden.console import EXIT_NOT_WELL, EXIT_OK, STATE_STYLES, all_well, well
+from plugwarden.jobs.job import JobState
+
+__all__ = ["run_command"]
+
+
+def run_command(args: argparse.Namespace, config: HostConfig) -> int:
+    """Run the client command ``args.command``; its exit status."""
+    return _COMMANDS[args.command](args, config, Console(soft_wrap=False))
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _plugins(args: argparse.Namespace, config: HostConfig) -> RemoteHost | LocalHost:
+    """Where the command's plugins are: the running server, or (--local) here."""
+    if args.local:
+        return LocalHost(config)
+    return RemoteHost(server_url(config, args.url), args.token or config.server.token)
+
+
+def _state(record: dict[str, Any]) -> str:
+    style = STATE_STYLES.get(str(record.get("state")), "")
+    return f"[{style}]{escape(str(record.get('state')))}[/{style}]"
+
+
+def _status_table(records: list[dict[str, Any]], title: str = "Plugins") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("plugin", "state", "version", "calls ok/err", "reason"):
+        table.add_column(column, overflow="fold")
+    for record in sorted(records, key=lambda r: str(r.get("name"))):
+        health = "" if record.get("healthy", True) else " [red](unhealthy)[/red]"
+        table.add_row(
+            escape(str(record.get("name"))),
+            _state(record) + health,
+            escape(str(record.get("version", ""))),
+            f"{record.get('success_count', 0)}/{record.get('error_count', 0)}",
+            escape(str(record.get("reason", ""))),  # reasons quote config keys like [plugins.x]
+        )
+    return table
+
+
+def _print_rows(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    console: Console,
+    table: Callable[[list[dict[str, Any]]], Table],
+    empty: str,
+) -> None:
+    """``rows`` as JSON, as ``table`` draws them, or ``empty`` when there are none."""
+    if as_json:
+        _emit_json(rows)
+    elif rows:
+        console.print(table(rows))
+    else:
+        console.print(empty)
+
+
+def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        records = plugins.records()
+    empty = "No plugins installed (entry point group 'plugwarden.plugins')."
+    _print_rows(records, args.json, console, _status_table, empty)
+    return EXIT_OK if all_well(records) else EXIT_NOT_WELL
+
+
+def _show(record: dict[str, Any], console: Console, as_json: bool) -> int:
+    if as_json:
+        _emit_json(record)
+    else:
+        print_record(record, console)
+    return EXIT_OK if well(record) else EXIT_NOT_WELL
+
+
+def _cmd_health(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        return _show(plugins.record(args.name), console, args.json)
+
+
+def _cmd_restart(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        return _show(plugins.restart(args.name), console, args.json)
+
+
+def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    tool_args = _json_object(args.args, "--args")
+    if args.job:
+        return _run_job(args, config, console, tool_args)
+    with _plugins(args, config) as plugins:
+        result = plugins.run(args.name, args.tool, tool_args)
+    if args.json:
+        _emit_json(result)
+    elif result.get("ok"):
+        console.print_json(json.dumps(result.get("result")))
+    else:
+        console.print(
+            f"[red]{escape(str(result.get('error_type')))}:[/red] "
+            f"{escape(str(result.get('error')))}",
+            highlight=False,
+        )
+    return EXIT_OK if result.get("ok") else EXIT_NOT_WELL
+
+
+def _run_job(
+    args: argparse.Namespace, config: HostConfig, console: Console, tool_args: dict[str, Any]
+) -> int:
+    with _plugins(args, config) as plugins:
+        job = plugins.submit(args.name, args.tool, tool_args)
+        try:
+            if not args.json:
+                console.print(f"job {job['id']} submitted", highlight=False)
+            ended = follow_job(plugins, job, Console(stderr=True) if args.json else console)
+        except KeyboardInterrupt:
+            return offer_cancel(plugins, job["id"], console)
+    if args.json:
+        _emit_json(ended)
+    else:
+        print_job(ended, console)
+    return EXIT_OK if ended["state"] == JobState.SUCCEEDED else EXIT_NOT_WELL
+
+
+def _cmd_jobs(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise ValueError("--limit must be from 1 to 1000")
+    with _plugins(args, config) as plugins:
+        jobs = plugins.jobs(args.plugin, args.state, args.limit)
+    _print_rows(jobs, args.json, console, jobs_table, "No jobs.")
+    return EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    with _plugins(args, config) as plugins:
+        job = plugins.cancel(args.id)
+    if args.json:
+        _emit_json(job)
+    else:
+        console.print(
+            f"job {job['id']}: {job['state']}"
+            + (" (cancel requested)" if job["state"] in JobState.LIVE else ""),
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    from plugwarden.cli.check import check
+
+    examples = _json_object(args.examples, "--examples")
+    return check(args.target, console, as_json=args.json, level=args.level, examples=examples)
+
+
+def _cmd_new(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    from plugwarden.cli.scaffold import new_plugin
+
+    target = new_plugin(args.name, Path(args.dir) if args.dir else None)
+    console.print(
+        escape(
+            f"Wrote plugin {args.name!r} in {target}/. Next: cd {target} && pip install "
+            "'.[test]' && pytest (and plugwarden check .)"
+        ),
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{flag} nests too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError(f'{flag} must be a JSON object, like \'{{"text": "hi"}}\'')
+    return value
+
+
+def _cmd_doctor(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    from plugwarden.cli.doctor import doctor
+
+    return doctor(config, console, as_json=args.json)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, HostConfig, Console], int]] = {
+    "list": _cmd_list,
+    "health": _cmd_health,
+    "run": _cmd_run,
+    "restart": _cmd_restart,
+    "jobs": _cmd_jobs,
+    "cancel": _cmd_cancel,
+    "doctor": _cmd_doctor,
+    "check": _cmd_check,
+    "new": _cmd_new,
+}

@@ -1,0 +1,157 @@
+"""The call path (SPEC section 4): caller -> checks -> registry -> runner ->
+result -> metrics -> registry, and the background health checks.
+
+Nothing here raises to the caller: every call, whatever the plugin or the
+caller did, ends in a :class:`~plugwarden.result.CallResult`. A call's
+failure is the call's only, unless a worker was lost (the runner reports
+that to the supervisor) or the operator set ``fail_on_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from plugwarden.config import HostConfig
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import PlugwardenError
+from plugwarden.host.admission import Admission, Deadline
+from plugwarden.host.registry import PluginStatus, Registry, compact_json
+from plugwarden.host.supervisor import Supervisor
+from plugwarden.isolation.reporting import CallControl
+from plugwarden.plugin.lifecycle import iso
+from plugwarden.result import CallResult
+
+__all__ = ["Calls"]
+
+log = logging.getLogger("plugwarden.calls")
+
+HEALTH_REPORT_BYTES = 16 * 1024
+
+
+class Calls:
+    def __init__(
+        self,
+        config: HostConfig,
+        registry: Registry,
+        supervisor: Supervisor,
+        admission: Admission,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.supervisor = supervisor
+        self.admission = admission
+
+    def call(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+        control: CallControl | None = None,
+        deadline: Deadline | None = None,
+    ) -> CallResult:
+        """``timeout_s`` None: the plugin's ``timeout_s``. A job passes its
+        own timeout and its ``control``. The wait for a free worker ends at
+        ``deadline`` (set when the call arrived; default: ``timeout_s`` from
+        now), then the call is ``Busy``."""
+        # type() first: isinstance against an ABC costs ~1 us, on every call.
+        arguments = dict(args) if type(args) is dict or isinstance(args, Mapping) else {}
+        refused = self.admission.refusal(name, tool, args)
+        if refused is not None:
+            return refused.of_call(name, tool, arguments)
+        try:
+            ticket = self.registry.begin_call(name)
+        except PlugwardenError as exc:
+            return CallResult.failure(
+                str(exc), ErrorType.REGISTRY_TIMEOUT, plugin=name, tool=tool, args=arguments
+            )
+        if isinstance(ticket, PluginStatus):
+            return CallResult.failure(
+                f"Plugin '{name}' is {ticket.state.value}: {ticket.reason}",
+                ErrorType.PLUGIN_NOT_AVAILABLE,
+                plugin=name,
+                tool=tool,
+                args=arguments,
+            )
+        slot = self.supervisor.slots[name]
+        runner = slot.runner
+        if runner is None:  # failed or restarting between begin_call and here
+            result = CallResult.failure("The plugin is restarting. Retry it.", ErrorType.RESTARTED)
+        else:
+            request = {"tool": tool, "args": arguments}
+            timeout = slot.limits.timeout_s if timeout_s is None else timeout_s
+            wait_s = timeout if deadline is None else deadline.left()
+            result = runner.call("run", request, timeout, wait_s, control=control)
+        result = result.of_call(name, tool, arguments)
+        try:
+            self.registry.end_call(name, result, ticket)
+        except PlugwardenError:
+            log.exception("plugin %r: could not record the end of a call", name)
+        if (
+            not result.ok
+            and result.guard is None
+            and result.error_type not in ErrorType.NOT_THE_PLUGINS
+            and slot.budget.policy.fail_on_error
+        ):
+            self.supervisor.fail(
+                name,
+                ticket,
+                f"run('{tool}') failed with {result.error} and fail_on_error is set. "
+                f"Fix the plugin, then restart it (plugwarden restart {name}).",
+                "error",
+            )
+        return result
+
+    def check_health(self, name: str) -> dict[str, Any] | None:
+        """Run ``name``'s health hook now (budget: ``health_timeout_s``) and
+        store its report; None when the plugin is not available or all its
+        workers are busy (the last report stays)."""
+        slot = self.supervisor.slot(name)
+        runner = slot.runner
+        status = self.registry.status(name)
+        if runner is None or not status.available:
+            return None
+        budget = self.config.health_timeout_s
+        result = runner.call("health", {}, budget, wait_s=budget)
+        if result.error_type in (ErrorType.BUSY, ErrorType.PLUGIN_NOT_AVAILABLE):
+            return None
+        if result.ended_by_host:
+            return None
+        report: dict[str, Any] = {
+            "ok": result.ok,
+            "checked_at": iso(datetime.now(UTC)),
+            "duration_ms": round(result.duration_ms, 3),
+            "report": None,
+            "error": result.error,
+        }
+        value = result.result if result.ok else None
+        # Inline, the guard already encoded it; from a worker it is plain JSON data.
+        size = len(result.encoded if result.encoded is not None else compact_json(value))
+        if result.ok and value is not None and not isinstance(value, dict):
+            report["ok"] = False
+            report["error"] = f"health() returned {type(value).__name__}; expected a dict or None"
+        elif result.ok and size > HEALTH_REPORT_BYTES:
+            # Every GET /v1/plugins carries the report: it stays small.
+            report["report_dropped"] = (
+                f"health() returned {size} bytes of report, over the {HEALTH_REPORT_BYTES}-byte "
+                "cap for health reports; return a summary"
+            )
+        elif result.ok:
+            report["report"] = value
+        allowed = self.config.health_failures
+        flipped = self.registry.set_health(name, report, status.generation, allowed)
+        if flipped is False:
+            log.warning(
+                "plugin %r is unhealthy: %d health checks failed in a row; last: %s",
+                name,
+                allowed,
+                report["error"],
+                extra={"plugin": name, "state": "unhealthy"},
+            )
+        elif flipped is True:
+            log.info("plugin %r is healthy again", name, extra={"plugin": name, "state": "healthy"})
+        return report

@@ -1,0 +1,305 @@
+"""The host (SPEC section 6): a thin facade over the parts that do the work.
+
+discovery -> :class:`~plugwarden.host.supervisor.Supervisor` (pipeline,
+restart policy) -> runners made by :class:`~plugwarden.isolation.backends.Backends`;
+calls through :class:`~plugwarden.host.calls.Calls`; state in the
+:class:`~plugwarden.host.registry.Registry`. :meth:`Host.close` closes every
+one of them: no thread, fd or process outlives a closed host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from plugwarden.config import HostConfig
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import PlugwardenError
+from plugwarden.host.admission import Admission, Deadline
+from plugwarden.host.calls import Calls
+from plugwarden.host.health import HealthPoller
+from plugwarden.host.registry import PluginStatus, Registry
+from plugwarden.host.supervisor import Supervisor
+from plugwarden.isolation.backends import Backends
+from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.runner import Runner
+from plugwarden.jobs.job import Job
+from plugwarden.jobs.queue import JobQueue
+from plugwarden.plugin.discovery import discover
+from plugwarden.result import CallResult
+
+__all__ = ["Host"]
+
+log = logging.getLogger("plugwarden.host")
+
+
+class Host:
+    """Finds, checks, loads and guards every installed plugin.
+
+    ``config`` is a :class:`HostConfig`, a mapping shaped like the TOML file,
+    a path to one, or None (``plugwarden.toml`` here, else the defaults).
+    ``search_path`` limits discovery to those directories (default
+    ``sys.path``), ``only`` to those plugin names (default: every one).
+    ``zygote``: a :class:`~plugwarden.isolation.process.zygote.Zygote` already booting,
+    to fork the workers (``plugwarden serve`` starts one before it imports
+    the host); by default the host starts its own."""
+
+    def __init__(
+        self,
+        config: HostConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        search_path: Sequence[str] | None = None,
+        only: Collection[str] | None = None,
+        zygote: Zygote | None = None,
+    ) -> None:
+        if isinstance(config, HostConfig):
+            self.config = config
+        elif isinstance(config, Mapping):
+            self.config = HostConfig.from_dict(config).with_env()
+        else:
+            self.config = HostConfig.load(config)
+        self._search_path = None if search_path is None else list(search_path)
+        self._only = None if only is None else frozenset(only)
+        self.registry = Registry(self.config.lock_timeout_s)
+        self._backends = Backends(self.config.ray, zygote)
+        self._supervisor = Supervisor(self.config, self.registry, self._backends)
+        self.admission = Admission(self._tools_of, self.registry.names)
+        self._calls = Calls(self.config, self.registry, self._supervisor, self.admission)
+        self.job_queue = JobQueue(self.config.jobs, self._calls, self._supervisor)
+        self._health: HealthPoller | None = None
+        self._started = threading.Event()
+        self._start_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle of the host -------------------------------------------------
+
+    def prepare(self) -> None:
+        """Open what the host needs before any plugin (the jobs database,
+        marking a dead host's jobs lost). Raises
+        :class:`~plugwarden.exceptions.JobStoreError` naming the path;
+        :meth:`start` does it when not done yet."""
+        with self._start_lock:
+            if not self._closed:
+                self.job_queue.open()
+
+    def start(self) -> None:
+        """Discover, check, load, initialise and validate every plugin,
+        concurrently. Never raises for a plugin's fault; a second call does
+        nothing (use :meth:`restart` for one plugin). Raises
+        :class:`~plugwarden.exceptions.JobStoreError` when the jobs database
+        cannot be opened (the host's fault, not a plugin's)."""
+        self.prepare()
+        with self._start_lock:
+            if self._started.is_set() or self._closed:
+                return
+            if self.config.defaults.isolation == "process":
+                self._backends.prestart_zygote()  # it boots while discovery runs
+            found = discover(self._search_path)
+            self._supervisor.start(found if self._only is None else found.only(self._only))
+            self._started.set()
+
+    def start_in_background(self) -> threading.Thread:
+        """:meth:`start`, then the health checks, on a thread of its own,
+        which is returned: a server answers meanwhile (``/readyz`` says
+        startup has not finished until it has)."""
+
+        def start() -> None:
+            self.start()
+            self.start_health_checks()
+            try:
+                log.info("plugwarden: %d plugins started", len(self.registry.names()))
+            except PlugwardenError as exc:  # the registry busy: the count can wait
+                log.info("plugwarden: plugins started (%s)", exc)
+
+        starter = threading.Thread(target=start, name="plugwarden-start", daemon=True)
+        starter.start()
+        return starter
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    @property
+    def draining(self) -> bool:
+        """A drain began: not ready, new calls refused."""
+        return self.admission.refusing is not None
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new calls, wait up to ``timeout_s`` for those in flight,
+        then close; calls still running end with ``ShuttingDown``. Whether
+        every call finished in time."""
+        self.admission.refusing = ErrorType.SHUTTING_DOWN
+        self.job_queue.refuse(ErrorType.SHUTTING_DOWN)
+        clean = self.registry.wait_idle(timeout_s)
+        self.close(ErrorType.SHUTTING_DOWN)
+        return clean
+
+    def close(self, why: str = ErrorType.CLOSED) -> None:
+        """Close every plugin and service; calls in flight end with ``why``."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.admission.refusing = self.admission.refusing or why
+        self.job_queue.refuse(why)
+        if self._health is not None:
+            self._health.stop()
+        self._supervisor.close(why)
+        if self._health is not None:
+            self._health.join()
+        self.job_queue.close()
+        self._backends.close()
+
+    def __enter__(self) -> Host:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    def status(self, name: str) -> PluginStatus:
+        return self.registry.status(name)
+
+    def statuses(self) -> list[PluginStatus]:
+        return self.registry.statuses()
+
+    def worker_pids(self, name: str) -> list[int]:
+        """The live worker processes of a ``process`` plugin (empty for inline)."""
+        runner = self._runner_of(name)
+        return runner.pids() if runner is not None else []
+
+    def worker_nodes(self, name: str) -> list[str]:
+        """Where each serving worker runs: ``local``, or a Ray node's address."""
+        runner = self._runner_of(name)
+        return runner.nodes() if runner is not None else []
+
+    def resident_bytes(self, name: str) -> int | None:
+        """Resident memory of a process plugin's workers and their children."""
+        runner = self._runner_of(name)
+        return runner.resident_bytes() if runner is not None else None
+
+    def memory_seen(self) -> dict[str, int]:
+        """Each process plugin's worker memory as last read by its guards
+        (the zygote's sweep or a call): for listings, with no /proc read."""
+        seen = {}
+        for name, slot in list(self._supervisor.slots.items()):
+            runner = slot.runner
+            value = None if runner is None else runner.last_resident_bytes()
+            if value is not None:
+                seen[name] = value
+        return seen
+
+    def call_timeout(self, name: str) -> float:
+        """The ``timeout_s`` in force for ``name``'s calls."""
+        slot = self._supervisor.slots.get(name)
+        return (slot.limits if slot is not None else self.config.defaults).timeout_s
+
+    def _runner_of(self, name: str) -> Runner | None:
+        """The plugin's runner; None while it has none (FAILED, restarting,
+        or a duplicate name, which is listed but has no slot)."""
+        slot = self._supervisor.slots.get(name)
+        if slot is None:
+            self.registry.status(name)  # UnknownPlugin for a name never seen
+            return None
+        return slot.runner
+
+    # -- calls, health, restart ----------------------------------------------------
+
+    def call(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        deadline: Deadline | None = None,
+    ) -> CallResult:
+        """Run ``tool`` of plugin ``name``; always a result record, never
+        raises. ``deadline``: when the caller's wait for a worker ends (a
+        server sets it when the request arrives); default, the plugin's
+        ``timeout_s`` from now."""
+        return self._calls.call(name, tool, args, deadline=deadline)
+
+    def refusal(
+        self, name: str, tool: object, args: object, timeout_s: object = None
+    ) -> CallResult | None:
+        """Why a call (or a job, with its ``timeout_s``) would be refused
+        before any plugin code runs, or None (see
+        :class:`~plugwarden.host.admission.Admission`)."""
+        return self.admission.refusal(name, tool, args, timeout_s)
+
+    def _tools_of(self, name: str) -> Collection[str] | None:
+        slot = self._supervisor.slots.get(name)
+        if slot is None:  # a name two distributions claim is listed, FAILED, without a slot
+            return () if name in self.registry else None
+        return slot.manifest.tools
+
+    def check_health(self, name: str) -> dict[str, Any] | None:
+        """Run ``name``'s health hook now and store its report (see Calls)."""
+        return self._calls.check_health(name)
+
+    def start_health_checks(self) -> None:
+        """Check every available plugin's health every ``health_interval_s``,
+        in the background, until :meth:`close`."""
+        if self._health is None and not self._closed:
+            self._health = HealthPoller(
+                lambda: [
+                    s.name
+                    for s in self.registry.statuses()
+                    if s.available and s.name in self._supervisor.slots
+                ],
+                self.check_health,
+                self.config.health_interval_s,
+            )
+            self._health.start()
+
+    def restart(self, name: str) -> PluginStatus:
+        """Rerun the whole pipeline for ``name`` with a fresh runner and a
+        fresh restart count. A name claimed by two distributions stays FAILED."""
+        return self._supervisor.restart(name)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Queue ``tool`` of plugin ``name`` as a job and return it at once
+        (state ``queued``). ``timeout_s`` None: the plugin's ``job_timeout_s``.
+        Raises :class:`~plugwarden.exceptions.JobRefused` (with its
+        ``error_type``: UnknownTool, Busy, ShuttingDown...) when not accepted."""
+        return self.job_queue.submit(name, tool, args, timeout_s)
+
+    def job(self, job_id: str) -> Job:
+        """The job as it is now; raises :class:`~plugwarden.exceptions.UnknownJob`."""
+        return self.job_queue.job(job_id)
+
+    def jobs(
+        self, plugin: str | None = None, state: str | None = None, *, limit: int = 100
+    ) -> list[Job]:
+        """The newest ``limit`` jobs, of ``plugin`` and in ``state`` if given."""
+        return self.job_queue.page(plugin, state, limit)[0]
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job (see :meth:`JobQueue.cancel`); a finished one is
+        returned unchanged. Raises :class:`~plugwarden.exceptions.UnknownJob`."""
+        return self.job_queue.cancel(job_id)

@@ -1,0 +1,186 @@
+"""One run of the pipeline for one plugin (SPEC section 3):
+manifest -> pre-flight checks -> load -> init -> validate, each step's
+outcome a lifecycle transition with its reason.
+
+The pipeline gets what it needs (the config, the registry, a way to make a
+runner), never the host; the supervisor runs it and owns what it leaves
+behind in the :class:`PluginSlot`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from plugwarden.config import HostConfig
+from plugwarden.exceptions import LoadError, ManifestError
+from plugwarden.host.registry import PluginInfo, Registry
+from plugwarden.isolation.runner import Runner
+from plugwarden.plugin.discovery import PluginSource
+from plugwarden.plugin.lifecycle import State
+from plugwarden.plugin.limits import Limits
+from plugwarden.plugin.manifest import (
+    OPERATOR_ISOLATIONS,
+    RAY_ISOLATIONS,
+    Manifest,
+    read_manifest,
+)
+from plugwarden.plugin.policy import RestartBudget, RestartPolicy
+from plugwarden.preflight.causes import REINSTALL
+from plugwarden.preflight.context import Check, PreflightContext, run_preflight
+from plugwarden.preflight.gpu import check_gpu
+from plugwarden.preflight.models import check_models
+from plugwarden.preflight.packages import check_packages, check_requirements
+
+__all__ = ["PREFLIGHT", "Pipeline", "PluginSlot", "RunnerMaker"]
+
+log = logging.getLogger("plugwarden.lifecycle")
+
+# Cheapest first; the GPU probe runs only for plugins that ask for a GPU.
+LOCAL_PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models]
+PREFLIGHT: list[Check] = [*LOCAL_PREFLIGHT, check_gpu]
+
+
+@dataclass(slots=True)
+class PluginSlot:
+    """What the supervisor holds for one plugin between pipeline runs."""
+
+    source: PluginSource
+    manifest: Manifest = field(default_factory=Manifest)
+    limits: Limits = field(default_factory=Limits)
+    runner: Runner | None = None
+    generation: int = 0  # bumped by every bring-up; stale reports are ignored
+    budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
+    restart_pending: bool = False  # an automatic restart or replacement is scheduled
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one bring-up at a time
+
+
+RunnerMaker = Callable[[PluginSlot, int], Runner]
+
+
+class Pipeline:
+    """One run of manifest -> checks -> load -> init/validate, as generation
+    ``slot.generation`` of plugin ``name``."""
+
+    def __init__(
+        self,
+        name: str,
+        slot: PluginSlot,
+        config: HostConfig,
+        registry: Registry,
+        make_runner: RunnerMaker,
+        shared: dict[str, Any],
+        closing: Callable[[], bool],
+    ) -> None:
+        self.name = name
+        self.slot = slot
+        self.config = config
+        self.registry = registry
+        self.make_runner = make_runner
+        self.shared = shared
+        self.closing = closing
+        self._first = True
+        self._notes: list[str] = []  # warnings for the history, after the first move
+
+    def move(self, state: State, reason: str) -> None:
+        level = logging.WARNING if state is State.FAILED else logging.INFO
+        log.log(level, "plugin %r: %s: %s", self.name, state.value, reason,
+                extra={"plugin": self.name, "state": state.value})  # fmt: skip
+        self.registry.transition(
+            self.name,
+            state,
+            reason,
+            restart=self._first,
+            generation=self.slot.generation,
+            info=self.info(),
+        )
+        self._first = False
+        while self._notes:
+            note = self._notes.pop(0)
+            log.warning("plugin %r: %s", self.name, note, extra={"plugin": self.name})
+            self.registry.note(self.name, note, self.slot.generation)
+
+    def run(self) -> None:
+        slot, name, config = self.slot, self.name, self.config
+        settings = config.plugin(name)
+        slot.manifest = Manifest()
+        if not settings.enabled:  # nothing of a disabled plugin is read, let alone run
+            self.move(
+                State.UNAVAILABLE,
+                f"Disabled in the host config ({config.source}: [plugins.{name}] "
+                "enabled = false). Set enabled = true to load it.",
+            )
+            return
+        try:
+            slot.manifest = read_manifest(slot.source.package_dir)
+        except ManifestError as exc:
+            self.move(
+                State.FAILED,
+                f"{exc} (the installed copy). Fix the manifest in the plugin's source, then "
+                f"{REINSTALL}.",
+            )
+            return
+        if slot.manifest.unknown_reason is not None:
+            self._notes.append(slot.manifest.unknown_reason)
+        guards = slot.manifest.guards
+        asked = guards.isolation
+        # Trust (in-process) and placement (a cluster) are the operator's call:
+        # [defaults] or [plugins.NAME] decide, whatever the manifest says.
+        guards = replace(guards, isolation=None)
+        if asked in OPERATOR_ISOLATIONS and settings.guards.isolation is None:
+            where = "in the host process" if asked == "inline" else "on a Ray cluster"
+            self._notes.append(
+                f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
+                f"can run a plugin {where} ([plugins.{name}] isolation = "
+                f'"{asked}" or [defaults]).'
+            )
+        slot.limits = config.limits_for(name, guards)
+        # The operator's word wins: a GPU plugin run on CPU on purpose, model
+        # files the operator provides (over the manifest's).
+        manifest = slot.manifest
+        slot.manifest = replace(
+            manifest,
+            requires_gpu=(
+                manifest.requires_gpu if settings.requires_gpu is None else settings.requires_gpu
+            ),
+            models={**manifest.models, **settings.models},
+        )
+        context = PreflightContext(
+            slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
+        )
+        # On Ray, the GPU question is the cluster's: the runner asks it.
+        checks = LOCAL_PREFLIGHT if slot.limits.isolation in RAY_ISOLATIONS else PREFLIGHT
+        verdict = run_preflight(context, checks)
+        if verdict.state is not None:
+            self.move(verdict.state, verdict.reason)
+            return
+        if self.closing():  # close() began while this plugin was being checked
+            return
+        try:
+            runner = slot.runner = self.make_runner(slot, slot.generation)
+            runner.load()
+        except LoadError as exc:
+            self.move(State.UNAVAILABLE if exc.unavailable else State.FAILED, exc.reason)
+            return
+        self.move(State.LOADED, f"imported from {slot.source.origin}")
+        reason = runner.initialise({**settings.settings, "models": context.facts.get("models", {})})
+        if reason is not None:
+            self.move(State.FAILED, reason)
+            return
+        self.move(State.INITIALIZED, "ready")
+
+    def info(self) -> PluginInfo:
+        manifest, source = self.slot.manifest, self.slot.source
+        return PluginInfo(
+            description=manifest.description or "",
+            version=manifest.version or source.dist_version,
+            distribution=source.origin,
+            isolation=self.slot.limits.isolation,
+            tools=tuple(manifest.tools),
+            enabled=self.config.plugin(self.name).enabled,
+            requires_gpu=manifest.requires_gpu,
+            workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
+        )

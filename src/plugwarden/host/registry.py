@@ -1,0 +1,396 @@
+"""The registry: the one place that owns plugin states (SPEC section 3).
+
+Every state change goes through :meth:`Registry.transition`, which enforces
+the lifecycle and records the transition's time and reason. Readers (the HTTP
+app, the CLI) take snapshots under the read lock; a lock that cannot be taken
+in time raises :class:`~plugwarden.exceptions.RegistryTimeout`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugwarden.exceptions import TransitionError, UnknownPlugin
+from plugwarden.host.metrics import PluginMetrics
+from plugwarden.host.rwlock import RWLock
+from plugwarden.plugin.lifecycle import TERMINAL, State, Transition, bounded_reason, is_allowed
+from plugwarden.result import CallResult, Guard
+
+__all__ = ["PluginInfo", "PluginStatus", "Registry", "compact_json"]
+
+HISTORY_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """What is known of a plugin besides its state."""
+
+    description: str = ""
+    version: str = ""
+    distribution: str = ""
+    isolation: str = ""
+    tools: tuple[str, ...] = ()
+    enabled: bool = True  # False: the operator's config disables it
+    requires_gpu: bool = False
+    workers: int = 0  # worker processes when all serve (0: inline, or none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginStatus:
+    """A snapshot of one plugin's record; safe to hand out.
+
+    Snapshots are cached by the registry until the plugin's record changes,
+    so readers polling a hundred plugins build almost nothing; uptime is the
+    one value computed at reading time."""
+
+    name: str
+    state: State
+    reason: str
+    info: PluginInfo
+    history: tuple[Transition, ...]
+    counters: dict[str, Any]
+    in_flight: int
+    health: dict[str, Any] | None
+    up_since: float | None = None  # time.monotonic() when it became available
+    healthy: bool = True  # False after health_failures failed health checks in a row
+    generation: int = 0  # which bring-up of the plugin this record describes
+    _dicts: dict[bool, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+    _json: dict[bool, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def available(self) -> bool:
+        return self.state in (State.INITIALIZED, State.RUNNING)
+
+    @property
+    def uptime_seconds(self) -> float:
+        return 0.0 if self.up_since is None else round(time.monotonic() - self.up_since, 3)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return {**self.counters, "uptime_seconds": self.uptime_seconds}
+
+    def to_dict(self, *, history: bool = True) -> dict[str, Any]:
+        cached = self._dicts.get(history)
+        if cached is None:
+            cached = {
+                "name": self.name,
+                "state": self.state.value,
+                "reason": self.reason,
+                "description": self.info.description,
+                "version": self.info.version,
+                "distribution": self.info.distribution,
+                "isolation": self.info.isolation,
+                "enabled": self.info.enabled,
+                "requires_gpu": self.info.requires_gpu,
+                "workers": self.info.workers,
+                "tools": list(self.info.tools),
+                "in_flight": self.in_flight,
+                **self.counters,
+                "uptime_seconds": 0.0,
+                "healthy": self.healthy,
+                "health": self.health,
+            }
+            if history:
+                cached["history"] = [t.to_dict() for t in self.history]
+            self._dicts[history] = cached
+        return {**cached, "uptime_seconds": self.uptime_seconds}
+
+    def to_json(self, *, history: bool = True) -> str:
+        """:meth:`to_dict` as compact JSON. The encoding is cached with the
+        snapshot, split around the uptime, so a reader polling many plugins
+        re-encodes only what changed."""
+        head, tail = self.json_parts(history=history)
+        return f"{head}{self.uptime_seconds!r}{tail}"
+
+    def json_parts(self, *, history: bool = True) -> tuple[str, str]:
+        """The cached JSON before and after the uptime's value (``tail``
+        ends with the closing brace)."""
+        parts = self._json.get(history)
+        if parts is None:
+            data = self.to_dict(history=history)
+            keys = list(data)
+            split = keys.index("uptime_seconds")
+            head = compact_json({k: data[k] for k in keys[:split]})[:-1] + ',"uptime_seconds":'
+            after = {k: data[k] for k in keys[split + 1 :]}
+            tail = "," + compact_json(after)[1:] if after else "}"
+            parts = self._json[history] = (head, tail)
+        return parts
+
+
+# The encoding Starlette's JSONResponse uses: records, results and error bodies.
+compact_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+_BUSY_IDLE = (State.RUNNING, State.INITIALIZED)
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    state: State
+    reason: str
+    info: PluginInfo = field(default_factory=PluginInfo)
+    history: deque[Transition] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
+    metrics: PluginMetrics = field(default_factory=PluginMetrics)
+    in_flight: int = 0
+    health: dict[str, Any] | None = None
+    health_failures: int = 0  # failed health checks in a row
+    healthy: bool = True
+    generation: int = 0
+    cached: PluginStatus | None = None
+
+    def move(self, state: State, reason: str) -> None:
+        self.state = state
+        self.reason = reason
+        self.history.append(Transition.now(state, reason))
+        if state in _BUSY_IDLE:
+            if state is State.INITIALIZED and self.metrics.up_since is None:
+                self.metrics.mark_up()
+        else:
+            self.metrics.mark_down()
+
+    def snapshot(self) -> PluginStatus:
+        cached = self.cached
+        if cached is None:
+            # RUNNING is read, not stored: a call moves no state and writes no
+            # history (issue 14), it only counts itself in flight.
+            busy = self.in_flight > 0 and self.state is State.INITIALIZED
+            cached = self.cached = PluginStatus(
+                self.name,
+                State.RUNNING if busy else self.state,
+                f"{self.in_flight} call(s) in flight" if busy else self.reason,
+                self.info,
+                tuple(self.history),
+                self.metrics.counters(),
+                self.in_flight,
+                None if self.health is None else dict(self.health),
+                self.metrics.up_since,
+                self.healthy,
+                self.generation,
+            )
+        return cached
+
+
+class Registry:
+    def __init__(self, lock_timeout_s: float = 2.0) -> None:
+        self.lock_timeout_s = lock_timeout_s
+        self._lock = RWLock()
+        self._entries: dict[str, _Entry] = {}
+        self._idle = threading.Condition()
+        self._idle_waiters = 0
+        # Bumped by every write but a call's own bookkeeping (in flight,
+        # counters), under the write lock: a reader that saw the same version
+        # saw the same states, reasons, health and info.
+        self.version = 0
+
+    def _changed(self, entry: _Entry) -> None:
+        """Anything but a call's own bookkeeping changed (that clears
+        ``entry.cached`` alone)."""
+        entry.cached = None
+        self.version += 1
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownPlugin(name, list(self._entries))
+        return entry
+
+    def transition(
+        self,
+        name: str,
+        state: State,
+        reason: str = "",
+        *,
+        restart: bool = False,
+        generation: int | None = None,
+        info: PluginInfo | None = None,
+    ) -> bool:
+        """Move ``name`` to ``state``; a new name is created by its first
+        transition. ``restart`` begins a new bring-up, numbered ``generation``;
+        otherwise a ``generation`` that is no longer current changes nothing
+        (returns False). Raises :class:`TransitionError` if the lifecycle
+        forbids the move."""
+        reason = bounded_reason(reason)
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entries.get(name)
+            if entry is not None and not restart and _stale(entry, generation):
+                return False
+            current = None if entry is None else entry.state
+            if not is_allowed(current, state, restart=restart):
+                raise TransitionError(name, None if current is None else current.value, state)
+            if entry is None:
+                entry = self._entries[name] = _Entry(name, state, reason)
+                entry.history.append(Transition.now(state, reason))
+            else:
+                entry.move(state, reason)
+            if info is not None:
+                entry.info = info
+            if restart:
+                entry.generation = generation or entry.generation + 1
+                entry.in_flight = 0
+                entry.health = None
+                entry.health_failures = 0
+                entry.healthy = True
+            self._changed(entry)
+            return True
+
+    def fail(
+        self, name: str, reason: str, generation: int | None = None, *, again: bool = False
+    ) -> bool:
+        """FAILED with ``reason`` unless already terminal (``again``: unless
+        UNAVAILABLE, a FAILED plugin's reason is replaced) or ``generation``
+        is no longer current; whether it moved."""
+        reason = bounded_reason(reason)
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            terminal = entry.state is State.UNAVAILABLE if again else entry.state in TERMINAL
+            if terminal or _stale(entry, generation):
+                return False
+            entry.move(State.FAILED, reason)
+            self._changed(entry)
+            return True
+
+    def note(self, name: str, reason: str, generation: int | None = None) -> None:
+        """A history line that changes no state (a restart's cause, a worker replaced)."""
+        reason = bounded_reason(reason)
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            if not _stale(entry, generation):
+                entry.history.append(Transition.now(entry.state, reason))
+                self._changed(entry)
+
+    def record_trip(self, name: str, guard: Guard) -> None:
+        """A guard that tripped between calls (no call's result counts it)."""
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.metrics.record_trip(guard)
+            self._changed(entry)
+
+    def record_restart(self, name: str, cause: str) -> None:
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.metrics.record_restart(cause)
+            self._changed(entry)
+
+    def set_info(self, name: str, info: PluginInfo) -> None:
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.info = info
+            self._changed(entry)
+
+    def set_health(
+        self, name: str, report: dict[str, Any], generation: int, failures_allowed: int
+    ) -> bool | None:
+        """Store a health check's report; ``failures_allowed`` failed checks
+        in a row make the plugin unhealthy. Returns the new ``healthy`` when
+        it flipped, else None."""
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            if _stale(entry, generation):
+                return None
+            entry.health = report
+            entry.health_failures = 0 if report.get("ok") else entry.health_failures + 1
+            healthy = entry.health_failures < failures_allowed
+            flipped = healthy != entry.healthy
+            entry.healthy = healthy
+            self._changed(entry)
+            return healthy if flipped else None
+
+    def begin_call(self, name: str) -> PluginStatus | int:
+        """Count a call in flight (the plugin reads RUNNING while one is).
+        Returns the generation it runs against, or the status that refuses it."""
+        # On every call: the lock entered without a context manager (~1 us).
+        self._lock.acquire_write(self.lock_timeout_s)
+        try:
+            entry = self._entry(name)
+            if entry.state not in _BUSY_IDLE:
+                return entry.snapshot()
+            entry.in_flight += 1
+            entry.cached = None  # a call's own bookkeeping: no version bump
+            return entry.generation
+        finally:
+            self._lock.release_write()
+
+    def end_call(self, name: str, result: CallResult, generation: int) -> None:
+        """Record a finished call. A call of an older generation (the plugin
+        was restarted meanwhile) counts in the metrics and nothing else."""
+        self._lock.acquire_write(self.lock_timeout_s)
+        try:
+            entry = self._entry(name)
+            entry.cached = None
+            entry.metrics.record(result)
+            if _stale(entry, generation):
+                return
+            entry.in_flight = max(0, entry.in_flight - 1)
+        finally:
+            self._lock.release_write()
+        if self._idle_waiters:
+            with self._idle:
+                self._idle.notify_all()
+
+    def in_flight(self) -> int:
+        """Calls in flight across every plugin."""
+        with self._lock.read(self.lock_timeout_s):
+            return sum(entry.in_flight for entry in self._entries.values())
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call is in flight, at most ``timeout_s``; whether none is."""
+        with self._idle:
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: not self.in_flight(), timeout_s)
+            finally:
+                self._idle_waiters -= 1
+
+    def _timeout(self, lock_timeout: float | None) -> float:
+        return self.lock_timeout_s if lock_timeout is None else lock_timeout
+
+    def status(self, name: str, lock_timeout: float | None = None) -> PluginStatus:
+        """A snapshot of ``name``; ``lock_timeout`` 0 fails at once if a writer is in."""
+        with self._lock.read(self._timeout(lock_timeout)):
+            return self._entry(name).snapshot()
+
+    def cached_status(self, name: str) -> PluginStatus | None:
+        """``name``'s snapshot without taking the lock, when one is cached
+        (None: unknown, or changed since the last read; use :meth:`status`).
+        Writers clear the cache under the write lock and only readers under
+        the read lock fill it, so this is a state the record was in, never a
+        half-written one."""
+        entry = self._entries.get(name)
+        return None if entry is None else entry.cached
+
+    def statuses(self, lock_timeout: float | None = None) -> list[PluginStatus]:
+        with self._lock.read(self._timeout(lock_timeout)):
+            return [entry.snapshot() for entry in self._entries.values()]
+
+    def histogram(self, name: str) -> tuple[list[tuple[str, int]], float]:
+        with self._lock.read(self.lock_timeout_s):
+            return self._entry(name).metrics.histogram()
+
+    def names(self) -> list[str]:
+        with self._lock.read(self.lock_timeout_s):
+            return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock.read(self.lock_timeout_s):
+            return name in self._entries
+
+    def hold_write_lock(self, *, stale: bool = False) -> Any:
+        """The write lock itself, for tests and maintenance that must block
+        readers. Readers of an unchanged record's cached snapshot do not
+        wait for it; ``stale=True`` drops those snapshots and bumps the
+        version, as a write does, so that every reader needs the lock."""
+        held = self._lock.write(self.lock_timeout_s)
+        if stale:
+            for entry in self._entries.values():
+                self._changed(entry)
+        return held
+
+
+def _stale(entry: _Entry, generation: int | None) -> bool:
+    return generation is not None and generation != entry.generation

@@ -1,0 +1,133 @@
+"""The runner factory: one place that makes a plugin's runner for its
+isolation mode and owns the services runners share.
+
+Process runners share the zygote (it forks the workers and reads their
+memory between calls) and the output pump (workers' stdout and stderr into
+the log); inline runners share an elastic executor and the host memory
+watch; Ray runners share the host's link to the Ray cluster (Ray is
+imported only then). Each
+service starts its thread or process only when first used, and
+:meth:`Backends.close` closes all of them: a closed host leaves no thread,
+fd or process behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from plugwarden.config import RayConfig
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+from plugwarden.isolation.executor import ElasticExecutor
+from plugwarden.isolation.process.output import OutputPump
+from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
+from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.runner import LossHandler, Placement, Runner
+from plugwarden.plugin.discovery import PluginSource
+from plugwarden.plugin.limits import Limits
+from plugwarden.plugin.manifest import RAY_ISOLATIONS
+
+if TYPE_CHECKING:
+    from plugwarden.isolation.inline import HostMemoryWatch
+    from plugwarden.isolation.ray.cluster import RayCluster
+
+__all__ = ["Backends"]
+
+
+class Backends:
+    """``zygote``: one already booting (``plugwarden serve`` starts it before
+    importing the host), used for the process runners; closed with them."""
+
+    def __init__(self, ray: RayConfig | None = None, zygote: Zygote | None = None) -> None:
+        self._ray_config = ray or RayConfig()
+        self._zygote = zygote
+        self._ray: RayCluster | None = None
+        self._lock = threading.Lock()
+        self._process: ProcessServices | None = None
+        self._inline: tuple[ElasticExecutor, HostMemoryWatch] | None = None
+        self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
+        self._closed = False
+
+    def make(
+        self,
+        source: PluginSource,
+        limits: Limits,
+        on_loss: LossHandler,
+        placement: Placement | None = None,
+    ) -> Runner:
+        """A runner for ``source``; it reports each lost worker to ``on_loss``."""
+        with self._lock:
+            if self._closed:
+                raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
+            runner: Runner
+            # The inline and Ray runners are imported on first use: their guards
+            # need wrapt, which a host of process plugins never imports.
+            if limits.isolation == "inline":
+                from plugwarden.isolation.inline import HostMemoryWatch, InlineRunner
+
+                if self._inline is None:
+                    self._inline = (ElasticExecutor(), HostMemoryWatch())
+                executor, watch = self._inline
+                runner = InlineRunner(source, limits, executor, watch, on_loss)
+            elif limits.isolation in RAY_ISOLATIONS:
+                from plugwarden.isolation.ray.cluster import RayCluster
+                from plugwarden.isolation.ray.runner import RayRunner
+
+                if self._ray is None:
+                    self._ray = RayCluster(self._ray_config)
+                runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
+            else:
+                runner = ProcessRunner(source, limits, self._process_services(), on_loss)
+            self._runners.add(runner)
+            return runner
+
+    def _process_services(self) -> ProcessServices:
+        if self._process is None:
+            self._process = ProcessServices(self._zygote or Zygote(), OutputPump())
+        return self._process
+
+    def prestart_zygote(self) -> None:
+        """Start the zygote now, so that its interpreter boots while the
+        host discovers and checks plugins (issue 14); a failure to start it
+        is left for the first worker's spawn to report."""
+        with self._lock:
+            if self._closed:
+                return
+            zygote = self._process_services().zygote
+        zygote.prestart()
+
+    def refuse_new(self) -> None:
+        """From now on :meth:`make` raises: the host is closing."""
+        with self._lock:
+            self._closed = True
+
+    def close_runners(self, why: str) -> None:
+        """Close every runner made here (calls in flight end with ``why``)."""
+        with self._lock:
+            runners = list(self._runners)
+        if runners:
+            with ThreadPoolExecutor(min(32, len(runners))) as pool:
+                list(pool.map(lambda runner: runner.close(why), runners))
+
+    def close(self) -> None:
+        """Close every runner, then every shared service."""
+        self.refuse_new()
+        self.close_runners(ErrorType.CLOSED)
+        with self._lock:
+            process, self._process = self._process, None
+            inline, self._inline = self._inline, None
+            ray, self._ray = self._ray, None
+        # The services' zygote, or the one given and never used.
+        zygote = process.zygote if process is not None else self._zygote
+        if zygote is not None:
+            zygote.close()
+        if process is not None:
+            process.pump.close()
+        if inline is not None:
+            inline[0].close()
+            inline[1].close()
+        if ray is not None:
+            ray.close()

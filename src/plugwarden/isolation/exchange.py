@@ -1,0 +1,106 @@
+"""One request's round trip to a worker, and what a lost one means.
+
+:func:`await_reply` reads frames until the request's reply: a job's
+progress frames go to its control on the way (a flood of them, or one
+outside a job, is a protocol violation). :func:`lost_call` turns a worker
+lost during a call (timed out, over memory, cancelled, dead, closed) into
+the call's result, naming the cause.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from plugwarden.error_types import ErrorType
+from plugwarden.isolation import wire
+from plugwarden.isolation.process.handle import WorkerProcess
+from plugwarden.isolation.reporting import CallControl
+from plugwarden.isolation.runner import memory_reason, timeout_reason
+from plugwarden.result import CallResult, Guard
+
+__all__ = ["CRASH_HINT", "ENDED", "await_reply", "cancelled_reason", "lost_call"]
+
+CRASH_HINT = (
+    "A crash in the plugin or a library it uses: the restart policy brings it back; if it "
+    "recurs, the plugin's author must fix it (its output is in the host's log)."
+)
+ENDED = {
+    ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
+    ErrorType.CLOSED: "The host closed while this call ran.",
+    ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
+    "against another instance, or once the server is back.",
+}
+# A job's worker may send this many progress frames, plus this many a second
+# (it throttles itself to 10 a second): past that it floods the host.
+PROGRESS_BURST, PROGRESS_RATE = 20, 20
+
+
+def cancelled_reason(control: CallControl) -> str:
+    return (
+        f"Cancelled: the plugin did not stop within cancel_grace_s ({control.grace_s:g}s) of "
+        "the cancel, so its worker was killed; a fresh one replaces it. A plugin stops sooner "
+        "by checking plugwarden.cancelled()."
+    )
+
+
+def await_reply(
+    worker: WorkerProcess, request_id: int, deadline: float, control: CallControl | None
+) -> tuple[str, Any]:
+    """("message", the checked reply), ("violation", why), or the status of
+    :meth:`WorkerProcess.receive` that ended the wait (timeout, died, oversize)."""
+    start = time.monotonic()
+    frames = 0
+    while True:
+        status, data = worker.receive(deadline)
+        if status != "reply":
+            return status, data
+        try:
+            message = wire.decode(data, request_id, worker.inner_pid)
+            if message["kind"] != "progress":
+                return "message", message
+            frames += 1
+            if control is None:
+                raise wire.ProtocolViolation("progress frame outside a job")
+            if frames > PROGRESS_BURST + PROGRESS_RATE * (time.monotonic() - start):
+                raise wire.ProtocolViolation(f"progress flood ({frames} reports)")
+            control.progress(*wire.progress(message))
+        except wire.ProtocolViolation as exc:
+            return "violation", exc.reason
+
+
+def lost_call(
+    worker: WorkerProcess,
+    status: str,
+    call: str,
+    timeout_s: float,
+    elapsed: float,
+    control: CallControl | None,
+    closing: str | None,
+    memory_mb: float,
+) -> CallResult:
+    """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
+    what = call.partition("(")[0]
+    if status == "died" and worker.killed_by is None:
+        # Not ended by the host: the zygote's exit report follows the EOF,
+        # and says whether the zygote's memory sweep killed it.
+        worker.exited.wait(2.0)
+    if closing is not None and status != "timeout" and worker.killed_by == "close":
+        return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
+    if control is not None and status != "timeout" and worker.killed_by == "cancel":
+        return CallResult.failure(
+            cancelled_reason(control), ErrorType.CANCELLED, hook=what, duration_ms=elapsed
+        )
+    guard: Guard
+    if status == "timeout":
+        knob = None if control is None else control.timeout_knob
+        error, error_type = timeout_reason(what, timeout_s, knob), ErrorType.TIMEOUT
+        guard = "timeout"
+    elif worker.killed_by == "memory":
+        error = memory_reason(memory_mb, worker.peak_bytes)
+        error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
+    else:
+        worker.exited.wait(2.0)
+        error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"
+        error_type, guard = ErrorType.WORKER_DIED, "crash"
+    return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)

@@ -1,0 +1,322 @@
+"""The host's handle on worker processes: one :class:`WorkerProcess` per
+worker, and the memory of its whole tree.
+
+A call's own waiter watches the worker's memory during the call and kills
+its whole process group past the limit; between calls the zygote does
+(:mod:`plugwarden.isolation.process.forker`), and reports the figures it reads. A worker
+that dies for any reason (signal, exit code, the zygote's memory kill) is
+reported by the zygote with its exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from plugwarden.isolation.process import containment
+from plugwarden.isolation.process.exits import exit_reason
+from plugwarden.isolation.process.output import OutputPump, OutputTail
+from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
+from plugwarden.isolation.process.treememory import TreeMemory
+from plugwarden.isolation.process.zygote import Zygote
+
+__all__ = ["MEMORY_CHECK_S", "WorkerProcess"]
+
+log = logging.getLogger("plugwarden.process")
+
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+_LENGTH = struct.Struct("!i")  # a frame's head: multiprocessing.Connection's framing
+_LONG = struct.Struct("!Q")  # after a head of -1: the length of a frame past...
+_LONGEST = 0x7FFFFFFF  # ...the longest a head holds
+_CHUNK = 64 * 1024  # bytes asked of one read while a frame's length is unknown...
+_MOST = 1024 * 1024  # ...and at most, for the rest of a long one (a socket holds less)
+CANCEL_SEND_S = 1.0  # how long a job's cancel may wait for room on the connection
+MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often...
+
+
+def memory_check_s(used: int, limit: int) -> float:
+    """...near its limit; far below it, less often (a long call then costs
+    less host CPU): no process can fault in half its limit in 20 ms."""
+    if used * 4 < limit:
+        return 4 * MEMORY_CHECK_S
+    if used * 2 < limit:
+        return 2 * MEMORY_CHECK_S
+    return MEMORY_CHECK_S
+
+
+class WorkerProcess:
+    """One worker: its pid, its control connection, its output, its fate."""
+
+    def __init__(
+        self,
+        label: str,
+        limit_bytes: int,
+        max_reply_bytes: int,
+        zygote: Zygote,
+        pump: OutputPump,
+        on_death: Callable[[WorkerProcess], None],
+    ) -> None:
+        self.label = label
+        self.limit_bytes = limit_bytes
+        self.max_reply_bytes = max_reply_bytes
+        self.died_with: str | None = None  # why, when it died with the zygote
+        self.tail = OutputTail(label)
+        self.exit_code: int | None = None
+        self.exited = threading.Event()
+        self.killed_by: str | None = None
+        self.peak_bytes = 0
+        self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
+        self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
+        self.lost = False  # its loss was handled (once, by whoever saw it first)
+        self._on_death = on_death
+        self._fd_lock = threading.Lock()  # fds are closed once, never written after
+        self._send_lock = threading.Lock()
+        self._closed = False
+        self._death_r, self._death_w = os.pipe()
+        control, child_control = socket.socketpair()
+        lifeline_r, self._lifeline_w = os.pipe()
+        output_r, output_w = os.pipe()
+        try:
+            spawned = zygote.spawn(
+                [child_control.fileno(), lifeline_r, output_w],
+                label,
+                self._exited,
+                limit_bytes=limit_bytes,
+                on_memory=self._memory_read,
+            )
+        except BaseException:
+            for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
+                os.close(fd)
+            control.close()
+            raise
+        finally:
+            child_control.close()
+            os.close(lifeline_r)
+            os.close(output_w)
+        self.pid, self.inner_pid, self.containment = spawned
+        self.requests = 0  # the id of the last request sent
+        pump.add(output_r, self.tail)
+        # The host's end, read and written here in multiprocessing.Connection's
+        # framing (the worker's end is a Connection).
+        self._control_fd = control.detach()
+        os.set_blocking(self._control_fd, False)  # writes wait in poll, by a deadline
+        self._room: select.poll | None = None  # made when a write first finds no room
+        self._poller = select.poll()
+        self._poller.register(self._control_fd, _READABLE)
+        self._poller.register(self._death_r, _READABLE)
+        self._memory = TreeMemory(self.pid)
+        self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
+        self._inbox = bytearray()  # read from the connection, not yet a whole frame
+
+    def _memory_read(self, used: int) -> None:
+        """The zygote's sweep read ``used`` bytes."""
+        self.last_bytes = used
+        self.peak_bytes = max(self.peak_bytes, used)
+
+    def _exited(self, code: int | None, why: str | None, memory_peak: int | None) -> None:
+        if memory_peak is not None:  # the zygote killed it past its limit
+            self.peak_bytes = max(self.peak_bytes, memory_peak)
+            if self.killed_by is None:
+                self.killed_by = "memory"
+        self.exit_code = code
+        self.died_with = why
+        self.exited.set()
+        with self._fd_lock:
+            if not self._closed:
+                os.write(self._death_w, b"x")
+        self._on_death(self)
+
+    def send(self, message: Any, deadline: float) -> tuple[str, Any] | None:
+        """Send ``message`` by ``deadline`` (monotonic); None when sent, else
+        ("unsendable", why) when it cannot be pickled (nothing was sent: the
+        worker is untouched), ("timeout", None) when the worker did not take
+        it in time (it stopped reading: stopped, or a thread of the plugin
+        holding its GIL), or ("died", None)."""
+        try:
+            data = pickle.dumps(message)
+        # A caller's arguments may refuse to pickle in any way (a lambda, a
+        # socket, a cycle too deep, a __reduce__ that raises).
+        except Exception as exc:  # noqa: BLE001
+            return "unsendable", f"{type(exc).__name__}: {exc}"
+        size = len(data)  # multiprocessing.Connection's framing, which the worker reads
+        head = _LENGTH.pack(size) if size <= _LONGEST else _LENGTH.pack(-1) + _LONG.pack(size)
+        # A cancel may be sent from another thread: frames never interleave.
+        with self._send_lock:
+            return self._write(memoryview(b"".join((head, data))), deadline)
+
+    def _write(self, frame: memoryview, deadline: float) -> tuple[str, Any] | None:
+        """Write all of ``frame``, waiting for room at most until ``deadline``
+        (the connection does not block: a blocking write to a worker that
+        stopped reading would wait for ever)."""
+        while True:
+            try:
+                written = 0 if self._closed else os.write(self._control_fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # the worker's end is gone
+                return "died", None
+            if self._closed:  # closed under us: a restart or close() racing this call
+                return "died", None
+            frame = frame[written:]
+            if not frame:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", None
+            if self._room is None:
+                self._room = select.poll()
+                self._room.register(self._control_fd, select.POLLOUT)
+                self._room.register(self._death_r, _READABLE)
+            events = dict(self._room.poll(remaining * 1000))
+            if self._death_r in events:
+                return "died", None
+
+    def send_cancel(self, request_id: int) -> None:
+        """Ask the job running as request ``request_id`` to stop (no reply)."""
+        self.send(("cancel", request_id), time.monotonic() + CANCEL_SEND_S)
+
+    def receive(self, deadline: float) -> tuple[str, Any]:
+        """The next frame: ("reply", its bytes), ("timeout", None) once
+        ``deadline`` (monotonic) passed, ("died", None), ("oversize", None)
+        for a frame over the cap, or ("violation", why) for a frame with no
+        valid length.
+
+        The waiting thread enforces the call's limits itself: past a short
+        spin it waits in slices of :func:`memory_check_s`, checking the worker
+        tree's memory between them, and kills the worker past its limit (the
+        death ends the wait). No other thread wakes for a call. Frames are
+        read as their bytes arrive, never in a blocking read: a worker that
+        sends part of a frame and stops still meets the deadline."""
+        if self._inbox:  # a frame that came with the last one's bytes
+            framed = self._frame()
+            if framed is not None:
+                return framed
+        start = time.monotonic()
+        spinning = self._spin.should_spin()
+        spin_until = start + SPIN_S if spinning else start
+        while True:
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return "timeout", None
+            # Fast plugins answer within microseconds: poll without sleeping
+            # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
+            polling = now < spin_until
+            if polling:
+                wait_ms = 0.0
+            else:
+                wait_ms = min(remaining, memory_check_s(self.last_bytes, self.limit_bytes)) * 1000
+            events = dict(self._poller.poll(wait_ms))
+            if spinning and (events or not polling):
+                self._spin.caught(polling)  # the poll caught the reply, or it missed
+                spinning = False
+            if not events and not polling:
+                self.over_memory()
+            if self._control_fd in events:
+                if not self._read_some():
+                    return "died", None
+                framed = self._frame()
+                if framed is not None:
+                    return framed
+            elif self._death_r in events:
+                return "died", None
+
+    def _read_some(self) -> bool:
+        """Append what the connection has (it polled readable) to the inbox;
+        False at its end, or when it was closed under us (a restart or
+        close() racing this call)."""
+        inbox = self._inbox
+        wanted = _CHUNK
+        if len(inbox) >= _LENGTH.size:  # the rest of a frame of known length
+            missing = _LENGTH.size + _LENGTH.unpack_from(inbox)[0] - len(inbox)
+            wanted = min(max(wanted, missing), _MOST)
+        try:
+            chunk = b"" if self._closed else os.read(self._control_fd, wanted)
+        except BlockingIOError:  # polled readable, yet nothing there after all
+            return True
+        except OSError:
+            return False
+        inbox += chunk
+        return bool(chunk)
+
+    def _frame(self) -> tuple[str, Any] | None:
+        """The inbox's first frame, taken out of it; None while incomplete."""
+        inbox = self._inbox
+        if len(inbox) < _LENGTH.size:
+            return None
+        (size,) = _LENGTH.unpack_from(inbox)
+        if size == -1 or size > self.max_reply_bytes:  # -1: a length past 2 GiB follows
+            return "oversize", None
+        if size < 0:
+            return "violation", f"a frame of length {size}"
+        end = _LENGTH.size + size
+        if len(inbox) < end:
+            return None
+        with memoryview(inbox) as view:
+            frame = bytes(view[_LENGTH.size : end])
+        del inbox[:end]
+        return "reply", frame
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the worker and every process it started."""
+        total = self._memory.read()
+        self.peak_bytes = max(self.peak_bytes, total)
+        self.last_bytes = total
+        return total
+
+    def over_memory(self) -> bool:
+        """Kill the worker if its tree is past its limit; whether it was."""
+        if self.resident_bytes() <= self.limit_bytes:
+            return False
+        log.warning(
+            "worker %s: %d bytes over its %d limit", self.label, self.peak_bytes, self.limit_bytes
+        )
+        self.kill("memory")
+        return True
+
+    def kill(self, why: str) -> None:
+        """SIGKILL the worker's process group and any child that left it."""
+        if self.killed_by is None:
+            self.killed_by = why
+        if self.exited.is_set():
+            return
+        strays = []
+        for pid in containment.tree(self.pid):
+            with contextlib.suppress(psutil.Error):
+                strays.append(psutil.Process(pid))
+        containment.kill_group(self.pid)
+        for stray in strays:
+            with contextlib.suppress(psutil.Error):
+                stray.kill()
+
+    def close(self) -> None:
+        """End the worker with everything it started, and wait for its exit
+        report (so no zombie or stray is left behind)."""
+        if self._closed:
+            return
+        if not self.exited.is_set():
+            self.kill("close")
+            self.exited.wait(5.0)
+        with self._fd_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._memory.close()
+            for fd in (self._control_fd, self._lifeline_w, self._death_r, self._death_w):
+                os.close(fd)
+
+    def death_reason(self) -> str:
+        reason = self.died_with or exit_reason(self.exit_code)
+        last = self.tail.last_line()
+        return f"{reason}. Last output: {last!r}" if last else reason

@@ -1,0 +1,254 @@
+"""Process isolation (SPEC section 4): the plugin runs in worker processes.
+
+A :class:`ProcessRunner` keeps a pool of ``limits.workers`` workers. A call
+that overruns its timeout, or a worker tree past its memory limit, gets that
+worker killed; a worker that dies for any reason ends the call it held.
+Either way the worker is *lost*: it leaves the pool, the call gets a result
+naming the cause, and the loss is reported to the supervisor, which decides
+when to replace it (:meth:`ProcessRunner.replace_lost`) or, with no worker
+left, to restart the plugin. The other workers keep serving meanwhile. The
+host never imports the plugin's code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+from plugwarden.isolation import wire
+from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
+from plugwarden.isolation.pool import PooledRunner, WorkerPool
+from plugwarden.isolation.process.handle import WorkerProcess
+from plugwarden.isolation.process.output import OutputPump
+from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.reporting import CallControl
+from plugwarden.isolation.runner import (
+    LossHandler,
+    hook_failure,
+    memory_reason,
+)
+from plugwarden.plugin.discovery import PluginSource
+from plugwarden.plugin.limits import Limits
+from plugwarden.result import CallResult
+
+__all__ = ["ProcessRunner", "ProcessServices"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessServices:
+    """What every process runner of one host shares (owned by Backends)."""
+
+    zygote: Zygote
+    pump: OutputPump
+
+
+class ProcessRunner(PooledRunner[WorkerProcess]):
+    """One plugin in ``limits.workers`` worker processes; calls take a free
+    worker (waiting at most their wait), a lost worker leaves the pool and is
+    reported, and :meth:`replace_lost` refills the pool."""
+
+    def __init__(
+        self,
+        source: PluginSource,
+        limits: Limits,
+        services: ProcessServices,
+        on_loss: LossHandler,
+    ) -> None:
+        self.source = source
+        self.limits = limits
+        self._services = services
+        self._on_loss = on_loss
+        self._pool: WorkerPool[WorkerProcess] = WorkerPool(limits.workers)
+        self._config: dict[str, Any] = {}
+        self._spawned = 0
+
+    # -- bringing workers up -----------------------------------------------------
+
+    def _spawn(self) -> WorkerProcess:
+        """A new worker with the plugin imported; raises LoadError."""
+        self._spawned += 1
+        label = self.source.name
+        if self.limits.workers > 1 or self._spawned > self.limits.workers:
+            label = f"{label}.{self._spawned - 1}"
+        limits, services = self.limits, self._services
+        try:
+            worker = WorkerProcess(
+                label,
+                int(limits.memory_mb * 2**20),
+                limits.max_result_bytes + wire.ENVELOPE_BYTES,
+                services.zygote,
+                services.pump,
+                self._died,
+            )
+        except OSError as exc:
+            raise LoadError(
+                f"Could not start a worker process: {exc}", ErrorType.WORKER_START
+            ) from exc
+        source = self.source
+        request = (source.name, source.module, source.attr, list(source.search_path))
+        reply = self._exchange(
+            worker, "load", (*request, limits.max_result_bytes), "import", limits.load_timeout_s
+        )
+        if isinstance(reply, CallResult):
+            raise LoadError(
+                reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
+            )
+        if reply["kind"] != "loaded":
+            self._discard(worker)
+            reason = reply.get("reason")
+            kind = reply.get("error_type")
+            raise LoadError(
+                reason if isinstance(reason, str) else "import failed",
+                kind if isinstance(kind, str) else ErrorType.IMPORT_FAILED,
+            )
+        return worker
+
+    def _prepare(self, worker: WorkerProcess) -> str | None:
+        budget = self.limits.load_timeout_s
+        init = self._call_on(worker, "init", {"config": self._config}, budget)
+        if not init.ok:
+            return hook_failure(init)
+        # The worker reduces validate()'s value to its verdict: None or a reason.
+        verdict = self._call_on(worker, "validate", {}, budget)
+        if not verdict.ok:
+            return hook_failure(verdict)
+        if verdict.result is not None and not isinstance(verdict.result, str):
+            return "validate() verdict from the worker is not a reason string (protocol)."
+        return verdict.result
+
+    # -- calls -------------------------------------------------------------------
+
+    def _call_on(
+        self,
+        worker: WorkerProcess,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        control: CallControl | None = None,
+    ) -> CallResult:
+        request: tuple[Any, ...]
+        if hook == "validate":
+            op, request = "validate", ()
+        else:
+            op, request = "call", (hook, kwargs, control is not None)
+        reply = self._exchange(worker, op, request, hook, timeout_s, kwargs.get("tool"), control)
+        if isinstance(reply, CallResult):
+            return reply
+        try:
+            return wire.outcome(reply)
+        except wire.ProtocolViolation as exc:
+            return self._violation(worker, exc.reason, hook, 0.0)
+
+    def _exchange(
+        self,
+        worker: WorkerProcess,
+        op: str,
+        request: tuple[Any, ...],
+        what: str,
+        timeout_s: float,
+        tool: str | None = None,
+        control: CallControl | None = None,
+    ) -> CallResult | dict[str, Any]:
+        """The worker's reply, checked (see :mod:`wire`), or the failed
+        result of a lost worker. A job's progress frames go to ``control``."""
+        start = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        worker.busy = True
+        worker.requests += 1
+        request_id = worker.requests
+        try:
+            if control is not None:
+                control.starting()
+            reply: Any
+            status, reply = worker.send((op, request_id, *request), deadline) or ("sent", None)
+            if status == "sent" and control is not None:
+                control.started(
+                    lambda force: worker.kill("cancel") if force else worker.send_cancel(request_id)
+                )
+            if status == "sent":
+                status, reply = await_reply(worker, request_id, deadline, control)
+            if status == "message":
+                return cast(dict[str, Any], reply)  # checked by wire.decode; no copy
+            if status == "violation":
+                elapsed = (time.perf_counter() - start) * 1000
+                return self._violation(worker, reply, what, elapsed)
+            if status == "oversize":
+                elapsed = (time.perf_counter() - start) * 1000
+                reason = f"reply over the {worker.max_reply_bytes}-byte cap"
+                return self._violation(worker, reason, what, elapsed)
+            if status == "unsendable":
+                return CallResult.failure(
+                    f"The arguments cannot be sent to the plugin's worker ({reply}). "
+                    "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
+                    ErrorType.INVALID_ARGUMENTS,
+                    hook=what,
+                )
+            if status == "timeout":
+                worker.kill("timeout")
+            elapsed = (time.perf_counter() - start) * 1000
+            failed = lost_call(
+                worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
+                timeout_s, elapsed, control, self._pool.closing, self.limits.memory_mb,
+            )  # fmt: skip
+            if failed.guard is not None or failed.error_type == ErrorType.CANCELLED:
+                self._lose(worker, failed.error or what, failed.guard, during_call=True)
+            else:
+                self._discard(worker)
+            return failed
+        finally:
+            worker.busy = False
+            if control is not None:
+                control.finished()
+
+    def _violation(
+        self, worker: WorkerProcess, reason: str, what: str, elapsed: float
+    ) -> CallResult:
+        """The worker broke the wire's rules: it is killed (its calls fail)."""
+        worker.kill("protocol")
+        error = (
+            f"Protocol violation by the plugin's worker ({reason}); the worker was killed. "
+            "A plugin must not write to the worker's connection or answer from another process."
+        )
+        self._lose(worker, error, "protocol", during_call=True)
+        return CallResult.failure(
+            error, ErrorType.PROTOCOL, hook=what, duration_ms=elapsed, guard="protocol"
+        )
+
+    # -- losing workers ----------------------------------------------------------
+
+    def _died(self, worker: WorkerProcess) -> None:
+        """The zygote saw ``worker`` exit. A death during a call (or one we
+        ordered) is the call's to report; this one happened between calls."""
+        if worker.busy or worker.killed_by not in (None, "memory"):
+            return
+        if worker.killed_by == "memory":
+            reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
+            self._lose(worker, reason, "memory", during_call=False)
+        else:
+            reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
+            self._lose(worker, reason, "crash", during_call=False)
+
+    def _discard(self, worker: WorkerProcess) -> None:
+        worker.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    def resident_bytes(self) -> int | None:
+        alive = [w for w in list(self._pool.serving) if not w.exited.is_set()]
+        return sum(w.resident_bytes() for w in alive) if alive else None
+
+    def last_resident_bytes(self) -> int | None:
+        """The workers' memory as last read (no /proc read now: cheap)."""
+        workers = list(self._pool.serving)
+        if len(workers) == 1:  # the common case, on every list request
+            return workers[0].last_bytes
+        return sum(w.last_bytes for w in workers) if workers else None
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in list(self._pool.serving) if not w.exited.is_set()]
+
+    def nodes(self) -> list[str]:
+        return ["local"] * len(self._pool.serving)

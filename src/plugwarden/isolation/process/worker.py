@@ -1,0 +1,254 @@
+"""The worker: one process per plugin (or per pool slot), forked by the zygote.
+
+It leads its own process group (so a kill takes every process the plugin
+started), writes its stdout and stderr into a pipe the host reads, and dies
+with the host: a thread blocks on a lifeline pipe whose only writer is the
+host, and the kernel kills it when the zygote goes (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+import pluggy
+
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import LoadError
+from plugwarden.isolation import injection, reporting, wire
+from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manager
+from plugwarden.isolation.process import containment
+from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
+from plugwarden.isolation.runner import validate_verdict
+from plugwarden.logs import WorkerRecordFormatter
+from plugwarden.result import CallResult
+
+__all__ = ["serve", "warm"]
+
+CANCEL_POLL_S = 0.005  # cancelled() looks at the connection at most this often
+
+
+# What every worker would build alike, built once in the zygote (warm())
+# and inherited through the fork: a worker takes it for its one plugin.
+_spare_manager: pluggy.PluginManager | None = None
+
+
+def warm() -> None:
+    """In the zygote, before any fork: build what each worker would."""
+    global _spare_manager
+    _spare_manager = plugin_manager()
+
+
+def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
+    parent = os.getppid()
+    # Not the keeper's handler (which exits 0): a SIGTERM ends a worker as a
+    # SIGTERM, so its fate reads "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    _die_with_parent(parent)
+    containment.set_subreaper()  # orphans of the plugin stay in this tree
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(WorkerRecordFormatter())  # one line per record, for the host
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
+    injection.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
+    connection = Connection(control_fd)
+    me = os.getpid()
+    plugin: LoadedPlugin | None = None
+    max_result = 0
+    poller = select.poll()
+    poller.register(control_fd, select.POLLIN | select.POLLHUP)
+    spin = AdaptiveSpin()  # poll for the next request only while that catches it
+    while True:
+        if spin.should_spin():
+            spin.caught(_await_briefly(poller))
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            _exit_group()
+        op, request_id = request[0], request[1]
+        if op == "cancel":
+            continue  # for a job that ended before the cancel arrived
+        if op == "load":
+            max_result = request[6]
+            plugin, reply = _load(request_id, me, *request[2:6])
+        elif op == "call" and plugin is not None:
+            if request[4]:  # a job: progress and cancel travel while it runs
+                result = _job_call(plugin, connection, request_id, me, control_fd, request)
+            else:
+                result = plugin.call(request[2], request[3])
+            if request[2] == "init":  # its value means nothing to the host
+                result = CallResult(
+                    result.ok,
+                    hook="init",
+                    error=result.error,
+                    error_type=result.error_type,
+                    duration_ms=result.duration_ms,
+                )
+            reply = wire.encode_outcome(request_id, me, result, max_result)
+        elif op == "validate" and plugin is not None:
+            # Reduced here to plain data: None (ready) or the reason it is not.
+            result = plugin.call("validate", {})
+            verdict = CallResult(
+                True,
+                hook="validate",
+                result=validate_verdict(result),
+                duration_ms=result.duration_ms,
+            )
+            reply = wire.encode_outcome(request_id, me, verdict, max_result)
+        else:
+            failure = CallResult.failure(f"bad op {op!r}", ErrorType.PROTOCOL)
+            reply = wire.encode_outcome(request_id, me, failure, max_result)
+        _send(connection, reply, me)
+
+
+class _JobReporter:
+    """A job's reporter in the worker, for every thread of the plugin:
+    progress frames go out throttled; ``cancelled()`` looks for the host's
+    cancel on the connection (the only message the host sends mid-call)."""
+
+    def __init__(self, connection: Connection, request_id: int, me: int, control_fd: int) -> None:
+        self._connection = connection
+        self._id = request_id
+        self._me = me
+        self._lock = threading.Lock()  # one writer and one reader of the connection at a time
+        self._throttle = reporting.Throttle(self._send)
+        self._poller = select.poll()
+        self._poller.register(control_fd, select.POLLIN)
+        self._cancelled = False
+        self._next_poll = 0.0
+        self._active = True
+
+    def _send(self, done: float, total: float | None, message: str) -> None:
+        frame = wire.encode_progress(self._id, self._me, done, total, message)
+        with self._lock:
+            if self._active and os.getpid() == self._me:
+                try:
+                    self._connection.send_bytes(frame)
+                except OSError:
+                    self._active = False  # the host is gone; the lifeline ends us
+
+    def progress(self, done: float, total: float | None, message: str) -> None:
+        self._throttle.report(done, total, message)
+
+    def cancelled(self) -> bool:
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + CANCEL_POLL_S
+        with self._lock:
+            while self._active and os.getpid() == self._me and self._poller.poll(0):
+                try:
+                    message = self._connection.recv()
+                except (EOFError, OSError):
+                    self._active = False
+                    break
+                if message[0] == "cancel" and message[1] == self._id:
+                    self._cancelled = True
+        return self._cancelled
+
+    def close(self) -> None:
+        """Deliver the last report held back; nothing is sent after this."""
+        self._throttle.flush()
+        with self._lock:
+            self._active = False
+
+
+def _job_call(
+    plugin: LoadedPlugin,
+    connection: Connection,
+    request_id: int,
+    me: int,
+    control_fd: int,
+    request: tuple[Any, ...],
+) -> CallResult:
+    reporter = _JobReporter(connection, request_id, me, control_fd)
+    reporting.set_process_reporter(reporter)
+    try:
+        return plugin.call(request[2], request[3])
+    finally:
+        reporting.set_process_reporter(None)
+        reporter.close()
+
+
+def _await_briefly(poller: select.poll) -> bool:
+    """Poll for the next request a moment before blocking in recv: calls that
+    come back to back then skip a sleep and a wake-up. Whether one came."""
+    until = time.monotonic() + SPIN_S
+    while time.monotonic() < until:
+        if poller.poll(0):
+            return True
+    return False
+
+
+def _take_spare_manager() -> pluggy.PluginManager | None:
+    global _spare_manager
+    manager, _spare_manager = _spare_manager, None
+    return manager
+
+
+def _load(
+    request_id: int, me: int, name: str, module: str, attr: str | None, search_path: list[str]
+) -> tuple[LoadedPlugin | None, bytes]:
+    try:
+        plugin = load_plugin(name, module, attr, search_path, _take_spare_manager())
+    except LoadError as exc:
+        return None, wire.encode_load_error(request_id, me, exc.reason, exc.error_type)
+    return plugin, wire.encode_loaded(request_id, me, sorted(plugin.hooks))
+
+
+def _send(connection: Connection, reply: bytes, me: int) -> None:
+    if os.getpid() != me:
+        # A process the plugin forked has returned into this loop: it is not
+        # the worker, and must neither answer nor read the host's requests.
+        os._exit(0)
+    try:
+        connection.send_bytes(reply)
+    except OSError:
+        _exit_group()
+
+
+def _lifeline(fd: int) -> None:
+    """Block until the host's end of the lifeline closes, then take the whole
+    process group (the plugin's children too) down."""
+    while True:
+        try:
+            if not os.read(fd, 1):
+                break
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+    _exit_group()
+
+
+def _exit_group() -> NoReturn:
+    try:
+        # Every descendant, however detached (it is ours: we are a subreaper),
+        # then our group: only a group of our own, never the host's.
+        containment.kill_descendants(os.getpid())
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _die_with_parent(parent: int) -> None:
+    if containment.set_death_signal() and os.getppid() != parent:
+        os._exit(0)  # the parent died before prctl took effect

@@ -1,0 +1,146 @@
+"""The seam between the host and where a plugin's code runs.
+
+A :class:`Runner` loads one plugin and calls its hooks, enforcing the timeout
+and memory limits in its own way: ``inline`` in the host process (it can give
+up on a call but not stop it), ``process`` in worker processes (it kills the
+worker). Runners are made by :class:`~plugwarden.isolation.backends.Backends`;
+they never change a plugin's state themselves: a lost worker is reported to
+the supervisor as a :class:`WorkerLoss`, and the supervisor decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from plugwarden.isolation.reporting import CallControl
+from plugwarden.plugin.limits import Limits
+from plugwarden.preflight.causes import REINSTALL, SEE_LOG
+from plugwarden.result import CallResult, Guard
+
+__all__ = [
+    "LossHandler",
+    "Placement",
+    "Runner",
+    "WorkerLoss",
+    "hook_failure",
+    "memory_reason",
+    "timeout_reason",
+    "validate_verdict",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoss:
+    """A worker that can no longer serve: killed by a guard, or dead.
+
+    ``serving`` counts the workers still able to serve after this loss: zero
+    means the plugin cannot answer until the worker is replaced or the plugin
+    restarted. ``replaceable``: a new worker can take its place (False for
+    an inline plugin, whose abandoned call may still be running in the host)."""
+
+    reason: str
+    guard: Guard | None  # None: the host ended it on purpose (a forced cancel)
+    during_call: bool
+    serving: int
+    replaceable: bool = True
+
+
+LossHandler = Callable[[WorkerLoss], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a plugin's workers may run, for backends that place them (Ray):
+    the operator's ``num_cpus``/``num_gpus`` and whether it needs a GPU."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    requires_gpu: bool = False
+
+
+class Runner(Protocol):
+    limits: Limits
+
+    def load(self) -> None:
+        """Import and register the plugin. Raises ``LoadError`` with the reason."""
+
+    def initialise(self, config: dict[str, Any]) -> str | None:
+        """``init(config)`` then ``validate()`` wherever the plugin runs (each
+        worker); None when ready, else the reason it is not."""
+
+    def call(
+        self,
+        hook: str,
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        wait_s: float | None = None,
+        control: CallControl | None = None,
+    ) -> CallResult:
+        """Call one hook; never raises. ``wait_s`` bounds the wait for a free
+        worker (None: ``timeout_s``); past it the result is ``Busy``. A job's
+        call carries its ``control``: progress out, cancel in."""
+
+    def replace_lost(self) -> str | None:
+        """Bring the pool back to its size after a loss; None when done,
+        else the reason a new worker could not be made ready."""
+
+    def close(self, why: str) -> None:
+        """Release everything; calls in flight end with ``error_type`` ``why``
+        (an :class:`~plugwarden.ErrorType` of the host's own). Not reused."""
+
+    def resident_bytes(self) -> int | None:
+        """Memory of the plugin's own process tree, or None where not separate."""
+
+    def last_resident_bytes(self) -> int | None:
+        """:meth:`resident_bytes` as last read by the guards: no /proc read."""
+
+    def pids(self) -> list[int]:
+        """The plugin's live worker processes on this machine (none for inline)."""
+
+    def nodes(self) -> list[str]:
+        """Where each serving worker runs: ``local``, or a Ray node's address."""
+
+
+def timeout_reason(hook: str, timeout_s: float, knob: str | None = None) -> str:
+    knob = knob or {"run": "timeout_s", "health": "health_timeout_s"}.get(hook, "load_timeout_s")
+    what = "Plugin execution" if hook == "run" else f"Plugin {hook}"
+    return f"{what} timed out after {timeout_s:g}s. Increase {knob} if needed."
+
+
+def memory_reason(limit_mb: float, peak_bytes: int) -> str:
+    return (
+        f"Plugin exceeded {limit_mb:g} MB memory limit (peak seen {peak_bytes / 2**20:.0f} MB). "
+        "Increase memory_mb if needed."
+    )
+
+
+def hook_failure(result: CallResult) -> str:
+    """Why a failed init/validate leaves the plugin FAILED."""
+    if result.guard is not None:
+        return result.error or f"{result.hook}() tripped the {result.guard} guard"
+    return (
+        f"{result.hook}() failed with {result.error}. {SEE_LOG} Fix what it reports (a setting "
+        "in the plugin's config table, a model file, or the plugin's code), then restart it."
+    )
+
+
+def validate_verdict(result: CallResult) -> str | None:
+    """None when validate() said ready, else the reason it is not."""
+    if not result.ok:
+        return hook_failure(result)
+    value = result.result
+    if value is None or value is True:
+        return None
+    if value is False:
+        return (
+            "validate() returned False: the plugin reports it is not ready. Its own log lines "
+            "in the host's log say why; fix what it needs, then restart it."
+        )
+    if isinstance(value, str):
+        return f"validate() reported: {value}"
+    return (
+        f"validate() returned {type(value).__name__}; expected None, True, False or a "
+        f"reason string. Fix the plugin's validate(), then {REINSTALL}."
+    )

@@ -1,0 +1,235 @@
+"""The wire between the host and a worker process (SPEC section 4).
+
+**Host -> worker: pickle.** The worker is the side at risk from that
+direction, and it trusts the host that started it: the host sends only
+requests it built itself (an id, an operation, the caller's arguments). A
+caller's arguments that do not pickle fail that call before anything is sent.
+
+**Worker -> host: plain JSON, checked.** Nothing a worker sends is
+unpickled, imported or evaluated by the host. Each reply is one UTF-8 JSON
+object in one length-prefixed frame; the host refuses a frame over the cap
+(``max_result_bytes`` plus room for the envelope) before reading it, parses
+with NaN and Infinity refused, walks the value to a depth cap, and checks the
+envelope: version, kind, the id of the request it answers and the pid of the
+worker that must have sent it. Any breach is a :class:`ProtocolViolation`:
+the worker is killed and the call fails with the reason.
+
+Request: ``(op, id, ...)`` with op ``load`` (name, module, attr, search
+path, max result bytes), ``call`` (hook, kwargs, whether it is a job),
+``validate``, or ``cancel`` (sent while a job's call runs; no reply). Reply:
+``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by kind, ``loaded``
+(``hooks``), ``load_error`` (``reason``, ``error_type``) or ``outcome``
+(``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``). A job's
+call may send ``progress`` frames (``done``, ``total``, ``message``) before
+its outcome, throttled by the worker; a flood of them is a violation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import PlugwardenError
+from plugwarden.result import CallResult
+
+__all__ = [
+    "ENVELOPE_BYTES",
+    "MAX_DEPTH",
+    "VERSION",
+    "ProtocolViolation",
+    "decode",
+    "depth_within",
+    "encode_load_error",
+    "encode_loaded",
+    "encode_outcome",
+    "encode_progress",
+    "outcome",
+    "progress",
+]
+
+VERSION = 1
+MAX_DEPTH = 128  # nesting of a result, a health report or a request body
+ENVELOPE_BYTES = 64 * 1024  # room for everything of a reply but its result
+MAX_TEXT = 4096  # an error, reason or error_type longer than this is cut
+_KINDS = frozenset({"loaded", "load_error", "outcome", "progress"})
+_dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+
+
+class ProtocolViolation(PlugwardenError):
+    """A worker sent something the wire does not allow; ``reason`` says what."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+# -- worker side ---------------------------------------------------------------
+
+
+def _envelope(request_id: int, pid: int, kind: str) -> str:
+    return f'{{"v":{VERSION},"id":{int(request_id)},"pid":{int(pid)},"kind":"{kind}"'
+
+
+def encode_loaded(request_id: int, pid: int, hooks: list[str]) -> bytes:
+    return f'{_envelope(request_id, pid, "loaded")},"hooks":{_dumps(hooks)}}}'.encode()
+
+
+def encode_load_error(request_id: int, pid: int, reason: str, error_type: str) -> bytes:
+    body = _dumps({"reason": reason[:MAX_TEXT], "error_type": error_type[:200]})
+    return f"{_envelope(request_id, pid, 'load_error')},{body[1:]}".encode()
+
+
+def encode_progress(
+    request_id: int, pid: int, done: float, total: float | None, message: str
+) -> bytes:
+    body = _dumps({"done": done, "total": total, "message": message})
+    return f"{_envelope(request_id, pid, 'progress')},{body[1:]}".encode()
+
+
+def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_bytes: int) -> bytes:
+    """A hook's record as a reply. The result travels as the JSON text the
+    guard already made; a value that was not encoded (init, validate) must be
+    plain already. Over ``max_result_bytes``, the reply says ResultTooLarge."""
+    text = result.encoded
+    if text is None:
+        try:
+            text = _dumps(result.result)
+        except (TypeError, ValueError, RecursionError) as exc:
+            result = CallResult.failure(
+                f"The plugin's {result.hook}() value cannot be sent to the host ({exc}).",
+                ErrorType.RESULT_NOT_SERIALIZABLE,
+                hook=result.hook,
+                duration_ms=result.duration_ms,
+            )
+            text = "null"
+    payload = text.encode()
+    if len(payload) > max_result_bytes:
+        result = CallResult.failure(
+            f"Result of {result.hook}() is {len(payload)} bytes, over the "
+            f"{max_result_bytes}-byte cap (max_result_bytes). Return less, or raise the cap.",
+            ErrorType.RESULT_TOO_LARGE,
+            hook=result.hook,
+            duration_ms=result.duration_ms,
+        )
+        payload = b"null"
+    ms = result.duration_ms if math.isfinite(result.duration_ms) else 0.0
+    if result.error is None and result.error_type is None:  # the common case, spelled out
+        fields = f'"ok":{"true" if result.ok else "false"},"hook":{_dumps(result.hook)},' + (
+            f'"error":null,"error_type":null,"ms":{ms!r}'
+        )
+    else:
+        fields = _dumps(
+            {
+                "ok": result.ok,
+                "hook": result.hook,
+                "error": None if result.error is None else result.error[:MAX_TEXT],
+                "error_type": None if result.error_type is None else result.error_type[:200],
+                "ms": ms,
+            }
+        )[1:-1]
+    head = f'{_envelope(request_id, pid, "outcome")},{fields},"result":'
+    return b"".join((head.encode(), payload, b"}"))
+
+
+# -- host side -----------------------------------------------------------------
+
+
+def depth_within(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest at most ``limit`` deep."""
+    if not isinstance(value, dict | list):
+        return True
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def decode(data: bytes, request_id: int, pid: int) -> dict[str, Any]:
+    """One reply, checked; raises :class:`ProtocolViolation`. (Each level of
+    nesting takes two bytes: a reply shorter than twice the depth cap needs
+    no walk.)"""
+    try:
+        message = _decoder.decode(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolViolation(f"reply is not plain JSON ({type(exc).__name__})") from None
+    if not isinstance(message, dict) or message.get("v") != VERSION:
+        raise ProtocolViolation("reply is not a version-1 message")
+    if message.get("kind") not in _KINDS:
+        raise ProtocolViolation(f"unknown reply kind {str(message.get('kind'))[:40]!r}")
+    if message.get("id") != request_id:
+        raise ProtocolViolation(
+            f"reply to request {str(message.get('id'))[:20]} while request {request_id} waits"
+        )
+    if message.get("pid") != pid:
+        raise ProtocolViolation(
+            f"reply from pid {str(message.get('pid'))[:20]}, not from the worker (pid {pid}): "
+            "did the plugin fork?"
+        )
+    if len(data) > 2 * MAX_DEPTH and not depth_within(message.get("result"), MAX_DEPTH):
+        raise ProtocolViolation(f"result nests deeper than {MAX_DEPTH} levels")
+    return message
+
+
+def _text(message: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = message.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolViolation(f"reply field {key!r} is not a string")
+    return value[:MAX_TEXT]
+
+
+def outcome(message: dict[str, Any]) -> CallResult:
+    """The CallResult an ``outcome`` reply carries, its fields checked."""
+    if message["kind"] != "outcome":
+        raise ProtocolViolation(f"expected an outcome, got {message['kind']!r}")
+    ok, ms, hook = message.get("ok"), message.get("ms"), message.get("hook")
+    error, error_type = message.get("error"), message.get("error_type")
+    if not isinstance(ok, bool):
+        raise ProtocolViolation("reply field 'ok' is not a boolean")
+    if ms.__class__ is not float and (
+        isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms)
+    ):
+        raise ProtocolViolation("reply field 'ms' is not a number")
+    if not isinstance(hook, str):
+        raise ProtocolViolation("reply field 'hook' is not a string")
+    if error is not None or error_type is not None:
+        error, error_type = _text(message, "error"), _text(message, "error_type")
+    return CallResult(
+        ok,
+        hook=hook[:40],
+        result=message.get("result"),
+        error=error,
+        error_type=error_type,
+        duration_ms=float(ms),
+    )
+
+
+def progress(message: dict[str, Any]) -> tuple[float, float | None, str]:
+    """The report a ``progress`` frame carries, its fields checked."""
+    done, total, text = message.get("done"), message.get("total"), message.get("message")
+    for value in (done, total):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ProtocolViolation("progress field is not a finite number")
+    if done is None:
+        raise ProtocolViolation("progress frame without 'done'")
+    if not isinstance(text, str):
+        raise ProtocolViolation("progress field 'message' is not a string")
+    return float(done), None if total is None else float(total), text[:MAX_TEXT]

@@ -1,0 +1,188 @@
+"""A job (SPEC section 4a): a call that runs in the background, with progress.
+
+:class:`Job` is an immutable snapshot, safe to hand out; the
+:class:`~plugwarden.jobs.queue.JobQueue` keeps the live ones and the
+:class:`~plugwarden.jobs.store.JobStore` every one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import JobRefused
+from plugwarden.plugin.lifecycle import iso
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "HEARTBEAT_S",
+    "Job",
+    "JobDurations",
+    "JobState",
+    "Progress",
+    "storable_arguments",
+    "valid_job_id",
+]
+
+HEARTBEAT_S = 15.0  # a job's event stream with no news sends a comment this often
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, math.inf)
+
+
+def valid_job_id(value: str) -> bool:
+    """Whether ``value`` has the form of a job id (32 hex digits)."""
+    return _JOB_ID.fullmatch(value) is not None
+
+
+class JobState:
+    QUEUED: Final = "queued"
+    RUNNING: Final = "running"
+    SUCCEEDED: Final = "succeeded"
+    FAILED: Final = "failed"
+    CANCELLED: Final = "cancelled"
+    LOST: Final = "lost"  # the host stopped while the job was queued or running
+
+    ALL: Final = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST)
+    LIVE: Final = frozenset({QUEUED, RUNNING})
+    FINISHED: Final = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The last progress a job reported: ``done`` of ``total`` (None: unknown)."""
+
+    done: float
+    total: float | None = None
+    message: str = ""
+    updated_at: float = 0.0  # time.time()
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total or self.total <= 0:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "total": self.total,
+            "fraction": self.fraction,
+            "message": self.message,
+            "updated_at": _when(self.updated_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        return cls(data["done"], data.get("total"), data.get("message", ""), data.get("at", 0.0))
+
+    def stored(self) -> dict[str, Any]:
+        return {"done": self.done, "total": self.total, "message": self.message,
+                "at": self.updated_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as it is now. ``record`` is the result record of its call,
+    the same a synchronous call returns (``ok``, ``result``, ``error``,
+    ``error_type``, ...), once it finished; times are ``time.time()``."""
+
+    id: str
+    plugin: str
+    tool: str
+    args: dict[str, Any]
+    state: str
+    submitted_at: float
+    timeout_s: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None
+    record: dict[str, Any] | None = None
+    version: int = field(default=0, compare=False)  # bumped by every change of a live job
+
+    @property
+    def finished(self) -> bool:
+        return self.state in JobState.FINISHED
+
+    @property
+    def ok(self) -> bool:
+        return self.state == JobState.SUCCEEDED
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else datetime.now(UTC).timestamp()
+        return round(max(0.0, end - self.started_at), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "plugin": self.plugin,
+            "tool": self.tool,
+            "args": self.args,
+            "state": self.state,
+            "submitted_at": _when(self.submitted_at),
+            "started_at": _when(self.started_at),
+            "finished_at": _when(self.finished_at),
+            "duration_s": self.duration_s,
+            "timeout_s": self.timeout_s,
+            "progress": None if self.progress is None else self.progress.to_dict(),
+            "record": self.record,
+        }
+
+
+def storable_arguments(
+    plugin: str, args: Mapping[str, Any] | None, timeout_s: object
+) -> dict[str, Any]:
+    """A job's args as stored (plain JSON data), its timeout checked; raises
+    :class:`JobRefused` (InvalidArguments) for what cannot be a job."""
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not math.isfinite(timeout_s)
+        or timeout_s <= 0
+    ):
+        raise JobRefused(
+            plugin, f"timeout_s must be a positive number, got {timeout_s!r}",
+            ErrorType.INVALID_ARGUMENTS,
+        )  # fmt: skip
+    arguments = dict(args or {})
+    try:
+        json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobRefused(
+            plugin, f"A job's args must be plain JSON data to be stored ({exc}).",
+            ErrorType.INVALID_ARGUMENTS,
+        ) from None  # fmt: skip
+    return arguments
+
+
+@dataclass(slots=True)
+class JobDurations:
+    """A histogram of finished jobs' run times (seconds), Prometheus buckets."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total_s += seconds
+
+    def cumulative(self) -> tuple[list[tuple[str, int]], float]:
+        out, running = [], 0
+        for bound, count in zip(DURATION_BUCKETS, self.buckets, strict=True):
+            running += count
+            out.append(("+Inf" if math.isinf(bound) else str(bound), running))
+        return out, self.total_s
+
+
+def _when(moment: float | None) -> str | None:
+    return None if moment is None else iso(datetime.fromtimestamp(moment, UTC))
