@@ -25,7 +25,7 @@ def main() -> None:
     app = build(host, host.config)
 
     def keep_calling(offset: int) -> None:
-        names = [n for n in sorted(host.registry.names()) if n.startswith("p")]
+        names = [n for n in sorted(host.names()) if n.startswith("p")]
         for name in itertools.cycle(names[offset::2] or names):
             host.call(name, "t", {"x": 1})
             time.sleep(0.01)  # pacing: background traffic, not a CPU hog

@@ -38,7 +38,7 @@ LOOP = plugin_source(
 def _job_until_done(host: Host) -> None:
     done = threading.Event()
     job = host.submit("echo", "t", {"x": 1})
-    unwatch = host.job_queue.watch(job.id, done.set)
+    unwatch = host.watch_job(job.id, done.set)
     try:
         while True:
             done.clear()

@@ -228,7 +228,7 @@ def test_health_checks_go_on_after_a_round_finds_the_registry_busy(
     host = plugwarden_host({"defaults": {"lock_timeout_s": 0.05, "health_interval_s": 0.05}})
     host.start_health_checks()
     wait_for(lambda: host.status("proc").health is not None, what="a first health check")
-    with host.registry.hold_write_lock():
+    with host._registry.hold_write_lock():
         wait_for(
             lambda: any("health round skipped" in r.getMessage() for r in caplog.records),
             what="a round that found the registry busy",

@@ -462,6 +462,6 @@ class TestOwners:
             fcntl.flock(holder, fcntl.LOCK_EX)  # a live host's
             host = plugwarden_host({"jobs": {"path": str(database)}})
             names = sorted(p.name for p in owners.iterdir())
-            assert names == sorted([held.name, f"{host.job_queue.store.owner}.lock"])
+            assert names == sorted([held.name, f"{host._jobs.store.owner}.lock"])
             host.close()
             assert [p.name for p in owners.iterdir()] == [held.name]

@@ -1,5 +1,13 @@
-"""The code's shape, checked: no import cycle inside plugwarden, no module
-over 400 lines, no private name imported across modules."""
+"""The code's shape, checked: no import cycle inside plugwarden, no arrow
+from a lower layer up to a higher one, at most 12 floors of imports, no
+module over 400 lines, no folder of more than 20 modules, no two modules
+named alike, no private name imported across modules, and the host's own
+parts (the registry, the job queue) imported by the host package alone.
+
+The layers, lowest first (README, "How it fits together"): the shared basics
+at the package root; ``plugin`` (what a plugin is); ``config``; ``preflight``;
+``isolation`` (then its optional ``ray`` backend); ``host`` and ``jobs``;
+``web``; ``testing``; ``cli``."""
 
 from __future__ import annotations
 
@@ -19,14 +27,57 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports() -> dict[str, list[tuple[str, list[str]]]]:
+LAYERS = {
+    "plugwarden.error_types": 0,
+    "plugwarden.exceptions": 0,
+    "plugwarden.exits": 0,
+    "plugwarden.hookspecs": 0,
+    "plugwarden.logs": 0,
+    "plugwarden.console": 0,
+    "plugwarden.result": 0,
+    "plugwarden.plugin": 1,
+    "plugwarden.config": 2,
+    "plugwarden.preflight": 3,
+    "plugwarden.isolation": 4,
+    "plugwarden.isolation.ray": 5,
+    "plugwarden.host": 6,
+    "plugwarden.jobs": 6,
+    "plugwarden.web": 7,
+    "plugwarden.testing": 8,
+    "plugwarden.cli": 9,
+    "plugwarden.__main__": 10,
+}
+MAX_FLOORS = 12
+MAX_MODULES_A_FOLDER = 20
+# The host's own parts: only the host package (plugwarden.host) imports them.
+HOST_PARTS = ("plugwarden.host.registry", "plugwarden.jobs.queue")
+
+
+def type_checking_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:`` (imports for the
+    type checker, never run)."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+
+
+def imports(*, runtime: bool = False) -> dict[str, list[tuple[str, list[str]]]]:
     """module -> [(imported module, names)] for every plugwarden import at
-    any depth (lazy imports inside functions count: they still form a cycle)."""
+    any depth (lazy imports inside functions count: they still form a cycle).
+    ``runtime``: leave out the imports under ``if TYPE_CHECKING:``."""
     found: dict[str, list[tuple[str, list[str]]]] = {}
     for path in SRC.rglob("*.py"):
         name = module_name(path)
         edges = found.setdefault(name, [])
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        skipped = type_checking_nodes(tree) if runtime else set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if node.module.startswith("plugwarden"):
                     edges.append((node.module, [alias.name for alias in node.names]))
@@ -35,8 +86,8 @@ def imports() -> dict[str, list[tuple[str, list[str]]]]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    found = imports()
+def graph(*, runtime: bool = False) -> dict[str, set[str]]:
+    found = imports(runtime=runtime)
     edges: dict[str, set[str]] = {}
     for module, targets in found.items():
         out = edges.setdefault(module, set())
@@ -60,6 +111,27 @@ def imported_by(statements: str, watched: tuple[str, ...]) -> list[str]:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return ast.literal_eval(done.stdout.strip())
+
+
+def floors(edges: dict[str, set[str]]) -> dict[str, int]:
+    """A module's floor: one above the highest module it imports (the
+    package root, which re-exports the public names lazily, left out)."""
+    found: dict[str, int] = {}
+
+    def floor(module: str) -> int:
+        if module not in found:
+            below = [t for t in edges.get(module, ()) if t not in (module, "plugwarden")]
+            found[module] = 1 + max((floor(t) for t in below), default=0)
+        return found[module]
+
+    for module in edges:
+        floor(module)
+    return found
+
+
+def layer(module: str) -> int | None:
+    owners = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return LAYERS[max(owners, key=len)] if owners else None
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -90,6 +162,56 @@ class TestStructure:
         edges = graph()
         assert "plugwarden.host.host" in edges and "plugwarden.host.supervisor" in edges
         assert cycles(edges) == []
+
+    def test_no_arrow_runs_up_the_layers(self):
+        """Every module belongs to a layer, and imports only from its own
+        layer or lower ones (the type checker's imports apart)."""
+        edges = graph(runtime=True)
+        assert [m for m in edges if m != "plugwarden" and layer(m) is None] == []
+        up = sorted(
+            f"{module} -> {target}"
+            for module, targets in edges.items()
+            if module != "plugwarden"
+            for target in targets
+            if target != "plugwarden" and layer(target) > layer(module)
+        )
+        assert up == []
+
+    def test_imports_are_at_most_twelve_floors_deep(self):
+        """A module's floor is one above the highest it imports at run time."""
+        found = floors(graph(runtime=True))
+        assert max(found.values()) <= MAX_FLOORS, sorted(found.items(), key=lambda kv: -kv[1])[:5]
+
+    def test_the_floor_counter_counts_the_longest_chain(self):
+        assert floors({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == {"a": 3, "b": 2, "c": 1}
+
+    def test_no_folder_holds_more_than_twenty_modules(self):
+        folders = {p.parent for p in SRC.rglob("*.py")}
+        crowded = {
+            str(folder.relative_to(SRC)): n
+            for folder in folders
+            if (n := len([p for p in folder.glob("*.py") if p.name != "__init__.py"]))
+            > MAX_MODULES_A_FOLDER
+        }
+        assert crowded == {}
+
+    def test_no_two_modules_are_named_alike(self):
+        """No module name is another's plural (worker / workers), and no
+        name stands twice in one package."""
+        stems = {p.stem for p in SRC.rglob("*.py") if p.stem != "__init__"}
+        plural = sorted(
+            (s, f"{s}{end}") for s in stems for end in ("s", "es") if f"{s}{end}" in stems
+        )
+        assert plural == []
+
+    def test_only_the_host_package_imports_the_registry_and_the_job_queue(self):
+        reaching = sorted(
+            f"{module} -> {target}"
+            for module, targets in graph().items()
+            for target in targets
+            if target in HOST_PARTS and not module.startswith("plugwarden.host.")
+        )
+        assert reaching == []
 
     def test_the_cycle_finder_finds_a_cycle(self):
         assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]

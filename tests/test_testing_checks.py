@@ -1,4 +1,4 @@
-"""The conformance checks (plugwarden.testing.checks): a conforming plugin
+"""The conformance checks (plugwarden.testing.contract): a conforming plugin
 passes every one; each kind of non-conformance fails its own check by id."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from plugwarden.testing import ECHO_PLUGIN, plugin_source
-from plugwarden.testing.checks import CHECKS, LATEST_LEVEL, run_checks
+from plugwarden.testing.contract import CHECKS, LATEST_LEVEL, run_checks
 
 GOOD = """
 from plugwarden import hookimpl

@@ -121,7 +121,7 @@ class TestReadRoutes:
     def test_lock_timeout_is_503_with_retry_after(self, zoo, plugwarden_server):
         server = plugwarden_server({"defaults": {"lock_timeout_s": 0.2}})
         # stale: the records change under the lock, so no cached body answers.
-        with server.host.registry.hold_write_lock(stale=True):
+        with server.host._registry.hold_write_lock(stale=True):
             response = get(server, "/v1/plugins")
             health = get(server, "/v1/plugins/ready/health")
             alive = get(server, "/healthz")

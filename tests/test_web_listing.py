@@ -15,8 +15,8 @@ from tests.conftest import ECHO, wait_for
 
 
 def _body(listing: Listing, host) -> list[dict]:
-    version = host.registry.version
-    return json.loads(listing.build(version, host.registry.statuses()))
+    version = host.records_version
+    return json.loads(listing.build(version, host.statuses()))
 
 
 class TestListingCache:
@@ -40,7 +40,7 @@ class TestListingCache:
         assert cached is not None and json.loads(cached) == built
         assert host.call("p", "t", {}).ok
         assert listing.fresh() is cached  # a call's counters wait for the age limit
-        host.registry.fail("q", "stopped by the test")
+        host._registry.fail("q", "stopped by the test")
         assert listing.fresh() is None  # a state change is never served stale
         rebuilt = {item["name"]: item for item in _body(listing, host)}
         assert rebuilt["q"]["state"] == "FAILED" and rebuilt["q"]["reason"] == "stopped by the test"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     )
     from plugwarden.hookspecs import hookimpl
     from plugwarden.host.host import Host
-    from plugwarden.host.registry import PluginStatus
+    from plugwarden.host.status import PluginStatus
     from plugwarden.isolation.reporting import cancelled, progress
     from plugwarden.jobs.job import Job, JobState
     from plugwarden.plugin.lifecycle import State, Transition
@@ -46,7 +46,7 @@ _EXPORTS = {
     "JobStoreError": "plugwarden.exceptions",
     "LoadError": "plugwarden.exceptions",
     "ManifestError": "plugwarden.exceptions",
-    "PluginStatus": "plugwarden.host.registry",
+    "PluginStatus": "plugwarden.host.status",
     "PlugwardenError": "plugwarden.exceptions",
     "RegistryTimeout": "plugwarden.exceptions",
     "State": "plugwarden.plugin.lifecycle",

@@ -14,6 +14,7 @@ __all__ = [
     "TransitionError",
     "UnknownJob",
     "UnknownPlugin",
+    "describe",
 ]
 
 
@@ -114,3 +115,17 @@ class JobStoreError(PlugwardenError):
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         super().__init__(f"Jobs database {path}: {message}")
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the exception, never a traceback."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: plugin called sys.exit({exc.code!r})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt: plugin raised KeyboardInterrupt"
+    try:
+        message = str(exc).strip().splitlines()
+    # str() of a plugin's exception is plugin code too.
+    except BaseException:  # noqa: BLE001
+        message = ["<its message could not be read>"]
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__

@@ -18,28 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from plugwarden.error_types import ErrorType
+from plugwarden.exceptions import describe
 
-__all__ = ["GUARDS", "CallResult", "Guard", "describe"]
+__all__ = ["GUARDS", "CallResult", "Guard"]
 
 Guard = Literal["timeout", "memory", "crash", "protocol"]
 GUARDS: tuple[Guard, ...] = ("timeout", "memory", "crash", "protocol")
 
 # Built once: json.dumps with a non-default option builds an encoder per call.
 _encode = json.JSONEncoder(allow_nan=False).encode
-
-
-def describe(exc: BaseException) -> str:
-    """One line naming the exception, never a traceback."""
-    if isinstance(exc, SystemExit):
-        return f"SystemExit: plugin called sys.exit({exc.code!r})"
-    if isinstance(exc, KeyboardInterrupt):
-        return "KeyboardInterrupt: plugin raised KeyboardInterrupt"
-    try:
-        message = str(exc).strip().splitlines()
-    # str() of a plugin's exception is plugin code too.
-    except BaseException:  # noqa: BLE001
-        message = ["<its message could not be read>"]
-    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from plugwarden.exceptions import PlugwardenError
-from plugwarden.testing.checks import LATEST_LEVEL, Verdict, run_checks
+from plugwarden.testing.contract import LATEST_LEVEL, Verdict, run_checks
 
 __all__ = ["CheckError", "check"]
 

@@ -194,7 +194,7 @@ class LocalHost:
     def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job after each change, the last one finished."""
         changed = threading.Event()
-        unwatch = self._host.job_queue.watch(job_id, changed.set)
+        unwatch = self._host.watch_job(job_id, changed.set)
         try:
             while True:
                 changed.clear()

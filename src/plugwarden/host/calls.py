@@ -10,21 +10,25 @@ that to the supervisor) or the operator set ``fail_on_error``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import PlugwardenError
+from plugwarden.exceptions import PlugwardenError, UnknownPlugin
 from plugwarden.host.admission import Admission, Deadline
-from plugwarden.host.registry import PluginStatus, Registry, compact_json
-from plugwarden.host.supervisor import Supervisor
+from plugwarden.host.pipeline import PluginSlot
+from plugwarden.host.registry import Registry
+from plugwarden.host.status import PluginStatus, compact_json
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.plugin.lifecycle import iso
 from plugwarden.result import CallResult
 
-__all__ = ["Calls"]
+__all__ = ["Calls", "FailPlugin"]
+
+# The supervisor's fail(name, generation, reason, cause): FAILED, then the restart policy.
+FailPlugin = Callable[[str, int, str, str], None]
 
 log = logging.getLogger("plugwarden.calls")
 
@@ -36,12 +40,14 @@ class Calls:
         self,
         config: HostConfig,
         registry: Registry,
-        supervisor: Supervisor,
+        slots: Mapping[str, PluginSlot],
+        fail: FailPlugin,
         admission: Admission,
     ) -> None:
         self.config = config
         self.registry = registry
-        self.supervisor = supervisor
+        self.slots = slots  # the supervisor's, read only
+        self.fail = fail
         self.admission = admission
 
     def call(
@@ -77,7 +83,7 @@ class Calls:
                 tool=tool,
                 args=arguments,
             )
-        slot = self.supervisor.slots[name]
+        slot = self.slots[name]
         runner = slot.runner
         if runner is None:  # failed or restarting between begin_call and here
             result = CallResult.failure("The plugin is restarting. Retry it.", ErrorType.RESTARTED)
@@ -97,7 +103,7 @@ class Calls:
             and result.error_type not in ErrorType.NOT_THE_PLUGINS
             and slot.budget.policy.fail_on_error
         ):
-            self.supervisor.fail(
+            self.fail(
                 name,
                 ticket,
                 f"run('{tool}') failed with {result.error} and fail_on_error is set. "
@@ -110,7 +116,9 @@ class Calls:
         """Run ``name``'s health hook now (budget: ``health_timeout_s``) and
         store its report; None when the plugin is not available or all its
         workers are busy (the last report stays)."""
-        slot = self.supervisor.slot(name)
+        slot = self.slots.get(name)
+        if slot is None:
+            raise UnknownPlugin(name, self.registry.names())
         runner = slot.runner
         status = self.registry.status(name)
         if runner is None or not status.available:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -22,14 +22,17 @@ from plugwarden.exceptions import PlugwardenError
 from plugwarden.host.admission import Admission, Deadline
 from plugwarden.host.calls import Calls
 from plugwarden.host.health import HealthPoller
-from plugwarden.host.registry import PluginStatus, Registry
+from plugwarden.host.registry import Registry
+from plugwarden.host.status import PluginStatus
 from plugwarden.host.supervisor import Supervisor
 from plugwarden.isolation.backends import Backends
 from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import Runner
-from plugwarden.jobs.job import Job
+from plugwarden.jobs.job import Job, JobFigures
 from plugwarden.jobs.queue import JobQueue
 from plugwarden.plugin.discovery import discover
+from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
 
 __all__ = ["Host"]
@@ -64,12 +67,18 @@ class Host:
             self.config = HostConfig.load(config)
         self._search_path = None if search_path is None else list(search_path)
         self._only = None if only is None else frozenset(only)
-        self.registry = Registry(self.config.lock_timeout_s)
+        self._registry = Registry(self.config.lock_timeout_s)
         self._backends = Backends(self.config.ray, zygote)
-        self._supervisor = Supervisor(self.config, self.registry, self._backends)
-        self.admission = Admission(self._tools_of, self.registry.names)
-        self._calls = Calls(self.config, self.registry, self._supervisor, self.admission)
-        self.job_queue = JobQueue(self.config.jobs, self._calls, self._supervisor)
+        self._supervisor = Supervisor(self.config, self._registry, self._backends)
+        self.admission = Admission(self._tools_of, self._registry.names)
+        self._calls = Calls(
+            self.config,
+            self._registry,
+            self._supervisor.slots,
+            self._supervisor.fail,
+            self.admission,
+        )
+        self._jobs = JobQueue(self.config.jobs, self._job_call, self.admission, self._limits_of)
         self._health: HealthPoller | None = None
         self._started = threading.Event()
         self._start_lock = threading.Lock()
@@ -85,7 +94,7 @@ class Host:
         :meth:`start` does it when not done yet."""
         with self._start_lock:
             if not self._closed:
-                self.job_queue.open()
+                self._jobs.open()
 
     def start(self) -> None:
         """Discover, check, load, initialise and validate every plugin,
@@ -112,7 +121,7 @@ class Host:
             self.start()
             self.start_health_checks()
             try:
-                log.info("plugwarden: %d plugins started", len(self.registry.names()))
+                log.info("plugwarden: %d plugins started", len(self._registry.names()))
             except PlugwardenError as exc:  # the registry busy: the count can wait
                 log.info("plugwarden: plugins started (%s)", exc)
 
@@ -138,8 +147,8 @@ class Host:
         then close; calls still running end with ``ShuttingDown``. Whether
         every call finished in time."""
         self.admission.refusing = ErrorType.SHUTTING_DOWN
-        self.job_queue.refuse(ErrorType.SHUTTING_DOWN)
-        clean = self.registry.wait_idle(timeout_s)
+        self._jobs.refuse(ErrorType.SHUTTING_DOWN)
+        clean = self._registry.wait_idle(timeout_s)
         self.close(ErrorType.SHUTTING_DOWN)
         return clean
 
@@ -150,13 +159,13 @@ class Host:
                 return
             self._closed = True
         self.admission.refusing = self.admission.refusing or why
-        self.job_queue.refuse(why)
+        self._jobs.refuse(why)
         if self._health is not None:
             self._health.stop()
         self._supervisor.close(why)
         if self._health is not None:
             self._health.join()
-        self.job_queue.close()
+        self._jobs.close()
         self._backends.close()
 
     def __enter__(self) -> Host:
@@ -173,11 +182,35 @@ class Host:
 
     # -- reading -----------------------------------------------------------------
 
-    def status(self, name: str) -> PluginStatus:
-        return self.registry.status(name)
+    def status(self, name: str, lock_timeout: float | None = None) -> PluginStatus:
+        """A snapshot of ``name``'s record. Raises
+        :class:`~plugwarden.exceptions.UnknownPlugin`, or
+        :class:`~plugwarden.exceptions.RegistryTimeout` when the records stay
+        locked past ``lock_timeout`` (default ``lock_timeout_s``; 0: at once)."""
+        return self._registry.status(name, lock_timeout)
 
-    def statuses(self) -> list[PluginStatus]:
-        return self.registry.statuses()
+    def statuses(self, lock_timeout: float | None = None) -> list[PluginStatus]:
+        """A snapshot of every plugin's record (see :meth:`status`)."""
+        return self._registry.statuses(lock_timeout)
+
+    def names(self) -> list[str]:
+        return self._registry.names()
+
+    @property
+    def records_version(self) -> int:
+        """Changes whenever a state, reason, health or info does (not a
+        call's own counters): a reader that saw the same version saw the
+        same records."""
+        return self._registry.version
+
+    def cached_status(self, name: str) -> PluginStatus | None:
+        """``name``'s snapshot when one is cached, without the lock (None:
+        unknown, or changed since the last read: use :meth:`status`)."""
+        return self._registry.cached_status(name)
+
+    def histogram(self, name: str) -> tuple[list[tuple[str, int]], float]:
+        """``name``'s call durations: cumulative (le, count) buckets and the sum."""
+        return self._registry.histogram(name)
 
     def worker_pids(self, name: str) -> list[int]:
         """The live worker processes of a ``process`` plugin (empty for inline)."""
@@ -215,7 +248,7 @@ class Host:
         or a duplicate name, which is listed but has no slot)."""
         slot = self._supervisor.slots.get(name)
         if slot is None:
-            self.registry.status(name)  # UnknownPlugin for a name never seen
+            self._registry.status(name)  # UnknownPlugin for a name never seen
             return None
         return slot.runner
 
@@ -243,11 +276,19 @@ class Host:
         :class:`~plugwarden.host.admission.Admission`)."""
         return self.admission.refusal(name, tool, args, timeout_s)
 
+    def _job_call(
+        self, name: str, tool: str, args: Mapping[str, Any], timeout_s: float, control: CallControl
+    ) -> CallResult:
+        return self._calls.call(name, tool, args, timeout_s=timeout_s, control=control)
+
+    def _limits_of(self, name: str) -> Limits:
+        return self._supervisor.slot(name).limits
+
     def _tools_of(self, name: str) -> Collection[str] | None:
         slot = self._supervisor.slots.get(name)
-        if slot is None:  # a name two distributions claim is listed, FAILED, without a slot
-            return () if name in self.registry else None
-        return slot.manifest.tools
+        # A name two distributions claim, or one no URL can carry, is listed
+        # (FAILED) but has nothing to call.
+        return None if slot is None else slot.manifest.tools
 
     def check_health(self, name: str) -> dict[str, Any] | None:
         """Run ``name``'s health hook now and store its report (see Calls)."""
@@ -260,7 +301,7 @@ class Host:
             self._health = HealthPoller(
                 lambda: [
                     s.name
-                    for s in self.registry.statuses()
+                    for s in self._registry.statuses()
                     if s.available and s.name in self._supervisor.slots
                 ],
                 self.check_health,
@@ -287,19 +328,48 @@ class Host:
         (state ``queued``). ``timeout_s`` None: the plugin's ``job_timeout_s``.
         Raises :class:`~plugwarden.exceptions.JobRefused` (with its
         ``error_type``: UnknownTool, Busy, ShuttingDown...) when not accepted."""
-        return self.job_queue.submit(name, tool, args, timeout_s)
+        return self._jobs.submit(name, tool, args, timeout_s)
 
     def job(self, job_id: str) -> Job:
         """The job as it is now; raises :class:`~plugwarden.exceptions.UnknownJob`."""
-        return self.job_queue.job(job_id)
+        return self._jobs.job(job_id)
 
     def jobs(
         self, plugin: str | None = None, state: str | None = None, *, limit: int = 100
     ) -> list[Job]:
         """The newest ``limit`` jobs, of ``plugin`` and in ``state`` if given."""
-        return self.job_queue.page(plugin, state, limit)[0]
+        return self.job_page(plugin, state, limit)[0]
+
+    def job_page(
+        self,
+        plugin: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> tuple[list[Job], int | None]:
+        """The newest ``limit`` jobs before the cursor ``before``, and the
+        cursor of the next page (None: no more)."""
+        return self._jobs.page(plugin, state, limit, before)
+
+    def live_jobs(self) -> list[Job]:
+        """Jobs queued or running now (no database read)."""
+        return self._jobs.live()
+
+    def watch_job(self, job_id: str, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher`` after each change of a live job; returns the
+        function that stops it."""
+        return self._jobs.watch(job_id, watcher)
+
+    def job_figures(self) -> JobFigures:
+        """What the metrics say of jobs: stored counts by state (none before
+        the host started), queue depths and run-time histograms per plugin."""
+        try:
+            counts = self._jobs.store.counts() if self.started else {}
+        except PlugwardenError:
+            counts = {}  # the store is closing or failing: the other figures still count
+        return JobFigures(counts, self._jobs.queue_depths(), self._jobs.durations())
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job (see :meth:`JobQueue.cancel`); a finished one is
         returned unchanged. Raises :class:`~plugwarden.exceptions.UnknownJob`."""
-        return self.job_queue.cancel(job_id)
+        return self._jobs.cancel(job_id)

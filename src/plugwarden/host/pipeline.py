@@ -17,7 +17,8 @@ from typing import Any
 
 from plugwarden.config import HostConfig
 from plugwarden.exceptions import LoadError, ManifestError
-from plugwarden.host.registry import PluginInfo, Registry
+from plugwarden.host.registry import Registry
+from plugwarden.host.status import PluginInfo
 from plugwarden.isolation.runner import Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.lifecycle import State

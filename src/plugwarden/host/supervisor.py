@@ -26,10 +26,10 @@ from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import UnknownPlugin
 from plugwarden.host.pipeline import Pipeline, PluginSlot
-from plugwarden.host.registry import PluginStatus, Registry
+from plugwarden.host.registry import Registry
 from plugwarden.host.scheduler import Scheduler
-from plugwarden.isolation.backends import Backends
-from plugwarden.isolation.runner import Placement, Runner, WorkerLoss
+from plugwarden.host.status import PluginStatus
+from plugwarden.isolation.runner import Placement, Runner, RunnerFactory, WorkerLoss
 from plugwarden.plugin.discovery import Discovery
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.policy import RestartBudget
@@ -40,7 +40,7 @@ log = logging.getLogger("plugwarden.supervisor")
 
 
 class Supervisor:
-    def __init__(self, config: HostConfig, registry: Registry, backends: Backends) -> None:
+    def __init__(self, config: HostConfig, registry: Registry, backends: RunnerFactory) -> None:
         self.config = config
         self.registry = registry
         self._backends = backends

@@ -13,6 +13,7 @@ fd or process behind.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,12 @@ if TYPE_CHECKING:
     from plugwarden.isolation.inline import HostMemoryWatch
     from plugwarden.isolation.ray.cluster import RayCluster
 
-__all__ = ["Backends"]
+__all__ = ["RAY_BACKEND", "Backends"]
+
+# The optional Ray backend is found by name, as a plugin is: it stands above
+# process isolation (its agent runs process workers on a node), not beneath
+# the supervisor, and Ray is imported only when a plugin asks for it.
+RAY_BACKEND = "plugwarden.isolation.ray.runner"
 
 
 class Backends:
@@ -73,12 +79,10 @@ class Backends:
                 executor, watch = self._inline
                 runner = InlineRunner(source, limits, executor, watch, on_loss)
             elif limits.isolation in RAY_ISOLATIONS:
-                from plugwarden.isolation.ray.cluster import RayCluster
-                from plugwarden.isolation.ray.runner import RayRunner
-
+                ray = importlib.import_module(RAY_BACKEND)
                 if self._ray is None:
-                    self._ray = RayCluster(self._ray_config)
-                runner = RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
+                    self._ray = ray.RayCluster(self._ray_config)
+                runner = ray.RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
                 runner = ProcessRunner(source, limits, self._process_services(), on_loss)
             self._runners.add(runner)

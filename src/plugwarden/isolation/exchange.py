@@ -16,21 +16,15 @@ from plugwarden.error_types import ErrorType
 from plugwarden.isolation import wire
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import memory_reason, timeout_reason
+from plugwarden.isolation.runner import ENDED, memory_reason, timeout_reason
 from plugwarden.result import CallResult, Guard
 
-__all__ = ["CRASH_HINT", "ENDED", "await_reply", "cancelled_reason", "lost_call"]
+__all__ = ["CRASH_HINT", "await_reply", "cancelled_reason", "lost_call"]
 
 CRASH_HINT = (
     "A crash in the plugin or a library it uses: the restart policy brings it back; if it "
     "recurs, the plugin's author must fix it (its output is in the host's log)."
 )
-ENDED = {
-    ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
-    ErrorType.CLOSED: "The host closed while this call ran.",
-    ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
-    "against another instance, or once the server is back.",
-}
 # A job's worker may send this many progress frames, plus this many a second
 # (it throttles itself to 10 a second): past that it floods the host.
 PROGRESS_BURST, PROGRESS_RATE = 20, 20

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import LoadError
+from plugwarden.exceptions import LoadError, describe
 from plugwarden.isolation.executor import ElasticExecutor, Task
 from plugwarden.isolation.loader import LoadedPlugin, load_plugin
 from plugwarden.isolation.process.treememory import statm_resident_bytes
@@ -38,7 +38,7 @@ from plugwarden.isolation.runner import (
 )
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
-from plugwarden.result import CallResult, describe
+from plugwarden.result import CallResult
 
 __all__ = ["HostMemoryWatch", "InlineRunner", "copy_for_plugin"]
 

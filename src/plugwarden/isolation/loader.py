@@ -19,10 +19,10 @@ import pluggy
 
 from plugwarden import hookspecs
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import LoadError
+from plugwarden.exceptions import LoadError, describe
 from plugwarden.isolation.guards import GuardedHook
 from plugwarden.preflight.causes import REINSTALL, import_failure_reason, missing_attribute_reason
-from plugwarden.result import CallResult, describe
+from plugwarden.result import CallResult
 
 __all__ = ["HOOKS", "LoadedPlugin", "load_plugin", "plugin_manager"]
 

@@ -19,9 +19,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
-from plugwarden.isolation.exchange import ENDED
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import LossHandler, WorkerLoss
+from plugwarden.isolation.runner import ENDED, LossHandler, WorkerLoss
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult, Guard
 

@@ -12,23 +12,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from plugwarden.error_types import ErrorType
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.plugin.limits import Limits
 from plugwarden.preflight.causes import REINSTALL, SEE_LOG
 from plugwarden.result import CallResult, Guard
 
+if TYPE_CHECKING:  # the worker imports this module: discovery stays out of it
+    from plugwarden.plugin.discovery import PluginSource
+
 __all__ = [
+    "ENDED",
     "LossHandler",
     "Placement",
     "Runner",
+    "RunnerFactory",
     "WorkerLoss",
     "hook_failure",
     "memory_reason",
     "timeout_reason",
     "validate_verdict",
 ]
+
+
+# What a call in flight is told when the host ends it, by its error type.
+ENDED = {
+    ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
+    ErrorType.CLOSED: "The host closed while this call ran.",
+    ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
+    "against another instance, or once the server is back.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,26 @@ class Runner(Protocol):
 
     def nodes(self) -> list[str]:
         """Where each serving worker runs: ``local``, or a Ray node's address."""
+
+
+class RunnerFactory(Protocol):
+    """What makes runners (:class:`~plugwarden.isolation.backends.Backends`),
+    as the supervisor sees it."""
+
+    def make(
+        self,
+        source: PluginSource,
+        limits: Limits,
+        on_loss: LossHandler,
+        placement: Placement | None = None,
+    ) -> Runner:
+        """A runner for ``source``; it reports each lost worker to ``on_loss``."""
+
+    def refuse_new(self) -> None:
+        """From now on :meth:`make` raises: the host is closing."""
+
+    def close_runners(self, why: str) -> None:
+        """Close every runner made here (calls in flight end with ``why``)."""
 
 
 def timeout_reason(hook: str, timeout_s: float, knob: str | None = None) -> str:

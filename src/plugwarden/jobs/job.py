@@ -25,6 +25,7 @@ __all__ = [
     "HEARTBEAT_S",
     "Job",
     "JobDurations",
+    "JobFigures",
     "JobState",
     "Progress",
     "storable_arguments",
@@ -186,3 +187,12 @@ class JobDurations:
 
 def _when(moment: float | None) -> str | None:
     return None if moment is None else iso(datetime.fromtimestamp(moment, UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class JobFigures:
+    """Jobs as the metrics count them."""
+
+    counts: dict[str, int]  # stored jobs by state
+    queue_depths: dict[str, int]  # per plugin: jobs waiting
+    durations: dict[str, tuple[list[tuple[str, int]], float]]  # per plugin: buckets, sum

@@ -25,15 +25,18 @@ from typing import Any
 from plugwarden.config import JobsConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
-from plugwarden.host.calls import Calls
+from plugwarden.host.admission import Admission
 from plugwarden.host.scheduler import Scheduler
-from plugwarden.host.supervisor import Supervisor
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.jobs.job import Job, JobDurations, JobState, Progress, storable_arguments
 from plugwarden.jobs.store import JobStore, lost_record
+from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
 
-__all__ = ["JobQueue"]
+__all__ = ["JobCall", "JobQueue"]
+
+# How a job runs: the host's call path, with the job's timeout and control.
+JobCall = Callable[[str, str, Mapping[str, Any], float, CallControl], CallResult]
 
 log = logging.getLogger("plugwarden.jobs")
 
@@ -61,11 +64,18 @@ class _Lane:
 
 
 class JobQueue:
-    def __init__(self, config: JobsConfig, calls: Calls, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        config: JobsConfig,
+        call: JobCall,
+        admission: Admission,
+        limits_of: Callable[[str], Limits],
+    ) -> None:
         self.config = config
         self.store = JobStore(config.database(), config.keep_s, config.keep_max)
-        self._calls = calls
-        self._supervisor = supervisor
+        self._call = call
+        self._admission = admission
+        self._limits_of = limits_of
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
         self._recent: collections.OrderedDict[str, Job] = collections.OrderedDict()
@@ -93,7 +103,7 @@ class JobQueue:
     def submit(
         self, name: str, tool: str, args: Mapping[str, Any] | None, timeout_s: float | None
     ) -> Job:
-        refused = self._calls.admission.refusal(name, tool, args, timeout_s)
+        refused = self._admission.refusal(name, tool, args, timeout_s)
         if refused is not None:
             raise JobRefused(name, refused.error or "refused", refused.error_type or "")
         if self._refusing is not None or not self._opened:
@@ -103,7 +113,7 @@ class JobQueue:
                 self._refusing or ErrorType.CLOSED,
             )
         arguments = storable_arguments(name, args, timeout_s)
-        limits = self._supervisor.slot(name).limits
+        limits = self._limits_of(name)
         job = Job(
             uuid.uuid4().hex,
             name,
@@ -208,9 +218,7 @@ class JobQueue:
             self._finish(live, JobState.CANCELLED, record.to_dict())
             return
         try:
-            result = self._calls.call(
-                job.plugin, job.tool, job.args, timeout_s=job.timeout_s, control=control
-            )
+            result = self._call(job.plugin, job.tool, job.args, job.timeout_s, control)
         # The job's thread must end the job whatever happened on the way.
         except Exception as exc:
             log.exception("job %s: internal error", job.id)

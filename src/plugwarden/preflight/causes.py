@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from plugwarden.result import describe
+from plugwarden.exceptions import describe
 
 __all__ = [
     "REINSTALL",

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugwarden.isolation.process.exits import exit_reason
+from plugwarden.exits import exit_reason
 from plugwarden.plugin.lifecycle import State
 from plugwarden.preflight.context import PreflightContext, Problem
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from plugwarden.host.host import Host
-from plugwarden.host.registry import PluginStatus
+from plugwarden.host.status import PluginStatus
 from plugwarden.plugin.lifecycle import State
+
+if TYPE_CHECKING:  # the assertions read a Host they are given
+    from plugwarden.host.host import Host
 
 __all__ = ["assert_state", "wait_for", "wait_for_state"]
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from plugwarden.testing.checks import CHECKS, Verdict, run_checks
+from plugwarden.testing.contract import CHECKS, Verdict, run_checks
 
 __all__ = ["PluginConformance"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -25,20 +25,21 @@ from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
 from plugwarden.host.admission import Deadline
-from plugwarden.host.host import Host
-from plugwarden.host.registry import PluginStatus, compact_json
+from plugwarden.host.status import PluginStatus, compact_json
 from plugwarden.result import CallResult
 from plugwarden.web.errors import (
     ContainErrors,
     error,
     http_exception,
     registry_timeout,
-    retry_headers,
 )
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
 from plugwarden.web.requests import authorise, body_problem, json_body
+
+if TYPE_CHECKING:  # the app is handed a Host; it never makes one
+    from plugwarden.host.host import Host
 
 __all__ = ["create_app", "readiness"]
 
@@ -83,13 +84,13 @@ def create_app(
 
     async def plugins(request: Request) -> Response:
         # What the cache could not answer (PolledRoutesApp asked it first).
-        version = host.registry.version
-        statuses = await _read(host.registry.statuses)
+        version = host.records_version
+        statuses = await _read(host.statuses)
         return Response(listing.build(version, statuses), media_type="application/json")
 
     async def health(request: Request) -> Response:
         try:
-            status = await _read(host.registry.status, request.path_params["name"])
+            status = await _read(host.status, request.path_params["name"])
         except UnknownPlugin as exc:
             return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         return Response(status.to_json(), media_type="application/json")
@@ -97,7 +98,7 @@ def create_app(
     async def plugin(request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            status = await _read(host.registry.status, name)
+            status = await _read(host.status, name)
         except UnknownPlugin as exc:
             return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         # The full record also carries the workers' memory, read now (/proc),
@@ -123,8 +124,7 @@ def create_app(
         tool, args = body.get("tool"), body.get("args")
         refused = host.refusal(name, tool, args)
         if refused is not None:
-            refused = refused.of_call(name, tool if isinstance(tool, str) else None, {})
-            return _answer(refused, compact_json(refused.to_dict()))
+            return error(refused.error or "Refused", refused.error_type or ErrorType.INTERNAL)
         answer: tuple[CallResult, bytes] | None = None
         with anyio.move_on_after(deadline.left()):  # only the wait for a thread is cancelled
             answer = await anyio.to_thread.run_sync(
@@ -148,7 +148,7 @@ def create_app(
             return denied
         name = request.path_params["name"]
         try:
-            await _read(host.registry.status, name)
+            await _read(host.status, name)
         except UnknownPlugin as exc:
             return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
         if host.draining:
@@ -163,7 +163,7 @@ def create_app(
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        reasons = readiness(host, await _read(host.registry.statuses))
+        reasons = readiness(host, await _read(host.statuses))
         body = {"ready": not reasons, "reasons": reasons}
         return JSONResponse(body, status_code=503 if reasons else 200)
 
@@ -172,8 +172,8 @@ def create_app(
         return Response(content, media_type=media_type)
 
     async def page(request: Request) -> Response:
-        statuses = await _read(host.registry.statuses)
-        running = host.job_queue.live()
+        statuses = await _read(host.statuses)
+        running = host.live_jobs()
         page = render_page(statuses, readiness(host, statuses), host.memory_seen(), running)
         return HTMLResponse(page)
 
@@ -218,11 +218,11 @@ def _call_encoded(
 
 
 def _answer(result: CallResult, encoded: bytes | str) -> Response:
-    """A run's answer: its result record, with the status of its error type
-    (200 for a call that ran; a refusal's 4xx or 5xx)."""
-    status = ErrorType.http_status(result.error_type)
-    headers = retry_headers(status)
-    return Response(encoded, status, headers, media_type="application/json")
+    """A run's answer: its result record for a call that ran (200, ``ok``
+    true or false); a refusal's error body with its error type's status."""
+    if ErrorType.http_status(result.error_type) == 200:
+        return Response(encoded, media_type="application/json")
+    return error(result.error or "Refused", result.error_type or ErrorType.INTERNAL)
 
 
 class _Scraper:

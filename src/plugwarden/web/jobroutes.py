@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -16,11 +16,13 @@ from starlette.routing import Route
 
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
-from plugwarden.host.host import Host
-from plugwarden.host.registry import compact_json
+from plugwarden.host.status import compact_json
 from plugwarden.jobs.job import HEARTBEAT_S, Job, JobState, valid_job_id
 from plugwarden.web.errors import error
 from plugwarden.web.requests import authorise, body_problem, json_body
+
+if TYPE_CHECKING:  # the app is handed a Host; it never makes one
+    from plugwarden.host.host import Host
 
 __all__ = ["MAX_PAGE", "job_routes"]
 
@@ -80,7 +82,7 @@ def job_routes(host: Host, token: bytes | None, max_body: int) -> list[Route]:
             )
         try:
             jobs, cursor = await run_in_threadpool(
-                host.job_queue.page, query.get("plugin"), state, limit, before
+                host.job_page, query.get("plugin"), state, limit, before
             )
         except JobStoreError as exc:
             return _unavailable(str(exc))
@@ -147,7 +149,7 @@ async def _stream(host: Host, job_id: str) -> AsyncIterator[str]:
     def wake() -> None:
         loop.call_soon_threadsafe(changed.set)
 
-    unwatch = host.job_queue.watch(job_id, wake)
+    unwatch = host.watch_job(job_id, wake)
     last = -1
     try:
         while True:

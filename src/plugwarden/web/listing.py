@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from plugwarden.host.host import Host
-from plugwarden.host.registry import PluginStatus
+from plugwarden.host.status import PluginStatus
+
+if TYPE_CHECKING:  # the app is handed a Host; it never makes one
+    from plugwarden.host.host import Host
 
 __all__ = ["LIST_MAX_AGE_S", "Listing", "PolledRoutesApp"]
 
@@ -50,7 +53,7 @@ class Listing:
     def fresh(self) -> bytes | None:
         """The list body, if no state changed since it was built and it is
         young enough; else None (read the statuses and :meth:`build`)."""
-        if self._host.registry.version != self._version:
+        if self._host.records_version != self._version:
             return None
         if time.monotonic() - self._oldest >= LIST_MAX_AGE_S:
             return None
@@ -80,7 +83,7 @@ class Listing:
 
     def health(self, name: str) -> bytes | None:
         """``name``'s full record, if the registry has it cached; else None."""
-        status = self._host.registry.cached_status(name)
+        status = self._host.cached_status(name)
         return None if status is None else status.to_json().encode()
 
     def answer(self, path: str) -> bytes | None:

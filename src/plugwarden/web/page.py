@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from plugwarden.console import ago
-from plugwarden.host.registry import PluginStatus
+from plugwarden.host.status import PluginStatus
 from plugwarden.jobs.job import Job, JobState
 
 __all__ = ["render_page"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -19,9 +20,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from plugwarden.exceptions import PlugwardenError
-from plugwarden.host.host import Host
 from plugwarden.plugin.lifecycle import State
+
+if TYPE_CHECKING:  # the app is handed a Host; it never makes one
+    from plugwarden.host.host import Host
 
 __all__ = ["HostCollector", "collector_registry", "exposition"]
 
@@ -31,7 +33,7 @@ class HostCollector(Collector):
         self.host = host
 
     def collect(self) -> Iterator[Metric]:
-        statuses = self.host.registry.statuses()
+        statuses = self.host.statuses()
         state = GaugeMetricFamily(
             "plugwarden_plugin_state",
             "1 for the plugin's current lifecycle state, 0 for the others.",
@@ -90,7 +92,7 @@ class HostCollector(Collector):
             calls.add_metric([name, "error"], metrics["error_count"])
             for guard, count in metrics["guard_trips"].items():
                 trips.add_metric([name, guard], count)
-            buckets, total = self.host.registry.histogram(name)
+            buckets, total = self.host.histogram(name)
             duration.add_metric([name], buckets, total)
             uptime.add_metric([name], metrics["uptime_seconds"])
             in_flight.add_metric([name], status.in_flight)
@@ -117,25 +119,22 @@ class HostCollector(Collector):
         yield from self._jobs()
 
     def _jobs(self) -> Iterator[Metric]:
-        queue = self.host.job_queue
+        figures = self.host.job_figures()
         jobs = GaugeMetricFamily("plugwarden_jobs", "Stored jobs by state.", labels=["state"])
-        try:
-            counts = queue.store.counts() if self.host.started else {}
-        except PlugwardenError:
-            counts = {}  # the store is closing or failing: the other metrics still go out
+        counts = figures.counts
         for job_state, count in counts.items():
             jobs.add_metric([job_state], count)
         depth = GaugeMetricFamily(
             "plugwarden_job_queue_depth", "Jobs waiting for a worker.", labels=["plugin"]
         )
-        for name, waiting in queue.queue_depths().items():
+        for name, waiting in figures.queue_depths.items():
             depth.add_metric([name], waiting)
         duration = HistogramMetricFamily(
             "plugwarden_job_duration_seconds",
             "Run time of finished jobs (from start to end), since the host started.",
             labels=["plugin"],
         )
-        for name, (cumulative, total) in queue.durations().items():
+        for name, (cumulative, total) in figures.durations.items():
             duration.add_metric([name], cumulative, total)
         yield from (jobs, depth, duration)
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -28,8 +28,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
-from plugwarden.host.host import Host
 from plugwarden.web.app import create_app
+
+if TYPE_CHECKING:  # the app is handed a Host; it never makes one
+    from plugwarden.host.host import Host
 
 __all__ = ["DrainingServer", "GuardedH11Protocol", "build", "run", "uvicorn_config"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil
 
+from plugwarden.exits import exit_reason
 from plugwarden.isolation.process import containment
-from plugwarden.isolation.process.exits import exit_reason
 from plugwarden.isolation.process.output import OutputPump, OutputTail
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.treememory import TreeMemory

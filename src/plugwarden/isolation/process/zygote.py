@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from plugwarden.isolation.process.exits import exit_reason
+from plugwarden.exits import exit_reason
 
 __all__ = ["MAX_MESSAGE", "ExitListener", "MemoryListener", "Spawned", "Zygote"]
 

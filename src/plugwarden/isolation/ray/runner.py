@@ -24,17 +24,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from plugwarden.error_types import ErrorType
-from plugwarden.exceptions import LoadError
+from plugwarden.exceptions import LoadError, describe
 from plugwarden.isolation import wire
-from plugwarden.isolation.exchange import ENDED
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.ray.agent import REPLY_ID
 from plugwarden.isolation.ray.cluster import RayCluster, death_reason, shortfall
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import LossHandler, Placement, timeout_reason
+from plugwarden.isolation.runner import ENDED, LossHandler, Placement, timeout_reason
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
-from plugwarden.result import GUARDS, CallResult, Guard, describe
+from plugwarden.result import GUARDS, CallResult, Guard
 
 __all__ = ["RayRunner"]
 
