@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from plugwarden import ConfigError, HostConfig
-from plugwarden.plugin.manifest import GuardSettings
+from plugwarden.plugin.manifest import GuardSettings, Manifest
+from plugwarden.settings import resolve
 
 
 class TestHostConfig:
@@ -33,9 +34,11 @@ class TestHostConfig:
         config = HostConfig.from_dict(
             {"defaults": {"timeout_s": 10, "memory_mb": 100}, "plugins": {"p": {"timeout_s": 99}}}
         )
-        limits = config.limits_for("p", GuardSettings(timeout_s=20, memory_mb=300))
+        limits = resolve(
+            "p", Manifest(guards=GuardSettings(timeout_s=20, memory_mb=300)), config
+        ).limits
         assert (limits.timeout_s, limits.memory_mb) == (99, 300)
-        assert config.limits_for("other", GuardSettings()).timeout_s == 10
+        assert resolve("other", Manifest(guards=GuardSettings()), config).limits.timeout_s == 10
 
     def test_token_from_the_environment(self, monkeypatch, tmp_path):
         monkeypatch.chdir(tmp_path)
@@ -106,7 +109,7 @@ class TestRayConfig:
         plugin = config.plugin("p")
         assert (plugin.num_cpus, plugin.num_gpus) == (0.5, 1.0)
         assert plugin.settings == {"x": 1}  # resources are not passed to init
-        assert config.limits_for("p", GuardSettings()).isolation == "ray"
+        assert resolve("p", Manifest(guards=GuardSettings()), config).limits.isolation == "ray"
 
     def test_without_a_ray_table_a_local_cluster_is_bounded(self):
         config = HostConfig.from_dict({})
@@ -127,8 +130,8 @@ class TestJobsConfig:
         jobs = config.jobs
         assert (jobs.database(), jobs.keep_s, jobs.keep_max) == (":memory:", 60, 5)
         assert (jobs.max_queued_jobs, jobs.cancel_grace_s) == (2, 0.5)
-        assert config.limits_for("p", GuardSettings()).job_timeout_s == 7200
-        assert config.limits_for("q", GuardSettings()).job_timeout_s == 3600
+        assert resolve("p", Manifest(guards=GuardSettings()), config).limits.job_timeout_s == 7200
+        assert resolve("q", Manifest(guards=GuardSettings()), config).limits.job_timeout_s == 3600
 
     def test_the_default_database_is_under_the_users_state_directory(self, monkeypatch, tmp_path):
         monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))

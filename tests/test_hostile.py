@@ -223,9 +223,9 @@ class TestRepliesMatchRequests:
         body = (
             "import gc, json, os, sys\nfrom multiprocessing.connection import Connection\n"
             "frame = sys._getframe()\n"
-            "while 'request_id' not in frame.f_locals:\n"
+            "while not hasattr(frame.f_locals.get('request'), 'id'):\n"
             "    frame = frame.f_back\n"
-            "request = frame.f_locals['request_id']\n"
+            "request = frame.f_locals['request'].id\n"
             "if os.fork() == 0:\n"
             "    conn = next(o for o in gc.get_objects() if isinstance(o, Connection))\n"
             "    fake = {'v': 1, 'id': request, 'pid': os.getpid(), 'kind': 'outcome',\n"

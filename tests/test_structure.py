@@ -5,7 +5,9 @@ named alike, no private name imported across modules, and the host's own
 parts (the registry, the job queue) imported by the host package alone.
 
 The layers, lowest first (README, "How it fits together"): the shared basics
-at the package root; ``plugin`` (what a plugin is); ``config``; ``preflight``;
+at the package root; ``plugin`` (what a plugin is); ``config`` and
+``settings`` (the operator's file, and one plugin's settings resolved);
+``preflight``;
 ``isolation`` (then its optional ``ray`` backend); ``host`` and ``jobs``;
 ``web``; ``testing``; ``cli``."""
 
@@ -37,6 +39,7 @@ LAYERS = {
     "plugwarden.result": 0,
     "plugwarden.plugin": 1,
     "plugwarden.config": 2,
+    "plugwarden.settings": 2,
     "plugwarden.preflight": 3,
     "plugwarden.isolation": 4,
     "plugwarden.isolation.ray": 5,

@@ -167,16 +167,6 @@ class HostConfig:
     def plugin(self, name: str) -> PluginConfig:
         return self.plugins.get(name) or PluginConfig()
 
-    def policy_for(self, name: str) -> RestartPolicy:
-        """The host-wide restart policy, with the plugin's own keys over it."""
-        return replace(self.policy, **self.plugin(name).policy)
-
-    def limits_for(self, name: str, manifest: GuardSettings) -> Limits:
-        """Host defaults, then the manifest, then the operator's table (operator wins)."""
-        base = GuardSettings(**{k: getattr(self.defaults, k) for k in Limits.__dataclass_fields__})
-        merged = self.plugin(name).guards.merged_over(manifest.merged_over(base))
-        return Limits(**{k: getattr(merged, k) for k in Limits.__dataclass_fields__})
-
 
 class _Parser:
     def __init__(self, source: str) -> None:

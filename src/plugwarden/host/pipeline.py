@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from plugwarden.config import HostConfig
@@ -23,18 +23,14 @@ from plugwarden.isolation.runner import Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.limits import Limits
-from plugwarden.plugin.manifest import (
-    OPERATOR_ISOLATIONS,
-    RAY_ISOLATIONS,
-    Manifest,
-    read_manifest,
-)
+from plugwarden.plugin.manifest import RAY_ISOLATIONS, Manifest, read_manifest
 from plugwarden.plugin.policy import RestartBudget, RestartPolicy
 from plugwarden.preflight.causes import REINSTALL
 from plugwarden.preflight.context import Check, PreflightContext, run_preflight
 from plugwarden.preflight.gpu import check_gpu
 from plugwarden.preflight.models import check_models
 from plugwarden.preflight.packages import check_packages, check_requirements
+from plugwarden.settings import PluginSettings, resolve
 
 __all__ = ["PREFLIGHT", "Pipeline", "PluginSlot", "RunnerMaker"]
 
@@ -50,13 +46,20 @@ class PluginSlot:
     """What the supervisor holds for one plugin between pipeline runs."""
 
     source: PluginSource
-    manifest: Manifest = field(default_factory=Manifest)
-    limits: Limits = field(default_factory=Limits)
+    settings: PluginSettings  # this bring-up's (a fresh slot: the defaults, no manifest read)
     runner: Runner | None = None
     generation: int = 0  # bumped by every bring-up; stale reports are ignored
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
     restart_pending: bool = False  # an automatic restart or replacement is scheduled
     lock: threading.Lock = field(default_factory=threading.Lock)  # one bring-up at a time
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.settings.manifest
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
 
 
 RunnerMaker = Callable[[PluginSlot, int], Runner]
@@ -106,9 +109,8 @@ class Pipeline:
 
     def run(self) -> None:
         slot, name, config = self.slot, self.name, self.config
-        settings = config.plugin(name)
-        slot.manifest = Manifest()
-        if not settings.enabled:  # nothing of a disabled plugin is read, let alone run
+        slot.settings = resolve(name, Manifest(), config)  # nothing of the last bring-up
+        if not slot.settings.enabled:  # nothing of a disabled plugin is read, let alone run
             self.move(
                 State.UNAVAILABLE,
                 f"Disabled in the host config ({config.source}: [plugins.{name}] "
@@ -116,7 +118,7 @@ class Pipeline:
             )
             return
         try:
-            slot.manifest = read_manifest(slot.source.package_dir)
+            manifest = read_manifest(slot.source.package_dir)
         except ManifestError as exc:
             self.move(
                 State.FAILED,
@@ -124,36 +126,17 @@ class Pipeline:
                 f"{REINSTALL}.",
             )
             return
-        if slot.manifest.unknown_reason is not None:
-            self._notes.append(slot.manifest.unknown_reason)
-        guards = slot.manifest.guards
-        asked = guards.isolation
-        # Trust (in-process) and placement (a cluster) are the operator's call:
-        # [defaults] or [plugins.NAME] decide, whatever the manifest says.
-        guards = replace(guards, isolation=None)
-        if asked in OPERATOR_ISOLATIONS and settings.guards.isolation is None:
-            where = "in the host process" if asked == "inline" else "on a Ray cluster"
-            self._notes.append(
-                f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
-                f"can run a plugin {where} ([plugins.{name}] isolation = "
-                f'"{asked}" or [defaults]).'
-            )
-        slot.limits = config.limits_for(name, guards)
-        # The operator's word wins: a GPU plugin run on CPU on purpose, model
-        # files the operator provides (over the manifest's).
-        manifest = slot.manifest
-        slot.manifest = replace(
-            manifest,
-            requires_gpu=(
-                manifest.requires_gpu if settings.requires_gpu is None else settings.requires_gpu
-            ),
-            models={**manifest.models, **settings.models},
-        )
+        settings = slot.settings = resolve(name, manifest, config)
+        self._notes.extend(settings.notes)
         context = PreflightContext(
-            slot.source, slot.manifest, settings.settings, settings.models_dir, shared=self.shared
+            slot.source,
+            settings.manifest,
+            settings.init_config,
+            settings.models_dir,
+            shared=self.shared,
         )
         # On Ray, the GPU question is the cluster's: the runner asks it.
-        checks = LOCAL_PREFLIGHT if slot.limits.isolation in RAY_ISOLATIONS else PREFLIGHT
+        checks = LOCAL_PREFLIGHT if settings.limits.isolation in RAY_ISOLATIONS else PREFLIGHT
         verdict = run_preflight(context, checks)
         if verdict.state is not None:
             self.move(verdict.state, verdict.reason)
@@ -167,7 +150,8 @@ class Pipeline:
             self.move(State.UNAVAILABLE if exc.unavailable else State.FAILED, exc.reason)
             return
         self.move(State.LOADED, f"imported from {slot.source.origin}")
-        reason = runner.initialise({**settings.settings, "models": context.facts.get("models", {})})
+        models = context.facts.get("models", {})
+        reason = runner.initialise({**settings.init_config, "models": models})
         if reason is not None:
             self.move(State.FAILED, reason)
             return
@@ -181,7 +165,7 @@ class Pipeline:
             distribution=source.origin,
             isolation=self.slot.limits.isolation,
             tools=tuple(manifest.tools),
-            enabled=self.config.plugin(self.name).enabled,
+            enabled=self.slot.settings.enabled,
             requires_gpu=manifest.requires_gpu,
             workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
         )

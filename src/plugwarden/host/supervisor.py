@@ -29,10 +29,12 @@ from plugwarden.host.pipeline import Pipeline, PluginSlot
 from plugwarden.host.registry import Registry
 from plugwarden.host.scheduler import Scheduler
 from plugwarden.host.status import PluginStatus
-from plugwarden.isolation.runner import Placement, Runner, RunnerFactory, WorkerLoss
+from plugwarden.isolation.runner import Runner, RunnerFactory, WorkerLoss
 from plugwarden.plugin.discovery import Discovery
 from plugwarden.plugin.lifecycle import State
+from plugwarden.plugin.manifest import Manifest
 from plugwarden.plugin.policy import RestartBudget
+from plugwarden.settings import resolve, resolve_policy
 
 __all__ = ["Supervisor"]
 
@@ -79,7 +81,7 @@ class Supervisor:
                 "digit. Rename the entry point and reinstall.",
             )
         for name, source in found.plugins.items():
-            self.slots[name] = PluginSlot(source)
+            self.slots[name] = PluginSlot(source, resolve(name, Manifest(), self.config))
         installed = set(found.plugins) | set(found.duplicates) | set(found.unaddressable)
         for name in sorted(set(self.config.plugins) - installed):
             log.warning(
@@ -106,7 +108,7 @@ class Supervisor:
             if self._closing is not None:
                 return
             self._close_runner(slot, ErrorType.RESTARTED)
-            policy = self.config.policy_for(name)
+            policy = resolve_policy(name, self.config)
             if manual or slot.budget.policy != policy:
                 slot.budget = RestartBudget(policy)
             slot.restart_pending = False
@@ -137,13 +139,11 @@ class Supervisor:
 
     def _make_runner(self, slot: PluginSlot, generation: int) -> Runner:
         name = slot.source.name
-        settings = self.config.plugin(name)
-        placement = Placement(settings.num_cpus, settings.num_gpus, slot.manifest.requires_gpu)
         return self._backends.make(
             slot.source,
             slot.limits,
             lambda loss: self.worker_lost(name, generation, loss),
-            placement,
+            slot.settings.placement,
         )
 
     @staticmethod

@@ -26,10 +26,11 @@ from plugwarden.isolation.executor import ElasticExecutor
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
 from plugwarden.isolation.process.zygote import Zygote
-from plugwarden.isolation.runner import LossHandler, Placement, Runner
+from plugwarden.isolation.runner import LossHandler, Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import RAY_ISOLATIONS
+from plugwarden.settings import Placement
 
 if TYPE_CHECKING:
     from plugwarden.isolation.inline import HostMemoryWatch

@@ -17,6 +17,7 @@ from plugwarden.isolation import wire
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import ENDED, memory_reason, timeout_reason
+from plugwarden.isolation.wire import Fate, KillCause
 from plugwarden.result import CallResult, Guard
 
 __all__ = ["CRASH_HINT", "await_reply", "cancelled_reason", "lost_call"]
@@ -40,32 +41,33 @@ def cancelled_reason(control: CallControl) -> str:
 
 def await_reply(
     worker: WorkerProcess, request_id: int, deadline: float, control: CallControl | None
-) -> tuple[str, Any]:
-    """("message", the checked reply), ("violation", why), or the status of
+) -> tuple[Fate, Any]:
+    """(MESSAGE, the checked reply), (VIOLATION, why), or the fate of
     :meth:`WorkerProcess.receive` that ended the wait (timeout, died, oversize)."""
     start = time.monotonic()
     frames = 0
     while True:
         status, data = worker.receive(deadline)
-        if status != "reply":
+        if status is not Fate.REPLY:
             return status, data
         try:
             message = wire.decode(data, request_id, worker.inner_pid)
             if message["kind"] != "progress":
-                return "message", message
+                return Fate.MESSAGE, message
             frames += 1
             if control is None:
                 raise wire.ProtocolViolation("progress frame outside a job")
             if frames > PROGRESS_BURST + PROGRESS_RATE * (time.monotonic() - start):
                 raise wire.ProtocolViolation(f"progress flood ({frames} reports)")
-            control.progress(*wire.progress(message))
+            report = wire.progress(message)
+            control.progress(report.done, report.total, report.message)
         except wire.ProtocolViolation as exc:
-            return "violation", exc.reason
+            return Fate.VIOLATION, exc.reason
 
 
 def lost_call(
     worker: WorkerProcess,
-    status: str,
+    status: Fate,
     call: str,
     timeout_s: float,
     elapsed: float,
@@ -75,22 +77,23 @@ def lost_call(
 ) -> CallResult:
     """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
     what = call.partition("(")[0]
-    if status == "died" and worker.killed_by is None:
+    if status is Fate.DIED and worker.killed_by is None:
         # Not ended by the host: the zygote's exit report follows the EOF,
         # and says whether the zygote's memory sweep killed it.
         worker.exited.wait(2.0)
-    if closing is not None and status != "timeout" and worker.killed_by == "close":
+    timed_out = status is Fate.TIMEOUT
+    if closing is not None and not timed_out and worker.killed_by is KillCause.CLOSE:
         return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
-    if control is not None and status != "timeout" and worker.killed_by == "cancel":
+    if control is not None and not timed_out and worker.killed_by is KillCause.CANCEL:
         return CallResult.failure(
             cancelled_reason(control), ErrorType.CANCELLED, hook=what, duration_ms=elapsed
         )
     guard: Guard
-    if status == "timeout":
+    if timed_out:
         knob = None if control is None else control.timeout_knob
         error, error_type = timeout_reason(what, timeout_s, knob), ErrorType.TIMEOUT
         guard = "timeout"
-    elif worker.killed_by == "memory":
+    elif worker.killed_by is KillCause.MEMORY:
         error = memory_reason(memory_mb, worker.peak_bytes)
         error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
     else:

@@ -22,11 +22,11 @@ from plugwarden.result import CallResult, Guard
 
 if TYPE_CHECKING:  # the worker imports this module: discovery stays out of it
     from plugwarden.plugin.discovery import PluginSource
+    from plugwarden.settings import Placement
 
 __all__ = [
     "ENDED",
     "LossHandler",
-    "Placement",
     "Runner",
     "RunnerFactory",
     "WorkerLoss",
@@ -63,16 +63,6 @@ class WorkerLoss:
 
 
 LossHandler = Callable[[WorkerLoss], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where a plugin's workers may run, for backends that place them (Ray):
-    the operator's ``num_cpus``/``num_gpus`` and whether it needs a GPU."""
-
-    num_cpus: float | None = None
-    num_gpus: float | None = None
-    requires_gpu: bool = False
 
 
 class Runner(Protocol):

@@ -1,4 +1,6 @@
-"""The wire between the host and a worker process (SPEC section 4).
+"""The wire between the host and a worker process, both halves: every
+message is one type here, with its one encoding and its one decoding
+(README, "Process isolation").
 
 **Host -> worker: pickle.** The worker is the side at risk from that
 direction, and it trusts the host that started it: the host sends only
@@ -14,9 +16,11 @@ envelope: version, kind, the id of the request it answers and the pid of the
 worker that must have sent it. Any breach is a :class:`ProtocolViolation`:
 the worker is killed and the call fails with the reason.
 
-Request: ``(op, id, ...)`` with op ``load`` (name, module, attr, search
-path, max result bytes), ``call`` (hook, kwargs, whether it is a job),
-``validate``, or ``cancel`` (sent while a job's call runs; no reply). Reply:
+Requests: :class:`Load`, :class:`Call`, :class:`Validate` and
+:class:`Cancel` (sent while a job's call runs; no reply), each pickled as a
+plain tuple by its ``encode()`` (a class reference would cost the worker an
+import lookup and the host ~5 us a call) and rebuilt by
+:func:`decode_request`; the Ray agent's :class:`AgentCall` likewise. Reply:
 ``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by kind, ``loaded``
 (``hooks``), ``load_error`` (``reason``, ``error_type``) or ``outcome``
 (``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``). A job's
@@ -28,7 +32,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import PlugwardenError
@@ -38,8 +43,19 @@ __all__ = [
     "ENVELOPE_BYTES",
     "MAX_DEPTH",
     "VERSION",
+    "AgentCall",
+    "AgentReply",
+    "Call",
+    "Cancel",
+    "Fate",
+    "KillCause",
+    "Load",
+    "Progress",
     "ProtocolViolation",
+    "Request",
+    "Validate",
     "decode",
+    "decode_request",
     "depth_within",
     "encode_load_error",
     "encode_loaded",
@@ -70,6 +86,140 @@ def _refuse_constant(name: str) -> Any:
 
 
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+class Fate(StrEnum):
+    """How one send or one wait for a frame on a worker's connection ended."""
+
+    SENT = "sent"
+    REPLY = "reply"  # a whole frame arrived (its bytes, not yet checked)
+    MESSAGE = "message"  # a reply, checked: the one the request waits for
+    TIMEOUT = "timeout"  # the call's deadline passed first
+    DIED = "died"  # the worker's end closed
+    OVERSIZE = "oversize"  # a frame's head announced more than the cap
+    VIOLATION = "violation"  # anything else the wire does not allow
+    UNSENDABLE = "unsendable"  # the arguments would not pickle: nothing was sent
+
+
+class KillCause(StrEnum):
+    """Why the host killed a worker (its guard trip, or none)."""
+
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    CANCEL = "cancel"  # a job's cancel, forced after its grace
+    CLOSE = "close"  # the runner closed
+    PROTOCOL = "protocol"  # it broke the protocol
+
+
+# -- requests: host -> worker ----------------------------------------------------
+
+
+class Load(NamedTuple):
+    """Import the plugin and register its hooks; answered ``loaded`` or ``load_error``."""
+
+    id: int
+    name: str
+    module: str
+    attr: str | None
+    search_path: list[str]
+    max_result_bytes: int
+
+    def encode(self) -> tuple[Any, ...]:
+        return ("load", *self)
+
+
+class Call(NamedTuple):
+    """Call one hook; answered by its ``outcome`` (a job's after its ``progress``)."""
+
+    id: int
+    hook: str
+    kwargs: dict[str, Any]
+    job: bool  # progress out and cancel in while it runs
+
+    def encode(self) -> tuple[Any, ...]:
+        return ("call", *self)
+
+
+class Validate(NamedTuple):
+    """Call validate(); the worker answers its verdict: None (ready) or the reason."""
+
+    id: int
+
+    def encode(self) -> tuple[Any, ...]:
+        return ("validate", self.id)
+
+
+class Cancel(NamedTuple):
+    """Ask the job running as request ``id`` to stop; no reply."""
+
+    id: int
+
+    def encode(self) -> tuple[Any, ...]:
+        return ("cancel", self.id)
+
+
+Request = Load | Call | Validate | Cancel
+_REQUESTS: dict[str, type[Request]] = {
+    "load": Load,
+    "call": Call,
+    "validate": Validate,
+    "cancel": Cancel,
+}
+
+
+def decode_request(raw: tuple[Any, ...]) -> Request:
+    """A request as the host encoded it (the worker trusts its host)."""
+    return _REQUESTS[raw[0]](*raw[1:])
+
+
+class AgentCall(NamedTuple):
+    """A hook call for a Ray actor's agent, which runs it in its own worker."""
+
+    hook: str
+    kwargs: dict[str, Any]
+    timeout_s: float
+    job: bool
+
+    def encode(self) -> tuple[Any, ...]:
+        return tuple(self)
+
+    @classmethod
+    def decode(cls, raw: tuple[Any, ...]) -> AgentCall:
+        return cls(*raw)
+
+
+class AgentReply(NamedTuple):
+    """A Ray actor's answer: the guard that tripped, the worker's memory,
+    and the call's record as an outcome frame (checked with :func:`decode`)."""
+
+    guard: str | None
+    resident_bytes: int | None
+    frame: bytes
+
+    def encode(self) -> tuple[Any, ...]:
+        return tuple(self)
+
+    @classmethod
+    def decode(cls, raw: object) -> AgentReply:
+        """Raises :class:`ProtocolViolation` for anything but the three fields."""
+        if not isinstance(raw, tuple) or len(raw) != 3:
+            raise ProtocolViolation("not a reply")
+        guard, memory, frame = raw
+        if guard is not None and not isinstance(guard, str):
+            raise ProtocolViolation("reply's guard is not a string")
+        if isinstance(memory, bool) or not isinstance(memory, int | None):
+            memory = None  # a reading it cannot trust counts as none
+        if not isinstance(frame, bytes):
+            raise ProtocolViolation("reply's frame is not bytes")
+        return cls(guard, memory, frame)
+
+
+class Progress(NamedTuple):
+    """A job's report, as a ``progress`` frame carries it."""
+
+    done: float
+    total: float | None
+    message: str
 
 
 # -- worker side ---------------------------------------------------------------
@@ -218,7 +368,7 @@ def outcome(message: dict[str, Any]) -> CallResult:
     )
 
 
-def progress(message: dict[str, Any]) -> tuple[float, float | None, str]:
+def progress(message: dict[str, Any]) -> Progress:
     """The report a ``progress`` frame carries, its fields checked."""
     done, total, text = message.get("done"), message.get("total"), message.get("message")
     for value in (done, total):
@@ -232,4 +382,4 @@ def progress(message: dict[str, Any]) -> tuple[float, float | None, str]:
         raise ProtocolViolation("progress frame without 'done'")
     if not isinstance(text, str):
         raise ProtocolViolation("progress field 'message' is not a string")
-    return float(done), None if total is None else float(total), text[:MAX_TEXT]
+    return Progress(float(done), None if total is None else float(total), text[:MAX_TEXT])

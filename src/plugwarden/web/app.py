@@ -32,6 +32,7 @@ from plugwarden.web.errors import (
     error,
     http_exception,
     registry_timeout,
+    retry_headers,
 )
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
@@ -218,10 +219,12 @@ def _call_encoded(
 
 
 def _answer(result: CallResult, encoded: bytes | str) -> Response:
-    """A run's answer: its result record for a call that ran (200, ``ok``
-    true or false); a refusal's error body with its error type's status."""
-    if ErrorType.http_status(result.error_type) == 200:
-        return Response(encoded, media_type="application/json")
+    """A run's answer: the result record of a call that ran, or was in
+    flight when the host ended it (a drain: 503 with ``Retry-After``); the
+    error body of one that never got a worker (``Busy``: 429)."""
+    status = ErrorType.http_status(result.error_type)
+    if status == 200 or result.error_type in ErrorType.ENDED_BY_HOST:
+        return Response(encoded, status, retry_headers(status), media_type="application/json")
     return error(result.error or "Refused", result.error_type or ErrorType.INTERNAL)
 
 

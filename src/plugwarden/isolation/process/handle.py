@@ -30,6 +30,7 @@ from plugwarden.isolation.process.output import OutputPump, OutputTail
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.treememory import TreeMemory
 from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.wire import Cancel, Fate, KillCause, Request
 
 __all__ = ["MEMORY_CHECK_S", "WorkerProcess"]
 
@@ -74,7 +75,7 @@ class WorkerProcess:
         self.tail = OutputTail(label)
         self.exit_code: int | None = None
         self.exited = threading.Event()
-        self.killed_by: str | None = None
+        self.killed_by: KillCause | None = None
         self.peak_bytes = 0
         self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
@@ -128,7 +129,7 @@ class WorkerProcess:
         if memory_peak is not None:  # the zygote killed it past its limit
             self.peak_bytes = max(self.peak_bytes, memory_peak)
             if self.killed_by is None:
-                self.killed_by = "memory"
+                self.killed_by = KillCause.MEMORY
         self.exit_code = code
         self.died_with = why
         self.exited.set()
@@ -137,25 +138,30 @@ class WorkerProcess:
                 os.write(self._death_w, b"x")
         self._on_death(self)
 
-    def send(self, message: Any, deadline: float) -> tuple[str, Any] | None:
+    def next_request_id(self) -> int:
+        """A new request's id: the worker's replies must carry it."""
+        self.requests += 1
+        return self.requests
+
+    def send(self, message: Request, deadline: float) -> tuple[Fate, Any] | None:
         """Send ``message`` by ``deadline`` (monotonic); None when sent, else
-        ("unsendable", why) when it cannot be pickled (nothing was sent: the
-        worker is untouched), ("timeout", None) when the worker did not take
+        (UNSENDABLE, why) when it cannot be pickled (nothing was sent: the
+        worker is untouched), (TIMEOUT, None) when the worker did not take
         it in time (it stopped reading: stopped, or a thread of the plugin
-        holding its GIL), or ("died", None)."""
+        holding its GIL), or (DIED, None)."""
         try:
-            data = pickle.dumps(message)
+            data = pickle.dumps(message.encode())
         # A caller's arguments may refuse to pickle in any way (a lambda, a
         # socket, a cycle too deep, a __reduce__ that raises).
         except Exception as exc:  # noqa: BLE001
-            return "unsendable", f"{type(exc).__name__}: {exc}"
+            return Fate.UNSENDABLE, f"{type(exc).__name__}: {exc}"
         size = len(data)  # multiprocessing.Connection's framing, which the worker reads
         head = _LENGTH.pack(size) if size <= _LONGEST else _LENGTH.pack(-1) + _LONG.pack(size)
         # A cancel may be sent from another thread: frames never interleave.
         with self._send_lock:
             return self._write(memoryview(b"".join((head, data))), deadline)
 
-    def _write(self, frame: memoryview, deadline: float) -> tuple[str, Any] | None:
+    def _write(self, frame: memoryview, deadline: float) -> tuple[Fate, Any] | None:
         """Write all of ``frame``, waiting for room at most until ``deadline``
         (the connection does not block: a blocking write to a worker that
         stopped reading would wait for ever)."""
@@ -165,32 +171,32 @@ class WorkerProcess:
             except BlockingIOError:
                 written = 0
             except OSError:  # the worker's end is gone
-                return "died", None
+                return Fate.DIED, None
             if self._closed:  # closed under us: a restart or close() racing this call
-                return "died", None
+                return Fate.DIED, None
             frame = frame[written:]
             if not frame:
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return "timeout", None
+                return Fate.TIMEOUT, None
             if self._room is None:
                 self._room = select.poll()
                 self._room.register(self._control_fd, select.POLLOUT)
                 self._room.register(self._death_r, _READABLE)
             events = dict(self._room.poll(remaining * 1000))
             if self._death_r in events:
-                return "died", None
+                return Fate.DIED, None
 
     def send_cancel(self, request_id: int) -> None:
         """Ask the job running as request ``request_id`` to stop (no reply)."""
-        self.send(("cancel", request_id), time.monotonic() + CANCEL_SEND_S)
+        self.send(Cancel(request_id), time.monotonic() + CANCEL_SEND_S)
 
-    def receive(self, deadline: float) -> tuple[str, Any]:
-        """The next frame: ("reply", its bytes), ("timeout", None) once
-        ``deadline`` (monotonic) passed, ("died", None), ("oversize", None)
-        for a frame over the cap, or ("violation", why) for a frame with no
-        valid length.
+    def receive(self, deadline: float) -> tuple[Fate, Any]:
+        """The next frame: (REPLY, its bytes), (TIMEOUT, None) once
+        ``deadline`` (monotonic) passed, (DIED, None), (OVERSIZE, None) for a
+        frame over the cap, or (VIOLATION, why) for a frame with no valid
+        length (each a :class:`~plugwarden.isolation.wire.Fate`).
 
         The waiting thread enforces the call's limits itself: past a short
         spin it waits in slices of :func:`memory_check_s`, checking the worker
@@ -209,7 +215,7 @@ class WorkerProcess:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
-                return "timeout", None
+                return Fate.TIMEOUT, None
             # Fast plugins answer within microseconds: poll without sleeping
             # first, sparing the thread a sleep and a wake-up (tens of us on a VM).
             polling = now < spin_until
@@ -225,12 +231,12 @@ class WorkerProcess:
                 self.over_memory()
             if self._control_fd in events:
                 if not self._read_some():
-                    return "died", None
+                    return Fate.DIED, None
                 framed = self._frame()
                 if framed is not None:
                     return framed
             elif self._death_r in events:
-                return "died", None
+                return Fate.DIED, None
 
     def _read_some(self) -> bool:
         """Append what the connection has (it polled readable) to the inbox;
@@ -250,23 +256,23 @@ class WorkerProcess:
         inbox += chunk
         return bool(chunk)
 
-    def _frame(self) -> tuple[str, Any] | None:
+    def _frame(self) -> tuple[Fate, Any] | None:
         """The inbox's first frame, taken out of it; None while incomplete."""
         inbox = self._inbox
         if len(inbox) < _LENGTH.size:
             return None
         (size,) = _LENGTH.unpack_from(inbox)
         if size == -1 or size > self.max_reply_bytes:  # -1: a length past 2 GiB follows
-            return "oversize", None
+            return Fate.OVERSIZE, None
         if size < 0:
-            return "violation", f"a frame of length {size}"
+            return Fate.VIOLATION, f"a frame of length {size}"
         end = _LENGTH.size + size
         if len(inbox) < end:
             return None
         with memoryview(inbox) as view:
             frame = bytes(view[_LENGTH.size : end])
         del inbox[:end]
-        return "reply", frame
+        return Fate.REPLY, frame
 
     def resident_bytes(self) -> int:
         """Resident memory of the worker and every process it started."""
@@ -282,10 +288,10 @@ class WorkerProcess:
         log.warning(
             "worker %s: %d bytes over its %d limit", self.label, self.peak_bytes, self.limit_bytes
         )
-        self.kill("memory")
+        self.kill(KillCause.MEMORY)
         return True
 
-    def kill(self, why: str) -> None:
+    def kill(self, why: KillCause) -> None:
         """SIGKILL the worker's process group and any child that left it."""
         if self.killed_by is None:
             self.killed_by = why
@@ -306,7 +312,7 @@ class WorkerProcess:
         if self._closed:
             return
         if not self.exited.is_set():
-            self.kill("close")
+            self.kill(KillCause.CLOSE)
             self.exited.wait(5.0)
         with self._fd_lock:
             if self._closed:

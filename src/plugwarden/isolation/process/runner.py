@@ -30,6 +30,7 @@ from plugwarden.isolation.runner import (
     hook_failure,
     memory_reason,
 )
+from plugwarden.isolation.wire import Fate, KillCause
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
@@ -88,10 +89,15 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 f"Could not start a worker process: {exc}", ErrorType.WORKER_START
             ) from exc
         source = self.source
-        request = (source.name, source.module, source.attr, list(source.search_path))
-        reply = self._exchange(
-            worker, "load", (*request, limits.max_result_bytes), "import", limits.load_timeout_s
+        load = wire.Load(
+            worker.next_request_id(),
+            source.name,
+            source.module,
+            source.attr,
+            list(source.search_path),
+            limits.max_result_bytes,
         )
+        reply = self._exchange(worker, load, "import", limits.load_timeout_s)
         if isinstance(reply, CallResult):
             raise LoadError(
                 reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
@@ -129,12 +135,13 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         timeout_s: float,
         control: CallControl | None = None,
     ) -> CallResult:
-        request: tuple[Any, ...]
+        request_id = worker.next_request_id()
+        request: wire.Request
         if hook == "validate":
-            op, request = "validate", ()
+            request = wire.Validate(request_id)
         else:
-            op, request = "call", (hook, kwargs, control is not None)
-        reply = self._exchange(worker, op, request, hook, timeout_s, kwargs.get("tool"), control)
+            request = wire.Call(request_id, hook, kwargs, control is not None)
+        reply = self._exchange(worker, request, hook, timeout_s, kwargs.get("tool"), control)
         if isinstance(reply, CallResult):
             return reply
         try:
@@ -145,8 +152,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _exchange(
         self,
         worker: WorkerProcess,
-        op: str,
-        request: tuple[Any, ...],
+        request: wire.Request,
         what: str,
         timeout_s: float,
         tool: str | None = None,
@@ -157,37 +163,38 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         worker.busy = True
-        worker.requests += 1
-        request_id = worker.requests
+        request_id = request.id
         try:
             if control is not None:
                 control.starting()
             reply: Any
-            status, reply = worker.send((op, request_id, *request), deadline) or ("sent", None)
-            if status == "sent" and control is not None:
+            status, reply = worker.send(request, deadline) or (Fate.SENT, None)
+            if status is Fate.SENT and control is not None:
                 control.started(
-                    lambda force: worker.kill("cancel") if force else worker.send_cancel(request_id)
+                    lambda force: (
+                        worker.kill(KillCause.CANCEL) if force else worker.send_cancel(request_id)
+                    )
                 )
-            if status == "sent":
+            if status is Fate.SENT:
                 status, reply = await_reply(worker, request_id, deadline, control)
-            if status == "message":
+            if status is Fate.MESSAGE:
                 return cast(dict[str, Any], reply)  # checked by wire.decode; no copy
-            if status == "violation":
+            if status is Fate.VIOLATION:
                 elapsed = (time.perf_counter() - start) * 1000
                 return self._violation(worker, reply, what, elapsed)
-            if status == "oversize":
+            if status is Fate.OVERSIZE:
                 elapsed = (time.perf_counter() - start) * 1000
                 reason = f"reply over the {worker.max_reply_bytes}-byte cap"
                 return self._violation(worker, reason, what, elapsed)
-            if status == "unsendable":
+            if status is Fate.UNSENDABLE:
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({reply}). "
                     "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
                     ErrorType.INVALID_ARGUMENTS,
                     hook=what,
                 )
-            if status == "timeout":
-                worker.kill("timeout")
+            if status is Fate.TIMEOUT:
+                worker.kill(KillCause.TIMEOUT)
             elapsed = (time.perf_counter() - start) * 1000
             failed = lost_call(
                 worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
@@ -207,7 +214,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         self, worker: WorkerProcess, reason: str, what: str, elapsed: float
     ) -> CallResult:
         """The worker broke the wire's rules: it is killed (its calls fail)."""
-        worker.kill("protocol")
+        worker.kill(KillCause.PROTOCOL)
         error = (
             f"Protocol violation by the plugin's worker ({reason}); the worker was killed. "
             "A plugin must not write to the worker's connection or answer from another process."
@@ -222,9 +229,9 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _died(self, worker: WorkerProcess) -> None:
         """The zygote saw ``worker`` exit. A death during a call (or one we
         ordered) is the call's to report; this one happened between calls."""
-        if worker.busy or worker.killed_by not in (None, "memory"):
+        if worker.busy or worker.killed_by not in (None, KillCause.MEMORY):
             return
-        if worker.killed_by == "memory":
+        if worker.killed_by is KillCause.MEMORY:
             reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
             self._lose(worker, reason, "memory", during_call=False)
         else:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pluggy
 
@@ -77,21 +77,15 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
         if spin.should_spin():
             spin.caught(_await_briefly(poller))
         try:
-            request = connection.recv()
+            request = wire.decode_request(connection.recv())
         except (EOFError, OSError):
             _exit_group()
-        op, request_id = request[0], request[1]
-        if op == "cancel":
-            continue  # for a job that ended before the cancel arrived
-        if op == "load":
-            max_result = request[6]
-            plugin, reply = _load(request_id, me, *request[2:6])
-        elif op == "call" and plugin is not None:
-            if request[4]:  # a job: progress and cancel travel while it runs
-                result = _job_call(plugin, connection, request_id, me, control_fd, request)
+        if type(request) is wire.Call and plugin is not None:
+            if request.job:  # progress and cancel travel while it runs
+                result = _job_call(plugin, connection, request, me, control_fd)
             else:
-                result = plugin.call(request[2], request[3])
-            if request[2] == "init":  # its value means nothing to the host
+                result = plugin.call(request.hook, request.kwargs)
+            if request.hook == "init":  # its value means nothing to the host
                 result = CallResult(
                     result.ok,
                     hook="init",
@@ -99,8 +93,13 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
                     error_type=result.error_type,
                     duration_ms=result.duration_ms,
                 )
-            reply = wire.encode_outcome(request_id, me, result, max_result)
-        elif op == "validate" and plugin is not None:
+            reply = wire.encode_outcome(request.id, me, result, max_result)
+        elif type(request) is wire.Cancel:
+            continue  # for a job that ended before the cancel arrived
+        elif type(request) is wire.Load:
+            max_result = request.max_result_bytes
+            plugin, reply = _load(request, me)
+        elif type(request) is wire.Validate and plugin is not None:
             # Reduced here to plain data: None (ready) or the reason it is not.
             result = plugin.call("validate", {})
             verdict = CallResult(
@@ -109,10 +108,12 @@ def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> N
                 result=validate_verdict(result),
                 duration_ms=result.duration_ms,
             )
-            reply = wire.encode_outcome(request_id, me, verdict, max_result)
+            reply = wire.encode_outcome(request.id, me, verdict, max_result)
         else:
-            failure = CallResult.failure(f"bad op {op!r}", ErrorType.PROTOCOL)
-            reply = wire.encode_outcome(request_id, me, failure, max_result)
+            failure = CallResult.failure(
+                f"{type(request).__name__} before a load", ErrorType.PROTOCOL
+            )
+            reply = wire.encode_outcome(request.id, me, failure, max_result)
         _send(connection, reply, me)
 
 
@@ -155,11 +156,11 @@ class _JobReporter:
         with self._lock:
             while self._active and os.getpid() == self._me and self._poller.poll(0):
                 try:
-                    message = self._connection.recv()
+                    message = wire.decode_request(self._connection.recv())
                 except (EOFError, OSError):
                     self._active = False
                     break
-                if message[0] == "cancel" and message[1] == self._id:
+                if type(message) is wire.Cancel and message.id == self._id:
                     self._cancelled = True
         return self._cancelled
 
@@ -171,17 +172,12 @@ class _JobReporter:
 
 
 def _job_call(
-    plugin: LoadedPlugin,
-    connection: Connection,
-    request_id: int,
-    me: int,
-    control_fd: int,
-    request: tuple[Any, ...],
+    plugin: LoadedPlugin, connection: Connection, request: wire.Call, me: int, control_fd: int
 ) -> CallResult:
-    reporter = _JobReporter(connection, request_id, me, control_fd)
+    reporter = _JobReporter(connection, request.id, me, control_fd)
     reporting.set_process_reporter(reporter)
     try:
-        return plugin.call(request[2], request[3])
+        return plugin.call(request.hook, request.kwargs)
     finally:
         reporting.set_process_reporter(None)
         reporter.close()
@@ -203,14 +199,14 @@ def _take_spare_manager() -> pluggy.PluginManager | None:
     return manager
 
 
-def _load(
-    request_id: int, me: int, name: str, module: str, attr: str | None, search_path: list[str]
-) -> tuple[LoadedPlugin | None, bytes]:
+def _load(request: wire.Load, me: int) -> tuple[LoadedPlugin | None, bytes]:
     try:
-        plugin = load_plugin(name, module, attr, search_path, _take_spare_manager())
+        plugin = load_plugin(
+            request.name, request.module, request.attr, request.search_path, _take_spare_manager()
+        )
     except LoadError as exc:
-        return None, wire.encode_load_error(request_id, me, exc.reason, exc.error_type)
-    return plugin, wire.encode_loaded(request_id, me, sorted(plugin.hooks))
+        return None, wire.encode_load_error(request.id, me, exc.reason, exc.error_type)
+    return plugin, wire.encode_loaded(request.id, me, sorted(plugin.hooks))
 
 
 def _send(connection: Connection, reply: bytes, me: int) -> None:

@@ -95,18 +95,20 @@ class Agent:
             return "The plugin's Ray worker has no plugin loaded."
         return self._runner.initialise(config)
 
-    def call(self, request: bytes) -> tuple[str | None, int | None, bytes]:
-        """``request``: the host's pickled ``(hook, kwargs, timeout_s, job)``
+    def call(self, request: bytes) -> tuple[Any, ...]:
+        """``request``: the host's pickled :class:`~plugwarden.isolation.wire.AgentCall`
         (one argument: Ray serialises each one apart). The reply: the guard
         that tripped, the worker's memory, and the record as a wire outcome
         frame (:mod:`plugwarden.isolation.wire`), which the host checks as it
         checks a process worker's."""
-        hook, kwargs, timeout_s, job = pickle.loads(request)
+        asked = wire.AgentCall.decode(pickle.loads(request))
+        hook, kwargs, timeout_s = asked.hook, asked.kwargs, asked.timeout_s
         if self._runner is None:
             failure = CallResult.failure("no plugin loaded", ErrorType.INTERNAL, hook=hook)
-            return None, None, wire.encode_outcome(REPLY_ID, self._pid, failure, 0)
+            frame = wire.encode_outcome(REPLY_ID, self._pid, failure, 0)
+            return wire.AgentReply(None, None, frame).encode()
         control = None
-        if job:
+        if asked.job:
             control = CallControl(self._report, lambda: None, 0.0)
             with self._lock:
                 self._control, self._progress = control, None
@@ -117,7 +119,7 @@ class Agent:
                 self._control = None
         frame = wire.encode_outcome(REPLY_ID, self._pid, result, self._max_result)
         memory = self.memory() if self._inline else self._runner.last_resident_bytes()
-        return result.guard, memory, frame
+        return wire.AgentReply(result.guard, memory, frame).encode()
 
     # -- the control group: answers while a call runs -------------------------------
 

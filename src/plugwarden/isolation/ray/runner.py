@@ -30,10 +30,11 @@ from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.ray.agent import REPLY_ID
 from plugwarden.isolation.ray.cluster import RayCluster, death_reason, shortfall
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import ENDED, LossHandler, Placement, timeout_reason
+from plugwarden.isolation.runner import ENDED, LossHandler, timeout_reason
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import GUARDS, CallResult, Guard
+from plugwarden.settings import Placement
 
 __all__ = ["RayRunner"]
 
@@ -166,7 +167,9 @@ class RayRunner(PooledRunner[_Actor]):
             if control is not None:
                 control.starting()
             try:
-                request = pickle.dumps((hook, kwargs, timeout_s, control is not None))
+                request = pickle.dumps(
+                    wire.AgentCall(hook, kwargs, timeout_s, control is not None).encode()
+                )
             except Exception as exc:  # noqa: BLE001 - whatever pickling an argument raised
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({describe(exc)}). "
@@ -305,8 +308,8 @@ def _result(actor: _Actor, reply: Any, hook: str) -> CallResult:
     """The actor's reply as a CallResult: its frame checked like a process
     worker's (size, depth, plain JSON, request id and pid)."""
     try:
-        guard, rss, frame = reply
-        result = wire.outcome(wire.decode(frame, REPLY_ID, actor.pid))
+        answer = wire.AgentReply.decode(reply)
+        result = wire.outcome(wire.decode(answer.frame, REPLY_ID, actor.pid))
     except (ValueError, TypeError, AttributeError, wire.ProtocolViolation) as exc:
         reason = exc.reason if isinstance(exc, wire.ProtocolViolation) else "not a reply"
         return CallResult.failure(
@@ -315,8 +318,9 @@ def _result(actor: _Actor, reply: Any, hook: str) -> CallResult:
             hook=hook,
             guard="protocol",
         )
-    if isinstance(rss, int) and not isinstance(rss, bool):
-        actor.rss = rss
+    if answer.resident_bytes is not None:
+        actor.rss = answer.resident_bytes
+    guard = answer.guard
     return replace(result, guard=guard) if guard in GUARDS else result
 
 

@@ -1,0 +1,92 @@
+"""One plugin's effective settings, resolved once per bring-up.
+
+:func:`resolve` is the one place that merges the layers, lowest first: the
+host's ``[defaults]``, the plugin's manifest, then the operator's
+``[plugins.NAME]`` table, which always wins. Its guards, isolation,
+restart policy, GPU need, model files and placement come out together as a
+:class:`PluginSettings`; nothing else merges manifest and config. What only
+the operator may decide (running a plugin in the host process or on a Ray
+cluster) is never taken from a manifest, and the plugin's history says so
+(``notes``). The README's "Host config" section lists every key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from plugwarden.config import HostConfig
+from plugwarden.plugin.limits import Limits
+from plugwarden.plugin.manifest import OPERATOR_ISOLATIONS, GuardSettings, Manifest
+from plugwarden.plugin.policy import RestartPolicy
+
+__all__ = ["Placement", "PluginSettings", "resolve", "resolve_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a plugin's workers may run, for backends that place them (Ray):
+    the operator's ``num_cpus``/``num_gpus`` and whether it needs a GPU."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    requires_gpu: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSettings:
+    """Everything the host runs one plugin with, every layer merged."""
+
+    name: str
+    enabled: bool = True
+    manifest: Manifest = field(default_factory=Manifest)  # with the operator's overrides
+    limits: Limits = field(default_factory=Limits)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    placement: Placement = field(default_factory=Placement)
+    init_config: dict[str, Any] = field(default_factory=dict)  # the operator's free-form keys
+    models_dir: str | None = None
+    notes: tuple[str, ...] = ()  # warnings for the plugin's history
+
+
+def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings:
+    """``name``'s settings: ``config``'s defaults, then ``manifest``, then
+    the operator's table for it."""
+    table = config.plugin(name)
+    notes = [] if manifest.unknown_reason is None else [manifest.unknown_reason]
+    asked = manifest.guards.isolation
+    if asked in OPERATOR_ISOLATIONS and table.guards.isolation is None:
+        where = "in the host process" if asked == "inline" else "on a Ray cluster"
+        notes.append(
+            f'The manifest asks for isolation = "{asked}"; ignored: only the operator '
+            f"can run a plugin {where} ([plugins.{name}] isolation = "
+            f'"{asked}" or [defaults]).'
+        )
+    # Trust (in-process) and placement (a cluster) are the operator's call:
+    # [defaults] or [plugins.NAME] decide, whatever the manifest says.
+    guards = replace(manifest.guards, isolation=None)
+    base = GuardSettings(**{k: getattr(config.defaults, k) for k in Limits.__dataclass_fields__})
+    merged = table.guards.merged_over(guards.merged_over(base))
+    limits = Limits(**{k: getattr(merged, k) for k in Limits.__dataclass_fields__})
+    # The operator's word wins: a GPU plugin run on CPU on purpose, model
+    # files the operator provides (over the manifest's).
+    requires_gpu = manifest.requires_gpu if table.requires_gpu is None else table.requires_gpu
+    effective = replace(
+        manifest, requires_gpu=requires_gpu, models={**manifest.models, **table.models}
+    )
+    return PluginSettings(
+        name=name,
+        enabled=table.enabled,
+        manifest=effective,
+        limits=limits,
+        policy=resolve_policy(name, config),
+        placement=Placement(table.num_cpus, table.num_gpus, requires_gpu),
+        init_config=dict(table.settings),
+        models_dir=table.models_dir,
+        notes=tuple(notes),
+    )
+
+
+def resolve_policy(name: str, config: HostConfig) -> RestartPolicy:
+    """The host-wide restart policy with the plugin's own keys over it (it
+    needs no manifest: the supervisor knows it before a bring-up reads one)."""
+    return replace(config.policy, **config.plugin(name).policy)
