@@ -296,7 +296,7 @@ class TestBoundedWaits:
         first = threading.Thread(target=host.call, args=("solo", "t", {}))
         first.start()
         wait_for(started.exists, what="the first call to hold the worker")
-        runner = host._supervisor.slots["solo"].runner
+        runner = host._registry.record("solo").runner
         try:
             refused = runner.call("run", {"tool": "t", "args": {}}, 30, wait_s=0.2)
             skipped = host.check_health("solo")

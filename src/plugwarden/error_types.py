@@ -9,9 +9,14 @@ stable.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["ErrorType"]
+__all__ = ["GUARDS", "ErrorType", "Guard"]
+
+# The guards a call can trip: a trip counts under its name in the metrics
+# (plugwarden_plugin_guard_trips_total{guard}) and in a result's ``guard``.
+Guard = Literal["timeout", "memory", "crash", "protocol"]
+GUARDS: tuple[Guard, ...] = ("timeout", "memory", "crash", "protocol")
 
 
 class ErrorType:

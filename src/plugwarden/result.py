@@ -15,15 +15,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from plugwarden.error_types import ErrorType
+from plugwarden.error_types import GUARDS, ErrorType, Guard
 from plugwarden.exceptions import describe
 
 __all__ = ["GUARDS", "CallResult", "Guard"]
 
-Guard = Literal["timeout", "memory", "crash", "protocol"]
-GUARDS: tuple[Guard, ...] = ("timeout", "memory", "crash", "protocol")
 
 # Built once: json.dumps with a non-default option builds an encoder per call.
 _encode = json.JSONEncoder(allow_nan=False).encode

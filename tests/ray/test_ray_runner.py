@@ -150,7 +150,7 @@ class TestGuards:
     def test_a_dead_actor_between_calls_is_noticed(self, ray_host):
         host = ray_host()
         assert host.call("alpha", "echo", {}).ok
-        runner = host._supervisor.slots["alpha"].runner
+        runner = host._registry.record("alpha").runner
         handle = runner._pool.serving[0].handle
         ray = runner._ray
         ray.kill(handle, no_restart=True)
@@ -187,7 +187,7 @@ class TestPlacement:
         host = ray_host(("alpha", "beta"), alpha={"num_cpus": 1}, beta={"num_cpus": 1})
         for name in ("alpha", "beta"):
             assert host.status(name).state is State.INITIALIZED, host.status(name).reason
-        slots = host._supervisor.slots
+        slots = {name: host._registry.record(name) for name in ("alpha", "beta")}
         nodes = {slots[name].runner._pool.serving[0].node for name in ("alpha", "beta")}
         assert len(nodes) == 2
 
@@ -199,7 +199,7 @@ class TestPlacement:
             alpha={"num_cpus": 1, "restart": "never"},
             beta={"num_cpus": 1, "restart": "never"},
         )
-        slots = host._supervisor.slots
+        slots = {name: host._registry.record(name) for name in ("alpha", "beta")}
         on_second = {
             name
             for name in ("alpha", "beta")

@@ -18,7 +18,6 @@ from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import PlugwardenError, UnknownPlugin
 from plugwarden.host.admission import Admission, Deadline
-from plugwarden.host.pipeline import PluginSlot
 from plugwarden.host.registry import Registry
 from plugwarden.host.status import PluginStatus, compact_json
 from plugwarden.isolation.reporting import CallControl
@@ -40,13 +39,11 @@ class Calls:
         self,
         config: HostConfig,
         registry: Registry,
-        slots: Mapping[str, PluginSlot],
         fail: FailPlugin,
         admission: Admission,
     ) -> None:
         self.config = config
         self.registry = registry
-        self.slots = slots  # the supervisor's, read only
         self.fail = fail
         self.admission = admission
 
@@ -83,7 +80,15 @@ class Calls:
                 tool=tool,
                 args=arguments,
             )
-        slot = self.slots[name]
+        slot = self.registry.record(name)
+        if slot is None:  # listed, but nothing to call (a claimed-twice name)
+            return CallResult.failure(
+                str(UnknownPlugin(name, self.registry.names())),
+                ErrorType.UNKNOWN_PLUGIN,
+                plugin=name,
+                tool=tool,
+                args=arguments,
+            )
         runner = slot.runner
         if runner is None:  # failed or restarting between begin_call and here
             result = CallResult.failure("The plugin is restarting. Retry it.", ErrorType.RESTARTED)
@@ -116,7 +121,7 @@ class Calls:
         """Run ``name``'s health hook now (budget: ``health_timeout_s``) and
         store its report; None when the plugin is not available or all its
         workers are busy (the last report stays)."""
-        slot = self.slots.get(name)
+        slot = self.registry.record(name)
         if slot is None:
             raise UnknownPlugin(name, self.registry.names())
         runner = slot.runner

@@ -74,7 +74,6 @@ class Host:
         self._calls = Calls(
             self.config,
             self._registry,
-            self._supervisor.slots,
             self._supervisor.fail,
             self.admission,
         )
@@ -231,7 +230,8 @@ class Host:
         """Each process plugin's worker memory as last read by its guards
         (the zygote's sweep or a call): for listings, with no /proc read."""
         seen = {}
-        for name, slot in list(self._supervisor.slots.items()):
+        for slot in self._registry.records():
+            name = slot.name
             runner = slot.runner
             value = None if runner is None else runner.last_resident_bytes()
             if value is not None:
@@ -240,13 +240,13 @@ class Host:
 
     def call_timeout(self, name: str) -> float:
         """The ``timeout_s`` in force for ``name``'s calls."""
-        slot = self._supervisor.slots.get(name)
+        slot = self._registry.record(name)
         return (slot.limits if slot is not None else self.config.defaults).timeout_s
 
     def _runner_of(self, name: str) -> Runner | None:
         """The plugin's runner; None while it has none (FAILED, restarting,
         or a duplicate name, which is listed but has no slot)."""
-        slot = self._supervisor.slots.get(name)
+        slot = self._registry.record(name)
         if slot is None:
             self._registry.status(name)  # UnknownPlugin for a name never seen
             return None
@@ -285,7 +285,7 @@ class Host:
         return self._supervisor.slot(name).limits
 
     def _tools_of(self, name: str) -> Collection[str] | None:
-        slot = self._supervisor.slots.get(name)
+        slot = self._registry.record(name)
         # A name two distributions claim, or one no URL can carry, is listed
         # (FAILED) but has nothing to call.
         return None if slot is None else slot.manifest.tools
@@ -302,7 +302,7 @@ class Host:
                 lambda: [
                     s.name
                     for s in self._registry.statuses()
-                    if s.available and s.name in self._supervisor.slots
+                    if s.available and self._registry.record(s.name) is not None
                 ],
                 self.check_health,
                 self.config.health_interval_s,

@@ -6,10 +6,13 @@ import threading
 import time
 from bisect import bisect_left
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from plugwarden.error_types import GUARDS, Guard
 from plugwarden.plugin.lifecycle import iso
-from plugwarden.result import GUARDS, CallResult, Guard
+
+if TYPE_CHECKING:
+    from plugwarden.result import CallResult
 
 __all__ = ["DURATION_BUCKETS", "PluginMetrics"]
 

@@ -4,35 +4,32 @@ outcome a lifecycle transition with its reason.
 
 The pipeline gets what it needs (the config, the registry, a way to make a
 runner), never the host; the supervisor runs it and owns what it leaves
-behind in the :class:`PluginSlot`.
+behind in the :class:`PluginRecord`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from plugwarden.config import HostConfig
 from plugwarden.exceptions import LoadError, ManifestError
+from plugwarden.host.record import PluginRecord
 from plugwarden.host.registry import Registry
 from plugwarden.host.status import PluginInfo
 from plugwarden.isolation.runner import Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.lifecycle import State
-from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import RAY_ISOLATIONS, Manifest, read_manifest
-from plugwarden.plugin.policy import RestartBudget, RestartPolicy
 from plugwarden.preflight.causes import REINSTALL
 from plugwarden.preflight.context import Check, PreflightContext, run_preflight
 from plugwarden.preflight.gpu import check_gpu
 from plugwarden.preflight.models import check_models
 from plugwarden.preflight.packages import check_packages, check_requirements
-from plugwarden.settings import PluginSettings, resolve
+from plugwarden.settings import resolve
 
-__all__ = ["PREFLIGHT", "Pipeline", "PluginSlot", "RunnerMaker"]
+__all__ = ["PREFLIGHT", "Pipeline", "RunnerMaker"]
 
 log = logging.getLogger("plugwarden.lifecycle")
 
@@ -41,28 +38,7 @@ LOCAL_PREFLIGHT: list[Check] = [check_requirements, check_packages, check_models
 PREFLIGHT: list[Check] = [*LOCAL_PREFLIGHT, check_gpu]
 
 
-@dataclass(slots=True)
-class PluginSlot:
-    """What the supervisor holds for one plugin between pipeline runs."""
-
-    source: PluginSource
-    settings: PluginSettings  # this bring-up's (a fresh slot: the defaults, no manifest read)
-    runner: Runner | None = None
-    generation: int = 0  # bumped by every bring-up; stale reports are ignored
-    budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
-    restart_pending: bool = False  # an automatic restart or replacement is scheduled
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one bring-up at a time
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.settings.manifest
-
-    @property
-    def limits(self) -> Limits:
-        return self.settings.limits
-
-
-RunnerMaker = Callable[[PluginSlot, int], Runner]
+RunnerMaker = Callable[[PluginSource, PluginRecord, int], Runner]
 
 
 class Pipeline:
@@ -72,7 +48,8 @@ class Pipeline:
     def __init__(
         self,
         name: str,
-        slot: PluginSlot,
+        slot: PluginRecord,
+        source: PluginSource,
         config: HostConfig,
         registry: Registry,
         make_runner: RunnerMaker,
@@ -81,6 +58,7 @@ class Pipeline:
     ) -> None:
         self.name = name
         self.slot = slot
+        self.source = source
         self.config = config
         self.registry = registry
         self.make_runner = make_runner
@@ -109,8 +87,8 @@ class Pipeline:
 
     def run(self) -> None:
         slot, name, config = self.slot, self.name, self.config
-        slot.settings = resolve(name, Manifest(), config)  # nothing of the last bring-up
-        if not slot.settings.enabled:  # nothing of a disabled plugin is read, let alone run
+        defaults = slot.settings = resolve(name, Manifest(), config)  # none of the last bring-up
+        if not defaults.enabled:  # nothing of a disabled plugin is read, let alone run
             self.move(
                 State.UNAVAILABLE,
                 f"Disabled in the host config ({config.source}: [plugins.{name}] "
@@ -118,7 +96,7 @@ class Pipeline:
             )
             return
         try:
-            manifest = read_manifest(slot.source.package_dir)
+            manifest = read_manifest(self.source.package_dir)
         except ManifestError as exc:
             self.move(
                 State.FAILED,
@@ -129,7 +107,7 @@ class Pipeline:
         settings = slot.settings = resolve(name, manifest, config)
         self._notes.extend(settings.notes)
         context = PreflightContext(
-            slot.source,
+            self.source,
             settings.manifest,
             settings.init_config,
             settings.models_dir,
@@ -144,12 +122,12 @@ class Pipeline:
         if self.closing():  # close() began while this plugin was being checked
             return
         try:
-            runner = slot.runner = self.make_runner(slot, slot.generation)
+            runner = slot.runner = self.make_runner(self.source, slot, slot.generation)
             runner.load()
         except LoadError as exc:
             self.move(State.UNAVAILABLE if exc.unavailable else State.FAILED, exc.reason)
             return
-        self.move(State.LOADED, f"imported from {slot.source.origin}")
+        self.move(State.LOADED, f"imported from {self.source.origin}")
         models = context.facts.get("models", {})
         reason = runner.initialise({**settings.init_config, "models": models})
         if reason is not None:
@@ -158,14 +136,14 @@ class Pipeline:
         self.move(State.INITIALIZED, "ready")
 
     def info(self) -> PluginInfo:
-        manifest, source = self.slot.manifest, self.slot.source
+        manifest, source = self.slot.manifest, self.source
         return PluginInfo(
             description=manifest.description or "",
             version=manifest.version or source.dist_version,
             distribution=source.origin,
             isolation=self.slot.limits.isolation,
             tools=tuple(manifest.tools),
-            enabled=self.slot.settings.enabled,
+            enabled=self.slot.settings is None or self.slot.settings.enabled,
             requires_gpu=manifest.requires_gpu,
             workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
         )

@@ -1,20 +1,20 @@
-"""The registry: the one place that owns plugin states (SPEC section 3).
+"""The registry: the lock and the snapshot cache over the plugins' records
+(:class:`~plugwarden.host.record.PluginRecord`, the one per-plugin object).
 
 Every state change goes through :meth:`Registry.transition`, which enforces
-the lifecycle and records the transition's time and reason. Readers (the HTTP
-app, the CLI) take snapshots under the read lock; a lock that cannot be taken
-in time raises :class:`~plugwarden.exceptions.RegistryTimeout`.
+the lifecycle (README, "Plugin states") and records the transition's time
+and reason. Readers (the HTTP app, the CLI) take snapshots under the read
+lock; a lock that cannot be taken in time raises
+:class:`~plugwarden.exceptions.RegistryTimeout`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from plugwarden.exceptions import TransitionError, UnknownPlugin
-from plugwarden.host.metrics import PluginMetrics
+from plugwarden.host.record import BUSY_IDLE, PluginRecord
 from plugwarden.host.rwlock import RWLock
 from plugwarden.host.status import PluginInfo, PluginStatus
 from plugwarden.plugin.lifecycle import TERMINAL, State, Transition, bounded_reason, is_allowed
@@ -22,64 +22,13 @@ from plugwarden.result import CallResult, Guard
 
 __all__ = ["Registry"]
 
-HISTORY_LIMIT = 100
-
-
-_BUSY_IDLE = (State.RUNNING, State.INITIALIZED)
-
-
-@dataclass(slots=True)
-class _Entry:
-    name: str
-    state: State
-    reason: str
-    info: PluginInfo = field(default_factory=PluginInfo)
-    history: deque[Transition] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    metrics: PluginMetrics = field(default_factory=PluginMetrics)
-    in_flight: int = 0
-    health: dict[str, Any] | None = None
-    health_failures: int = 0  # failed health checks in a row
-    healthy: bool = True
-    generation: int = 0
-    cached: PluginStatus | None = None
-
-    def move(self, state: State, reason: str) -> None:
-        self.state = state
-        self.reason = reason
-        self.history.append(Transition.now(state, reason))
-        if state in _BUSY_IDLE:
-            if state is State.INITIALIZED and self.metrics.up_since is None:
-                self.metrics.mark_up()
-        else:
-            self.metrics.mark_down()
-
-    def snapshot(self) -> PluginStatus:
-        cached = self.cached
-        if cached is None:
-            # RUNNING is read, not stored: a call moves no state and writes no
-            # history (issue 14), it only counts itself in flight.
-            busy = self.in_flight > 0 and self.state is State.INITIALIZED
-            cached = self.cached = PluginStatus(
-                self.name,
-                State.RUNNING if busy else self.state,
-                f"{self.in_flight} call(s) in flight" if busy else self.reason,
-                self.info,
-                tuple(self.history),
-                self.metrics.counters(),
-                self.in_flight,
-                None if self.health is None else dict(self.health),
-                self.metrics.up_since,
-                self.healthy,
-                self.generation,
-            )
-        return cached
-
 
 class Registry:
     def __init__(self, lock_timeout_s: float = 2.0) -> None:
         self.lock_timeout_s = lock_timeout_s
         self._lock = RWLock()
-        self._entries: dict[str, _Entry] = {}
+        self._records: dict[str, PluginRecord] = {}  # every record the supervisor made
+        self._entries: dict[str, PluginRecord] = {}  # those listed: past their first transition
         self._idle = threading.Condition()
         self._idle_waiters = 0
         # Bumped by every write but a call's own bookkeeping (in flight,
@@ -87,17 +36,42 @@ class Registry:
         # saw the same states, reasons, health and info.
         self.version = 0
 
-    def _changed(self, entry: _Entry) -> None:
+    def _changed(self, entry: PluginRecord) -> None:
         """Anything but a call's own bookkeeping changed (that clears
         ``entry.cached`` alone)."""
         entry.cached = None
         self.version += 1
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> PluginRecord:
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownPlugin(name, list(self._entries))
         return entry
+
+    def add(self, record: PluginRecord) -> None:
+        """Hold ``record`` (made by the supervisor); it is listed from its
+        first transition on."""
+        with self._lock.write(self.lock_timeout_s):
+            self._records[record.name] = record
+
+    def record(self, name: str) -> PluginRecord | None:
+        """``name``'s record, for the host's own parts; None for a name the
+        host cannot load (unknown, claimed twice, or no URL can carry it)."""
+        record = self._records.get(name)
+        return None if record is None or record.source is None else record
+
+    def records(self) -> list[PluginRecord]:
+        """Every record of a plugin the host loads (see :meth:`record`)."""
+        return [r for r in list(self._records.values()) if r.source is not None]
+
+    def next_generation(self, name: str) -> int:
+        """Begin a bring-up of ``name``: from now on, reports of the last
+        one change nothing. Returns its number."""
+        with self._lock.write(self.lock_timeout_s):
+            record = self._records[name]
+            record.generation += 1
+            record.cached = None
+            return record.generation
 
     def transition(
         self,
@@ -117,16 +91,15 @@ class Registry:
         reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entries.get(name)
-            if entry is not None and not restart and _stale(entry, generation):
+            if entry is not None and not restart and entry.stale(generation):
                 return False
             current = None if entry is None else entry.state
             if not is_allowed(current, state, restart=restart):
                 raise TransitionError(name, None if current is None else current.value, state)
-            if entry is None:
-                entry = self._entries[name] = _Entry(name, state, reason)
-                entry.history.append(Transition.now(state, reason))
-            else:
-                entry.move(state, reason)
+            if entry is None:  # the first transition lists the record
+                entry = self._records.get(name) or PluginRecord(name, None)
+                self._records[name] = self._entries[name] = entry
+            entry.move(state, reason)
             if info is not None:
                 entry.info = info
             if restart:
@@ -148,7 +121,7 @@ class Registry:
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
             terminal = entry.state is State.UNAVAILABLE if again else entry.state in TERMINAL
-            if terminal or _stale(entry, generation):
+            if terminal or entry.stale(generation):
                 return False
             entry.move(State.FAILED, reason)
             self._changed(entry)
@@ -159,7 +132,7 @@ class Registry:
         reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            if not _stale(entry, generation):
+            if entry.state is not None and not entry.stale(generation):
                 entry.history.append(Transition.now(entry.state, reason))
                 self._changed(entry)
 
@@ -190,7 +163,7 @@ class Registry:
         it flipped, else None."""
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            if _stale(entry, generation):
+            if entry.stale(generation):
                 return None
             entry.health = report
             entry.health_failures = 0 if report.get("ok") else entry.health_failures + 1
@@ -207,7 +180,7 @@ class Registry:
         self._lock.acquire_write(self.lock_timeout_s)
         try:
             entry = self._entry(name)
-            if entry.state not in _BUSY_IDLE:
+            if entry.state not in BUSY_IDLE:
                 return entry.snapshot()
             entry.in_flight += 1
             entry.cached = None  # a call's own bookkeeping: no version bump
@@ -223,7 +196,7 @@ class Registry:
             entry = self._entry(name)
             entry.cached = None
             entry.metrics.record(result)
-            if _stale(entry, generation):
+            if entry.stale(generation):
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
         finally:
@@ -289,7 +262,3 @@ class Registry:
             for entry in self._entries.values():
                 self._changed(entry)
         return held
-
-
-def _stale(entry: _Entry, generation: int | None) -> bool:
-    return generation is not None and generation != entry.generation

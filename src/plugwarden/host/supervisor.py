@@ -25,16 +25,17 @@ from typing import Any
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import UnknownPlugin
-from plugwarden.host.pipeline import Pipeline, PluginSlot
+from plugwarden.host.pipeline import Pipeline
+from plugwarden.host.record import PluginRecord
 from plugwarden.host.registry import Registry
 from plugwarden.host.scheduler import Scheduler
 from plugwarden.host.status import PluginStatus
 from plugwarden.isolation.runner import Runner, RunnerFactory, WorkerLoss
-from plugwarden.plugin.discovery import Discovery
+from plugwarden.plugin.discovery import Discovery, PluginSource
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.manifest import Manifest
 from plugwarden.plugin.policy import RestartBudget
-from plugwarden.settings import resolve, resolve_policy
+from plugwarden.settings import Placement, resolve, resolve_policy
 
 __all__ = ["Supervisor"]
 
@@ -47,15 +48,16 @@ class Supervisor:
         self.registry = registry
         self._backends = backends
         self._scheduler = Scheduler()
-        self.slots: dict[str, PluginSlot] = {}
         self._closing: str | None = None
 
     @property
     def closing(self) -> bool:
         return self._closing is not None
 
-    def slot(self, name: str) -> PluginSlot:
-        slot = self.slots.get(name)
+    def slot(self, name: str) -> PluginRecord:
+        """``name``'s record; raises :class:`UnknownPlugin` for a name the host
+        cannot load."""
+        slot = self.registry.record(name)
         if slot is None:
             raise UnknownPlugin(name, self.registry.names())
         return slot
@@ -81,7 +83,7 @@ class Supervisor:
                 "digit. Rename the entry point and reinstall.",
             )
         for name, source in found.plugins.items():
-            self.slots[name] = PluginSlot(source, resolve(name, Manifest(), self.config))
+            self.registry.add(PluginRecord(name, source, resolve(name, Manifest(), self.config)))
         installed = set(found.plugins) | set(found.duplicates) | set(found.unaddressable)
         for name in sorted(set(self.config.plugins) - installed):
             log.warning(
@@ -98,12 +100,15 @@ class Supervisor:
     def restart(self, name: str) -> PluginStatus:
         """A manual restart: the whole pipeline again, the count reset. A
         name claimed by two distributions stays FAILED (nothing to load)."""
-        if name in self.slots:
+        if self.registry.record(name) is not None:
             self.bring_up(name, {}, manual=True)
         return self.registry.status(name)
 
     def bring_up(self, name: str, shared: dict[str, Any], *, manual: bool) -> None:
-        slot = self.slots[name]
+        slot = self.slot(name)
+        source = slot.source
+        if source is None:  # listed, but nothing to load (see Registry.record)
+            return
         with slot.lock:
             if self._closing is not None:
                 return
@@ -112,10 +117,11 @@ class Supervisor:
             if manual or slot.budget.policy != policy:
                 slot.budget = RestartBudget(policy)
             slot.restart_pending = False
-            slot.generation += 1
+            self.registry.next_generation(name)
             pipeline = Pipeline(
                 name,
                 slot,
+                source,
                 self.config,
                 self.registry,
                 self._make_runner,
@@ -137,17 +143,17 @@ class Supervisor:
         if status.state is State.FAILED and status.generation == generation:
             self._after_failure(name, generation, status.reason, "failed")
 
-    def _make_runner(self, slot: PluginSlot, generation: int) -> Runner:
-        name = slot.source.name
+    def _make_runner(self, source: PluginSource, slot: PluginRecord, generation: int) -> Runner:
+        name = source.name
         return self._backends.make(
-            slot.source,
+            source,
             slot.limits,
             lambda loss: self.worker_lost(name, generation, loss),
-            slot.settings.placement,
+            Placement() if slot.settings is None else slot.settings.placement,
         )
 
     @staticmethod
-    def _close_runner(slot: PluginSlot, why: str) -> None:
+    def _close_runner(slot: PluginRecord, why: str) -> None:
         runner, slot.runner = slot.runner, None
         if runner is not None:
             runner.close(why)
@@ -164,8 +170,8 @@ class Supervisor:
             self._scheduler.after(0, lambda: self._worker_lost(name, generation, loss))
 
     def _worker_lost(self, name: str, generation: int, loss: WorkerLoss) -> None:
-        slot = self.slots[name]
-        if slot.generation != generation or self._closing is not None:
+        slot = self.slot(name)
+        if slot.stale(generation) or self._closing is not None:
             return
         if loss.guard is None:
             # The host ended it (a forced cancel): not the plugin's failure,
@@ -204,7 +210,7 @@ class Supervisor:
         """Move ``name`` to FAILED (if ``generation`` is current), close its
         runner and apply the restart policy. ``counted``: the budget already
         refused a restart for this failure (a crash loop)."""
-        slot = self.slots[name]
+        slot = self.slot(name)
         if counted:
             reason = self._crash_loop_reason(name, slot, reason)
         if not self.registry.fail(name, reason, generation):
@@ -212,16 +218,16 @@ class Supervisor:
         log.warning(
             "plugin %r: FAILED: %s", name, reason, extra={"plugin": name, "state": "FAILED"}
         )
-        if slot.generation == generation:
+        if not slot.stale(generation):
             self._close_runner(slot, ErrorType.RESTARTED)
         if not counted:
             self._after_failure(name, generation, reason, cause)
 
     def _after_failure(self, name: str, generation: int, reason: str, cause: str) -> None:
-        slot = self.slots[name]
+        slot = self.slot(name)
         if self._closing is not None or not slot.budget.policy.automatic:
             return
-        if slot.restart_pending or slot.generation != generation:
+        if slot.restart_pending or slot.stale(generation):
             return
         delay = slot.budget.next_delay()
         if delay is None:
@@ -237,7 +243,7 @@ class Supervisor:
         )
         self._scheduler.after(delay, lambda: self._auto_restart(name, generation, cause))
 
-    def _crash_loop_reason(self, name: str, slot: PluginSlot, last: str) -> str:
+    def _crash_loop_reason(self, name: str, slot: PluginRecord, last: str) -> str:
         policy = slot.budget.policy
         return (
             f"Crash loop: {policy.max_restarts} automatic restarts in "
@@ -246,17 +252,17 @@ class Supervisor:
         )
 
     def _auto_restart(self, name: str, generation: int, cause: str) -> None:
-        slot = self.slots[name]
-        if slot.generation != generation or self._closing is not None:
+        slot = self.slot(name)
+        if slot.stale(generation) or self._closing is not None:
             return  # restarted by hand meanwhile, or closing
         self.registry.record_restart(name, cause)
         self.bring_up(name, {}, manual=False)
 
     def _replace(self, name: str, generation: int, cause: str | None) -> None:
-        slot = self.slots[name]
+        slot = self.slot(name)
         with slot.lock:
             runner = slot.runner
-            if slot.generation != generation or runner is None or self._closing is not None:
+            if slot.stale(generation) or runner is None or self._closing is not None:
                 return
             reason = runner.replace_lost()
         if reason is None:
@@ -277,5 +283,5 @@ class Supervisor:
         self._backends.refuse_new()
         self._backends.close_runners(why)
         self._scheduler.close()
-        for slot in self.slots.values():
+        for slot in self.registry.records():
             self._close_runner(slot, why)

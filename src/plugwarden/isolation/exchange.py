@@ -10,15 +10,17 @@ the call's result, naming the cause.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugwarden.error_types import ErrorType
 from plugwarden.isolation import wire
-from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import ENDED, memory_reason, timeout_reason
 from plugwarden.isolation.wire import Fate, KillCause
 from plugwarden.result import CallResult, Guard
+
+if TYPE_CHECKING:  # it reads a worker the runner hands it
+    from plugwarden.isolation.process.handle import WorkerProcess
 
 __all__ = ["CRASH_HINT", "await_reply", "cancelled_reason", "lost_call"]
 
