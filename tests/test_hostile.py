@@ -1,4 +1,4 @@
-"""Hostile plugins against the worker boundary (issue 9): each test is a
+"""Hostile plugins against the worker boundary: each test is a
 plugin that attacks the host, and what the host must still do. Real plugins,
 real worker processes; every attack stays bounded (a few processes, a few
 hundred MB)."""

@@ -83,7 +83,7 @@ class TestCalls:
 
     def test_calls_write_no_history(self):
         """A thousand calls leave the lifecycle's history as it was: busy and
-        idle are read from the calls in flight, not recorded (issue 14)."""
+        idle are read from the calls in flight, not recorded."""
         registry = ready(Registry())
         before = registry.status("p").history
         for _ in range(1000):

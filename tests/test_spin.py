@@ -1,4 +1,4 @@
-"""When the worker wire polls before blocking (issue 14): only while polling
+"""When the worker wire polls before blocking: only while polling
 catches what it waits for, with tries that back off while they keep missing."""
 
 from __future__ import annotations

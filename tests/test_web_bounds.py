@@ -1,4 +1,4 @@
-"""HTTP input and output bounds (issue 9): hostile bodies get a 4xx, big
+"""HTTP input and output bounds: hostile bodies get a 4xx, big
 results and reports are capped, idle connections are closed."""
 
 from __future__ import annotations

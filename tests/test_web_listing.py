@@ -1,4 +1,4 @@
-"""The polled routes from cached bytes (issue 14): what the list and health
+"""The polled routes from cached bytes: what the list and health
 caches answer, and when they must not."""
 
 from __future__ import annotations

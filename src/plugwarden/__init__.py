@@ -2,8 +2,8 @@
 
 The names below are imported on first use (PEP 562), not with the package:
 a plugin's ``from plugwarden import hookimpl`` and the zygote that forks the
-workers then import the hook markers alone, not the whole host (issue 14:
-that was ~200 ms of every zygote's boot).
+workers then import the hook markers alone, not the whole host (that was
+~200 ms of every zygote's boot).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The host config (SPEC section 5): a TOML file, a dict, or built-in defaults.
+"""The host config (README, "Host config"): a TOML file, a dict, or built-in defaults.
 
 ``--config PATH``, else ``plugwarden.toml`` in the working directory, else the
 defaults; no file is ever required. A malformed config raises

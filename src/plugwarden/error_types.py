@@ -1,4 +1,4 @@
-"""Every ``error_type`` of the contract (SPEC sections 4 and 7), one constant each.
+"""Every ``error_type`` of the contract (README, "Isolation" and "HTTP"), one constant each.
 
 A result record's or an HTTP error body's ``error_type`` is either one of
 these names or, for an exception a plugin raised in its own code, that

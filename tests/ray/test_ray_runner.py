@@ -1,4 +1,4 @@
-"""isolation = "ray" on a real local Ray cluster (SPEC section 4): the same
+"""isolation = "ray" on a real local Ray cluster (README, "Isolation"): the same
 states, records and guards as process workers, with Ray actors as workers."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The client commands of ``plugwarden`` (SPEC section 8): everything but
+"""The client commands of ``plugwarden`` (README, "CLI"): everything but
 ``serve``, which :mod:`plugwarden.cli.main` starts without importing these
-(rich, httpx: ~100 ms a server does not need at start; issue 14).
+(rich, httpx: ~100 ms a server does not need at start).
 
 rich draws tables and colours; every command that prints data takes
 ``--json``.

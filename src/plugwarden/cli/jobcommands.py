@@ -1,4 +1,4 @@
-"""The CLI's job commands (SPEC section 8): ``run --job`` with a live
+"""The CLI's job commands (README, "CLI"): ``run --job`` with a live
 progress bar, ``jobs`` and ``cancel``. They talk to the running server, or
 (``--local``) to a one-shot host, through the same client as the others.
 rich draws the bar and the table."""

@@ -1,4 +1,4 @@
-"""The ``plugwarden`` command (SPEC section 8).
+"""The ``plugwarden`` command (README, "CLI").
 
 argparse (standard library) parses; rich draws tables and colours. Every
 command works with no config file; every command that prints data takes

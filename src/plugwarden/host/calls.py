@@ -1,4 +1,4 @@
-"""The call path (SPEC section 4): caller -> checks -> registry -> runner ->
+"""The call path (README, "Isolation"): caller -> checks -> registry -> runner ->
 result -> metrics -> registry, and the background health checks.
 
 Nothing here raises to the caller: every call, whatever the plugin or the

@@ -1,4 +1,4 @@
-"""Per-plugin call metrics (SPEC section 4), exact under concurrent calls."""
+"""Per-plugin call metrics (README, "Isolation"), exact under concurrent calls."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One run of the pipeline for one plugin (SPEC section 3):
+"""One run of the pipeline for one plugin (README, "States and reasons"):
 manifest -> pre-flight checks -> load -> init -> validate, each step's
 outcome a lifecycle transition with its reason.
 

@@ -1,7 +1,7 @@
 """The supervisor: the one owner of "this plugin failed".
 
 It alone moves a plugin to FAILED (outside its own pipeline), closes or
-replaces its runner, and applies the restart policy (SPEC section 3):
+replaces its runner, and applies the restart policy (README, "States and reasons"):
 
 - a lost worker is replaced, the plugin staying available: at once when it
   is the first restart in the window, else after the backoff (if others
@@ -183,7 +183,7 @@ class Supervisor:
             self.registry.record_trip(name, loss.guard)
         # The first loss in the restart window is replaced at once, as a
         # process pool would: calls wait for the new worker and the plugin
-        # stays available (issue 14). A later loss with no worker left makes
+        # stays available. A later loss with no worker left makes
         # the plugin FAILED, restarted after the backoff.
         at_once = slot.budget.policy.automatic and loss.replaceable
         if loss.serving == 0 and not (at_once and slot.budget.recent == 0):

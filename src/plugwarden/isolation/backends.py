@@ -96,7 +96,7 @@ class Backends:
 
     def prestart_zygote(self) -> None:
         """Start the zygote now, so that its interpreter boots while the
-        host discovers and checks plugins (issue 14); a failure to start it
+        host discovers and checks plugins; a failure to start it
         is left for the first worker's spawn to report."""
         with self._lock:
             if self._closed:

@@ -1,4 +1,4 @@
-"""Guards around every hook implementation (SPEC section 4).
+"""Guards around every hook implementation (README, "Isolation").
 
 :class:`GuardedHook` is a wrapt proxy put around each hook implementation
 *before* it is registered with pluggy (pluggy declares a registered

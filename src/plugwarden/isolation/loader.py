@@ -44,7 +44,7 @@ class LoadedPlugin:
     hooks: frozenset[str]
     # hook -> its one guarded implementation and the arguments it takes: what
     # pluggy's caller would do for a single plain implementation, without
-    # its machinery (~3 us a call; issue 14).
+    # its machinery (~3 us a call).
     direct: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = field(default_factory=dict)
 
     def call(self, hook: str, kwargs: dict[str, Any]) -> CallResult:
@@ -155,7 +155,7 @@ def _import_module(module: str) -> object:
     install does); only when the module is not found are they all dropped
     (a directory that did not exist before...) and the import tried again.
     Dropping them for every import made each worker read every directory
-    on the path again (~0.5 ms a worker; issue 14: start)."""
+    on the path again (~0.5 ms a worker; start)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:

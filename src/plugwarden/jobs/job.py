@@ -1,4 +1,4 @@
-"""A job (SPEC section 4a): a call that runs in the background, with progress.
+"""A job (README, "Jobs"): a call that runs in the background, with progress.
 
 :class:`Job` is an immutable snapshot, safe to hand out; the
 :class:`~plugwarden.jobs.queue.JobQueue` keeps the live ones and the

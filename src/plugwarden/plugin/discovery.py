@@ -1,4 +1,4 @@
-"""Entry-point discovery (SPEC section 2): one plugin per entry point of the
+"""Entry-point discovery (README, "A plugin in one file"): one plugin per entry point of the
 group ``plugwarden.plugins``, found with importlib.metadata, nothing imported."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ version and requirements, from the head of its ``METADATA`` (or
 ``Distribution.metadata`` (and ``.name``, ``.version``, ``.requires``,
 which go through it) parses the whole file as an email message, about ten
 times slower; discovery and the packages check read every distribution on
-the path at each start, so that was tens of milliseconds of it (issue 14).
+the path at each start, so that was tens of milliseconds of it.
 """
 
 from __future__ import annotations

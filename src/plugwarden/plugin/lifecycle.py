@@ -1,4 +1,5 @@
-"""Plugin lifecycle states and the transitions allowed between them (SPEC section 3)."""
+"""Plugin lifecycle states and the transitions allowed between them
+(README, "States and reasons")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The guard values in force for one plugin (SPEC section 4), every layer
+"""The guard values in force for one plugin (README, "Isolation"), every layer
 merged: host defaults, the manifest, the operator's config.
 
 A module of its own, apart from the guards that enforce them, so that
-reading a config does not import wrapt (issue 14: start time).
+reading a config does not import wrapt (start time; README, "Benchmarks").
 """
 
 from __future__ import annotations

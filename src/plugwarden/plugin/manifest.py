@@ -1,5 +1,5 @@
 """Plugin manifests: ``manifest.toml`` or ``manifest.json``, read without
-importing the plugin's code (SPEC section 2).
+importing the plugin's code (README, "A plugin in one file").
 
 Every key is optional. Unknown top-level keys are ignored (ForgeSyte manifests
 carry UI keys of their own); keys under ``[guards]`` are checked strictly,

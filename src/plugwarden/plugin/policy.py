@@ -1,4 +1,4 @@
-"""The restart policy (SPEC section 3): when a FAILED plugin, or a lost
+"""The restart policy (README, "States and reasons"): when a FAILED plugin, or a lost
 worker, is brought back, and when to stop trying.
 
 Pure bookkeeping, no threads: :class:`RestartBudget` counts the automatic
@@ -67,7 +67,7 @@ class RestartBudget:
         or None when that restart would be one too many (a crash loop).
         ``at_once_first``: the first restart in the window waits nothing (a
         lost worker's replacement: an occasional crash costs a fork, not a
-        second; issue 14); later ones wait as if it had waited."""
+        second); later ones wait as if it had waited."""
         now = self._clock()
         self._prune(now)
         if len(self._times) >= self.policy.max_restarts:

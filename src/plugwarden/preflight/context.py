@@ -1,4 +1,4 @@
-"""The pre-flight: checks that run before any plugin code (SPEC section 3).
+"""The pre-flight: checks that run before any plugin code (README, "States and reasons").
 
 A check takes the :class:`PreflightContext` and returns the problems it found;
 more checks (GPU, model files) join by being added to ``PREFLIGHT``.

@@ -1,4 +1,4 @@
-"""Helpers for testing plugwarden plugins (SPEC section 9): real
+"""Helpers for testing plugwarden plugins (README, "Writing and testing a plugin"): real
 distributions on a temporary path, the conformance checks, fault injection,
 and (through the pytest plugin) fixtures that build hosts over them.
 

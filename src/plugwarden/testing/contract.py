@@ -1,5 +1,5 @@
-"""The conformance checks (SPEC section 9): one installed plugin distribution
-against the contract, through a real host with real worker processes.
+"""The conformance checks (README, "Writing and testing a plugin"): one
+installed plugin distribution against the contract, through a real host with real worker processes.
 
 Each check has a stable id (``PW001``...) and the conformance level that
 introduced it. :func:`run_checks` runs them all and returns one

@@ -1,4 +1,4 @@
-"""The HTTP app (SPEC section 7): a Starlette application over one Host.
+"""The HTTP app (README, "HTTP"): a Starlette application over one Host.
 
 Handlers read the registry and call the host; they hold no logic of their
 own. Plugin calls run in a thread pool, off the event loop.
@@ -231,7 +231,7 @@ def _answer(result: CallResult, encoded: bytes | str) -> Response:
 class _Scraper:
     """``GET /metrics``'s exposition. prometheus-client (~13 ms of imports)
     and the collector are loaded at the first scrape, not on the way to
-    serving (issue 14: start)."""
+    serving (start; README, "Benchmarks")."""
 
     def __init__(self, host: Host) -> None:
         self._host = host

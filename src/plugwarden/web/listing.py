@@ -1,5 +1,4 @@
-"""The routes that probes and dashboards poll, answered from cached bytes
-(issue 14).
+"""The routes that probes and dashboards poll, answered from cached bytes.
 
 ``GET /v1/plugins/{name}/health`` is the plugin's cached record, read
 without the registry's lock; only its uptime is formatted per request.

@@ -1,4 +1,4 @@
-"""Containment: how far a worker's process tree is held (SPEC section 4).
+"""Containment: how far a worker's process tree is held (README, "Isolation").
 
 Every descendant of a worker, however it detaches (double fork, ``setsid``,
 ``setpgid``), must die with the worker and count against its memory limit.

@@ -12,7 +12,7 @@ unprivileged one needs a user namespace, which the zygote cannot enter
 once per worker), tells the zygote the worker's pid, waits for it, kills
 whatever it left behind, and exits with the worker's own status, which the
 zygote reports to the host. Without a keeper a worker starts ~2 ms sooner
-and its exit is reported ~1 ms sooner (issue 14: start, crash recovery).
+and its exit is reported ~1 ms sooner (start, crash recovery; README, "Benchmarks").
 The zygote is a subreaper: a stray it adopts is killed. It exits when the
 host's end of the socket closes; keepers and workers die with their
 parents (``PR_SET_PDEATHSIG``).
@@ -21,8 +21,8 @@ Every ``SWEEP_S`` the zygote also reads each worker tree's memory: it kills
 a tree past its limit (reported with the exit, as ``memory_peak``) and
 tells the host the figures that changed. The sweep runs here, between fork
 requests, rather than on a thread of the host, where its ~1000 /proc reads
-a second would each hand the host's GIL to and from the HTTP event loop
-(issue 14). A call's own waiter still watches its worker during the call.
+a second would each hand the host's GIL to and from the HTTP event loop.
+A call's own waiter still watches its worker during the call.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ on another CPU. It only wastes CPU, and slows the other side down, when the
 other side is slow or shares the CPU (a busy machine, one CPU). So a side
 polls only while polling keeps catching what it waits for; after a miss it
 blocks, and tries polling again after ``PROBE_EVERY`` waits, then after
-twice as many each time a try misses again, up to ``PROBE_MOST`` (issue 14):
+twice as many each time a try misses again, up to ``PROBE_MOST``:
 where the other side shares this CPU for good (pinned, or a busy machine),
 a try that cannot catch anything costs a whole poll, and is made ever less
 often; one catch starts polling again at once.

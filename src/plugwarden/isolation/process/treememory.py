@@ -4,7 +4,7 @@ Each process of the tree keeps ``/proc/PID/statm`` open, so a reading is
 one ``pread`` per process instead of an open, a read and a close (each a
 system call that hands the host's GIL to another thread and back: at a
 hundred workers the host's memory sweep's hand-offs slowed the HTTP event loop
-measurably, issue 14). The tree itself is re-read at most every
+measurably). The tree itself is re-read at most every
 ``refresh_s``. A descriptor of a process that has exited reads ESRCH, never
 another process's memory, so a reused pid is never counted.
 """
