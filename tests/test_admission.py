@@ -10,8 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from plugwarden import ErrorType, JobRefused
+from plugwarden import ErrorType, Host, JobRefused
 from plugwarden.host.admission import Admission, Deadline
+from plugwarden.host.record import PluginRecord
+from plugwarden.plugin.discovery import discover
+from plugwarden.plugin.manifest import Manifest
 from tests.conftest import ECHO, plugin_source
 
 TOKEN = "admission-token"
@@ -65,7 +68,7 @@ class TestOneAdmission:
         assert server.host.call("ghost", "t", {}).error_type == ErrorType.UNKNOWN_PLUGIN
 
     def test_a_draining_host_refuses_with_503_and_retry_after(self, server):
-        server.host.admission.refusing = ErrorType.SHUTTING_DOWN
+        server.host._admission.refusing = ErrorType.SHUTTING_DOWN
         try:
             for route in ("run", "jobs"):
                 answer = over_http(server, route, {"tool": "echo"})
@@ -73,7 +76,22 @@ class TestOneAdmission:
                 assert answer.json()["error_type"] == ErrorType.SHUTTING_DOWN
                 assert answer.headers["retry-after"]
         finally:
-            server.host.admission.refusing = None
+            server.host._admission.refusing = None
+
+
+class TestAPluginStillStarting:
+    def test_a_call_before_its_first_state_is_not_available_not_a_registry_timeout(
+        self, plugwarden_plugin, plugwarden_site
+    ):
+        """A plugin the host found but whose bring-up has not said a word
+        yet is PluginNotAvailable ("starting"), not a RegistryTimeout."""
+        plugwarden_plugin("early", ECHO)
+        source = discover([str(plugwarden_site)]).plugins["early"]
+        with Host({}, search_path=[str(plugwarden_site)]) as host:
+            host._registry.add(PluginRecord("late", source))
+            result = host.call("late", "t", {})
+        assert result.error_type == ErrorType.PLUGIN_NOT_AVAILABLE
+        assert "starting" in result.error
 
 
 class TestOneDeadline:
@@ -120,7 +138,9 @@ class TestOneDeadline:
 
 class TestAdmissionRules:
     def admission(self, tools=("echo",)) -> Admission:
-        return Admission(lambda name: tools if name == "p" else None, lambda: ["p"])
+        record = PluginRecord("p", None)
+        record.manifest = Manifest(tools=dict.fromkeys(tools, "a tool"))
+        return Admission({"p": record}, lambda: ["p"])
 
     def test_a_known_call_is_admitted(self):
         assert self.admission().refusal("p", "echo", {"a": 1}) is None

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import UnknownPlugin
 from plugwarden.result import CallResult
 
-__all__ = ["Admission", "Deadline"]
+if TYPE_CHECKING:
+    from plugwarden.host.record import PluginRecord
 
-# The tools a plugin's manifest names (empty: any), or None for a name the host does not know.
-ToolsOf = Callable[[str], "Collection[str] | None"]
+__all__ = ["Admission", "Deadline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,10 @@ class Deadline:
 
 
 class Admission:
-    def __init__(self, tools_of: ToolsOf, names: Callable[[], list[str]]) -> None:
-        self._tools_of = tools_of
+    def __init__(self, records: Mapping[str, PluginRecord], names: Callable[[], list[str]]) -> None:
+        """``records``: the plugins the host can call (the registry's
+        ``loadable``, read without its lock); ``names``: every name listed."""
+        self._records = records
         self._names = names
         self.refusing: str | None = None  # an ErrorType: new calls are refused (a drain)
 
@@ -59,8 +62,8 @@ class Admission:
     ) -> CallResult | None:
         """Why the host refuses this call before any plugin code runs, or
         None; the plugin's state is untouched (bad input is not its fault)."""
-        tools = self._tools_of(name)
-        if tools is None:
+        record = self._records.get(name)
+        if record is None:  # unknown; or listed, but nothing to call (a name claimed twice)
             return CallResult.failure(
                 str(UnknownPlugin(name, self._names())), ErrorType.UNKNOWN_PLUGIN
             )
@@ -81,6 +84,7 @@ class Admission:
                 f"args must be a JSON object, got {type(args).__name__}",
                 ErrorType.INVALID_ARGUMENTS,
             )
+        tools = record.manifest.tools
         if tools and tool not in tools:
             return CallResult.failure(
                 f"Unknown tool '{tool}' for plugin '{name}'. Available: {', '.join(sorted(tools))}",

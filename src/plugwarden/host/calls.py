@@ -68,6 +68,14 @@ class Calls:
             return refused.of_call(name, tool, arguments)
         try:
             ticket = self.registry.begin_call(name)
+        except UnknownPlugin:  # found, but its bring-up has not said a word yet
+            return CallResult.failure(
+                f"Plugin '{name}' is starting: its pre-flight has not finished. Retry shortly.",
+                ErrorType.PLUGIN_NOT_AVAILABLE,
+                plugin=name,
+                tool=tool,
+                args=arguments,
+            )
         except PlugwardenError as exc:
             return CallResult.failure(
                 str(exc), ErrorType.REGISTRY_TIMEOUT, plugin=name, tool=tool, args=arguments
@@ -80,7 +88,7 @@ class Calls:
                 tool=tool,
                 args=arguments,
             )
-        slot = self.registry.record(name)
+        slot = self.registry.loadable.get(name)
         if slot is None:  # listed, but nothing to call (a claimed-twice name)
             return CallResult.failure(
                 str(UnknownPlugin(name, self.registry.names())),

@@ -2,9 +2,15 @@
 
 discovery -> :class:`~plugwarden.host.supervisor.Supervisor` (pipeline,
 restart policy) -> runners made by :class:`~plugwarden.isolation.backends.Backends`;
-calls through :class:`~plugwarden.host.calls.Calls`; state in the
-:class:`~plugwarden.host.registry.Registry`. :meth:`Host.close` closes every
-one of them: no thread, fd or process outlives a closed host.
+whether a call or job may run decided by
+:class:`~plugwarden.host.admission.Admission`; calls through
+:class:`~plugwarden.host.calls.Calls`, jobs through
+:class:`~plugwarden.jobs.queue.JobQueue`; each plugin's one
+:class:`~plugwarden.host.record.PluginRecord` in the
+:class:`~plugwarden.host.registry.Registry`. Nothing outside reaches these
+parts: the web app and the CLI read through the Host's own methods.
+:meth:`Host.close` closes every one of them: no thread, fd or process
+outlives a closed host.
 """
 
 from __future__ import annotations
@@ -70,14 +76,14 @@ class Host:
         self._registry = Registry(self.config.lock_timeout_s)
         self._backends = Backends(self.config.ray, zygote)
         self._supervisor = Supervisor(self.config, self._registry, self._backends)
-        self.admission = Admission(self._tools_of, self._registry.names)
+        self._admission = Admission(self._registry.loadable, self._registry.names)
         self._calls = Calls(
             self.config,
             self._registry,
             self._supervisor.fail,
-            self.admission,
+            self._admission,
         )
-        self._jobs = JobQueue(self.config.jobs, self._job_call, self.admission, self._limits_of)
+        self._jobs = JobQueue(self.config.jobs, self._job_call, self._admission, self._limits_of)
         self._health: HealthPoller | None = None
         self._started = threading.Event()
         self._start_lock = threading.Lock()
@@ -139,13 +145,13 @@ class Host:
     @property
     def draining(self) -> bool:
         """A drain began: not ready, new calls refused."""
-        return self.admission.refusing is not None
+        return self._admission.refusing is not None
 
     def drain(self, timeout_s: float) -> bool:
         """Refuse new calls, wait up to ``timeout_s`` for those in flight,
         then close; calls still running end with ``ShuttingDown``. Whether
         every call finished in time."""
-        self.admission.refusing = ErrorType.SHUTTING_DOWN
+        self._admission.refusing = ErrorType.SHUTTING_DOWN
         self._jobs.refuse(ErrorType.SHUTTING_DOWN)
         clean = self._registry.wait_idle(timeout_s)
         self.close(ErrorType.SHUTTING_DOWN)
@@ -157,7 +163,7 @@ class Host:
             if self._closed:
                 return
             self._closed = True
-        self.admission.refusing = self.admission.refusing or why
+        self._admission.refusing = self._admission.refusing or why
         self._jobs.refuse(why)
         if self._health is not None:
             self._health.stop()
@@ -274,7 +280,7 @@ class Host:
         """Why a call (or a job, with its ``timeout_s``) would be refused
         before any plugin code runs, or None (see
         :class:`~plugwarden.host.admission.Admission`)."""
-        return self.admission.refusal(name, tool, args, timeout_s)
+        return self._admission.refusal(name, tool, args, timeout_s)
 
     def _job_call(
         self, name: str, tool: str, args: Mapping[str, Any], timeout_s: float, control: CallControl
@@ -283,12 +289,6 @@ class Host:
 
     def _limits_of(self, name: str) -> Limits:
         return self._supervisor.slot(name).limits
-
-    def _tools_of(self, name: str) -> Collection[str] | None:
-        slot = self._registry.record(name)
-        # A name two distributions claim, or one no URL can carry, is listed
-        # (FAILED) but has nothing to call.
-        return None if slot is None else slot.manifest.tools
 
     def check_health(self, name: str) -> dict[str, Any] | None:
         """Run ``name``'s health hook now and store its report (see Calls)."""

@@ -87,7 +87,7 @@ class Pipeline:
 
     def run(self) -> None:
         slot, name, config = self.slot, self.name, self.config
-        defaults = slot.settings = resolve(name, Manifest(), config)  # none of the last bring-up
+        defaults = slot.use(resolve(name, Manifest(), config))  # none of the last bring-up
         if not defaults.enabled:  # nothing of a disabled plugin is read, let alone run
             self.move(
                 State.UNAVAILABLE,
@@ -104,7 +104,7 @@ class Pipeline:
                 f"{REINSTALL}.",
             )
             return
-        settings = slot.settings = resolve(name, manifest, config)
+        settings = slot.use(resolve(name, manifest, config))
         self._notes.extend(settings.notes)
         context = PreflightContext(
             self.source,

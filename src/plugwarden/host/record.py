@@ -39,7 +39,8 @@ class PluginRecord:
     name: str
     # None: a name the host lists but cannot load (claimed twice, or no URL can carry it).
     source: PluginSource | None
-    # This bring-up's settings (None: none resolved, as for a name it cannot load).
+    # This bring-up's settings (None: none resolved, as for a name it cannot
+    # load); set with use(), which keeps manifest and limits, read on every call.
     settings: PluginSettings | None = None
     # The lifecycle; None until the first transition (the plugin is not listed yet).
     state: State | None = None
@@ -57,14 +58,21 @@ class PluginRecord:
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
     restart_pending: bool = False  # an automatic restart or replacement is scheduled
     lock: threading.Lock = field(default_factory=threading.Lock)  # one bring-up at a time
+    manifest: Manifest = field(init=False)  # the settings' (plain attributes: read per call)
+    limits: Limits = field(init=False)
 
-    @property
-    def manifest(self) -> Manifest:
-        return Manifest() if self.settings is None else self.settings.manifest
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            self.manifest, self.limits = Manifest(), Limits()
+        else:
+            self.use(self.settings)
 
-    @property
-    def limits(self) -> Limits:
-        return Limits() if self.settings is None else self.settings.limits
+    def use(self, settings: PluginSettings) -> PluginSettings:
+        """Run with ``settings`` from now on; returns them."""
+        self.settings = settings
+        self.manifest = settings.manifest
+        self.limits = settings.limits
+        return settings
 
     def stale(self, generation: int | None) -> bool:
         """Whether a report of bring-up ``generation`` is out of date (None:

@@ -28,6 +28,9 @@ class Registry:
         self.lock_timeout_s = lock_timeout_s
         self._lock = RWLock()
         self._records: dict[str, PluginRecord] = {}  # every record the supervisor made
+        # Those of plugins the host loads (a source to load), read on every
+        # call without the lock (a dict's get is atomic; entries are only added).
+        self.loadable: dict[str, PluginRecord] = {}
         self._entries: dict[str, PluginRecord] = {}  # those listed: past their first transition
         self._idle = threading.Condition()
         self._idle_waiters = 0
@@ -53,16 +56,17 @@ class Registry:
         first transition on."""
         with self._lock.write(self.lock_timeout_s):
             self._records[record.name] = record
+            if record.source is not None:
+                self.loadable[record.name] = record
 
     def record(self, name: str) -> PluginRecord | None:
         """``name``'s record, for the host's own parts; None for a name the
         host cannot load (unknown, claimed twice, or no URL can carry it)."""
-        record = self._records.get(name)
-        return None if record is None or record.source is None else record
+        return self.loadable.get(name)
 
     def records(self) -> list[PluginRecord]:
         """Every record of a plugin the host loads (see :meth:`record`)."""
-        return [r for r in list(self._records.values()) if r.source is not None]
+        return list(self.loadable.values())
 
     def next_generation(self, name: str) -> int:
         """Begin a bring-up of ``name``: from now on, reports of the last

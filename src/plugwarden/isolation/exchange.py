@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from plugwarden.error_types import ErrorType
 from plugwarden.isolation import wire
+from plugwarden.isolation.fates import Fate, FateName, KillCause
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import ENDED, memory_reason, timeout_reason
-from plugwarden.isolation.wire import Fate, KillCause
 from plugwarden.result import CallResult, Guard
 
 if TYPE_CHECKING:  # it reads a worker the runner hands it
@@ -43,14 +43,14 @@ def cancelled_reason(control: CallControl) -> str:
 
 def await_reply(
     worker: WorkerProcess, request_id: int, deadline: float, control: CallControl | None
-) -> tuple[Fate, Any]:
+) -> tuple[FateName, Any]:
     """(MESSAGE, the checked reply), (VIOLATION, why), or the fate of
     :meth:`WorkerProcess.receive` that ended the wait (timeout, died, oversize)."""
     start = time.monotonic()
     frames = 0
     while True:
         status, data = worker.receive(deadline)
-        if status is not Fate.REPLY:
+        if status != Fate.REPLY:
             return status, data
         try:
             message = wire.decode(data, request_id, worker.inner_pid)
@@ -69,7 +69,7 @@ def await_reply(
 
 def lost_call(
     worker: WorkerProcess,
-    status: Fate,
+    status: FateName,
     call: str,
     timeout_s: float,
     elapsed: float,
@@ -79,14 +79,14 @@ def lost_call(
 ) -> CallResult:
     """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
     what = call.partition("(")[0]
-    if status is Fate.DIED and worker.killed_by is None:
+    if status == Fate.DIED and worker.killed_by is None:
         # Not ended by the host: the zygote's exit report follows the EOF,
         # and says whether the zygote's memory sweep killed it.
         worker.exited.wait(2.0)
-    timed_out = status is Fate.TIMEOUT
-    if closing is not None and not timed_out and worker.killed_by is KillCause.CLOSE:
+    timed_out = status == Fate.TIMEOUT
+    if closing is not None and not timed_out and worker.killed_by == KillCause.CLOSE:
         return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
-    if control is not None and not timed_out and worker.killed_by is KillCause.CANCEL:
+    if control is not None and not timed_out and worker.killed_by == KillCause.CANCEL:
         return CallResult.failure(
             cancelled_reason(control), ErrorType.CANCELLED, hook=what, duration_ms=elapsed
         )
@@ -95,7 +95,7 @@ def lost_call(
         knob = None if control is None else control.timeout_knob
         error, error_type = timeout_reason(what, timeout_s, knob), ErrorType.TIMEOUT
         guard = "timeout"
-    elif worker.killed_by is KillCause.MEMORY:
+    elif worker.killed_by == KillCause.MEMORY:
         error = memory_reason(memory_mb, worker.peak_bytes)
         error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
     else:

@@ -17,10 +17,11 @@ worker that must have sent it. Any breach is a :class:`ProtocolViolation`:
 the worker is killed and the call fails with the reason.
 
 Requests: :class:`Load`, :class:`Call`, :class:`Validate` and
-:class:`Cancel` (sent while a job's call runs; no reply), each pickled as a
-plain tuple by its ``encode()`` (a class reference would cost the worker an
-import lookup and the host ~5 us a call) and rebuilt by
-:func:`decode_request`; the Ray agent's :class:`AgentCall` likewise. Reply:
+:class:`Cancel` (sent while a job's call runs; no reply). Each type's
+``encode(fields...)`` makes the plain tuple that is pickled (a class
+reference would cost ~5 us a call to pickle and unpickle) and
+:func:`decode_request` makes the typed message again in the worker; the
+Ray agent's :class:`AgentCall` likewise. Reply:
 ``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by kind, ``loaded``
 (``hooks``), ``load_error`` (``reason``, ``error_type``) or ``outcome``
 (``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``). A job's
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-from enum import StrEnum
 from typing import Any, NamedTuple
 
 from plugwarden.error_types import ErrorType
@@ -47,8 +47,7 @@ __all__ = [
     "AgentReply",
     "Call",
     "Cancel",
-    "Fate",
-    "KillCause",
+    "Encoded",
     "Load",
     "Progress",
     "ProtocolViolation",
@@ -88,30 +87,10 @@ def _refuse_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-class Fate(StrEnum):
-    """How one send or one wait for a frame on a worker's connection ended."""
-
-    SENT = "sent"
-    REPLY = "reply"  # a whole frame arrived (its bytes, not yet checked)
-    MESSAGE = "message"  # a reply, checked: the one the request waits for
-    TIMEOUT = "timeout"  # the call's deadline passed first
-    DIED = "died"  # the worker's end closed
-    OVERSIZE = "oversize"  # a frame's head announced more than the cap
-    VIOLATION = "violation"  # anything else the wire does not allow
-    UNSENDABLE = "unsendable"  # the arguments would not pickle: nothing was sent
-
-
-class KillCause(StrEnum):
-    """Why the host killed a worker (its guard trip, or none)."""
-
-    TIMEOUT = "timeout"
-    MEMORY = "memory"
-    CANCEL = "cancel"  # a job's cancel, forced after its grace
-    CLOSE = "close"  # the runner closed
-    PROTOCOL = "protocol"  # it broke the protocol
-
-
 # -- requests: host -> worker ----------------------------------------------------
+
+# A request as it travels: a plain tuple, its kind first (pickled by the host).
+Encoded = tuple[Any, ...]
 
 
 class Load(NamedTuple):
@@ -124,8 +103,11 @@ class Load(NamedTuple):
     search_path: list[str]
     max_result_bytes: int
 
-    def encode(self) -> tuple[Any, ...]:
-        return ("load", *self)
+    @staticmethod
+    def encode(
+        id: int, name: str, module: str, attr: str | None, search_path: list[str], cap: int
+    ) -> Encoded:
+        return ("load", id, name, module, attr, search_path, cap)
 
 
 class Call(NamedTuple):
@@ -136,8 +118,10 @@ class Call(NamedTuple):
     kwargs: dict[str, Any]
     job: bool  # progress out and cancel in while it runs
 
-    def encode(self) -> tuple[Any, ...]:
-        return ("call", *self)
+    @staticmethod
+    def encode(id: int, hook: str, kwargs: dict[str, Any], job: bool) -> Encoded:
+        # Fields in, tuple out: no message object on the host's side of a call.
+        return ("call", id, hook, kwargs, job)
 
 
 class Validate(NamedTuple):
@@ -145,8 +129,9 @@ class Validate(NamedTuple):
 
     id: int
 
-    def encode(self) -> tuple[Any, ...]:
-        return ("validate", self.id)
+    @staticmethod
+    def encode(id: int) -> Encoded:
+        return ("validate", id)
 
 
 class Cancel(NamedTuple):
@@ -154,8 +139,9 @@ class Cancel(NamedTuple):
 
     id: int
 
-    def encode(self) -> tuple[Any, ...]:
-        return ("cancel", self.id)
+    @staticmethod
+    def encode(id: int) -> Encoded:
+        return ("cancel", id)
 
 
 Request = Load | Call | Validate | Cancel
@@ -167,9 +153,9 @@ _REQUESTS: dict[str, type[Request]] = {
 }
 
 
-def decode_request(raw: tuple[Any, ...]) -> Request:
+def decode_request(raw: Encoded) -> Request:
     """A request as the host encoded it (the worker trusts its host)."""
-    return _REQUESTS[raw[0]](*raw[1:])
+    return _REQUESTS[raw[0]]._make(raw[1:])
 
 
 class AgentCall(NamedTuple):

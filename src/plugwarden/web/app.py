@@ -132,15 +132,11 @@ def create_app(
                 _call_encoded, host, name, tool, args, deadline, limiter=run_limiters[name]
             )
         if answer is None:
-            busy = CallResult.failure(
+            return error(
                 f"Plugin '{name}' already has {PLUGIN_CALLS} calls in progress over HTTP, "
                 f"and none finished within {deadline.timeout_s:g}s (its timeout_s). Retry later.",
                 ErrorType.BUSY,
-                plugin=name,
-                tool=tool,
-                args=args,
             )
-            answer = busy, compact_json(busy.to_dict()).encode()
         return _answer(*answer)
 
     async def restart(request: Request) -> Response:

@@ -25,12 +25,13 @@ from typing import Any
 import psutil
 
 from plugwarden.exits import exit_reason
+from plugwarden.isolation.fates import Fate, FateName, KillCause, KillCauseName
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.output import OutputPump, OutputTail
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.treememory import TreeMemory
 from plugwarden.isolation.process.zygote import Zygote
-from plugwarden.isolation.wire import Cancel, Fate, KillCause, Request
+from plugwarden.isolation.wire import Cancel, Encoded
 
 __all__ = ["MEMORY_CHECK_S", "WorkerProcess"]
 
@@ -75,7 +76,7 @@ class WorkerProcess:
         self.tail = OutputTail(label)
         self.exit_code: int | None = None
         self.exited = threading.Event()
-        self.killed_by: KillCause | None = None
+        self.killed_by: KillCauseName | None = None
         self.peak_bytes = 0
         self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
@@ -143,14 +144,14 @@ class WorkerProcess:
         self.requests += 1
         return self.requests
 
-    def send(self, message: Request, deadline: float) -> tuple[Fate, Any] | None:
+    def send(self, message: Encoded, deadline: float) -> tuple[FateName, Any] | None:
         """Send ``message`` by ``deadline`` (monotonic); None when sent, else
         (UNSENDABLE, why) when it cannot be pickled (nothing was sent: the
         worker is untouched), (TIMEOUT, None) when the worker did not take
         it in time (it stopped reading: stopped, or a thread of the plugin
         holding its GIL), or (DIED, None)."""
         try:
-            data = pickle.dumps(message.encode())
+            data = pickle.dumps(message)
         # A caller's arguments may refuse to pickle in any way (a lambda, a
         # socket, a cycle too deep, a __reduce__ that raises).
         except Exception as exc:  # noqa: BLE001
@@ -161,7 +162,7 @@ class WorkerProcess:
         with self._send_lock:
             return self._write(memoryview(b"".join((head, data))), deadline)
 
-    def _write(self, frame: memoryview, deadline: float) -> tuple[Fate, Any] | None:
+    def _write(self, frame: memoryview, deadline: float) -> tuple[FateName, Any] | None:
         """Write all of ``frame``, waiting for room at most until ``deadline``
         (the connection does not block: a blocking write to a worker that
         stopped reading would wait for ever)."""
@@ -190,9 +191,9 @@ class WorkerProcess:
 
     def send_cancel(self, request_id: int) -> None:
         """Ask the job running as request ``request_id`` to stop (no reply)."""
-        self.send(Cancel(request_id), time.monotonic() + CANCEL_SEND_S)
+        self.send(Cancel.encode(request_id), time.monotonic() + CANCEL_SEND_S)
 
-    def receive(self, deadline: float) -> tuple[Fate, Any]:
+    def receive(self, deadline: float) -> tuple[FateName, Any]:
         """The next frame: (REPLY, its bytes), (TIMEOUT, None) once
         ``deadline`` (monotonic) passed, (DIED, None), (OVERSIZE, None) for a
         frame over the cap, or (VIOLATION, why) for a frame with no valid
@@ -256,7 +257,7 @@ class WorkerProcess:
         inbox += chunk
         return bool(chunk)
 
-    def _frame(self) -> tuple[Fate, Any] | None:
+    def _frame(self) -> tuple[FateName, Any] | None:
         """The inbox's first frame, taken out of it; None while incomplete."""
         inbox = self._inbox
         if len(inbox) < _LENGTH.size:
@@ -291,7 +292,7 @@ class WorkerProcess:
         self.kill(KillCause.MEMORY)
         return True
 
-    def kill(self, why: KillCause) -> None:
+    def kill(self, why: KillCauseName) -> None:
         """SIGKILL the worker's process group and any child that left it."""
         if self.killed_by is None:
             self.killed_by = why

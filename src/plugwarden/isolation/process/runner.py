@@ -20,6 +20,7 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.isolation import wire
 from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
+from plugwarden.isolation.fates import Fate, KillCause
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.process.output import OutputPump
@@ -30,7 +31,6 @@ from plugwarden.isolation.runner import (
     hook_failure,
     memory_reason,
 )
-from plugwarden.isolation.wire import Fate, KillCause
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
@@ -89,15 +89,16 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 f"Could not start a worker process: {exc}", ErrorType.WORKER_START
             ) from exc
         source = self.source
-        load = wire.Load(
-            worker.next_request_id(),
+        request_id = worker.next_request_id()
+        load = wire.Load.encode(
+            request_id,
             source.name,
             source.module,
             source.attr,
             list(source.search_path),
             limits.max_result_bytes,
         )
-        reply = self._exchange(worker, load, "import", limits.load_timeout_s)
+        reply = self._exchange(worker, request_id, load, "import", limits.load_timeout_s)
         if isinstance(reply, CallResult):
             raise LoadError(
                 reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
@@ -136,12 +137,13 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         control: CallControl | None = None,
     ) -> CallResult:
         request_id = worker.next_request_id()
-        request: wire.Request
         if hook == "validate":
-            request = wire.Validate(request_id)
+            request = wire.Validate.encode(request_id)
         else:
-            request = wire.Call(request_id, hook, kwargs, control is not None)
-        reply = self._exchange(worker, request, hook, timeout_s, kwargs.get("tool"), control)
+            request = wire.Call.encode(request_id, hook, kwargs, control is not None)
+        reply = self._exchange(
+            worker, request_id, request, hook, timeout_s, kwargs.get("tool"), control
+        )
         if isinstance(reply, CallResult):
             return reply
         try:
@@ -152,7 +154,8 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _exchange(
         self,
         worker: WorkerProcess,
-        request: wire.Request,
+        request_id: int,
+        request: wire.Encoded,
         what: str,
         timeout_s: float,
         tool: str | None = None,
@@ -163,37 +166,36 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         worker.busy = True
-        request_id = request.id
         try:
             if control is not None:
                 control.starting()
             reply: Any
             status, reply = worker.send(request, deadline) or (Fate.SENT, None)
-            if status is Fate.SENT and control is not None:
+            if status == Fate.SENT and control is not None:
                 control.started(
                     lambda force: (
                         worker.kill(KillCause.CANCEL) if force else worker.send_cancel(request_id)
                     )
                 )
-            if status is Fate.SENT:
+            if status == Fate.SENT:
                 status, reply = await_reply(worker, request_id, deadline, control)
-            if status is Fate.MESSAGE:
+            if status == Fate.MESSAGE:
                 return cast(dict[str, Any], reply)  # checked by wire.decode; no copy
-            if status is Fate.VIOLATION:
+            if status == Fate.VIOLATION:
                 elapsed = (time.perf_counter() - start) * 1000
                 return self._violation(worker, reply, what, elapsed)
-            if status is Fate.OVERSIZE:
+            if status == Fate.OVERSIZE:
                 elapsed = (time.perf_counter() - start) * 1000
                 reason = f"reply over the {worker.max_reply_bytes}-byte cap"
                 return self._violation(worker, reason, what, elapsed)
-            if status is Fate.UNSENDABLE:
+            if status == Fate.UNSENDABLE:
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({reply}). "
                     "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
                     ErrorType.INVALID_ARGUMENTS,
                     hook=what,
                 )
-            if status is Fate.TIMEOUT:
+            if status == Fate.TIMEOUT:
                 worker.kill(KillCause.TIMEOUT)
             elapsed = (time.perf_counter() - start) * 1000
             failed = lost_call(
@@ -231,7 +233,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         ordered) is the call's to report; this one happened between calls."""
         if worker.busy or worker.killed_by not in (None, KillCause.MEMORY):
             return
-        if worker.killed_by is KillCause.MEMORY:
+        if worker.killed_by == KillCause.MEMORY:
             reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
             self._lose(worker, reason, "memory", during_call=False)
         else:
