@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from plugwarden.exceptions import ConfigError, ManifestError
+from plugwarden.plugin.environment import env_table
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
 from plugwarden.plugin.policy import RESTART_MODES, RestartPolicy
@@ -44,6 +45,7 @@ _PLUGIN_KEYS = {
     "models",
     "num_cpus",
     "num_gpus",
+    "env",
 }
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
 _SERVER_KEYS = {
@@ -75,6 +77,7 @@ class PluginConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     num_cpus: float | None = None  # isolation "ray": each actor's CPUs (None: Ray's default)
     num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
+    env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +296,10 @@ class _Parser:
         resources = {
             key: self.amount(table, key, where) for key in ("num_cpus", "num_gpus") if key in table
         }
+        try:
+            env = env_table(table.get("env", {}))
+        except ValueError as exc:
+            raise self.error(f"{where}.env", str(exc)) from None
         return PluginConfig(
             enabled=table.get("enabled", True),
             required=table.get("required", False),
@@ -304,6 +311,7 @@ class _Parser:
             settings={
                 k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS | _POLICY_KEYS
             },
+            env=env,
             **resources,
         )
 

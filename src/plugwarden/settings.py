@@ -45,6 +45,7 @@ class PluginSettings:
     placement: Placement = field(default_factory=Placement)
     init_config: dict[str, Any] = field(default_factory=dict)  # the operator's free-form keys
     models_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
     notes: tuple[str, ...] = ()  # warnings for the plugin's history
 
 
@@ -82,6 +83,7 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         placement=Placement(table.num_cpus, table.num_gpus, requires_gpu),
         init_config=dict(table.settings),
         models_dir=table.models_dir,
+        env=dict(table.env),
         notes=tuple(notes),
     )
 

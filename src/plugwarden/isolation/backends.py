@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import threading
 import weakref
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -64,8 +65,11 @@ class Backends:
         limits: Limits,
         on_loss: LossHandler,
         placement: Placement | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Runner:
-        """A runner for ``source``; it reports each lost worker to ``on_loss``."""
+        """A runner for ``source``; it reports each lost worker to ``on_loss``.
+        ``env``: the plugin's own variables, over its workers' clean
+        environment (process isolation; an inline plugin shares the host's)."""
         with self._lock:
             if self._closed:
                 raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
@@ -85,7 +89,8 @@ class Backends:
                     self._ray = ray.RayCluster(self._ray_config)
                 runner = ray.RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
-                runner = ProcessRunner(source, limits, self._process_services(), on_loss)
+                services = self._process_services()
+                runner = ProcessRunner(source, limits, services, on_loss, env=env)
             self._runners.add(runner)
             return runner
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FAULTS_ENV", "KINDS", "arm", "wrap"]
+__all__ = ["FAULTS_ENV", "KINDS", "arm", "configure", "wrap"]
 
 FAULTS_ENV = "PLUGWARDEN_FAULTS"
 KINDS = (
@@ -39,10 +39,21 @@ _plan_stamp: float | None = None
 _calls: dict[str, int] = {}
 
 
+_configured: str | None = None  # the plan file the zygote was handed, if any
+
+
+def configure(path: str | None) -> None:
+    """In the zygote: the plan its workers carry out (its host's
+    PLUGWARDEN_FAULTS, handed over apart from the environment, which never
+    carries PLUGWARDEN_* into a plugin's processes)."""
+    global _configured
+    _configured = path or None
+
+
 def arm() -> None:
-    """In a worker: read the plan named by PLUGWARDEN_FAULTS, if set."""
+    """In a worker: read the zygote's plan, if it was given one."""
     global _plan_path
-    _plan_path = os.environ.get(FAULTS_ENV) or None
+    _plan_path = _configured
 
 
 def armed() -> bool:

@@ -10,7 +10,7 @@ the supervisor as a :class:`WorkerLoss`, and the supervisor decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -118,8 +118,10 @@ class RunnerFactory(Protocol):
         limits: Limits,
         on_loss: LossHandler,
         placement: Placement | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Runner:
-        """A runner for ``source``; it reports each lost worker to ``on_loss``."""
+        """A runner for ``source``; it reports each lost worker to ``on_loss``.
+        ``env``: the plugin's own variables, over its workers' clean environment."""
 
     def refuse_new(self) -> None:
         """From now on :meth:`make` raises: the host is closing."""

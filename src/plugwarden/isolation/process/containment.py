@@ -82,6 +82,22 @@ def set_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+_forced: str | None = None  # the level the zygote was told to use (tests)
+
+
+def force(level: str | None) -> None:
+    """In the zygote: use ``level`` ("subreaper") whatever the machine offers
+    (the host's PLUGWARDEN_CONTAINMENT, handed over apart from the
+    environment, which never carries PLUGWARDEN_* into a plugin's processes)."""
+    global _forced
+    _forced = level or None
+
+
+def forced_down() -> bool:
+    """Whether the level is forced down to the subreaper's."""
+    return (_forced or os.environ.get(FORCE_ENV)) == "subreaper"
+
+
 def set_death_signal(sig: int = signal.SIGKILL) -> bool:
     """``sig`` to this process when its parent (thread) dies."""
     return _prctl(_PR_SET_PDEATHSIG, sig)
@@ -90,7 +106,7 @@ def set_death_signal(sig: int = signal.SIGKILL) -> bool:
 def may_unshare_pid_namespace() -> bool:
     """Whether this process may give each child a PID namespace of its own
     with :func:`unshare_pid_namespace` (root, and the level not forced down)."""
-    return os.environ.get(FORCE_ENV) != "subreaper" and os.geteuid() == 0 and _libc() is not None
+    return not forced_down() and os.geteuid() == 0 and _libc() is not None
 
 
 def unshare_pid_namespace() -> bool:
@@ -117,7 +133,7 @@ def unshare_pid_namespace() -> bool:
 def enter_pid_namespace() -> bool:
     """Make this (single-threaded) process's next child PID 1 of a new PID
     namespace; whether that worked. Root needs no user namespace."""
-    if os.environ.get(FORCE_ENV) == "subreaper":
+    if forced_down():
         return False
     libc = _libc()
     if libc is None:
@@ -194,7 +210,7 @@ def kill_descendants(pid: int) -> None:
 
 def probe() -> str:
     """The level a new worker gets on this machine (forks a short-lived child)."""
-    if os.environ.get(FORCE_ENV) == "subreaper":
+    if forced_down():
         return "subreaper"
     child = os.fork()
     if child == 0:

@@ -58,10 +58,16 @@ class _Watched:
     killed_at: int | None = None  # the figure it was killed at, past its limit
 
 
-def main(fd: int) -> None:
-    """Entry point of the zygote process."""
+def main(fd: int, options: str = "{}") -> None:
+    """Entry point of the zygote process. ``options``: JSON of what tests
+    hand it apart from the environment (a fault plan file, a forced
+    containment level)."""
+    from plugwarden.isolation import injection
     from plugwarden.isolation.process import worker  # the import this process exists to do once
 
+    given = json.loads(options)
+    injection.configure(given.get("faults"))
+    containment.force(given.get("containment"))
     worker.warm()
 
     # The host decides when to stop: a Ctrl-C, or a SIGTERM to the server's
@@ -133,7 +139,7 @@ class _Forker:
             try:
                 os.close(told_r)
                 self._leave_zygote()
-                _keep(fds, told_w, request.get("label", "?"), self.serve)
+                _keep(fds, told_w, request.get("label", "?"), request.get("env"), self.serve)
             finally:
                 os._exit(70)
         os.close(told_w)
@@ -162,7 +168,7 @@ class _Forker:
                 self._leave_zygote()
                 for sig in (signal.SIGCHLD, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                self.serve(*fds, label=request.get("label", "?"))
+                self.serve(*fds, label=request.get("label", "?"), env=request.get("env"))
             finally:
                 os._exit(70)
         for passed in fds:
@@ -245,7 +251,7 @@ class _Forker:
             self.sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
 
 
-def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
+def _keep(fds: list[int], told: int, label: str, env: dict[str, str] | None, serve: Any) -> None:
     """The keeper: contain the worker, report it, outlive it by a moment."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -261,7 +267,7 @@ def _keep(fds: list[int], told: int, label: str, serve: Any) -> None:
         os.close(told)
         for sig in (signal.SIGINT, signal.SIGHUP):  # not the keeper's (serve sets SIGTERM's)
             signal.signal(sig, signal.SIG_DFL)
-        serve(*fds, label=label)
+        serve(*fds, label=label, env=env)
     for passed in fds:
         os.close(passed)
     inner = 1 if level == "pid-namespace" else worker

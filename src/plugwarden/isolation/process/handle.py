@@ -68,6 +68,7 @@ class WorkerProcess:
         zygote: Zygote,
         pump: OutputPump,
         on_death: Callable[[WorkerProcess], None],
+        env: dict[str, str] | None = None,
     ) -> None:
         self.label = label
         self.limit_bytes = limit_bytes
@@ -96,6 +97,7 @@ class WorkerProcess:
                 self._exited,
                 limit_bytes=limit_bytes,
                 on_memory=self._memory_read,
+                env=env,
             )
         except BaseException:
             for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):

@@ -13,6 +13,7 @@ host never imports the plugin's code.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -57,8 +58,11 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         limits: Limits,
         services: ProcessServices,
         on_loss: LossHandler,
+        *,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
+        self._env = dict(env or {})
         self.limits = limits
         self._services = services
         self._on_loss = on_loss
@@ -83,6 +87,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 services.zygote,
                 services.pump,
                 self._died,
+                self._env,
             )
         except OSError as exc:
             raise LoadError(

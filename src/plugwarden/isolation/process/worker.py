@@ -47,7 +47,17 @@ def warm() -> None:
     _spare_manager = plugin_manager()
 
 
-def serve(control_fd: int, lifeline_fd: int, output_fd: int, *, label: str) -> NoReturn:
+def serve(
+    control_fd: int,
+    lifeline_fd: int,
+    output_fd: int,
+    *,
+    label: str,
+    env: dict[str, str] | None = None,
+) -> NoReturn:
+    # The plugin's own variables (its operator's env table), over the
+    # zygote's clean environment (plugwarden.plugin.environment).
+    os.environ.update(env or {})
     parent = os.getppid()
     # Not the keeper's handler (which exits 0): a SIGTERM ends a worker as a
     # SIGTERM, so its fate reads "killed by SIGTERM".

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from plugwarden.exits import exit_reason
+from plugwarden.isolation.injection import FAULTS_ENV
+from plugwarden.isolation.process import containment
+from plugwarden.plugin.environment import base_environment
 
 __all__ = ["MAX_MESSAGE", "ExitListener", "MemoryListener", "Spawned", "Zygote"]
 
@@ -32,7 +36,7 @@ log = logging.getLogger("plugwarden.zygote")
 
 _BOOT = (
     "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
-    "from plugwarden.isolation.process.forker import main; main(int(sys.argv[1]))"
+    "from plugwarden.isolation.process.forker import main; main(int(sys.argv[1]), sys.argv[3])"
 )
 MAX_MESSAGE = 65536  # one control message, either way (fork request, exit report)
 
@@ -78,10 +82,25 @@ class Zygote:
             if self._socket is not None and self._process and self._process.poll() is None:
                 return self._socket
             host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            # No secret of the host reaches the zygote, so none reaches a
+            # worker (plugin.environment); a test's fault plan and forced
+            # containment level are handed over apart from the environment.
+            options = {
+                "faults": os.environ.get(FAULTS_ENV, ""),
+                "containment": os.environ.get(containment.FORCE_ENV, ""),
+            }
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(zygote_end.fileno()), json.dumps(sys.path)],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    str(zygote_end.fileno()),
+                    json.dumps(sys.path),
+                    json.dumps(options),
+                ],
                 pass_fds=(zygote_end.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env=base_environment(os.environ),
             )
             zygote_end.close()
             self._socket = host_end
@@ -105,17 +124,25 @@ class Zygote:
         *,
         limit_bytes: int = 0,
         on_memory: MemoryListener | None = None,
+        env: dict[str, str] | None = None,
     ) -> Spawned:
         """Fork a worker holding ``fds`` (control, lifeline, output).
         ``on_exit`` is called once it has exited (a negative code: killed by
         that signal); ``on_memory`` with its tree's memory as the zygote
-        reads it, killing the tree past ``limit_bytes`` (0: no limit)."""
+        reads it, killing the tree past ``limit_bytes`` (0: no limit). ``env``:
+        variables the worker sets over the zygote's clean environment."""
         sock = self._ensure_running()
         with self._forked:
             self._next_id += 1
             request_id = self._next_id
             self._pending[request_id] = []
-        request = {"op": "fork", "id": request_id, "label": label, "limit": limit_bytes}
+        request = {
+            "op": "fork",
+            "id": request_id,
+            "label": label,
+            "limit": limit_bytes,
+            "env": env or {},
+        }
         message = json.dumps(request).encode()
         with self._send_lock:
             socket.send_fds(sock, [message], fds)
