@@ -21,7 +21,8 @@ from plugwarden.web.server import build, uvicorn_config
 def main() -> None:
     site, port, callers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     hang = len(sys.argv) > 4 and sys.argv[4] == "hang"
-    host = Host({}, search_path=[site])
+    # The hung plugin's manifest asks for an hour; the operator grants it.
+    host = Host({"plugins": {"hang": {"timeout_s": 3600}}}, search_path=[site])
     app = build(host, host.config)
 
     def keep_calling(offset: int) -> None:

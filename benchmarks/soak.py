@@ -36,7 +36,7 @@ from plugwarden.testing import ECHO_PLUGIN, plugin_source, write_plugin
 TOKEN = "soak-token"
 PLUGINS = {
     # name: (source, guards)
-    "echo": (ECHO_PLUGIN, {"workers": 2}),
+    "echo": (ECHO_PLUGIN, {}),  # workers = 2 granted in CONFIG
     "raiser": (
         plugin_source("if args['n'] % 2:\n    raise ValueError('odd input')\nreturn args['n']"),
         {},
@@ -68,6 +68,9 @@ max_restarts = 100000
 restart_window_s = 60
 health_interval_s = 2
 health_timeout_s = 1
+
+[plugins.echo]
+workers = 2
 
 [server]
 token = "{TOKEN}"

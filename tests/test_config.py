@@ -35,9 +35,10 @@ class TestHostConfig:
             {"defaults": {"timeout_s": 10, "memory_mb": 100}, "plugins": {"p": {"timeout_s": 99}}}
         )
         limits = resolve(
-            "p", Manifest(guards=GuardSettings(timeout_s=20, memory_mb=300)), config
+            "p", Manifest(guards=GuardSettings(timeout_s=20, memory_mb=60)), config
         ).limits
-        assert (limits.timeout_s, limits.memory_mb) == (99, 300)
+        # Over the defaults, the manifest only lowers (test_settings: the ceiling).
+        assert (limits.timeout_s, limits.memory_mb) == (99, 60)
         assert resolve("other", Manifest(guards=GuardSettings()), config).limits.timeout_s == 10
 
     def test_token_from_the_environment(self, monkeypatch, tmp_path):

@@ -148,10 +148,8 @@ def run(tool, args):
 def test_gpu_plugin_is_initialized_on_a_cuda_machine(plugwarden_plugin, plugwarden_host):
     """On a machine with CUDA (and a CUDA build of torch), a requires_gpu plugin loads and runs
     in its worker."""
-    plugwarden_plugin(
-        "cuda", GPU_PLUGIN, manifest={"requires_gpu": True, "guards": {"memory_mb": 16384}}
-    )
-    host = plugwarden_host()
+    plugwarden_plugin("cuda", GPU_PLUGIN, manifest={"requires_gpu": True})
+    host = plugwarden_host({"plugins": {"cuda": {"memory_mb": 16384}}})
     status = host.status("cuda")
     assert status.state is State.INITIALIZED, status.reason
     result = host.call("cuda", "sum", {"n": 10})

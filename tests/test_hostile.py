@@ -456,8 +456,8 @@ class TestCallsNeverRaise:
     def test_calls_racing_restarts_and_close_all_return_records(
         self, plugwarden_plugin, plugwarden_host
     ):
-        plugwarden_plugin("echo", ECHO, manifest={"guards": {"workers": 2}})
-        host = plugwarden_host()
+        plugwarden_plugin("echo", ECHO)
+        host = plugwarden_host({"plugins": {"echo": {"workers": 2}}})
         raised, results = [], []
         stop = threading.Event()
 

@@ -480,9 +480,8 @@ class TestConcurrency:
         plugwarden_plugin(
             "pool",
             plugin_source(GLOBAL_PID),
-            manifest={"guards": {"workers": 3}},
         )
-        host = plugwarden_host()
+        host = plugwarden_host({"plugins": {"pool": {"workers": 3}}})
         assert len(host.worker_pids("pool")) == 3
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda _: host.call("pool", "pid", {}), range(60)))

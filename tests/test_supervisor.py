@@ -171,9 +171,8 @@ class TestPool:
         plugwarden_plugin(
             "pool",
             plugin_source(GLOBAL_PID),
-            manifest={"guards": {"workers": 2}},
         )
-        host = plugwarden_host({"defaults": FAST})
+        host = plugwarden_host({"defaults": FAST, "plugins": {"pool": {"workers": 2}}})
         victim, survivor = host.worker_pids("pool")
 
         os.kill(victim, 9)
@@ -197,9 +196,9 @@ class TestPool:
         plugwarden_plugin(
             "pool",
             plugin_source(body),
-            manifest={"guards": {"workers": 2, "timeout_s": 0.5}},
+            manifest={"guards": {"timeout_s": 0.5}},
         )
-        host = plugwarden_host({"defaults": FAST})
+        host = plugwarden_host({"defaults": FAST, "plugins": {"pool": {"workers": 2}}})
         hung = host.call("pool", "t", {"hang": True})
         assert hung.error_type == ErrorType.TIMEOUT and hung.guard == "timeout"
         assert host.status("pool").state is State.INITIALIZED
@@ -211,8 +210,10 @@ class TestPool:
     ):
         """restart = never, workers = 3, every worker killed: FAILED, and no
         worker process of the plugin is left alive."""
-        plugwarden_plugin("pool", ECHO, manifest={"guards": {"workers": 3}})
-        host = plugwarden_host({"defaults": {**FAST, "restart": "never"}})
+        plugwarden_plugin("pool", ECHO)
+        host = plugwarden_host(
+            {"defaults": {**FAST, "restart": "never"}, "plugins": {"pool": {"workers": 3}}}
+        )
         pids = host.worker_pids("pool")
         for pid in pids:
             os.kill(pid, 9)

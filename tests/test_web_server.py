@@ -140,6 +140,7 @@ class Serving:
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp_path / "plugwarden.toml").write_text(
             f'[server]\ntoken = "drain-token"\ndrain_timeout_s = {drain_timeout_s}\n'
+            "[plugins.hold]\nworkers = 3\n"
         )
         env = {**os.environ, "PYTHONPATH": str(site)}
         self.proc = subprocess.Popen(
@@ -187,7 +188,7 @@ class Serving:
 
 @pytest.fixture
 def serving(plugwarden_plugin, plugwarden_site, tmp_path):
-    plugwarden_plugin("hold", HOLD.format(where=str(tmp_path)), manifest={"guards": {"workers": 3}})
+    plugwarden_plugin("hold", HOLD.format(where=str(tmp_path)))
     made = []
 
     def make(drain_timeout_s=30, own_group=False):

@@ -6,8 +6,11 @@ host's ``[defaults]``, the plugin's manifest, then the operator's
 restart policy, GPU need, model files and placement come out together as a
 :class:`PluginSettings`; nothing else merges manifest and config. What only
 the operator may decide (running a plugin in the host process or on a Ray
-cluster) is never taken from a manifest, and the plugin's history says so
-(``notes``). The README's "Host config" section lists every key.
+cluster) is never taken from a manifest; the operator's ``[defaults]`` are a
+ceiling for what a manifest asks (more time, memory, workers, result bytes)
+unless the operator's table for the plugin sets that guard itself; the
+plugin's history says what was ignored or capped (``notes``). The README's
+"Host config" section lists every key.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
     # Trust (in-process) and placement (a cluster) are the operator's call:
     # [defaults] or [plugins.NAME] decide, whatever the manifest says.
     guards = replace(manifest.guards, isolation=None)
+    guards, capped = _within_defaults(name, guards, table.guards, config.defaults)
+    notes.extend(capped)
     base = GuardSettings(**{k: getattr(config.defaults, k) for k in Limits.__dataclass_fields__})
     merged = table.guards.merged_over(guards.merged_over(base))
     limits = Limits(**{k: getattr(merged, k) for k in Limits.__dataclass_fields__})
@@ -86,6 +91,32 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         env=dict(table.env),
         notes=tuple(notes),
     )
+
+
+# Guards where more is more: a manifest may lower each, never raise it past
+# the operator's [defaults] unless the operator's own [plugins.NAME] sets it.
+CEILINGS = ("timeout_s", "load_timeout_s", "memory_mb", "workers", "max_result_bytes",
+            "job_timeout_s")  # fmt: skip
+
+
+def _within_defaults(
+    name: str, asked: GuardSettings, operator: GuardSettings, defaults: Limits
+) -> tuple[GuardSettings, list[str]]:
+    """``asked`` (a manifest's guards) capped at ``defaults`` wherever the
+    operator's table for the plugin is silent; and a note for each cap."""
+    capped: dict[str, Any] = {}
+    notes = []
+    for key in CEILINGS:
+        value, ceiling = getattr(asked, key), getattr(defaults, key)
+        if value is None or getattr(operator, key) is not None or value <= ceiling:
+            continue
+        capped[key] = ceiling
+        notes.append(
+            f"The manifest asks for {key} = {value:g}, over the operator's default "
+            f"({ceiling:g}); capped at {ceiling:g}. To grant it, set [plugins.{name}] "
+            f"{key} = {value:g} in the host config."
+        )
+    return replace(asked, **capped), notes
 
 
 def resolve_policy(name: str, config: HostConfig) -> RestartPolicy:

@@ -21,7 +21,9 @@ from plugwarden_videotracker.synthetic import make_video, score
 from plugwarden import Host, JobState, State
 from plugwarden.testing import PluginConformance, wait_for
 
-CPU = {"requires_gpu": False, "device": "cpu"}
+# What its manifest asks for, granted as an operator does (the defaults are a ceiling).
+GRANTS = {"memory_mb": 6144, "timeout_s": 600, "load_timeout_s": 300, "job_timeout_s": 7200}
+CPU = {"requires_gpu": False, "device": "cpu", **GRANTS}
 TOKEN = "videotracker-test-token-0123"
 _DATA = Path(tempfile.mkdtemp(prefix="videotracker-data-"))
 VIDEO = _DATA / "two-faces.mp4"
@@ -95,6 +97,7 @@ class TestTrackingQuality:
         config.write_text(
             f'[server]\ntoken = "{TOKEN}"\n[jobs]\npath = ":memory:"\n'
             '[plugins.videotracker]\nrequires_gpu = false\ndevice = "cpu"\n'
+            + "".join(f"{key} = {value}\n" for key, value in GRANTS.items())
         )
         port = free_port()
         server = subprocess.Popen(
