@@ -36,9 +36,13 @@ __all__ = [
     "LEVELS",
     "children",
     "enter_pid_namespace",
+    "force",
+    "forced_down",
     "kill_descendants",
     "kill_group",
+    "libc",
     "may_unshare_pid_namespace",
+    "prctl",
     "probe",
     "set_death_signal",
     "set_subreaper",
@@ -61,7 +65,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def libc() -> ctypes.CDLL | None:
     """libc, loaded once per process tree: a worker forked from the zygote
     inherits it (and the functions already looked up) instead of loading it
     again at each start (~0.3 ms of a worker's start)."""
@@ -73,13 +77,13 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _prctl(option: int, value: int) -> bool:
-    libc = _libc()
-    return libc is not None and libc.prctl(option, value, 0, 0, 0) == 0
+def prctl(option: int, value: int) -> bool:
+    lib = libc()
+    return lib is not None and lib.prctl(option, value, 0, 0, 0) == 0
 
 
 def set_subreaper() -> bool:
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    return prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 _forced: str | None = None  # the level the zygote was told to use (tests)
@@ -100,13 +104,13 @@ def forced_down() -> bool:
 
 def set_death_signal(sig: int = signal.SIGKILL) -> bool:
     """``sig`` to this process when its parent (thread) dies."""
-    return _prctl(_PR_SET_PDEATHSIG, sig)
+    return prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def may_unshare_pid_namespace() -> bool:
     """Whether this process may give each child a PID namespace of its own
     with :func:`unshare_pid_namespace` (root, and the level not forced down)."""
-    return not forced_down() and os.geteuid() == 0 and _libc() is not None
+    return not forced_down() and os.geteuid() == 0 and libc() is not None
 
 
 def unshare_pid_namespace() -> bool:
@@ -115,19 +119,19 @@ def unshare_pid_namespace() -> bool:
     the process's own namespace, so the children's namespace is set back to
     it first (its fd is closed at once: a worker must not inherit a way
     back out of its namespace)."""
-    libc = _libc()
-    if libc is None:
+    lib = libc()
+    if lib is None:
         return False
     try:
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        if libc.setns(own, _CLONE_NEWPID) != 0:
+        if lib.setns(own, _CLONE_NEWPID) != 0:
             return False
     finally:
         os.close(own)
-    return bool(libc.unshare(_CLONE_NEWPID) == 0)
+    return bool(lib.unshare(_CLONE_NEWPID) == 0)
 
 
 def enter_pid_namespace() -> bool:
@@ -135,13 +139,13 @@ def enter_pid_namespace() -> bool:
     namespace; whether that worked. Root needs no user namespace."""
     if forced_down():
         return False
-    libc = _libc()
-    if libc is None:
+    lib = libc()
+    if lib is None:
         return False
     if os.geteuid() == 0:  # a fresh process (a keeper): its children's namespace is its own
-        return bool(libc.unshare(_CLONE_NEWPID) == 0)
+        return bool(lib.unshare(_CLONE_NEWPID) == 0)
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
+    if lib.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
         return False
     try:
         # The same uid and gid inside: files look as they do outside.

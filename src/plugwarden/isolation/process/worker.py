@@ -26,6 +26,7 @@ from plugwarden.exceptions import LoadError
 from plugwarden.isolation import injection, reporting, wire
 from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manager
 from plugwarden.isolation.process import containment
+from plugwarden.isolation.process.privileges import give_up_privileges
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.runner import validate_verdict
 from plugwarden.logs import WorkerRecordFormatter
@@ -74,6 +75,11 @@ def serve(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(WorkerRecordFormatter())  # one line per record, for the host
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Before any thread: each of these holds for the thread that sets it and
+    # every thread and process started after.
+    for protection, enforced in give_up_privileges().items():
+        if enforced != "enforced":
+            logging.getLogger("plugwarden.worker").warning("%s: %s", protection, enforced)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
     injection.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
     connection = Connection(control_fd)

@@ -1,0 +1,139 @@
+"""What a worker gives up before it imports its plugin (README, "Isolation").
+
+:func:`give_up_privileges` runs in the worker right after the fork, before
+any thread or plugin code: no new privileges (``no_new_privs``: no setuid
+binary or file capability gives any back), no capabilities (as root: the
+bounding, ambient, permitted and effective sets emptied), a seccomp filter
+that answers EPERM (not a kill, so libraries that probe keep working) to
+the system calls a plugin never needs (mounts, ptrace and other processes'
+memory, kexec and modules, bpf, perf events, keyrings, namespaces, reboot,
+swap), and a descriptor limit. Each protection reports whether this machine
+enforced it, or why not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import resource
+
+from plugwarden.isolation.process.containment import libc, prctl
+
+__all__ = ["DENIED_SYSCALLS", "MAX_DESCRIPTORS", "give_up_privileges"]
+
+MAX_DESCRIPTORS = 1024
+ENFORCED = "enforced"
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_BIT = 0x40000000
+_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
+_LD_ABS_W, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+
+# x86_64 numbers of what a plugin never needs (other architectures: not yet).
+DENIED_SYSCALLS = {
+    "ptrace": 101, "acct": 163, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168,
+    "reboot": 169, "init_module": 175, "delete_module": 176, "kexec_load": 246,
+    "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
+    "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "pivot_root": 155,
+    "fsopen": 430, "fsmount": 432, "move_mount": 429, "open_tree": 428,
+}  # fmt: skip
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def give_up_privileges(max_descriptors: int = MAX_DESCRIPTORS) -> dict[str, str]:
+    """In a fresh worker (one thread): protection -> "enforced", or why not."""
+    return {
+        "no_new_privs": _enforced(prctl(_PR_SET_NO_NEW_PRIVS, 1), "prctl refused"),
+        "capabilities": _drop_capabilities(),
+        "seccomp": _install_filter(),
+        "descriptors": _limit_descriptors(max_descriptors),
+    }
+
+
+def _enforced(done: bool, why: str) -> str:
+    return ENFORCED if done else f"not available here: {why}"
+
+
+def _drop_capabilities() -> str:
+    lib = libc()
+    if lib is None:
+        return "not available here: no libc"
+    if os.geteuid() != 0:
+        return ENFORCED  # an ordinary user has none, and no_new_privs keeps it so
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as file:
+            last = int(file.read())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):  # needs CAP_SETPCAP, so before the sets are emptied
+        lib.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    lib.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    return _enforced(lib.capset(ctypes.byref(header), data) == 0, "capset refused")
+
+
+def _install_filter() -> str:
+    lib = libc()
+    if lib is None:
+        return "not available here: no libc"
+    if platform.machine() != "x86_64":
+        return f"not available here: no syscall table for {platform.machine()} yet"
+    denied = sorted(set(DENIED_SYSCALLS.values()))
+    refuse = _RET_ERRNO | errno.EPERM
+    checks = [(_LD_ABS_W, 0, 0, 4), (_JEQ, 1, 0, _AUDIT_ARCH_X86_64), (_RET, 0, 0, refuse)]
+    checks += [(_LD_ABS_W, 0, 0, 0)]
+    body: list[tuple[int, int, int, int]] = [(_JGE, 0, 0, _X32_BIT)]  # no x32 calls at all
+    body += [(_JEQ, 0, 0, number) for number in denied]
+    size = len(checks) + len(body) + 2  # then: allow, refuse
+    program = list(checks)
+    for code, _, _, k in body:
+        here = len(program)
+        program.append((code, size - 1 - (here + 1), 0, k))  # match: jump to refuse
+    program += [(_RET, 0, 0, _RET_ALLOW), (_RET, 0, 0, refuse)]
+    filters = (_Filter * len(program))(*(_Filter(*instruction) for instruction in program))
+    prog = _Program(len(program), filters)
+    done = lib.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0
+    return _enforced(done, f"prctl(PR_SET_SECCOMP) refused ({os.strerror(ctypes.get_errno())})")
+
+
+def _limit_descriptors(most: int) -> str:
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = most if hard == resource.RLIM_INFINITY else min(most, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    except (OSError, ValueError) as exc:
+        return f"not available here: {exc}"
+    return ENFORCED
