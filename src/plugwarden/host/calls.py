@@ -64,8 +64,10 @@ class Calls:
         # type() first: isinstance against an ABC costs ~1 us, on every call.
         arguments = dict(args) if type(args) is dict or isinstance(args, Mapping) else {}
         refused = self.admission.refusal(name, tool, args)
-        if refused is not None:
-            return refused.of_call(name, tool, arguments)
+        # Admitted: the plugin has a record to call (see Admission.refusal).
+        slot = self.registry.loadable.get(name)
+        if refused is not None or slot is None:
+            return (refused or _unknown(name, self.registry)).of_call(name, tool, arguments)
         try:
             ticket = self.registry.begin_call(name)
         except UnknownPlugin:  # found, but its bring-up has not said a word yet
@@ -84,15 +86,6 @@ class Calls:
             return CallResult.failure(
                 f"Plugin '{name}' is {ticket.state.value}: {ticket.reason}",
                 ErrorType.PLUGIN_NOT_AVAILABLE,
-                plugin=name,
-                tool=tool,
-                args=arguments,
-            )
-        slot = self.registry.loadable.get(name)
-        if slot is None:  # listed, but nothing to call (a claimed-twice name)
-            return CallResult.failure(
-                str(UnknownPlugin(name, self.registry.names())),
-                ErrorType.UNKNOWN_PLUGIN,
                 plugin=name,
                 tool=tool,
                 args=arguments,
@@ -176,3 +169,7 @@ class Calls:
         elif flipped is True:
             log.info("plugin %r is healthy again", name, extra={"plugin": name, "state": "healthy"})
         return report
+
+
+def _unknown(name: str, registry: Registry) -> CallResult:
+    return CallResult.failure(str(UnknownPlugin(name, registry.names())), ErrorType.UNKNOWN_PLUGIN)
