@@ -68,28 +68,9 @@ class Calls:
         slot = self.registry.loadable.get(name)
         if refused is not None or slot is None:
             return (refused or _unknown(name, self.registry)).of_call(name, tool, arguments)
-        try:
-            ticket = self.registry.begin_call(name)
-        except UnknownPlugin:  # found, but its bring-up has not said a word yet
-            return CallResult.failure(
-                f"Plugin '{name}' is starting: its pre-flight has not finished. Retry shortly.",
-                ErrorType.PLUGIN_NOT_AVAILABLE,
-                plugin=name,
-                tool=tool,
-                args=arguments,
-            )
-        except PlugwardenError as exc:
-            return CallResult.failure(
-                str(exc), ErrorType.REGISTRY_TIMEOUT, plugin=name, tool=tool, args=arguments
-            )
-        if isinstance(ticket, PluginStatus):
-            return CallResult.failure(
-                f"Plugin '{name}' is {ticket.state.value}: {ticket.reason}",
-                ErrorType.PLUGIN_NOT_AVAILABLE,
-                plugin=name,
-                tool=tool,
-                args=arguments,
-            )
+        ticket = self._begin(name)
+        if isinstance(ticket, CallResult):  # not counted in flight: nothing to record
+            return ticket.of_call(name, tool, arguments)
         runner = slot.runner
         if runner is None:  # failed or restarting between begin_call and here
             result = CallResult.failure("The plugin is restarting. Retry it.", ErrorType.RESTARTED)
@@ -117,6 +98,23 @@ class Calls:
                 "error",
             )
         return result
+
+    def _begin(self, name: str) -> int | CallResult:
+        """Count a call in flight: the generation it runs against, or why it
+        cannot run (the plugin not available, or the registry busy)."""
+        try:
+            ticket = self.registry.begin_call(name)
+        except UnknownPlugin:  # found, but its bring-up has not said a word yet
+            why = f"Plugin '{name}' is starting: its pre-flight has not finished. Retry shortly."
+            return CallResult.failure(why, ErrorType.PLUGIN_NOT_AVAILABLE)
+        except PlugwardenError as exc:
+            return CallResult.failure(str(exc), ErrorType.REGISTRY_TIMEOUT)
+        if isinstance(ticket, PluginStatus):
+            return CallResult.failure(
+                f"Plugin '{name}' is {ticket.state.value}: {ticket.reason}",
+                ErrorType.PLUGIN_NOT_AVAILABLE,
+            )
+        return ticket
 
     def check_health(self, name: str) -> dict[str, Any] | None:
         """Run ``name``'s health hook now (budget: ``health_timeout_s``) and
