@@ -391,3 +391,19 @@ class TestBudget:
         assert budget.next_delay(at_once_first=True) == 0.0
         plain = RestartBudget(policy, clock=lambda: now[0], jitter=lambda: 0.5)
         assert [plain.next_delay() for _ in range(2)] == [1.0, 2.0]
+
+
+def test_the_backoff_jitter_leaves_the_global_random_generator_alone():
+    """The restart policy draws its jitter from a generator of its own: a
+    restart on a background thread never advances the caller's ``random``
+    (Hypothesis refuses that while it generates data, and a seeded test
+    would see other numbers)."""
+    import random
+
+    from plugwarden.plugin.policy import RestartBudget, RestartPolicy
+
+    random.seed(1234)
+    state = random.getstate()
+    budget = RestartBudget(RestartPolicy())
+    assert budget.next_delay() is not None
+    assert random.getstate() == state

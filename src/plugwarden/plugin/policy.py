@@ -20,6 +20,9 @@ __all__ = ["RESTART_MODES", "RestartBudget", "RestartPolicy"]
 
 RESTART_MODES = ("on-failure", "never")
 JITTER = 0.2  # each delay is scaled by a random factor in [0.8, 1.2]
+# The jitter's own generator: the global one is the caller's (Hypothesis, for
+# one, refuses draws from it on other threads while it generates data).
+_JITTER = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class RestartBudget:
         self,
         policy: RestartPolicy,
         clock: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = random.random,
+        jitter: Callable[[], float] = _JITTER.random,
     ) -> None:
         self.policy = policy
         self._clock = clock
