@@ -176,12 +176,18 @@ class TestDoctor:
             "platform",
             "config",
             "containment",
+            "protections",
             "ray",
             "gpu",
             "plugins_from",
             "plugins",
         }
         assert report["ray"] is None  # the config uses no Ray
+        assert set(report["protections"]) >= {"filesystem", "network", "seccomp", "tasks"}
+        assert all(
+            line.startswith(("enforced", "not available here: "))
+            for line in report["protections"].values()
+        )
         assert report["plugins_from"].startswith("a one-shot host here (no server answers")
         assert report["containment"]["level"] in ("pid-namespace", "subreaper")
         assert {"pci_devices", "nvml", "torch", "verdict"} <= set(report["gpu"])

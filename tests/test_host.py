@@ -87,7 +87,12 @@ class TestStart:
         )
         config = {**isolation, "plugins": {"p": {"greeting": "hi", "timeout_s": 5}}}
         host = plugwarden_host(config)
-        assert host.call("p", "t", {}).result == {"greeting": "hi", "models": {}}
+        given = host.call("p", "t", {}).result
+        state_dir = given.pop("state_dir")  # its private state directory, its alone
+        assert given == {"greeting": "hi", "models": {}}
+        assert os.path.isdir(state_dir) and state_dir.endswith(
+            os.path.join("plugins", "p", "state")
+        )
 
     def test_manifest_error_fails_only_that_plugin(self, plugwarden_plugin, plugwarden_host):
         plugwarden_plugin("bad", ECHO, manifest="requires_gpu = 'maybe'\n")

@@ -128,3 +128,41 @@ class TestLevelsAndSkips:
         verdicts = check(plugwarden_site, requires_gpu=True)
         assert verdicts["PW006"].outcome == "skip" and "No GPU" in verdicts["PW006"].detail
         assert verdicts["PW002"].outcome == "pass"
+
+
+NETWORKER = """
+import os, socket
+from plugwarden import hookimpl
+
+@hookimpl
+def validate():
+    return True
+
+@hookimpl
+def run(tool, args):
+    if tool != "greet":
+        raise ValueError(f"Unknown tool {tool!r}")
+    try:
+        socket.create_connection(("127.0.0.1", 9), timeout=1).close()
+    except OSError:
+        pass  # refused by the sandbox, or by nobody listening: either way it tried
+    return {"message": "hello"}
+"""
+
+
+class TestUndeclaredBehaviour:
+    """PW012: a plugin that tries, at check time, what its manifest does not
+    declare (the sandbox refuses it either way) is named, with the fix."""
+
+    def test_a_connect_without_network_is_reported(self, plugwarden_plugin, plugwarden_site):
+        plugwarden_plugin("good", NETWORKER, manifest=GOOD_MANIFEST)
+        verdicts = check(plugwarden_site, level=LATEST_LEVEL)
+        assert verdicts["PW012"].outcome == "fail"
+        assert "a socket of family AF_INET" in verdicts["PW012"].detail
+        assert "declare [permissions] network" in verdicts["PW012"].detail
+        assert check(plugwarden_site, level=1)["PW012"].outcome == "warn"
+
+    def test_the_same_connect_declared_passes(self, plugwarden_plugin, plugwarden_site):
+        declared = GOOD_MANIFEST.replace("[tools]", "[permissions]\nnetwork = [9]\n[tools]")
+        plugwarden_plugin("good", NETWORKER, manifest=declared)
+        assert check(plugwarden_site, level=LATEST_LEVEL)["PW012"].outcome == "pass"

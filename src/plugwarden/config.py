@@ -19,6 +19,7 @@ from plugwarden.exceptions import ConfigError, ManifestError
 from plugwarden.plugin.environment import env_table
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
+from plugwarden.plugin.permissions import Permissions, permissions
 from plugwarden.plugin.policy import RESTART_MODES, RestartPolicy
 
 __all__ = [
@@ -46,6 +47,7 @@ _PLUGIN_KEYS = {
     "num_cpus",
     "num_gpus",
     "env",
+    "permissions",
 }
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
 _SERVER_KEYS = {
@@ -78,6 +80,7 @@ class PluginConfig:
     num_cpus: float | None = None  # isolation "ray": each actor's CPUs (None: Ray's default)
     num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
     env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
+    permissions: Permissions = field(default_factory=Permissions)  # over the manifest's
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class HostConfig:
     health_failures: int = 3
     lock_timeout_s: float = 2.0
     source: str = "<built-in defaults>"
+    permissions: Permissions = field(default_factory=Permissions)  # [defaults.permissions]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> HostConfig:
@@ -194,7 +198,7 @@ class _Parser:
                     "unknown section; expected [defaults], [plugins.NAME], [server], [jobs], [ray]",
                 )
         defaults = self.table(data, "defaults")
-        own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS
+        own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS | {"permissions"}
         guard_part = {k: v for k, v in defaults.items() if k not in own}
         guards = guard_settings(guard_part, where="defaults", fail=self.error)
         host_values: dict[str, Any] = {
@@ -216,6 +220,9 @@ class _Parser:
             ray=_ray_table(self, self.table(data, "ray")),
             policy=policy,
             source=self.source,
+            permissions=permissions(
+                defaults.get("permissions", {}), where="defaults.permissions", fail=self.error
+            ),
             **host_values,
         )
 
@@ -312,6 +319,9 @@ class _Parser:
                 k: v for k, v in table.items() if k not in guard_keys | _PLUGIN_KEYS | _POLICY_KEYS
             },
             env=env,
+            permissions=permissions(
+                table.get("permissions", {}), where=f"{where}.permissions", fail=self.error
+            ),
             **resources,
         )
 
@@ -360,19 +370,11 @@ def _jobs_table(parser: _Parser, table: dict[str, Any]) -> JobsConfig:
     path = table.get("path", default.path)
     if path is not None and (not isinstance(path, str) or not path):
         raise parser.error("jobs.path", f"expected a file path or ':memory:', got {path!r}")
-    return JobsConfig(
-        path=path,
-        keep_s=parser.positive(table, "keep_s", "jobs") if "keep_s" in table else default.keep_s,
-        keep_max=parser.count(table, "keep_max", "jobs")
-        if "keep_max" in table
-        else default.keep_max,
-        max_queued_jobs=parser.count(table, "max_queued_jobs", "jobs")
-        if "max_queued_jobs" in table
-        else default.max_queued_jobs,
-        cancel_grace_s=parser.positive(table, "cancel_grace_s", "jobs")
-        if "cancel_grace_s" in table
-        else default.cancel_grace_s,
-    )
+    values: dict[str, Any] = {k: parser.positive(table, k, "jobs")
+                              for k in ("keep_s", "cancel_grace_s") if k in table}  # fmt: skip
+    values |= {k: parser.count(table, k, "jobs") for k in ("keep_max", "max_queued_jobs")
+               if k in table}  # fmt: skip
+    return JobsConfig(path=path, **values)
 
 
 def _ray_table(parser: _Parser, table: dict[str, Any]) -> RayConfig:

@@ -15,15 +15,24 @@ plugin's history says what was ignored or capped (``notes``). The README's
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from plugwarden.config import HostConfig
+from plugwarden.config import STATE_ENV, HostConfig
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import OPERATOR_ISOLATIONS, GuardSettings, Manifest
+from plugwarden.plugin.permissions import Grants
 from plugwarden.plugin.policy import RestartPolicy
 
-__all__ = ["Placement", "PluginSettings", "resolve", "resolve_policy"]
+__all__ = [
+    "Placement",
+    "PluginSettings",
+    "host_secrets",
+    "plugin_home",
+    "resolve",
+    "resolve_policy",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,7 @@ class PluginSettings:
     init_config: dict[str, Any] = field(default_factory=dict)  # the operator's free-form keys
     models_dir: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
+    grants: Grants = field(default_factory=Grants)  # what its workers may reach
     notes: tuple[str, ...] = ()  # warnings for the plugin's history
 
 
@@ -67,7 +77,13 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         )
     # Trust (in-process) and placement (a cluster) are the operator's call:
     # [defaults] or [plugins.NAME] decide, whatever the manifest says.
-    guards = replace(manifest.guards, isolation=None)
+    if manifest.guards.sandbox is not None and table.guards.sandbox is None:
+        notes.append(
+            f"The manifest sets sandbox = {str(manifest.guards.sandbox).lower()}; ignored: "
+            f"only the operator can run a plugin outside the sandbox ([plugins.{name}] "
+            "sandbox = false)."
+        )
+    guards = replace(manifest.guards, isolation=None, sandbox=None)
     guards, capped = _within_defaults(name, guards, table.guards, config.defaults)
     notes.extend(capped)
     base = GuardSettings(**{k: getattr(config.defaults, k) for k in Limits.__dataclass_fields__})
@@ -89,6 +105,7 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         init_config=dict(table.settings),
         models_dir=table.models_dir,
         env=dict(table.env),
+        grants=_grants(name, manifest, config, notes),
         notes=tuple(notes),
     )
 
@@ -96,7 +113,7 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
 # Guards where more is more: a manifest may lower each, never raise it past
 # the operator's [defaults] unless the operator's own [plugins.NAME] sets it.
 CEILINGS = ("timeout_s", "load_timeout_s", "memory_mb", "workers", "max_result_bytes",
-            "job_timeout_s")  # fmt: skip
+            "job_timeout_s", "max_tasks")  # fmt: skip
 
 
 def _within_defaults(
@@ -117,6 +134,47 @@ def _within_defaults(
             f"{key} = {value:g} in the host config."
         )
     return replace(asked, **capped), notes
+
+
+def plugin_home(name: str) -> str:
+    """Where a plugin's private state and temporary directories live:
+    ``$XDG_STATE_HOME/plugwarden/plugins/NAME`` (``~/.local/state`` by default)."""
+    state = os.environ.get(STATE_ENV) or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "plugwarden", "plugins", name)
+
+
+def host_secrets(config: HostConfig) -> tuple[str, ...]:
+    """What no plugin may read, whatever it is granted: the host's config
+    file and its job database (with SQLite's side files)."""
+    secrets = []
+    if os.path.isfile(config.source):
+        secrets.append(os.path.abspath(config.source))
+    database = config.jobs.database()
+    if database != ":memory:":
+        base = os.path.abspath(database)
+        secrets += [base, *(base + side for side in ("-wal", "-shm", "-journal"))]
+    return tuple(secrets)
+
+
+def _grants(name: str, manifest: Manifest, config: HostConfig, notes: list[str]) -> Grants:
+    """The manifest's declarations, then the operator's word key by key; a
+    path that holds one of the host's secrets is never granted."""
+    asked = config.plugin(name).permissions.over(config.permissions.over(manifest.permissions))
+    grants = asked.granted()
+    secrets = host_secrets(config)
+    kept: dict[str, tuple[str, ...]] = {}
+    for key in ("read", "write"):
+        kept[key] = ()
+        for path in getattr(grants, key):
+            held = [s for s in secrets if s == path or s.startswith(path.rstrip("/") + "/")]
+            if held:
+                notes.append(
+                    f"The {key} grant {path} is refused: it holds the host's {held[0]}, which no "
+                    "plugin may reach. Grant a narrower path."
+                )
+            else:
+                kept[key] += (path,)
+    return replace(grants, read=kept["read"], write=kept["write"])
 
 
 def resolve_policy(name: str, config: HostConfig) -> RestartPolicy:

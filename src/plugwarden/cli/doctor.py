@@ -25,6 +25,7 @@ from plugwarden.console import STATE_STYLES, all_well
 from plugwarden.exceptions import LoadError
 from plugwarden.host.host import Host
 from plugwarden.isolation.process.containment import LEVELS
+from plugwarden.isolation.process.sandbox import PROTECTIONS, machine_support
 from plugwarden.isolation.ray.cluster import RayCluster
 from plugwarden.plugin.manifest import RAY_ISOLATIONS
 from plugwarden.preflight.gpu import GpuProbe, decide, run_probe
@@ -148,6 +149,7 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     problem = decide(probe)
     level = containment_level()
     contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
+    protections = machine_support(level)
     cluster = ray_cluster(config)
     records, source = plugin_records(config)
     needs_gpu = [str(r["name"]) for r in records if r.get("requires_gpu")]
@@ -165,6 +167,7 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
             "platform": platform.platform(),
             "config": config.source,
             "containment": contained,
+            "protections": protections,
             "ray": cluster,
             "gpu": {**probe.to_dict(), "verdict": verdict, "needed_by": needs_gpu},
             "plugins_from": source,
@@ -195,6 +198,13 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
         f"[bold]containment[/bold] [{colour}]{level}[/{colour}]: {escape(contained['meaning'])}",
         highlight=False,
     )
+    guarded = Table(title="What a plugin may reach", title_justify="left", show_lines=False)
+    for column in ("protection", "stops", "here"):
+        guarded.add_column(column, overflow="fold")
+    for name, enforced in protections.items():
+        colour = "green" if enforced.startswith("enforced") else "yellow"
+        guarded.add_row(name, escape(PROTECTIONS[name]), f"[{colour}]{escape(enforced)}[/{colour}]")
+    console.print(guarded)
     if cluster is not None:
         grid = Table.grid(padding=(0, 2))
         for what, finding in ray_lines(cluster):

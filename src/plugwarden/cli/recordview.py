@@ -61,6 +61,22 @@ def print_record(record: dict[str, Any], console: Console) -> None:
     memory = record.get("worker_resident_bytes")
     if memory is not None:
         row("worker memory", f"{memory / 2**20:.1f} MB resident")
+    granted = record.get("permissions") or {}
+    if granted:
+        network = granted.get("network")
+        ports = ", ".join(map(str, network)) if isinstance(network, list) else network
+        row(
+            "grants",
+            f"network {str(ports).lower()}; read {', '.join(granted.get('read') or []) or '-'}; "
+            f"write {', '.join(granted.get('write') or []) or '-'}",
+        )
+    protections = record.get("protections") or {}
+    if protections:
+        lacking = {k: v for k, v in protections.items() if v not in ("enforced", "granted")}
+        enforced = [k for k in protections if k not in lacking]
+        row("protections", "enforced: " + (", ".join(enforced) or "none"))
+        for name, why in lacking.items():
+            row(f"  {name}", why)
     nodes = [node for node in record.get("worker_nodes") or [] if node != "local"]
     if nodes:
         row("nodes", ", ".join(map(str, nodes)))

@@ -10,6 +10,7 @@ behind in the :class:`PluginRecord`.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from plugwarden.exceptions import LoadError, ManifestError
 from plugwarden.host.record import PluginRecord
 from plugwarden.host.registry import Registry
 from plugwarden.host.status import PluginInfo
+from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.runner import Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.lifecycle import State
@@ -27,7 +29,7 @@ from plugwarden.preflight.context import Check, PreflightContext, run_preflight
 from plugwarden.preflight.gpu import check_gpu
 from plugwarden.preflight.models import check_models
 from plugwarden.preflight.packages import check_packages, check_requirements
-from plugwarden.settings import resolve
+from plugwarden.settings import host_secrets, plugin_home, resolve
 
 __all__ = ["PREFLIGHT", "Pipeline", "RunnerMaker"]
 
@@ -121,6 +123,16 @@ class Pipeline:
             return
         if self.closing():  # close() began while this plugin was being checked
             return
+        slot.sandbox = Sandbox.draw(
+            grants=settings.grants,
+            search_path=[*sys.path, *self.source.search_path],
+            extra_read=[str(path) for path in context.facts.get("models", {}).values()],
+            secrets=host_secrets(config),
+            home=plugin_home(name),
+            gpu=settings.manifest.requires_gpu,
+            limits=settings.limits,
+            env=settings.env,
+        )
         try:
             runner = slot.runner = self.make_runner(self.source, slot, slot.generation)
             runner.load()
@@ -129,7 +141,8 @@ class Pipeline:
             return
         self.move(State.LOADED, f"imported from {self.source.origin}")
         models = context.facts.get("models", {})
-        reason = runner.initialise({**settings.init_config, "models": models})
+        private = {"models": models, "state_dir": slot.sandbox.state_dir}
+        reason = runner.initialise({**settings.init_config, **private})
         if reason is not None:
             self.move(State.FAILED, reason)
             return
@@ -137,6 +150,7 @@ class Pipeline:
 
     def info(self) -> PluginInfo:
         manifest, source = self.slot.manifest, self.source
+        settings, runner = self.slot.settings, self.slot.runner
         return PluginInfo(
             description=manifest.description or "",
             version=manifest.version or source.dist_version,
@@ -146,4 +160,6 @@ class Pipeline:
             enabled=self.slot.settings is None or self.slot.settings.enabled,
             requires_gpu=manifest.requires_gpu,
             workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
+            permissions={} if settings is None else settings.grants.as_dict(),
+            protections={} if runner is None else dict(runner.protections),
         )

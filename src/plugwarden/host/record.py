@@ -24,6 +24,7 @@ from plugwarden.plugin.manifest import Manifest
 from plugwarden.plugin.policy import RestartBudget, RestartPolicy
 
 if TYPE_CHECKING:  # a record is a holder: it calls none of these
+    from plugwarden.isolation.process.sandbox import Sandbox
     from plugwarden.isolation.runner import Runner
     from plugwarden.plugin.discovery import PluginSource
     from plugwarden.settings import PluginSettings
@@ -55,6 +56,7 @@ class PluginRecord:
     generation: int = 0  # bumped by every bring-up; stale reports are ignored
     cached: PluginStatus | None = None  # the snapshot, until the record changes
     runner: Runner | None = None
+    sandbox: Sandbox | None = None  # this bring-up's, drawn once its checks pass
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
     restart_pending: bool = False  # an automatic restart or replacement is scheduled
     lock: threading.Lock = field(default_factory=threading.Lock)  # one bring-up at a time

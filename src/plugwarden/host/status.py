@@ -28,6 +28,8 @@ class PluginInfo:
     enabled: bool = True  # False: the operator's config disables it
     requires_gpu: bool = False
     workers: int = 0  # worker processes when all serve (0: inline, or none yet)
+    permissions: dict[str, Any] = field(default_factory=dict)  # what it is granted
+    protections: dict[str, str] = field(default_factory=dict)  # what this machine enforces
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class PluginStatus:
                 "health": self.health,
             }
             if history:
+                cached["permissions"] = self.info.permissions
+                cached["protections"] = self.info.protections
                 cached["history"] = [t.to_dict() for t in self.history]
             self._dicts[history] = cached
         return {**cached, "uptime_seconds": self.uptime_seconds}

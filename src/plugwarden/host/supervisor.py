@@ -150,7 +150,7 @@ class Supervisor:
             slot.limits,
             lambda loss: self.worker_lost(name, generation, loss),
             Placement() if slot.settings is None else slot.settings.placement,
-            None if slot.settings is None else slot.settings.env,
+            slot.sandbox,
         )
 
     @staticmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import threading
 import weakref
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ from plugwarden.exceptions import LoadError
 from plugwarden.isolation.executor import ElasticExecutor
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
+from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.runner import LossHandler, Runner
 from plugwarden.plugin.discovery import PluginSource
@@ -65,11 +65,11 @@ class Backends:
         limits: Limits,
         on_loss: LossHandler,
         placement: Placement | None = None,
-        env: Mapping[str, str] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> Runner:
         """A runner for ``source``; it reports each lost worker to ``on_loss``.
-        ``env``: the plugin's own variables, over its workers' clean
-        environment (process isolation; an inline plugin shares the host's)."""
+        ``sandbox``: its workers' confinement and environment (process
+        isolation; an inline plugin shares the host's, outside all of it)."""
         with self._lock:
             if self._closed:
                 raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
@@ -90,7 +90,7 @@ class Backends:
                 runner = ray.RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
             else:
                 services = self._process_services()
-                runner = ProcessRunner(source, limits, services, on_loss, env=env)
+                runner = ProcessRunner(source, limits, services, on_loss, sandbox=sandbox)
             self._runners.add(runner)
             return runner
 

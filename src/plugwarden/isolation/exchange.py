@@ -16,7 +16,8 @@ from plugwarden.error_types import ErrorType
 from plugwarden.isolation import wire
 from plugwarden.isolation.fates import Fate, FateName, KillCause
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import ENDED, memory_reason, timeout_reason
+from plugwarden.isolation.runner import ENDED, memory_reason, tasks_reason, timeout_reason
+from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult, Guard
 
 if TYPE_CHECKING:  # it reads a worker the runner hands it
@@ -75,7 +76,7 @@ def lost_call(
     elapsed: float,
     control: CallControl | None,
     closing: str | None,
-    memory_mb: float,
+    limits: Limits,
 ) -> CallResult:
     """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
     what = call.partition("(")[0]
@@ -96,8 +97,11 @@ def lost_call(
         error, error_type = timeout_reason(what, timeout_s, knob), ErrorType.TIMEOUT
         guard = "timeout"
     elif worker.killed_by == KillCause.MEMORY:
-        error = memory_reason(memory_mb, worker.peak_bytes)
+        error = memory_reason(limits.memory_mb, worker.peak_bytes)
         error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
+    elif worker.killed_by == KillCause.TASKS:
+        error = tasks_reason(limits.max_tasks, worker.peak_tasks)
+        error_type, guard = ErrorType.TASK_LIMIT, "tasks"
     else:
         worker.exited.wait(2.0)
         error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"

@@ -11,7 +11,7 @@ __all__ = ["Fate", "FateName", "KillCause", "KillCauseName"]
 FateName = Literal[
     "sent", "reply", "message", "timeout", "died", "oversize", "violation", "unsendable"
 ]
-KillCauseName = Literal["timeout", "memory", "cancel", "close", "protocol"]
+KillCauseName = Literal["timeout", "memory", "tasks", "cancel", "close", "protocol"]
 
 
 class Fate:
@@ -32,6 +32,7 @@ class KillCause:
 
     TIMEOUT: Final = "timeout"
     MEMORY: Final = "memory"
+    TASKS: Final = "tasks"  # the zygote's sweep counted more than max_tasks
     CANCEL: Final = "cancel"  # a job's cancel, forced after its grace
     CLOSE: Final = "close"  # the runner closed
     PROTOCOL: Final = "protocol"  # it broke the protocol

@@ -72,6 +72,10 @@ resident_bytes = _OwnResidentBytes()
 
 # Values the plugin cannot change in place: a dict of these, copied
 # shallowly, is already a deep copy.
+INLINE_IS_UNCONFINED = (
+    "not available here: isolation = inline runs the plugin in the host process, outside "
+    'every protection (README, "What a plugin may reach")'
+)
 _ATOMS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
@@ -170,6 +174,7 @@ class InlineRunner:
     ) -> None:
         self.source = source
         self.limits = limits
+        self.protections = {"sandbox": INLINE_IS_UNCONFINED}
         self._executor = executor
         self._memory = memory
         self._on_loss = on_loss

@@ -10,7 +10,7 @@ the supervisor as a :class:`WorkerLoss`, and the supervisor decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,7 @@ from plugwarden.preflight.causes import REINSTALL, SEE_LOG
 from plugwarden.result import CallResult, Guard
 
 if TYPE_CHECKING:  # the worker imports this module: discovery stays out of it
+    from plugwarden.isolation.process.sandbox import Sandbox
     from plugwarden.plugin.discovery import PluginSource
     from plugwarden.settings import Placement
 
@@ -32,6 +33,7 @@ __all__ = [
     "WorkerLoss",
     "hook_failure",
     "memory_reason",
+    "tasks_reason",
     "timeout_reason",
     "validate_verdict",
 ]
@@ -67,6 +69,9 @@ LossHandler = Callable[[WorkerLoss], None]
 
 class Runner(Protocol):
     limits: Limits
+    # What confines its workers: protection -> "enforced", "granted", or
+    # "not available here: <why>" (README, "What a plugin may reach").
+    protections: dict[str, str]
 
     def load(self) -> None:
         """Import and register the plugin. Raises ``LoadError`` with the reason."""
@@ -118,10 +123,10 @@ class RunnerFactory(Protocol):
         limits: Limits,
         on_loss: LossHandler,
         placement: Placement | None = None,
-        env: Mapping[str, str] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> Runner:
         """A runner for ``source``; it reports each lost worker to ``on_loss``.
-        ``env``: the plugin's own variables, over its workers' clean environment."""
+        ``sandbox``: its workers' confinement and environment."""
 
     def refuse_new(self) -> None:
         """From now on :meth:`make` raises: the host is closing."""
@@ -140,6 +145,13 @@ def memory_reason(limit_mb: float, peak_bytes: int) -> str:
     return (
         f"Plugin exceeded {limit_mb:g} MB memory limit (peak seen {peak_bytes / 2**20:.0f} MB). "
         "Increase memory_mb if needed."
+    )
+
+
+def tasks_reason(limit: int, counted: int) -> str:
+    return (
+        f"Plugin exceeded its {limit} task limit ({counted} threads and processes counted); "
+        "the worker was killed. Increase max_tasks if it truly needs that many."
     )
 
 

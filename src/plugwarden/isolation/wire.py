@@ -215,8 +215,11 @@ def _envelope(request_id: int, pid: int, kind: str) -> str:
     return f'{{"v":{VERSION},"id":{int(request_id)},"pid":{int(pid)},"kind":"{kind}"'
 
 
-def encode_loaded(request_id: int, pid: int, hooks: list[str]) -> bytes:
-    return f'{_envelope(request_id, pid, "loaded")},"hooks":{_dumps(hooks)}}}'.encode()
+def encode_loaded(
+    request_id: int, pid: int, hooks: list[str], protections: dict[str, str] | None = None
+) -> bytes:
+    body = _dumps({"hooks": hooks, "protections": protections or {}})
+    return f"{_envelope(request_id, pid, 'loaded')},{body[1:]}".encode()
 
 
 def encode_load_error(request_id: int, pid: int, reason: str, error_type: str) -> bytes:

@@ -23,3 +23,5 @@ class Limits:
     workers: int = 1
     max_result_bytes: int = 64 * 2**20  # a result (or health report) past it: ResultTooLarge
     job_timeout_s: float = 3600.0  # a job's run, like timeout_s for a synchronous call
+    max_tasks: int = 512  # threads plus processes of a worker's tree; past it: TaskLimitExceeded
+    sandbox: bool = True  # the operator's: false runs its workers unconfined (README)

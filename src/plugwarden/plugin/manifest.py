@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plugwarden.exceptions import ManifestError
+from plugwarden.plugin.permissions import Permissions, permissions
 
 __all__ = [
     "MANIFEST_KEYS",
@@ -37,7 +38,7 @@ OPERATOR_ISOLATIONS = ("inline", *RAY_ISOLATIONS)
 ISOLATIONS = ("process", *OPERATOR_ISOLATIONS)
 MANIFEST_KEYS = (
     "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
-    "guards",
+    "guards", "permissions",
 )  # fmt: skip
 
 
@@ -59,6 +60,8 @@ class GuardSettings:
     workers: int | None = None
     max_result_bytes: int | None = None
     job_timeout_s: float | None = None
+    max_tasks: int | None = None
+    sandbox: bool | None = None
 
     def merged_over(self, base: GuardSettings) -> GuardSettings:
         """These values where set, ``base`` elsewhere."""
@@ -82,6 +85,7 @@ class Manifest:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    permissions: Permissions = field(default_factory=Permissions)
     unknown: tuple[str, ...] = ()  # top-level keys it does not know (typos): warned about
 
     @property
@@ -173,6 +177,11 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         models=_models(reader),
         tools=_tools(reader),
         guards=_guards(reader),
+        permissions=permissions(
+            data.get("permissions", {}),
+            where="permissions",
+            fail=lambda key, msg: ManifestError(str(path), key, msg),
+        ),
         unknown=tuple(sorted(key for key in data if key not in MANIFEST_KEYS)),
     )
 
@@ -295,7 +304,22 @@ def guard_settings(
         isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64
     ):
         raise fail(f"{where}.workers", f"expected an integer from 1 to 64, got {workers!r}")
+    tasks = table.get("max_tasks")
+    if tasks is not None and (
+        isinstance(tasks, bool) or not isinstance(tasks, int) or not 8 <= tasks <= 65536
+    ):
+        raise fail(f"{where}.max_tasks", f"expected an integer from 8 to 65536, got {tasks!r}")
+    sandbox = table.get("sandbox")
+    if sandbox is not None and not isinstance(sandbox, bool):
+        raise fail(f"{where}.sandbox", f"expected true or false, got {sandbox!r}")
     cap = table.get("max_result_bytes")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise fail(f"{where}.max_result_bytes", f"expected a positive integer, got {cap!r}")
-    return GuardSettings(isolation=isolation, workers=workers, max_result_bytes=cap, **values)
+    return GuardSettings(
+        isolation=isolation,
+        workers=workers,
+        max_result_bytes=cap,
+        max_tasks=tasks,
+        sandbox=sandbox,
+        **values,
+    )

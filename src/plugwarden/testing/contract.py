@@ -11,6 +11,7 @@ adds checks never breaks a plugin's CI overnight. No pytest here.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ import psutil
 
 from plugwarden.exceptions import ManifestError
 from plugwarden.host.host import Host
+from plugwarden.isolation.process.sandbox import UNDECLARED
 from plugwarden.plugin.discovery import PluginSource, discover
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.manifest import MANIFEST_NAMES, Manifest, read_manifest
@@ -72,6 +74,9 @@ CHECKS = (
           "Do not start processes outside the worker's reach or threads in the host."),
     Check("PW011", 2, "the manifest says what the plugin is: description, version, tools",
           "Add description, version and a description for every tool to the manifest."),
+    Check("PW012", 3, "it does only what its manifest declares (network, writes)",
+          "Declare what it needs in the manifest's [permissions] (network = [PORT], "
+          "write = [PATH]); the sandbox refuses whatever is undeclared."),
 )  # fmt: skip
 LATEST_LEVEL = max(check.level for check in CHECKS)
 UNKNOWN_TOOL = "pw-conformance-no-such-tool"
@@ -147,17 +152,36 @@ def run_checks(
     _requirement_checks(run, source, manifest)
     host_config = {"jobs": {"path": ":memory:"}, **dict(config or {})}
     host = Host(host_config, search_path=search_path, only={plugin})
+    undeclared = _Undeclared()
+    logging.getLogger("plugwarden.plugin").addHandler(undeclared)
     try:
         host.start()
         _host_checks(run, host, plugin, manifest, tool_examples or {}, requires_gpu)
     finally:
         host.close()
+        logging.getLogger("plugwarden.plugin").removeHandler(undeclared)
+    if any(v.check.id == "PW006" and v.outcome == "pass" for v in run.verdicts.values()):
+        run.record("PW012", "; ".join(undeclared.seen[:5]) or None)
     top = source.module.split(".")[0]
     leaked = top not in modules_before and top in sys.modules
     run.record("PW001", f"the host process imported {top!r}" if leaked else None, source.origin)
     run.record("PW010", _leftovers(before))
     _describe_check(run, manifest)
     return sorted(run.verdicts.values(), key=lambda v: v.check.id)
+
+
+class _Undeclared(logging.Handler):
+    """What the plugin's workers logged doing beyond their grants."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        marker = f"plugwarden.sandbox: {UNDECLARED}: "
+        if text.startswith(marker) and text not in self.seen:
+            self.seen.append(text[len(marker) :])
 
 
 def _manifest_checks(run: _Run, source: PluginSource, project_dir: Path | None) -> Manifest | None:

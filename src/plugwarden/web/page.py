@@ -82,7 +82,14 @@ async function history(details) {
   if (!details.open) return;
   const name = details.closest("tr").dataset.plugin;
   const record = await (await fetch("/v1/plugins/" + encodeURIComponent(name))).json();
-  details.querySelector("ol").innerHTML = (record.history || []).map(h =>
+  const g = record.permissions || {}, guarded = record.protections || {};
+  const lacking = Object.entries(guarded).filter(([, v]) => v !== "enforced" && v !== "granted");
+  const reach = record.permissions ? `<li class="small" data-field="grants"><b>grants</b> ` +
+    `network ${esc(JSON.stringify(g.network))}, read ${esc((g.read || []).join(", ") || "-")}, ` +
+    `write ${esc((g.write || []).join(", ") || "-")}; <b>protections</b> ` +
+    esc(Object.keys(guarded).filter(k => !lacking.some(([n]) => n === k)).join(", ") || "none") +
+    lacking.map(([k, v]) => `; <b>${esc(k)}</b> ${esc(v)}`).join("") + `</li>` : "";
+  details.querySelector("ol").innerHTML = reach + (record.history || []).map(h =>
     `<li><b>${esc(h.state)}</b> ${esc(ago(h.at))}: ${esc(h.reason)}</li>`).join("");
 }
 function jobRow(j) {

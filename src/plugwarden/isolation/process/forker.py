@@ -39,6 +39,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugwarden.isolation.process import containment
+from plugwarden.isolation.process.sandbox import (
+    enter_mount_namespace,
+    limit_inotify,
+    private_bytes,
+)
+from plugwarden.isolation.process.taskgroup import TaskGroups
 from plugwarden.isolation.process.treememory import TreeMemory
 from plugwarden.isolation.process.zygote import MAX_MESSAGE
 
@@ -50,12 +56,15 @@ _REPORT_CHUNK = 1000  # memory figures per message (each well under MAX_MESSAGE)
 
 @dataclass
 class _Watched:
-    """A worker whose tree's memory the zygote reads."""
+    """A worker whose tree's memory and tasks the zygote reads."""
 
     memory: TreeMemory
     limit: int  # bytes; 0: none
+    max_tasks: int  # threads plus processes; 0: none
+    private: tuple[int, str] | None  # its init and tmp dir, where its tmpfs mounts are its own
+    group: str | None  # its pids cgroup, where the zygote could make one
     reported: int = -1  # the figure last sent to the host
-    killed_at: int | None = None  # the figure it was killed at, past its limit
+    tripped: tuple[str, int] | None = None  # the guard that killed it, and the figure past it
 
 
 def main(fd: int, options: str = "{}") -> None:
@@ -102,8 +111,11 @@ class _Forker:
         self.keepers: dict[int, int | None] = {}  # keeper pid -> worker pid, once told
         self.telling: dict[int, tuple[dict[str, Any], int]] = {}  # told fd -> request, keeper
         self.watched: dict[int, _Watched] = {}  # worker pid -> its memory
+        self.hearing: dict[int, tuple[dict[str, Any], int]] = {}  # an init's fd -> request, init
+        self.fates: dict[int, int] = {}  # init pid -> the fd it writes its worker's end to
         # Root: each worker forked straight into a namespace of its own.
         self.direct = containment.may_unshare_pid_namespace()
+        self.groups = TaskGroups()
 
     def run(self) -> None:
         next_sweep = time.monotonic() + SWEEP_S
@@ -116,6 +128,8 @@ class _Forker:
                     self._reap()
                 elif key.fd in self.telling:  # not heard already by _reap this round
                     self._told(key.fd)
+                elif key.fd in self.hearing:
+                    self._heard(key.fd)
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_S
@@ -126,11 +140,15 @@ class _Forker:
         except OSError:
             data, fds = b"", []
         if not data:
+            self.groups.close()
             os._exit(0)  # the host is gone; keepers and workers follow through PDEATHSIG
         request = json.loads(data)
+        plan = request.get("sandbox") or {}
+        # One more task than the guard's: the worker's init (or keeper) is in it.
+        request["cgroup"] = self.groups.make(f"w{request['id']}", plan.get("max_tasks", 0) + 1)
         if self.direct:
             if containment.unshare_pid_namespace():
-                self._fork_worker(request, fds)
+                self._fork_init(request, fds)
                 return
             self.direct = False  # refused (a seccomp filter...): keepers from now on
         told_r, told_w = os.pipe()
@@ -139,7 +157,7 @@ class _Forker:
             try:
                 os.close(told_r)
                 self._leave_zygote()
-                _keep(fds, told_w, request.get("label", "?"), request.get("env"), self.serve)
+                _keep(fds, told_w, request, self.serve)
             finally:
                 os._exit(70)
         os.close(told_w)
@@ -155,38 +173,63 @@ class _Forker:
         signal.set_wakeup_fd(-1)  # before its pipe closes: a signal must not write there
         for unused in (self.sock.fileno(), self.selector.fileno(), *self.inherited):
             os.close(unused)
-        for unused in self.telling:
+        for unused in (*self.telling, *self.hearing, *self.fates.values()):
             os.close(unused)
         for entry in self.watched.values():
             entry.memory.close()
 
-    def _fork_worker(self, request: dict[str, Any], fds: list[int]) -> None:
-        """The worker itself, PID 1 of the namespace just unshared: no keeper."""
-        worker = os.fork()
-        if worker == 0:
+    def _fork_init(self, request: dict[str, Any], fds: list[int]) -> None:
+        """The worker's init, PID 1 of the namespace just unshared (no
+        keeper): it forks the worker and says so on a pipe, where it later
+        writes how the worker ended."""
+        heard_r, heard_w = os.pipe()
+        init = os.fork()
+        if init == 0:
             try:
+                os.close(heard_r)
                 self._leave_zygote()
-                for sig in (signal.SIGCHLD, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                self.serve(*fds, label=request.get("label", "?"), env=request.get("env"))
+                _init(fds, heard_w, request, self.serve)
             finally:
                 os._exit(70)
+        os.close(heard_w)
         for passed in fds:
             os.close(passed)
-        self.keepers[worker] = worker  # its own keeper: reaped and reported as one
-        self._watch(worker, request)
-        reply = {
-            "op": "forked",
-            "id": request["id"],
-            "pid": worker,
-            "inner": 1,
-            "level": "pid-namespace",
-        }
+        self.keepers[init] = None  # its worker's pid is on the way
+        self.hearing[heard_r] = (request, init)
+        self.selector.register(heard_r, selectors.EVENT_READ)
+
+    def _heard(self, heard_r: int) -> None:
+        """An init forked its worker (or died trying)."""
+        request, init = self.hearing.pop(heard_r)
+        self.selector.unregister(heard_r)
+        started = _started(heard_r, init)
+        reply: dict[str, Any] = {"op": "forked", "id": request["id"], "pid": None}
+        if started is None:
+            os.close(heard_r)
+        else:
+            worker, mounts = started
+            self.fates[init] = heard_r
+            if init in self.keepers:
+                self.keepers[init] = worker
+            reply |= {"pid": worker, "inner": 2, "level": "pid-namespace", "mounts": mounts}
+            self._watch(reply, request, init)
         self.sock.send(json.dumps(reply).encode())
 
-    def _watch(self, worker: int, request: dict[str, Any]) -> None:
+    def _watch(self, reply: dict[str, Any], request: dict[str, Any], init: int | None) -> None:
         limit = request.get("limit")
-        self.watched[worker] = _Watched(TreeMemory(worker), limit if isinstance(limit, int) else 0)
+        plan = request.get("sandbox") or {}
+        private = None
+        if init is not None and reply.get("mounts", {}).get("private_shm") == "enforced":
+            private = (init, plan.get("tmp_dir", ""))
+        tree = reply.get("tree")
+        memory = TreeMemory(tree, include_root=False) if tree else TreeMemory(reply["pid"])
+        self.watched[reply["pid"]] = _Watched(
+            memory,
+            limit if isinstance(limit, int) else 0,
+            plan.get("max_tasks", 0),
+            private,
+            request.get("cgroup"),
+        )
 
     def _told(self, told_r: int) -> None:
         """A keeper wrote its worker's pid (it writes once, then closes)."""
@@ -199,7 +242,7 @@ class _Forker:
             reply |= json.loads(answer)
             if keeper in self.keepers:  # not reaped already
                 self.keepers[keeper] = reply["pid"]
-            self._watch(reply["pid"], request)
+            self._watch(reply, request, reply.get("init"))
         self.sock.send(json.dumps(reply).encode())
 
     def _reap(self) -> None:
@@ -221,7 +264,13 @@ class _Forker:
             for told_r, (_, keeper) in list(self.telling.items()):
                 if keeper == pid:  # it told, then exited: hear it first
                     self._told(told_r)
+            for heard_r, (_, init) in list(self.hearing.items()):
+                if init == pid:
+                    self._heard(heard_r)
             worker = self.keepers.pop(pid)
+            fate = self.fates.pop(pid, None)
+            if fate is not None:
+                status = _fate(fate, status)
             if worker is None:
                 continue  # it died before forking a worker: the host was told so
             code = os.waitstatus_to_exitcode(status)
@@ -229,7 +278,9 @@ class _Forker:
             entry = self.watched.pop(worker, None)
             if entry is not None:
                 entry.memory.close()
-                report["memory_peak"] = entry.killed_at
+                if entry.group:
+                    self.groups.remove(entry.group)
+                report["tripped"] = entry.tripped
             self.sock.send(json.dumps(report).encode())
 
     def _sweep(self) -> None:
@@ -237,11 +288,21 @@ class _Forker:
         send the host the figures that changed."""
         changed: dict[str, int] = {}
         for pid, entry in self.watched.items():
-            if entry.killed_at is not None:
+            if entry.tripped is not None:
                 continue
             used = entry.memory.read()
+            if entry.private is None:
+                used += entry.memory.shared_bytes()
+            else:  # its /dev/shm is its own: what is in it counts, open or not
+                used += entry.memory.shared_bytes(("/memfd:",)) + private_bytes(*entry.private)
+            tasks = entry.memory.tasks() if entry.max_tasks else 0
             if entry.limit and used > entry.limit:
-                entry.killed_at = used  # the exit report says so: the host names the guard
+                entry.tripped = ("memory", used)  # the exit report says so: the host names it
+            elif entry.max_tasks and (
+                tasks > entry.max_tasks or (entry.group and TaskGroups.refused(entry.group))
+            ):
+                entry.tripped = ("tasks", max(tasks, entry.max_tasks + 1))
+            if entry.tripped is not None:
                 containment.kill_group(pid)  # a keeper, or the namespace, takes what left it
             if used != entry.reported:
                 entry.reported = changed[str(pid)] = used
@@ -251,7 +312,7 @@ class _Forker:
             self.sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
 
 
-def _keep(fds: list[int], told: int, label: str, env: dict[str, str] | None, serve: Any) -> None:
+def _keep(fds: list[int], told: int, request: dict[str, Any], serve: Any) -> None:
     """The keeper: contain the worker, report it, outlive it by a moment."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -261,28 +322,144 @@ def _keep(fds: list[int], told: int, label: str, env: dict[str, str] | None, ser
     signal.signal(signal.SIGHUP, lambda *_: _end_all())
     containment.set_death_signal(signal.SIGHUP)
     containment.set_subreaper()
-    level = "pid-namespace" if containment.enter_pid_namespace() else "subreaper"
-    worker = os.fork()
-    if worker == 0:
-        os.close(told)
-        for sig in (signal.SIGINT, signal.SIGHUP):  # not the keeper's (serve sets SIGTERM's)
-            signal.signal(sig, signal.SIG_DFL)
-        serve(*fds, label=label, env=env)
+    told_about: dict[str, Any]
+    fate = None
+    if containment.enter_pid_namespace():
+        heard_r, heard_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(told)
+            os.close(heard_r)
+            _init(fds, heard_w, request, serve)
+        os.close(heard_w)
+        started = _started(heard_r, child)
+        worker, mounts = started if started is not None else (None, {})
+        told_about = {"pid": worker, "inner": 2, "level": "pid-namespace", "mounts": mounts}
+        told_about["init"] = child
+        fate = heard_r
+    else:
+        if request.get("cgroup"):
+            TaskGroups.join(request["cgroup"])
+        child = os.fork()
+        if child == 0:
+            os.close(told)
+            for sig in (signal.SIGINT, signal.SIGHUP):  # not the keeper's (serve sets SIGTERM's)
+                signal.signal(sig, signal.SIG_DFL)
+            serve(*fds, label=request.get("label", "?"), env=request.get("env"),
+                  plan=request.get("sandbox"))  # fmt: skip
+        # The keeper reaps the plugin's orphans (they come to it, a
+        # subreaper), so its whole tree below it is the worker's to count.
+        told_about = {"pid": child, "inner": child, "level": "subreaper", "tree": os.getpid()}
     for passed in fds:
         os.close(passed)
-    inner = 1 if level == "pid-namespace" else worker
-    os.write(told, json.dumps({"pid": worker, "inner": inner, "level": level}).encode())
+    os.write(told, json.dumps(told_about).encode())
     os.close(told)
     while True:
         try:
-            _, status = os.waitpid(worker, 0)
-            break
+            pid, status = os.waitpid(-1, 0)  # the child, or an orphan of the plugin's
         except InterruptedError:
             continue
+        except ChildProcessError:
+            status = 70 << 8
+            break
+        if pid == child:
+            break
+    if fate is not None:
+        status = _fate(fate, status)
     containment.kill_descendants(os.getpid())
     if os.WIFSIGNALED(status):
         _die_like(os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
+
+
+# What a worker's init passes on to it: the signals a process is sent to stop
+# or to act (PID 1 of a namespace would drop them, having no handler).
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)  # fmt: skip
+
+
+def _init(fds: list[int], heard: int, request: dict[str, Any], serve: Any) -> None:
+    """PID 1 of a worker's namespace: set up its mounts, fork the worker, say
+    so on ``heard``, forward signals to it, reap every orphan of the plugin,
+    and when the worker ends write its wait status to ``heard`` and exit
+    (the kernel then ends whatever is left in the namespace). The worker is
+    an ordinary process: a signal it sends itself does what it does
+    everywhere."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, *_FORWARDED):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()  # out of the server's process group: its Ctrl-C is the host's to handle
+        containment.set_death_signal(signal.SIGKILL)
+        plan = request.get("sandbox") or {}
+        mounts = enter_mount_namespace(plan) if plan.get("enabled") else {}
+        if plan.get("max_tasks"):
+            joined = request.get("cgroup") and TaskGroups.join(request["cgroup"])
+            how = "pids cgroup" if joined else "the zygote's sweep"
+            mounts["tasks"] = f"enforced ({how})"
+        if plan.get("enabled"):
+            mounts["inotify"] = limit_inotify()
+        worker = os.fork()
+        if worker == 0:
+            os.close(heard)
+            serve(*fds, label=request.get("label", "?"), env=request.get("env"), plan=plan,
+                  mounts=mounts)  # fmt: skip
+        for passed in fds:
+            os.close(passed)
+        os.write(heard, json.dumps({"mounts": mounts}).encode() + b"\n")
+        for sig in _FORWARDED:
+            signal.signal(sig, lambda sig, _: _forward(worker, sig))
+        while True:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                status = 70 << 8
+                break
+            if pid == worker:
+                break
+        os.write(heard, b"%d\n" % status)
+    finally:
+        os._exit(0)
+
+
+def _forward(worker: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(worker, sig)
+
+
+def _started(heard: int, init: int) -> tuple[int, dict[str, str]] | None:
+    """Wait for ``init``'s first line on ``heard``: the worker's pid (as this
+    process sees it) and the init's mounts; None if it died first."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(heard, 4096)
+        if not chunk:
+            return None
+        line += chunk
+    found = containment.children(init)
+    if not found:
+        return None
+    try:
+        mounts = json.loads(line)["mounts"]
+    except (ValueError, KeyError, TypeError):
+        mounts = {}
+    return found[0], mounts
+
+
+def _fate(heard: int, init_status: int) -> int:
+    """The worker's wait status as its init wrote it on ``heard`` (closed
+    here); ``init_status`` where it wrote none (the init was killed: so was
+    the worker, by SIGKILL)."""
+    try:
+        written = os.read(heard, 64)
+    except OSError:
+        written = b""
+    finally:
+        os.close(heard)
+    try:
+        return int(written.split()[-1])
+    except (ValueError, IndexError):
+        return init_status
 
 
 def _end_all() -> None:

@@ -68,7 +68,7 @@ class WorkerProcess:
         zygote: Zygote,
         pump: OutputPump,
         on_death: Callable[[WorkerProcess], None],
-        env: dict[str, str] | None = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         self.label = label
         self.limit_bytes = limit_bytes
@@ -79,6 +79,7 @@ class WorkerProcess:
         self.exited = threading.Event()
         self.killed_by: KillCauseName | None = None
         self.peak_bytes = 0
+        self.peak_tasks = 0  # the tasks counted when the task guard killed it
         self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.lost = False  # its loss was handled (once, by whoever saw it first)
@@ -97,7 +98,7 @@ class WorkerProcess:
                 self._exited,
                 limit_bytes=limit_bytes,
                 on_memory=self._memory_read,
-                env=env,
+                sandbox=sandbox,
             )
         except BaseException:
             for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
@@ -128,9 +129,13 @@ class WorkerProcess:
         self.last_bytes = used
         self.peak_bytes = max(self.peak_bytes, used)
 
-    def _exited(self, code: int | None, why: str | None, memory_peak: int | None) -> None:
-        if memory_peak is not None:  # the zygote killed it past its limit
-            self.peak_bytes = max(self.peak_bytes, memory_peak)
+    def _exited(self, code: int | None, why: str | None, tripped: tuple[str, int] | None) -> None:
+        if tripped is not None and tripped[0] == "tasks":  # the zygote counted too many
+            self.peak_tasks = tripped[1]
+            if self.killed_by is None:
+                self.killed_by = KillCause.TASKS
+        elif tripped is not None:  # the zygote killed it past its memory limit
+            self.peak_bytes = max(self.peak_bytes, tripped[1])
             if self.killed_by is None:
                 self.killed_by = KillCause.MEMORY
         self.exit_code = code

@@ -18,7 +18,9 @@ import errno
 import os
 import platform
 import resource
+from typing import Any
 
+from plugwarden.isolation.process import landlock
 from plugwarden.isolation.process.containment import libc, prctl
 
 __all__ = ["DENIED_SYSCALLS", "MAX_DESCRIPTORS", "give_up_privileges"]
@@ -44,7 +46,10 @@ DENIED_SYSCALLS = {
     "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
     "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "pivot_root": 155,
     "fsopen": 430, "fsmount": 432, "move_mount": 429, "open_tree": 428,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
 }  # fmt: skip
+_SOCKET, _ARG0 = 41, 16  # socket(2), and where its first argument lies in seccomp_data
+_SOCKET_FAMILIES = (1, 2, 10, 17)  # AF_UNIX, AF_INET, AF_INET6, AF_PACKET
 
 
 class _Filter(ctypes.Structure):
@@ -72,14 +77,21 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def give_up_privileges(max_descriptors: int = MAX_DESCRIPTORS) -> dict[str, str]:
-    """In a fresh worker (one thread): protection -> "enforced", or why not."""
-    return {
-        "no_new_privs": _enforced(prctl(_PR_SET_NO_NEW_PRIVS, 1), "prctl refused"),
-        "capabilities": _drop_capabilities(),
-        "seccomp": _install_filter(),
-        "descriptors": _limit_descriptors(max_descriptors),
-    }
+def give_up_privileges(plan: dict[str, Any] | None = None) -> dict[str, str]:
+    """In a fresh worker (one thread): protection -> "enforced", or why not.
+    ``plan``: its sandbox (:class:`~plugwarden.isolation.process.sandbox.Sandbox`
+    as sent); without one, or with one turned off, no Landlock rules and
+    sockets stay open."""
+    confined = plan is not None and plan["enabled"]
+    report = {"no_new_privs": _enforced(prctl(_PR_SET_NO_NEW_PRIVS, 1), "prctl refused")}
+    if plan is not None and confined:
+        network = plan["network"]
+        report |= landlock.restrict(plan["read"], plan["write"], network, plan["devices"])
+    report["capabilities"] = _drop_capabilities()
+    report["seccomp"] = _install_filter(deny_sockets=confined and plan is not None
+                                        and plan["network"] is False)  # fmt: skip
+    report["descriptors"] = _limit_descriptors(MAX_DESCRIPTORS)
+    return report
 
 
 def _enforced(done: bool, why: str) -> str:
@@ -90,8 +102,8 @@ def _drop_capabilities() -> str:
     lib = libc()
     if lib is None:
         return "not available here: no libc"
-    if os.geteuid() != 0:
-        return ENFORCED  # an ordinary user has none, and no_new_privs keeps it so
+    # Root has every capability; so has an ordinary user in a user namespace
+    # of its own (in that namespace): both give them all up.
     try:
         with open("/proc/sys/kernel/cap_last_cap") as file:
             last = int(file.read())
@@ -105,24 +117,36 @@ def _drop_capabilities() -> str:
     return _enforced(lib.capset(ctypes.byref(header), data) == 0, "capset refused")
 
 
-def _install_filter() -> str:
+def _program(deny_sockets: bool) -> list[tuple[int, int, int, int]]:
+    """The filter, as BPF instructions: the denied calls answer EPERM; with
+    ``deny_sockets``, so does ``socket()`` for the Unix, IP and packet
+    families (a pair of connected sockets stays possible)."""
+    refuse, allow = "refuse", "allow"
+    code: list[tuple[int, Any, Any, int]] = [
+        (_LD_ABS_W, 0, 0, 4), (_JEQ, 1, 0, _AUDIT_ARCH_X86_64), (_RET, 0, 0, -1),
+        (_LD_ABS_W, 0, 0, 0), (_JGE, refuse, 0, _X32_BIT),
+    ]  # fmt: skip
+    code += [(_JEQ, refuse, 0, number) for number in sorted(set(DENIED_SYSCALLS.values()))]
+    if deny_sockets:
+        code += [(_JEQ, 0, allow, _SOCKET), (_LD_ABS_W, 0, 0, _ARG0)]
+        code += [(_JEQ, refuse, 0, family) for family in _SOCKET_FAMILIES]
+    labels = {allow: len(code), refuse: len(code) + 1}
+    code += [(_RET, 0, 0, _RET_ALLOW), (_RET, 0, 0, -1)]
+    program = []
+    for here, (op, jt, jf, k) in enumerate(code):
+        k = (_RET_ERRNO | errno.EPERM) if op == _RET and k == -1 else k
+        jumps = [labels[j] - here - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        program.append((op, jumps[0], jumps[1], k))
+    return program
+
+
+def _install_filter(*, deny_sockets: bool = False) -> str:
     lib = libc()
     if lib is None:
         return "not available here: no libc"
     if platform.machine() != "x86_64":
         return f"not available here: no syscall table for {platform.machine()} yet"
-    denied = sorted(set(DENIED_SYSCALLS.values()))
-    refuse = _RET_ERRNO | errno.EPERM
-    checks = [(_LD_ABS_W, 0, 0, 4), (_JEQ, 1, 0, _AUDIT_ARCH_X86_64), (_RET, 0, 0, refuse)]
-    checks += [(_LD_ABS_W, 0, 0, 0)]
-    body: list[tuple[int, int, int, int]] = [(_JGE, 0, 0, _X32_BIT)]  # no x32 calls at all
-    body += [(_JEQ, 0, 0, number) for number in denied]
-    size = len(checks) + len(body) + 2  # then: allow, refuse
-    program = list(checks)
-    for code, _, _, k in body:
-        here = len(program)
-        program.append((code, size - 1 - (here + 1), 0, k))  # match: jump to refuse
-    program += [(_RET, 0, 0, _RET_ALLOW), (_RET, 0, 0, refuse)]
+    program = _program(deny_sockets)
     filters = (_Filter * len(program))(*(_Filter(*instruction) for instruction in program))
     prog = _Program(len(program), filters)
     done = lib.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0

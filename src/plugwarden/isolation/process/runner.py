@@ -13,7 +13,6 @@ host never imports the plugin's code.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,12 +24,14 @@ from plugwarden.isolation.fates import Fate, KillCause
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.process.output import OutputPump
+from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import (
     LossHandler,
     hook_failure,
     memory_reason,
+    tasks_reason,
 )
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
@@ -59,10 +60,11 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         services: ProcessServices,
         on_loss: LossHandler,
         *,
-        env: Mapping[str, str] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.source = source
-        self._env = dict(env or {})
+        self._sandbox = (sandbox or Sandbox(enabled=False)).message()
+        self.protections: dict[str, str] = {}  # as its last worker reported them
         self.limits = limits
         self._services = services
         self._on_loss = on_loss
@@ -87,7 +89,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 services.zygote,
                 services.pump,
                 self._died,
-                self._env,
+                self._sandbox,
             )
         except OSError as exc:
             raise LoadError(
@@ -108,6 +110,8 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             raise LoadError(
                 reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
             )
+        if reply["kind"] == "loaded":
+            self.protections = _protections(reply.get("protections"))
         if reply["kind"] != "loaded":
             self._discard(worker)
             reason = reply.get("reason")
@@ -205,7 +209,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             elapsed = (time.perf_counter() - start) * 1000
             failed = lost_call(
                 worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
-                timeout_s, elapsed, control, self._pool.closing, self.limits.memory_mb,
+                timeout_s, elapsed, control, self._pool.closing, self.limits,
             )  # fmt: skip
             if failed.guard is not None or failed.error_type == ErrorType.CANCELLED:
                 self._lose(worker, failed.error or what, failed.guard, during_call=True)
@@ -236,11 +240,14 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _died(self, worker: WorkerProcess) -> None:
         """The zygote saw ``worker`` exit. A death during a call (or one we
         ordered) is the call's to report; this one happened between calls."""
-        if worker.busy or worker.killed_by not in (None, KillCause.MEMORY):
+        if worker.busy or worker.killed_by not in (None, KillCause.MEMORY, KillCause.TASKS):
             return
         if worker.killed_by == KillCause.MEMORY:
             reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
             self._lose(worker, reason, "memory", during_call=False)
+        elif worker.killed_by == KillCause.TASKS:
+            reason = tasks_reason(self.limits.max_tasks, worker.peak_tasks) + " (between calls)"
+            self._lose(worker, reason, "tasks", during_call=False)
         else:
             reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
             self._lose(worker, reason, "crash", during_call=False)
@@ -266,3 +273,13 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
 
     def nodes(self) -> list[str]:
         return ["local"] * len(self._pool.serving)
+
+
+def _protections(value: object) -> dict[str, str]:
+    """A worker's report of its protections, as plain short strings (it is
+    the plugin's process that sends it: nothing else is kept)."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(key)[:40]: text[:300] for key, text in list(value.items())[:20] if isinstance(text, str)
+    }

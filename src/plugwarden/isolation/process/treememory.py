@@ -30,8 +30,9 @@ def statm_resident_bytes(fd: int) -> int:
 class TreeMemory:
     """Thread-safe; :meth:`close` closes every descriptor it holds."""
 
-    def __init__(self, root: int, refresh_s: float = 0.5) -> None:
+    def __init__(self, root: int, refresh_s: float = 0.5, *, include_root: bool = True) -> None:
         self._root = root
+        self._include_root = include_root  # False: only what is below it (a keeper's tree)
         self._refresh_s = refresh_s
         self._fds: dict[int, int] = {}
         self._checked = 0.0
@@ -55,8 +56,46 @@ class TreeMemory:
                     self._drop(pid)  # it exited
             return total
 
+    def tasks(self) -> int:
+        """Threads of every process of the tree, as last refreshed (a task
+        guard's count: each process has at least one)."""
+        with self._lock:
+            pids = list(self._fds)
+        total = 0
+        for pid in pids:
+            try:
+                total += len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                continue  # it exited
+        return total
+
+    def shared_bytes(self, prefixes: tuple[str, ...] = ("/memfd:", "/dev/shm/")) -> int:
+        """Bytes of the shared memory files (memfd, ``/dev/shm``) the tree's
+        processes hold open, each file counted once: written, never mapped,
+        they are in no process's resident set."""
+        with self._lock:
+            pids = list(self._fds)
+        seen: dict[tuple[int, int], int] = {}
+        for pid in pids:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                path = f"/proc/{pid}/fd/{fd}"
+                try:
+                    if not os.readlink(path).startswith(prefixes):
+                        continue
+                    stats = os.stat(path)
+                except OSError:
+                    continue
+                seen[(stats.st_dev, stats.st_ino)] = stats.st_blocks * 512
+        return sum(seen.values())
+
     def _refresh(self) -> None:
-        pids = {self._root, *containment.tree(self._root)}
+        pids = set(containment.tree(self._root))
+        if self._include_root:
+            pids.add(self._root)
         for pid in set(self._fds) - pids:
             self._drop(pid)
         for pid in pids - set(self._fds):

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pluggy
 
@@ -27,6 +27,7 @@ from plugwarden.isolation import injection, reporting, wire
 from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manager
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.privileges import give_up_privileges
+from plugwarden.isolation.process.sandbox import watch_undeclared
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.runner import validate_verdict
 from plugwarden.logs import WorkerRecordFormatter
@@ -55,7 +56,12 @@ def serve(
     *,
     label: str,
     env: dict[str, str] | None = None,
+    plan: dict[str, Any] | None = None,
+    mounts: dict[str, str] | None = None,
 ) -> NoReturn:
+    """Serve the host's requests until it goes. ``plan``: the worker's
+    sandbox; ``mounts``: what its init set up, where it has one. Its parent
+    (that init, or a keeper) reaps the plugin's orphans."""
     # The plugin's own variables (its operator's env table), over the
     # zygote's clean environment (plugwarden.plugin.environment).
     os.environ.update(env or {})
@@ -66,7 +72,9 @@ def serve(
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _die_with_parent(parent)
-    containment.set_subreaper()  # orphans of the plugin stay in this tree
+    if plan and plan.get("enabled") and plan.get("state_dir"):
+        with contextlib.suppress(OSError):
+            os.chdir(plan["state_dir"])
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
@@ -77,8 +85,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # Before any thread: each of these holds for the thread that sets it and
     # every thread and process started after.
-    for protection, enforced in give_up_privileges().items():
-        if enforced != "enforced":
+    protections = {**(mounts or {}), **give_up_privileges(plan)}
+    if plan and plan.get("enabled"):
+        watch_undeclared(plan)
+    for protection, enforced in protections.items():
+        if enforced not in ("enforced", "granted"):
             logging.getLogger("plugwarden.worker").warning("%s: %s", protection, enforced)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
     injection.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
@@ -114,7 +125,7 @@ def serve(
             continue  # for a job that ended before the cancel arrived
         elif type(request) is wire.Load:
             max_result = request.max_result_bytes
-            plugin, reply = _load(request, me)
+            plugin, reply = _load(request, me, protections)
         elif type(request) is wire.Validate and plugin is not None:
             # Reduced here to plain data: None (ready) or the reason it is not.
             result = plugin.call("validate", {})
@@ -215,14 +226,16 @@ def _take_spare_manager() -> pluggy.PluginManager | None:
     return manager
 
 
-def _load(request: wire.Load, me: int) -> tuple[LoadedPlugin | None, bytes]:
+def _load(
+    request: wire.Load, me: int, protections: dict[str, str]
+) -> tuple[LoadedPlugin | None, bytes]:
     try:
         plugin = load_plugin(
             request.name, request.module, request.attr, request.search_path, _take_spare_manager()
         )
     except LoadError as exc:
         return None, wire.encode_load_error(request.id, me, exc.reason, exc.error_type)
-    return plugin, wire.encode_loaded(request.id, me, sorted(plugin.hooks))
+    return plugin, wire.encode_loaded(request.id, me, sorted(plugin.hooks), protections)
 
 
 def _send(connection: Connection, reply: bytes, me: int) -> None:

@@ -45,7 +45,8 @@ MAX_MESSAGE = 65536  # one control message, either way (fork request, exit repor
 # zygote itself died and the worker with it, (None, the reason naming the
 # zygote, None). memory: the tree's bytes when the zygote killed it past its
 # limit, else None.
-ExitListener = Callable[[int | None, str | None, int | None], None]
+# (exit code, why, the guard the zygote killed it for and the figure past it)
+ExitListener = Callable[[int | None, str | None, tuple[str, int] | None], None]
 # Called with the worker tree's resident bytes whenever the zygote's sweep
 # reads a new figure.
 MemoryListener = Callable[[int], None]
@@ -70,7 +71,7 @@ class Zygote:
         self._forked = threading.Condition()
         self._exit_listeners: dict[int, ExitListener] = {}
         self._memory_listeners: dict[int, MemoryListener] = {}
-        self._exits: dict[int, tuple[int | None, int | None]] = {}
+        self._exits: dict[int, tuple[int | None, Any]] = {}
         self._shut = False
         self._reader: threading.Thread | None = None
         self.level = "unknown"  # the containment level of the last worker forked
@@ -124,13 +125,14 @@ class Zygote:
         *,
         limit_bytes: int = 0,
         on_memory: MemoryListener | None = None,
-        env: dict[str, str] | None = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> Spawned:
         """Fork a worker holding ``fds`` (control, lifeline, output).
         ``on_exit`` is called once it has exited (a negative code: killed by
         that signal); ``on_memory`` with its tree's memory as the zygote
-        reads it, killing the tree past ``limit_bytes`` (0: no limit). ``env``:
-        variables the worker sets over the zygote's clean environment."""
+        reads it, killing the tree past ``limit_bytes`` (0: no limit).
+        ``sandbox``: the worker's confinement, its environment variables
+        among it (:class:`~plugwarden.isolation.process.sandbox.Sandbox`)."""
         sock = self._ensure_running()
         with self._forked:
             self._next_id += 1
@@ -141,7 +143,8 @@ class Zygote:
             "id": request_id,
             "label": label,
             "limit": limit_bytes,
-            "env": env or {},
+            "env": (sandbox or {}).get("env", {}),
+            "sandbox": sandbox,
         }
         message = json.dumps(request).encode()
         with self._send_lock:
@@ -187,7 +190,8 @@ class Zygote:
         elif message["op"] == "memory":
             self._report_memory(message["rss"])
         elif message["op"] == "exit":
-            self._report_exit(message["pid"], message["code"], message.get("memory_peak"))
+            tripped = message.get("tripped")
+            self._report_exit(message["pid"], message["code"], tuple(tripped) if tripped else None)
 
     def _report_memory(self, figures: dict[str, int]) -> None:
         listeners = self._memory_listeners
@@ -196,14 +200,14 @@ class Zygote:
             if listener is not None:
                 listener(used)
 
-    def _report_exit(self, pid: int, code: int | None, memory_peak: int | None) -> None:
+    def _report_exit(self, pid: int, code: int | None, tripped: Any) -> None:
         with self._forked:
             self._memory_listeners.pop(pid, None)
             listener = self._exit_listeners.pop(pid, None)
             if listener is None:
-                self._exits[pid] = (code, memory_peak)
+                self._exits[pid] = (code, tripped)
                 return
-        listener(code, None, memory_peak)
+        listener(code, None, tripped)
 
     def _orphan_all(self, sock: socket.socket) -> None:
         """The zygote is gone: its workers died with it (PDEATHSIG)."""

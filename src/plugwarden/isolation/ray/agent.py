@@ -88,6 +88,7 @@ class Agent:
             "node": context.get_node_id(),
             "address": ray.util.get_node_ip_address(),
             "pid": os.getpid(),
+            "protections": dict(getattr(runner, "protections", {})),
         }
 
     def initialise(self, config: dict[str, Any]) -> str | None:

@@ -68,6 +68,7 @@ class RayRunner(PooledRunner[_Actor]):
     ) -> None:
         self.source = source
         self.limits = limits
+        self.protections: dict[str, str] = {}  # as its agent reports its worker's
         self.placement = placement
         self._cluster = cluster
         self._on_loss = on_loss
@@ -130,6 +131,9 @@ class RayRunner(PooledRunner[_Actor]):
             self._kill(handle)
             raise LoadError(str(info["error"]), str(info.get("error_type")))
         actor = _Actor(handle, str(info["node"]), str(info["address"]), int(info["pid"]))
+        protections = info.get("protections")
+        if isinstance(protections, dict):
+            self.protections = {str(k): str(v) for k, v in protections.items()}
         actor.watch = handle.watch.options(concurrency_group="watch").remote()
         self._cluster.watch(actor.watch, lambda value: self._ended(actor, value))
         return actor

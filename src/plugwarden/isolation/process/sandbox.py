@@ -1,0 +1,311 @@
+"""The sandbox a worker runs in: what it may read, write and reach (README,
+"What a plugin may reach").
+
+The host draws a :class:`Sandbox` for each plugin: the paths its workers
+read (the Python installation and search path, system libraries, a handful
+of ``/etc`` files, its model files, granted paths), write (its private
+state and temporary directories, granted paths), the TCP ports it may use,
+and the host's secrets to hide. In a worker's namespaces, its init
+(:func:`enter_mount_namespace`) gives it a ``/proc`` of its own PID
+namespace, a private ``/dev/shm`` and temporary directory (memory, counted
+by its guard, gone with it) and hides the host's config and job database;
+the worker then confines itself with Landlock, drops its privileges and
+installs its seccomp filter (:mod:`~plugwarden.isolation.process.privileges`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plugwarden.isolation.process.containment import libc
+
+__all__ = [
+    "PROTECTIONS",
+    "SYSTEM_READ",
+    "UNDECLARED",
+    "Sandbox",
+    "enter_mount_namespace",
+    "limit_inotify",
+    "machine_support",
+    "private_bytes",
+    "watch_undeclared",
+]
+
+# Each protection a worker reports, and what it stops (README, doctor).
+PROTECTIONS = {
+    "own_proc": "a /proc of its own PID namespace: no other process seen, signalled or read",
+    "private_shm": "its own /dev/shm and tmp (memory, counted by its guard, gone with it)",
+    "filesystem": "Landlock: reads only code, libraries, its models and grants; writes only "
+    "its state, tmp and grants (not the config, the job database, site-packages, /etc/shadow)",
+    "network": "no TCP connect or bind, no socket() at all, unless [permissions] network",
+    "no_new_privs": "no setuid binary or file capability gives privilege back",
+    "capabilities": "every capability dropped (root's too)",
+    "seccomp": "mount, ptrace, process_vm_*, bpf, kexec, modules, keyrings, namespaces, "
+    "io_uring answer EPERM",
+    "descriptors": "at most 1024 open descriptors",
+    "tasks": "threads plus processes past max_tasks kill the worker (TaskLimitExceeded)",
+    "inotify": "a user namespace of its own, its inotify instances capped: not all the user's",
+}
+
+# What programs read on any Linux machine, and nothing that holds a secret.
+SYSTEM_READ = (
+    "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/sys", "/proc", "/dev",
+    "/etc/ssl", "/etc/pki", "/etc/ca-certificates", "/etc/alternatives", "/etc/fonts",
+    "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf", "/etc/nsswitch.conf",
+    "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/timezone", "/etc/mime.types",
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/os-release",
+)  # fmt: skip
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+SHM = "/dev/shm"
+
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """One plugin's confinement, as plain data for the fork request."""
+
+    enabled: bool = True
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    network: bool | tuple[int, ...] = False
+    devices: tuple[str, ...] = DEVICES
+    hide: tuple[str, ...] = ()  # the host's secrets: covered in the worker's mounts
+    state_dir: str = ""
+    tmp_dir: str = ""
+    tmp_mb: int = 0  # the size of its private tmpfs mounts (its memory guard)
+    max_tasks: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def draw(
+        cls,
+        *,
+        grants: Any,
+        search_path: list[str],
+        extra_read: list[str],
+        secrets: tuple[str, ...],
+        home: str,
+        gpu: bool,
+        limits: Any,
+        env: dict[str, str],
+    ) -> Sandbox:
+        """The sandbox of a plugin whose private directories live in
+        ``home``: ``grants`` (:class:`~plugwarden.plugin.permissions.Grants`),
+        its import path, model files (``extra_read``), the host's secrets."""
+        state_dir, tmp_dir = os.path.join(home, "state"), os.path.join(home, "tmp")
+        for made in (state_dir, tmp_dir):
+            os.makedirs(made, mode=0o700, exist_ok=True)
+        python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        here = os.getcwd()
+        imports = [p for p in search_path if p and os.path.abspath(p) != here]
+        read = [*SYSTEM_READ, *sorted(python), *imports, *extra_read, *grants.read]
+        readable = [path for path in read if not _holds(path, secrets)]
+        devices = (*DEVICES, *(_gpu_devices() if gpu else ()))
+        return cls(
+            enabled=limits.sandbox,
+            read=tuple(dict.fromkeys(os.path.abspath(path) for path in readable)),
+            write=(state_dir, tmp_dir, SHM, *grants.write),
+            network=grants.network,
+            devices=devices,
+            hide=secrets,
+            state_dir=state_dir,
+            tmp_dir=tmp_dir,
+            tmp_mb=int(limits.memory_mb),
+            max_tasks=limits.max_tasks,
+            env={**env, "TMPDIR": tmp_dir} if limits.sandbox else dict(env),
+        )
+
+    def message(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _holds(path: str, secrets: tuple[str, ...]) -> bool:
+    """Whether ``path`` is, or holds, one of ``secrets``."""
+    path = os.path.abspath(path).rstrip("/") + "/"
+    return any((secret + "/").startswith(path) for secret in secrets)
+
+
+def _gpu_devices() -> list[str]:
+    found = [path for path in GPU_DEVICES if os.path.exists(path)]
+    with contextlib.suppress(OSError):
+        found += [f"/dev/{name}" for name in os.listdir("/dev") if name[6:].isdigit()
+                  and name.startswith("nvidia")]  # fmt: skip
+    if os.path.isdir("/dev/dri"):
+        found.append("/dev/dri")
+    return found
+
+
+def _mount(source: str, target: str, kind: str | None, flags: int, data: str | None) -> bool:
+    lib = libc()
+    assert lib is not None
+    args = [None if value is None else value.encode() for value in (source, target, kind, data)]
+    return bool(lib.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]) == 0)
+
+
+def enter_mount_namespace(plan: dict[str, Any]) -> dict[str, str]:
+    """In a worker's init, before it forks the worker: a mount namespace of
+    its own with its own ``/proc``, private ``/dev/shm`` and tmp, and the
+    host's secrets covered. Protection -> "enforced", or why not."""
+    lib = libc()
+    if lib is None or lib.unshare(_CLONE_NEWNS) != 0:
+        why = "not available here: no mount namespace (unshare refused)"
+        return {"own_proc": why, "private_shm": why}
+    _mount("none", "/", None, _MS_REC | _MS_PRIVATE, None)  # nothing leaks back to the host
+    report = {}
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    report["own_proc"] = _said(_mount("proc", "/proc", "proc", flags, None), "mount of /proc")
+    size = f"size={max(16, plan['tmp_mb'])}m,mode=1777"
+    private = [SHM, plan["tmp_dir"]]
+    done = all(_mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV, size) for path in private)
+    report["private_shm"] = _said(done, "tmpfs on /dev/shm")
+    for secret in plan["hide"]:
+        if os.path.isfile(secret):
+            _mount("/dev/null", secret, None, _MS_BIND, None)
+    return report
+
+
+def _said(done: bool, what: str) -> str:
+    if done:
+        return "enforced"
+    return f"not available here: {what} refused ({os.strerror(ctypes.get_errno())})"
+
+
+INOTIFY_INSTANCES = 32  # of the user's (128 by default): a plugin cannot take them all
+_CLONE_NEWUSER = 0x10000000
+
+
+def limit_inotify(instances: int = INOTIFY_INSTANCES) -> str:
+    """In a worker's init, before it forks the worker: a user namespace of
+    its own (root's, mapped to root; an ordinary user's keeper made one
+    already) whose inotify limit is ``instances``, so the plugin cannot take
+    every inotify instance of the user. Whether that is enforced, or why not."""
+    lib = libc()
+    if lib is None:
+        return "not available here: no libc"
+    if os.geteuid() == 0:
+        if lib.unshare(_CLONE_NEWUSER) != 0:
+            return f"not available here: no user namespace ({os.strerror(ctypes.get_errno())})"
+        try:
+            for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", "0 0 1"),
+                               ("/proc/self/gid_map", "0 0 1")):  # fmt: skip
+                with open(path, "w") as handle:
+                    handle.write(text)
+        except OSError as exc:
+            return f"not available here: user namespace not mapped ({exc.strerror})"
+    try:
+        with open("/proc/sys/user/max_inotify_instances", "w") as handle:
+            handle.write(str(instances))
+    except OSError as exc:
+        return f"not available here: inotify limit not set ({exc.strerror})"
+    return f"enforced ({instances} instances)"
+
+
+UNDECLARED = "undeclared"  # the marker plugwarden check looks for in a worker's log
+_AUDITED = frozenset({"socket.__new__", "socket.connect", "socket.bind", "open"})
+_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def watch_undeclared(plan: dict[str, Any]) -> None:
+    """In a sandboxed worker: log, once each, what the plugin tries beyond
+    its grants (a TCP connect or bind without ``network``, a write outside
+    its writable paths). The kernel refuses it either way; the line tells
+    the plugin's author (``plugwarden check``) and its operator what to
+    declare or grant."""
+    import logging
+
+    log = logging.getLogger("plugwarden.sandbox")
+    network, writable = plan.get("network", False), tuple(plan.get("write", ()))
+    told: set[str] = set()
+    busy = [False]
+
+    def tell(what: str, fix: str) -> None:
+        if what not in told and len(told) < 100:
+            told.add(what)
+            log.warning("%s: %s; %s", UNDECLARED, what, fix)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if busy[0] or event not in _AUDITED:
+            return
+        busy[0] = True
+        try:
+            if event == "open":
+                path, mode, flags = args
+                writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                    isinstance(flags, int) and flags & _WRITE_FLAGS
+                )
+                if writes and isinstance(path, str) and not _under(path, writable):
+                    tell(f"a write to {path}", "declare it in [permissions] write")
+            elif event == "socket.__new__":
+                family = args[1]
+                if network is False and family in _FAMILIES:
+                    name = _FAMILIES[family]
+                    tell(f"a socket of family {name}", "declare [permissions] network")
+            elif network is not True:
+                address = args[1]
+                port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
+                if not (isinstance(network, list) and port in network):
+                    verb = event.split(".")[1]
+                    tell(f"a {verb} to {address!r}", "declare [permissions] network")
+        except Exception:  # noqa: BLE001 - an audit hook must never break the plugin
+            pass
+        finally:
+            busy[0] = False
+
+    sys.addaudithook(hook)
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    path = os.path.abspath(path)
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def machine_support(level: str) -> dict[str, str]:
+    """Which protections this machine enforces for a new worker, given the
+    containment ``level`` probed here: protection -> "enforced ..." or
+    "not available here: <why>"."""
+    from plugwarden.isolation.process import landlock
+
+    version = landlock.abi()
+    namespaced = level == "pid-namespace"
+    no_ns = f"not available here: no PID namespace (containment level {level})"
+    no_landlock = "not available here: this kernel has no Landlock (Linux 5.13+, in the LSM list)"
+    return {
+        "own_proc": "enforced" if namespaced else no_ns,
+        "private_shm": "enforced" if namespaced else no_ns,
+        "filesystem": f"enforced (Landlock ABI {version})" if version else no_landlock,
+        "network": f"enforced (Landlock ABI {version}, seccomp)"
+        if version >= 4
+        else "enforced by seccomp for network = false; ports not available here (Landlock < 4)",
+        "no_new_privs": "enforced",
+        "capabilities": "enforced",
+        "seccomp": "enforced"
+        if sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+        else "not available here: no syscall table for this machine yet",
+        "descriptors": "enforced",
+        "tasks": "enforced (the zygote's sweep)",
+        "inotify": "enforced" if namespaced else no_ns,
+    }
+
+
+def private_bytes(init: int, tmp_dir: str) -> int:
+    """Bytes held in the private tmpfs mounts of the worker whose init is
+    ``init`` (its ``/dev/shm`` and tmp), read through its root."""
+    total = 0
+    for path in (SHM, tmp_dir):
+        try:
+            stats = os.statvfs(f"/proc/{init}/root{path}")
+        except OSError:
+            continue
+        if stats.f_blocks:
+            total += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    return total
