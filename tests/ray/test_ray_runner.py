@@ -92,6 +92,13 @@ class TestCalls:
         assert host.worker_nodes("alpha") == ["127.0.0.1"]
         assert host.resident_bytes("alpha") > 0  # read from the actor
 
+    def test_the_worker_on_the_node_gets_the_same_sandbox(self, ray_host):
+        """Drawn again on the node (its Python, its private directories):
+        the plugin's worker there reports the same protections."""
+        protections = ray_host().status("alpha").info.protections
+        for name in ("filesystem", "network", "seccomp", "no_new_privs"):
+            assert protections.get(name) == "enforced", protections
+
     def test_arguments_ray_cannot_send_fail_the_call_only(self, ray_host):
         host = ray_host()
         result = host.call("alpha", "echo", {"lock": threading.Lock()})

@@ -23,7 +23,10 @@ from plugwarden.testing import PluginConformance, wait_for
 
 # What its manifest asks for, granted as an operator does (the defaults are a ceiling).
 GRANTS = {"memory_mb": 6144, "timeout_s": 600, "load_timeout_s": 300, "job_timeout_s": 7200}
-CPU = {"requires_gpu": False, "device": "cpu", **GRANTS}
+# The sandbox lets a plugin read only what it is granted: these tests' videos
+# and frames live under the temporary directory (no secret of these hosts does).
+READ = {"permissions": {"read": [tempfile.gettempdir()]}}
+CPU = {"requires_gpu": False, "device": "cpu", **GRANTS, **READ}
 TOKEN = "videotracker-test-token-0123"
 _DATA = Path(tempfile.mkdtemp(prefix="videotracker-data-"))
 VIDEO = _DATA / "two-faces.mp4"
@@ -98,6 +101,7 @@ class TestTrackingQuality:
             f'[server]\ntoken = "{TOKEN}"\n[jobs]\npath = ":memory:"\n'
             '[plugins.videotracker]\nrequires_gpu = false\ndevice = "cpu"\n'
             + "".join(f"{key} = {value}\n" for key, value in GRANTS.items())
+            + f'permissions = {{ read = ["{_DATA}"] }}\n'  # its videos, not this config
         )
         port = free_port()
         server = subprocess.Popen(

@@ -110,6 +110,13 @@ steps = "Count args.n steps (5) with progress; run it as a job."
 [guards]
 timeout_s = 30
 memory_mb = 512
+
+# What it may reach beyond its code, models, state and tmp directories:
+# undeclared is denied (README, "What a plugin may reach").
+[permissions]
+network = false     # true, or the TCP ports it connects to: [443]
+read = []           # paths it reads
+write = []          # paths it writes
 """
 
 TEST = '''\

@@ -87,7 +87,9 @@ class Backends:
                 ray = importlib.import_module(RAY_BACKEND)
                 if self._ray is None:
                     self._ray = ray.RayCluster(self._ray_config)
-                runner = ray.RayRunner(source, limits, placement or Placement(), self._ray, on_loss)
+                runner = ray.RayRunner(
+                    source, limits, placement or Placement(), self._ray, on_loss, sandbox
+                )
             else:
                 services = self._process_services()
                 runner = ProcessRunner(source, limits, services, on_loss, sandbox=sandbox)

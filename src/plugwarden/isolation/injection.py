@@ -56,6 +56,12 @@ def arm() -> None:
     _plan_path = _configured
 
 
+def plan_dir() -> str | None:
+    """The folder of the plan this worker carries out (its sandbox lets it
+    read the plan and claim faults there), or None."""
+    return None if _plan_path is None else os.path.dirname(os.path.abspath(_plan_path))
+
+
 def armed() -> bool:
     return _plan_path is not None
 
@@ -116,11 +122,7 @@ def _apply(fault: dict[str, Any], call: Callable[[], Any]) -> Any:
     elif kind == "signal":
         number = int(fault.get("signal", signal.SIGKILL))
         signal.signal(number, signal.SIG_DFL)
-        signal.raise_signal(number)
-        # Still here: PID 1 of a PID namespace (that containment level) cannot
-        # signal itself. The nearest fate it can have: a forced SIGSEGV.
-        print(f"plugwarden fault: signal {number} cannot end PID 1 of a namespace; SIGSEGV")
-        ctypes.string_at(0)
+        signal.raise_signal(number)  # the worker is not PID 1 (its init is): this ends it
     elif kind == "hang":
         while True:
             time.sleep(3600)

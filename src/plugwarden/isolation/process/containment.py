@@ -5,20 +5,20 @@ Every descendant of a worker, however it detaches (double fork, ``setsid``,
 The strongest level the kernel offers is used, probed once per zygote:
 
 ``pid-namespace``
-    Each worker is PID 1 of a PID namespace of its own (an unprivileged user
-    namespace first, where the host is not root). Orphans of the plugin are
-    re-parented to the worker, so its tree holds every descendant; when the
-    worker dies the kernel kills everything left in the namespace. The
-    plugin cannot see, let alone signal, the host, the zygote or any other
-    worker.
+    Each worker runs under a small init, PID 1 of a PID namespace of its own
+    (an unprivileged user namespace first, where the host is not root).
+    Orphans of the plugin are re-parented to the init, which reaps them;
+    when the worker dies the init exits and the kernel kills everything
+    left in the namespace. The plugin cannot see, let alone signal, the
+    host, the zygote or any other worker.
 ``subreaper``
-    Where namespaces are refused: the worker is a child subreaper
+    Where namespaces are refused: the worker's keeper is a child subreaper
     (``PR_SET_CHILD_SUBREAPER``), so orphans of the plugin are re-parented to
-    it and stay in its tree; its keeper process (also a subreaper) kills
-    whatever is left when the worker ends, and the zygote kills any stray it
-    adopts. A plugin *can* still signal processes of the same user (the
-    host, the zygote, other workers): a hostile plugin needs the namespace
-    level.
+    it, counted with the worker and reaped; it kills whatever is left when
+    the worker ends, and the zygote kills any stray it adopts. Only Landlock
+    (where the kernel has it) keeps a plugin from signalling processes of the
+    same user (the host, the zygote, other workers): a hostile plugin needs
+    the namespace level.
 
 ``PLUGWARDEN_CONTAINMENT=subreaper`` forces the weaker level (to test it).
 """

@@ -2,24 +2,30 @@
 
 Started by :class:`~plugwarden.isolation.process.zygote.Zygote`; it imports the worker
 code once, then serves fork requests arriving on a Unix socket with the
-worker's three file descriptors. Running as root, the zygote forks each
-worker straight into a PID namespace of its own (it unshares one before
-each fork): the worker is PID 1 there, the kernel kills what it leaves
-behind, and the zygote reads its exit status itself. Otherwise each worker
-gets a *keeper*: a small parent that puts it in a PID namespace of its own
-where the kernel allows (:mod:`plugwarden.isolation.process.containment`; an
-unprivileged one needs a user namespace, which the zygote cannot enter
-once per worker), tells the zygote the worker's pid, waits for it, kills
-whatever it left behind, and exits with the worker's own status, which the
-zygote reports to the host. Without a keeper a worker starts ~2 ms sooner
-and its exit is reported ~1 ms sooner (start, crash recovery; README, "Benchmarks").
+worker's three file descriptors. Each worker runs under an *init*, PID 1 of
+a PID namespace of its own: the init sets up the worker's mount namespace
+and limits (:mod:`~plugwarden.isolation.process.sandbox`), forks the
+worker, reaps the plugin's orphans, forwards signals, and writes how the
+worker ended on a pipe before it exits (the kernel then kills whatever is
+left in the namespace). Running as root, the zygote forks each init
+straight into a new PID namespace (it unshares one before each fork).
+Otherwise each worker gets a *keeper* too: a small parent that enters a
+user and PID namespace where the kernel allows
+(:mod:`plugwarden.isolation.process.containment`; the zygote cannot enter
+one per worker), forks the init, tells the zygote the worker's pid, and
+exits with the worker's own status; where no namespace can be had, the
+keeper forks the worker itself and reaps its orphans. Without a keeper a
+worker starts ~2 ms sooner and its exit is reported ~1 ms sooner (start,
+crash recovery; README, "Benchmarks").
 The zygote is a subreaper: a stray it adopts is killed. It exits when the
 host's end of the socket closes; keepers and workers die with their
 parents (``PR_SET_PDEATHSIG``).
 
-Every ``SWEEP_S`` the zygote also reads each worker tree's memory: it kills
-a tree past its limit (reported with the exit, as ``memory_peak``) and
-tells the host the figures that changed. The sweep runs here, between fork
+Every ``SWEEP_S`` the zygote also reads each worker tree's memory (resident,
+plus the shared memory it holds and its private tmpfs mounts) and tasks
+(threads plus processes, and a ``pids`` cgroup's refusals where it could
+make one): it kills a tree past either limit (reported with the exit, as
+``tripped``) and tells the host the memory figures that changed. The sweep runs here, between fork
 requests, rather than on a thread of the host, where its ~1000 /proc reads
 a second would each hand the host's GIL to and from the HTTP event loop.
 A call's own waiter still watches its worker during the call.

@@ -1,14 +1,17 @@
-"""What a worker gives up before it imports its plugin (README, "Isolation").
+"""What a worker gives up before it imports its plugin (README, "What a
+plugin may reach").
 
 :func:`give_up_privileges` runs in the worker right after the fork, before
 any thread or plugin code: no new privileges (``no_new_privs``: no setuid
-binary or file capability gives any back), no capabilities (as root: the
-bounding, ambient, permitted and effective sets emptied), a seccomp filter
-that answers EPERM (not a kill, so libraries that probe keep working) to
-the system calls a plugin never needs (mounts, ptrace and other processes'
-memory, kexec and modules, bpf, perf events, keyrings, namespaces, reboot,
-swap), and a descriptor limit. Each protection reports whether this machine
-enforced it, or why not.
+binary or file capability gives any back), its Landlock rules (the paths
+and TCP ports of its sandbox), no capabilities (root's, or those of its own
+user namespace: the bounding, ambient, permitted and effective sets
+emptied), a seccomp filter that answers EPERM (not a kill, so libraries
+that probe keep working) to the system calls a plugin never needs (mounts,
+ptrace and other processes' memory, kexec and modules, bpf, perf events,
+keyrings, namespaces, reboot, swap, io_uring; without a network grant, any
+``socket()`` of the Unix, IP or packet families), and a descriptor limit.
+Each protection reports whether this machine enforced it, or why not.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from plugwarden.isolation.process.containment import libc
+from plugwarden.plugin.limits import Limits
+from plugwarden.plugin.permissions import Grants
 
 __all__ = [
     "PROTECTIONS",
@@ -84,23 +86,28 @@ class Sandbox:
     tmp_mb: int = 0  # the size of its private tmpfs mounts (its memory guard)
     max_tasks: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    # What it was drawn from, to draw it again on another machine (a Ray node).
+    granted: Grants = field(default_factory=Grants)
+    models: tuple[str, ...] = ()
+    gpu: bool = False
+    own_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def draw(
         cls,
         *,
-        grants: Any,
+        grants: Grants,
         search_path: list[str],
         extra_read: list[str],
         secrets: tuple[str, ...],
         home: str,
         gpu: bool,
-        limits: Any,
+        limits: Limits,
         env: dict[str, str],
     ) -> Sandbox:
         """The sandbox of a plugin whose private directories live in
-        ``home``: ``grants`` (:class:`~plugwarden.plugin.permissions.Grants`),
-        its import path, model files (``extra_read``), the host's secrets."""
+        ``home``: its ``grants``, its import path, its model files
+        (``extra_read``), the host's secrets, its own ``env`` table."""
         state_dir, tmp_dir = os.path.join(home, "state"), os.path.join(home, "tmp")
         for made in (state_dir, tmp_dir):
             os.makedirs(made, mode=0o700, exist_ok=True)
@@ -122,7 +129,19 @@ class Sandbox:
             tmp_mb=int(limits.memory_mb),
             max_tasks=limits.max_tasks,
             env={**env, "TMPDIR": tmp_dir} if limits.sandbox else dict(env),
+            granted=grants,
+            models=tuple(extra_read),
+            gpu=gpu,
+            own_env=dict(env),
         )
+
+    def for_node(self, search_path: list[str], home: str) -> Sandbox:
+        """The same sandbox drawn on this machine (a Ray node): its Python,
+        import path and private directories under ``home``."""
+        limits = Limits(memory_mb=self.tmp_mb, max_tasks=self.max_tasks, sandbox=self.enabled)
+        return Sandbox.draw(grants=self.granted, search_path=search_path,
+                            extra_read=list(self.models), secrets=self.hide, home=home,
+                            gpu=self.gpu, limits=limits, env=self.own_env)  # fmt: skip
 
     def message(self) -> dict[str, Any]:
         return asdict(self)

@@ -85,6 +85,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # Before any thread: each of these holds for the thread that sets it and
     # every thread and process started after.
+    injection.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
+    if plan and injection.plan_dir():  # read at each call, claimed beside it: writable
+        plan = {**plan, "write": [*plan["write"], injection.plan_dir()]}
     protections = {**(mounts or {}), **give_up_privileges(plan)}
     if plan and plan.get("enabled"):
         watch_undeclared(plan)
@@ -92,7 +95,6 @@ def serve(
         if enforced not in ("enforced", "granted"):
             logging.getLogger("plugwarden.worker").warning("%s: %s", protection, enforced)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
-    injection.arm()  # a test's fault plan, if PLUGWARDEN_FAULTS names one
     connection = Connection(control_fd)
     me = os.getpid()
     plugin: LoadedPlugin | None = None
@@ -265,8 +267,8 @@ def _lifeline(fd: int) -> None:
 
 def _exit_group() -> NoReturn:
     try:
-        # Every descendant, however detached (it is ours: we are a subreaper),
-        # then our group: only a group of our own, never the host's.
+        # Every descendant still below us, then our group (only a group of
+        # our own, never the host's); the init or keeper above takes the rest.
         containment.kill_descendants(os.getpid())
         if os.getpgrp() == os.getpid():
             os.killpg(0, signal.SIGKILL)

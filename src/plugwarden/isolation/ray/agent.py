@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 from dataclasses import replace
 from typing import Any
@@ -34,12 +35,14 @@ from plugwarden.isolation.executor import ElasticExecutor
 from plugwarden.isolation.inline import HostMemoryWatch, InlineRunner
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
+from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import Runner, WorkerLoss
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
+from plugwarden.settings import plugin_home
 
 __all__ = ["CONCURRENCY_GROUPS", "REPLY_ID", "Agent"]
 
@@ -64,8 +67,11 @@ class Agent:
         self._lost = threading.Event()
         self._loss: dict[str, Any] | None = None
 
-    def load(self, source: PluginSource, limits: Limits) -> dict[str, Any]:
-        """Start the plugin's worker and import it there; where this runs."""
+    def load(
+        self, source: PluginSource, limits: Limits, sandbox: Sandbox | None = None
+    ) -> dict[str, Any]:
+        """Start the plugin's worker and import it there, in ``sandbox``
+        drawn on this node; where this runs."""
         import ray  # in a Ray worker process: Ray is there
 
         runner: Runner
@@ -77,7 +83,11 @@ class Agent:
         else:
             inner = replace(limits, isolation="process", workers=1)
             services = ProcessServices(Zygote(), OutputPump())
-            runner = ProcessRunner(source, inner, services, self._worker_lost)
+            here = None
+            if sandbox is not None:
+                search_path = [*sys.path, *source.search_path]
+                here = sandbox.for_node(search_path, plugin_home(source.name))
+            runner = ProcessRunner(source, inner, services, self._worker_lost, sandbox=here)
         try:
             runner.load()
         except LoadError as exc:

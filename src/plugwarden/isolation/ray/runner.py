@@ -27,6 +27,7 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError, describe
 from plugwarden.isolation import wire
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
+from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.ray.agent import REPLY_ID
 from plugwarden.isolation.ray.cluster import RayCluster, death_reason, shortfall
 from plugwarden.isolation.reporting import CallControl
@@ -65,10 +66,12 @@ class RayRunner(PooledRunner[_Actor]):
         placement: Placement,
         cluster: RayCluster,
         on_loss: LossHandler,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.source = source
         self.limits = limits
         self.protections: dict[str, str] = {}  # as its agent reports its worker's
+        self._sandbox = sandbox  # drawn again on each node, for its own paths
         self.placement = placement
         self._cluster = cluster
         self._on_loss = on_loss
@@ -115,7 +118,8 @@ class RayRunner(PooledRunner[_Actor]):
         handle = self._cluster.agent.options(**options).remote()
         budget = self.limits.load_timeout_s
         try:
-            info = ray.get(handle.load.remote(self.source, self.limits), timeout=budget)
+            loading = handle.load.remote(self.source, self.limits, self._sandbox)
+            info = ray.get(loading, timeout=budget)
         except ray.exceptions.GetTimeoutError:
             self._kill(handle)
             raise LoadError(
