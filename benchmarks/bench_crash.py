@@ -26,8 +26,7 @@ from plugwarden import Host
 from plugwarden.error_types import ErrorType
 from plugwarden.testing import plugin_source
 
-# A segfault: a worker that is PID 1 of its own namespace ignores a SIGKILL
-# it sends itself, as any init does.
+# A segfault, as a bug in a C extension would.
 CRASHY = plugin_source("import ctypes\nif args.get('crash'):\n    ctypes.string_at(0)\nreturn 1")
 WINDOW_S = 1.0
 POLICY = {"restart_window_s": WINDOW_S, "max_restarts": 5}

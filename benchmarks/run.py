@@ -21,6 +21,7 @@ from benchmarks import (
     bench_http,
     bench_isolation,
     bench_jobs,
+    bench_sandbox,
     bench_start,
     bench_wire,
 )
@@ -35,6 +36,7 @@ SUITES = {
     "jobs": (bench_jobs.run, "Jobs (issue 11)"),
     "start": (bench_start.run, "Start (issue 14)"),
     "crash": (bench_crash.run, "Crash recovery (issue 14)"),
+    "sandbox": (bench_sandbox.run, "The sandbox's cost (issue 24)"),
 }
 
 

@@ -168,9 +168,10 @@ class TestPrivilegeAndNetwork:
         protections = outcome["protections"]
         for name in ("filesystem", "network", "no_new_privs", "capabilities", "seccomp",
                      "descriptors"):  # fmt: skip
-            assert protections[name] == "enforced" or protections[name].startswith(
-                "not available here: "
-            ), (name, protections[name])
+            assert protections[name].startswith(("enforced", "not available here: ")), (
+                name,
+                protections[name],
+            )
 
 
 @linux
@@ -188,3 +189,52 @@ class TestBounds:
 
     def test_a_400_mb_memfd_under_200_mb_trips_the_memory_guard(self, outcome):
         assert outcome["memfd"]["error_type"] == "MemoryLimitExceeded", outcome["memfd"]
+
+
+WHOAMI = """
+import os
+path = os.path.join(STATE, "mine")
+with open(path, "w") as file:
+    file.write("ok")
+return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "wrote": path}
+"""
+
+
+@linux
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker_user is root's option")
+class TestWorkerUser:
+    def test_workers_run_as_the_worker_user(self, plugwarden_plugin, plugwarden_host):
+        site = Path(tempfile.mkdtemp(prefix="plugwarden-worker-user-"))
+        site.chmod(0o755)
+        try:
+            from plugwarden.testing import plugin_source, write_plugin
+
+            write_plugin(site, "who", plugin_source(
+                WHOAMI, prelude="STATE = ''", init_body="global STATE\nSTATE = config['state_dir']"
+            ))  # fmt: skip
+            from plugwarden import Host
+
+            config = {"jobs": {"path": ":memory:"}, "plugins": {"who": {"worker_user": "nobody"}}}
+            with Host(config, search_path=[str(site)]) as host:
+                host.start()
+                status = host.status("who")
+                if status.state.value != "INITIALIZED":  # the interpreter may be root's alone
+                    assert "worker_user 'nobody'" in status.reason, status.reason
+                    pytest.skip(f"this interpreter is not readable by nobody: {status.reason}")
+                result = host.call("who", "t", {})
+                assert result.ok, result.error
+                assert result.result["uid"] == NOBODY and result.result["groups"] == []
+                assert status.info.protections["worker_user"] == "enforced (nobody)"
+        finally:
+            shutil.rmtree(site, ignore_errors=True)
+            shutil.rmtree("/var/lib/plugwarden/plugins/who", ignore_errors=True)
+
+    def test_a_plugin_the_worker_user_cannot_read_is_failed_saying_so(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("hidden", "from plugwarden import hookimpl\n")  # under root's tmp
+        status = plugwarden_host({"plugins": {"hidden": {"worker_user": "nobody"}}}).status(
+            "hidden"
+        )
+        assert status.state.value == "FAILED"
+        assert "worker_user 'nobody'" in status.reason and "chmod" in status.reason

@@ -77,13 +77,13 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         )
     # Trust (in-process) and placement (a cluster) are the operator's call:
     # [defaults] or [plugins.NAME] decide, whatever the manifest says.
-    if manifest.guards.sandbox is not None and table.guards.sandbox is None:
-        notes.append(
-            f"The manifest sets sandbox = {str(manifest.guards.sandbox).lower()}; ignored: "
-            f"only the operator can run a plugin outside the sandbox ([plugins.{name}] "
-            "sandbox = false)."
-        )
-    guards = replace(manifest.guards, isolation=None, sandbox=None)
+    for key in ("sandbox", "worker_user"):
+        if getattr(manifest.guards, key) is not None:
+            notes.append(
+                f"The manifest sets {key}; ignored: only the operator decides how a plugin's "
+                f"workers are confined ([plugins.{name}] {key} in the host config)."
+            )
+    guards = replace(manifest.guards, isolation=None, sandbox=None, worker_user=None)
     guards, capped = _within_defaults(name, guards, table.guards, config.defaults)
     notes.extend(capped)
     base = GuardSettings(**{k: getattr(config.defaults, k) for k in Limits.__dataclass_fields__})
@@ -136,9 +136,16 @@ def _within_defaults(
     return replace(asked, **capped), notes
 
 
-def plugin_home(name: str) -> str:
+WORKER_USER_HOMES = "/var/lib/plugwarden/plugins"
+
+
+def plugin_home(name: str, worker_user: str = "") -> str:
     """Where a plugin's private state and temporary directories live:
-    ``$XDG_STATE_HOME/plugwarden/plugins/NAME`` (``~/.local/state`` by default)."""
+    ``$XDG_STATE_HOME/plugwarden/plugins/NAME`` (``~/.local/state`` by
+    default), or, for workers that run as another user (``worker_user``),
+    ``/var/lib/plugwarden/plugins/NAME``, which that user can reach."""
+    if worker_user:
+        return os.path.join(WORKER_USER_HOMES, name)
     state = os.environ.get(STATE_ENV) or os.path.expanduser("~/.local/state")
     return os.path.join(state, "plugwarden", "plugins", name)
 

@@ -72,7 +72,9 @@ def print_record(record: dict[str, Any], console: Console) -> None:
         )
     protections = record.get("protections") or {}
     if protections:
-        lacking = {k: v for k, v in protections.items() if v not in ("enforced", "granted")}
+        lacking = {
+            k: v for k, v in protections.items() if not v.startswith(("enforced", "granted"))
+        }
         enforced = [k for k in protections if k not in lacking]
         row("protections", "enforced: " + (", ".join(enforced) or "none"))
         for name, why in lacking.items():

@@ -128,7 +128,7 @@ class Pipeline:
             search_path=[*sys.path, *self.source.search_path],
             extra_read=[str(path) for path in context.facts.get("models", {}).values()],
             secrets=host_secrets(config),
-            home=plugin_home(name),
+            home=plugin_home(name, settings.limits.worker_user),
             gpu=settings.manifest.requires_gpu,
             limits=settings.limits,
             env=settings.env,

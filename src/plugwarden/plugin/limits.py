@@ -25,3 +25,4 @@ class Limits:
     job_timeout_s: float = 3600.0  # a job's run, like timeout_s for a synchronous call
     max_tasks: int = 512  # threads plus processes of a worker's tree; past it: TaskLimitExceeded
     sandbox: bool = True  # the operator's: false runs its workers unconfined (README)
+    worker_user: str = ""  # the operator's: as root, the user its workers run as ("": the host's)

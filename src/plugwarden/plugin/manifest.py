@@ -62,6 +62,7 @@ class GuardSettings:
     job_timeout_s: float | None = None
     max_tasks: int | None = None
     sandbox: bool | None = None
+    worker_user: str | None = None
 
     def merged_over(self, base: GuardSettings) -> GuardSettings:
         """These values where set, ``base`` elsewhere."""
@@ -312,6 +313,9 @@ def guard_settings(
     sandbox = table.get("sandbox")
     if sandbox is not None and not isinstance(sandbox, bool):
         raise fail(f"{where}.sandbox", f"expected true or false, got {sandbox!r}")
+    user = table.get("worker_user")
+    if user is not None and (not isinstance(user, str) or not user.strip()):
+        raise fail(f"{where}.worker_user", f"expected a user name, got {user!r}")
     cap = table.get("max_result_bytes")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise fail(f"{where}.max_result_bytes", f"expected a positive integer, got {cap!r}")
@@ -321,5 +325,6 @@ def guard_settings(
         max_result_bytes=cap,
         max_tasks=tasks,
         sandbox=sandbox,
+        worker_user=user,
         **values,
     )

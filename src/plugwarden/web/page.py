@@ -83,7 +83,8 @@ async function history(details) {
   const name = details.closest("tr").dataset.plugin;
   const record = await (await fetch("/v1/plugins/" + encodeURIComponent(name))).json();
   const g = record.permissions || {}, guarded = record.protections || {};
-  const lacking = Object.entries(guarded).filter(([, v]) => v !== "enforced" && v !== "granted");
+  const lacking = Object.entries(guarded).filter(
+    ([, v]) => !v.startsWith("enforced") && v !== "granted");
   const reach = record.permissions ? `<li class="small" data-field="grants"><b>grants</b> ` +
     `network ${esc(JSON.stringify(g.network))}, read ${esc((g.read || []).join(", ") || "-")}, ` +
     `write ${esc((g.write || []).join(", ") || "-")}; <b>protections</b> ` +

@@ -47,7 +47,6 @@ from typing import Any
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.sandbox import (
     enter_mount_namespace,
-    limit_inotify,
     private_bytes,
 )
 from plugwarden.isolation.process.taskgroup import TaskGroups
@@ -403,8 +402,6 @@ def _init(fds: list[int], heard: int, request: dict[str, Any], serve: Any) -> No
             joined = request.get("cgroup") and TaskGroups.join(request["cgroup"])
             how = "pids cgroup" if joined else "the zygote's sweep"
             mounts["tasks"] = f"enforced ({how})"
-        if plan.get("enabled"):
-            mounts["inotify"] = limit_inotify()
         worker = os.fork()
         if worker == 0:
             os.close(heard)

@@ -35,6 +35,7 @@ __all__ = [
     "limit_inotify",
     "machine_support",
     "private_bytes",
+    "switch_user",
     "watch_undeclared",
 ]
 
@@ -86,6 +87,7 @@ class Sandbox:
     tmp_mb: int = 0  # the size of its private tmpfs mounts (its memory guard)
     max_tasks: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    user: str = ""  # as root: the user its workers run as
     # What it was drawn from, to draw it again on another machine (a Ray node).
     granted: Grants = field(default_factory=Grants)
     models: tuple[str, ...] = ()
@@ -109,8 +111,11 @@ class Sandbox:
         ``home``: its ``grants``, its import path, its model files
         (``extra_read``), the host's secrets, its own ``env`` table."""
         state_dir, tmp_dir = os.path.join(home, "state"), os.path.join(home, "tmp")
+        if limits.worker_user:  # the folders above are for that user to pass through
+            os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
         for made in (state_dir, tmp_dir):
             os.makedirs(made, mode=0o700, exist_ok=True)
+            _give(made, limits.worker_user)
         python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         here = os.getcwd()
         imports = [p for p in search_path if p and os.path.abspath(p) != here]
@@ -128,6 +133,7 @@ class Sandbox:
             tmp_dir=tmp_dir,
             tmp_mb=int(limits.memory_mb),
             max_tasks=limits.max_tasks,
+            user=limits.worker_user,
             env={**env, "TMPDIR": tmp_dir} if limits.sandbox else dict(env),
             granted=grants,
             models=tuple(extra_read),
@@ -138,13 +144,25 @@ class Sandbox:
     def for_node(self, search_path: list[str], home: str) -> Sandbox:
         """The same sandbox drawn on this machine (a Ray node): its Python,
         import path and private directories under ``home``."""
-        limits = Limits(memory_mb=self.tmp_mb, max_tasks=self.max_tasks, sandbox=self.enabled)
+        limits = Limits(memory_mb=self.tmp_mb, max_tasks=self.max_tasks, sandbox=self.enabled,
+                        worker_user=self.user)  # fmt: skip
         return Sandbox.draw(grants=self.granted, search_path=search_path,
                             extra_read=list(self.models), secrets=self.hide, home=home,
                             gpu=self.gpu, limits=limits, env=self.own_env)  # fmt: skip
 
     def message(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _give(path: str, user: str) -> None:
+    """As root: make ``path`` (a private directory) ``user``'s."""
+    if not user or os.geteuid() != 0:
+        return
+    import pwd
+
+    with contextlib.suppress(KeyError, OSError):
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _holds(path: str, secrets: tuple[str, ...]) -> bool:
@@ -203,19 +221,21 @@ _CLONE_NEWUSER = 0x10000000
 
 
 def limit_inotify(instances: int = INOTIFY_INSTANCES) -> str:
-    """In a worker's init, before it forks the worker: a user namespace of
-    its own (root's, mapped to root; an ordinary user's keeper made one
-    already) whose inotify limit is ``instances``, so the plugin cannot take
-    every inotify instance of the user. Whether that is enforced, or why not."""
+    """In a fresh worker (one thread): a user namespace of its own (its uid
+    mapped to itself; where a keeper made one already, that one) whose
+    inotify limit is ``instances``, so the plugin cannot take every inotify
+    instance of its user. Whether that is enforced, or why not."""
     lib = libc()
     if lib is None:
         return "not available here: no libc"
-    if os.geteuid() == 0:
+    if _in_initial_user_namespace():
+        uid, gid = os.geteuid(), os.getegid()
         if lib.unshare(_CLONE_NEWUSER) != 0:
             return f"not available here: no user namespace ({os.strerror(ctypes.get_errno())})"
         try:
-            for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", "0 0 1"),
-                               ("/proc/self/gid_map", "0 0 1")):  # fmt: skip
+            for path, text in (("/proc/self/setgroups", "deny"),
+                               ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                               ("/proc/self/gid_map", f"{gid} {gid} 1")):  # fmt: skip
                 with open(path, "w") as handle:
                     handle.write(text)
         except OSError as exc:
@@ -226,6 +246,32 @@ def limit_inotify(instances: int = INOTIFY_INSTANCES) -> str:
     except OSError as exc:
         return f"not available here: inotify limit not set ({exc.strerror})"
     return f"enforced ({instances} instances)"
+
+
+def _in_initial_user_namespace() -> bool:
+    try:
+        with open("/proc/self/uid_map") as handle:
+            return handle.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def switch_user(name: str) -> str | None:
+    """In a fresh worker running as root: become ``name`` (its uid, its
+    primary group, no other group). None, or why it could not."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return f"worker_user {name!r} is not a user on this machine"
+    try:
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except OSError as exc:
+        return f"could not become worker_user {name!r} ({exc.strerror}): the host must run as root"
+    return None
 
 
 UNDECLARED = "undeclared"  # the marker plugwarden check looks for in a worker's log

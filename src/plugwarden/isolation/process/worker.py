@@ -27,7 +27,7 @@ from plugwarden.isolation import injection, reporting, wire
 from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manager
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.privileges import give_up_privileges
-from plugwarden.isolation.process.sandbox import watch_undeclared
+from plugwarden.isolation.process.sandbox import limit_inotify, switch_user, watch_undeclared
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.runner import validate_verdict
 from plugwarden.logs import WorkerRecordFormatter
@@ -72,6 +72,10 @@ def serve(
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     _die_with_parent(parent)
+    refusal = None  # why this worker must not load its plugin
+    if plan and plan.get("user"):
+        refusal = switch_user(plan["user"])
+    inotify = limit_inotify() if plan and plan.get("enabled") else None
     if plan and plan.get("enabled") and plan.get("state_dir"):
         with contextlib.suppress(OSError):
             os.chdir(plan["state_dir"])
@@ -89,10 +93,14 @@ def serve(
     if plan and injection.plan_dir():  # read at each call, claimed beside it: writable
         plan = {**plan, "write": [*plan["write"], injection.plan_dir()]}
     protections = {**(mounts or {}), **give_up_privileges(plan)}
+    if inotify is not None:
+        protections["inotify"] = inotify
+    if plan and plan.get("user"):
+        protections["worker_user"] = refusal or f"enforced ({plan['user']})"
     if plan and plan.get("enabled"):
         watch_undeclared(plan)
     for protection, enforced in protections.items():
-        if enforced not in ("enforced", "granted"):
+        if not enforced.startswith(("enforced", "granted")):
             logging.getLogger("plugwarden.worker").warning("%s: %s", protection, enforced)
     threading.Thread(target=_lifeline, args=(lifeline_fd,), daemon=True).start()
     connection = Connection(control_fd)
@@ -127,7 +135,11 @@ def serve(
             continue  # for a job that ended before the cancel arrived
         elif type(request) is wire.Load:
             max_result = request.max_result_bytes
-            plugin, reply = _load(request, me, protections)
+            if refusal is not None:
+                reply = wire.encode_load_error(request.id, me, refusal, ErrorType.WORKER_START)
+                _send(connection, reply, me)
+                continue
+            plugin, reply = _load(request, me, protections, plan)
         elif type(request) is wire.Validate and plugin is not None:
             # Reduced here to plain data: None (ready) or the reason it is not.
             result = plugin.call("validate", {})
@@ -229,14 +241,25 @@ def _take_spare_manager() -> pluggy.PluginManager | None:
 
 
 def _load(
-    request: wire.Load, me: int, protections: dict[str, str]
+    request: wire.Load, me: int, protections: dict[str, str], plan: dict[str, Any] | None
 ) -> tuple[LoadedPlugin | None, bytes]:
+    user = plan.get("user") if plan else None
+    unreadable = [p for p in request.search_path if user and not os.access(p, os.R_OK | os.X_OK)]
     try:
+        if unreadable:
+            raise LoadError(f"Cannot read {unreadable[0]}.", ErrorType.IMPORT_FAILED)
         plugin = load_plugin(
             request.name, request.module, request.attr, request.search_path, _take_spare_manager()
         )
     except LoadError as exc:
-        return None, wire.encode_load_error(request.id, me, exc.reason, exc.error_type)
+        reason = exc.reason
+        if user and ("Permission denied" in reason or "No module named" in reason or unreadable):
+            reason += (
+                f" The worker runs as worker_user {user!r}, which cannot read the plugin's "
+                "files: make them readable by that user (e.g. chmod -R o+rX on its folder and "
+                "the folders above it), or choose another worker_user."
+            )
+        return None, wire.encode_load_error(request.id, me, reason, exc.error_type)
     return plugin, wire.encode_loaded(request.id, me, sorted(plugin.hooks), protections)
 
 

@@ -86,7 +86,8 @@ class Agent:
             here = None
             if sandbox is not None:
                 search_path = [*sys.path, *source.search_path]
-                here = sandbox.for_node(search_path, plugin_home(source.name))
+                home = plugin_home(source.name, sandbox.user)
+                here = sandbox.for_node(search_path, home)
             runner = ProcessRunner(source, inner, services, self._worker_lost, sandbox=here)
         try:
             runner.load()
