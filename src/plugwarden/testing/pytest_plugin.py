@@ -8,8 +8,9 @@ Fixtures, all factories (``pytest --fixtures`` shows each one's docstring):
   :func:`plugwarden.testing.write_plugin`);
 - ``plugwarden_host(config=None, start=True)``: a :class:`~plugwarden.Host`
   that discovers only the plugins of ``plugwarden_site``, closed at teardown;
-  its jobs database is the test's own (``jobs.sqlite3`` beside the site,
-  shared by the hosts of one test) unless ``[jobs] path`` is given;
+  its jobs database is the test's own (``jobs.sqlite3`` in a folder beside
+  the test's ``tmp_path``, shared by the hosts of one test) unless ``[jobs]
+  path`` is given;
 - ``plugwarden_server(config=None)``: such a host served by a real uvicorn
   server on a free loopback port; returns a :class:`LiveServer` (``url``,
   ``host``). The host starts in the background, as under ``plugwarden serve``;
@@ -70,10 +71,15 @@ def plugwarden_plugin(plugwarden_site: Path) -> Callable[..., Path]:
 
 
 def _test_config(config: Mapping[str, Any] | None, site: Path) -> dict[str, Any]:
-    """``config`` with the test's own jobs database unless it names one."""
+    """``config`` with the test's own jobs database unless it names one: in
+    a folder beside the test's ``tmp_path``, so that a test can grant its
+    plugins ``tmp_path`` (no grant may hold the host's database)."""
     data = dict(config or {})
     jobs = dict(data.get("jobs") or {})
-    jobs.setdefault("path", str(site.parent / "jobs.sqlite3"))
+    if "path" not in jobs:
+        folder = site.parent.parent / f"{site.parent.name}-host"
+        folder.mkdir(exist_ok=True)
+        jobs["path"] = str(folder / "jobs.sqlite3")
     data["jobs"] = jobs
     return data
 

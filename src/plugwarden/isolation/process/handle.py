@@ -109,7 +109,7 @@ class WorkerProcess:
             child_control.close()
             os.close(lifeline_r)
             os.close(output_w)
-        self.pid, self.inner_pid, self.containment = spawned
+        self.pid, self.inner_pid, self.containment = spawned.pid, spawned.inner, spawned.level
         self.requests = 0  # the id of the last request sent
         pump.add(output_r, self.tail)
         # The host's end, read and written here in multiprocessing.Connection's
@@ -120,7 +120,10 @@ class WorkerProcess:
         self._poller = select.poll()
         self._poller.register(self._control_fd, _READABLE)
         self._poller.register(self._death_r, _READABLE)
-        self._memory = TreeMemory(self.pid)
+        # The worker and the plugin's orphans: every process below its init
+        # (or keeper), which itself is not counted.
+        tree = spawned.tree or self.pid
+        self._memory = TreeMemory(tree, include_root=tree == self.pid)
         self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
         self._inbox = bytearray()  # read from the connection, not yet a whole frame
 

@@ -289,7 +289,8 @@ def watch_undeclared(plan: dict[str, Any]) -> None:
     import logging
 
     log = logging.getLogger("plugwarden.sandbox")
-    network, writable = plan.get("network", False), tuple(plan.get("write", ()))
+    network = plan.get("network", False)
+    writable = (*plan.get("write", ()), *plan.get("devices", ()))
     told: set[str] = set()
     busy = [False]
 

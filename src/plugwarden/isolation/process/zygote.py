@@ -54,8 +54,9 @@ MemoryListener = Callable[[int], None]
 
 class Spawned(NamedTuple):
     pid: int  # as the host sees it
-    inner: int  # as the worker sees itself (1 in a PID namespace of its own)
+    inner: int  # as the worker sees itself (2 in a PID namespace of its own, under its init)
     level: str  # its containment level (see plugwarden.isolation.process.containment)
+    tree: int  # whose descendants are the worker's (its init or keeper: orphans go there)
 
 
 class Zygote:
@@ -154,7 +155,11 @@ class Zygote:
             answer = self._pending.pop(request_id)
             if not got or not isinstance(answer[0].get("pid"), int):
                 raise OSError(f"the zygote did not fork a worker for {label}")
-            spawned = Spawned(answer[0]["pid"], answer[0]["inner"], answer[0]["level"])
+            found = answer[0]
+            tree = found.get("tree")
+            spawned = Spawned(
+                found["pid"], found["inner"], found["level"], tree if isinstance(tree, int) else 0
+            )
             self.level = spawned.level
             exited = self._exits.pop(spawned.pid, None)
             if exited is None:
