@@ -115,6 +115,18 @@ def _inotify():
         os.close(fd)
     return len(taken)
 
+def _descriptors(count):
+    opened = []
+    try:
+        while len(opened) < count:
+            opened.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as exc:
+        return {"opened": len(opened), "errno": exc.errno}
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return {"opened": len(opened), "errno": None}
+
 def _write(path, text):
     with open(path, "a") as file:
         file.write(text)
@@ -174,6 +186,7 @@ def run(tool, args):
         "state_dir_write": lambda: _write(os.path.join(STATE, "mine"), "ok"),
         "tmp_write": lambda: _write(os.path.join(os.environ["TMPDIR"], "mine"), "ok"),
         "inotify": _inotify,
+        "descriptors": lambda: _descriptors(5000),
     }
     if tool == "threads":
         return _threads(a["count"])

@@ -180,6 +180,10 @@ class TestBounds:
         assert outcome["threads"]["error_type"] == "TaskLimitExceeded", outcome["threads"]
         assert "256 task limit" in outcome["threads"]["error"]
 
+    def test_5000_descriptors_are_refused_past_the_limit(self, outcome):
+        got = eval(outcome["descriptors"]["got"])  # a dict's repr, from our own plugin
+        assert got["errno"] == 24 and got["opened"] < 1024  # EMFILE at RLIMIT_NOFILE
+
     def test_it_cannot_take_every_inotify_instance_of_the_user(self, outcome):
         taken = int(outcome["inotify"]["got"])
         if outcome["protections"].get("inotify", "").startswith("enforced"):
