@@ -4,6 +4,7 @@ wait_for), running the command."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -14,7 +15,45 @@ from plugwarden.testing import ECHO_PLUGIN, plugin_source, wait_for
 
 ECHO = ECHO_PLUGIN
 
-__all__ = ["ECHO", "free_port", "gone", "plugin_source", "plugwarden_command", "wait_for"]
+__all__ = [
+    "ECHO",
+    "WHO_AM_I",
+    "free_port",
+    "gone",
+    "identity",
+    "plugin_source",
+    "plugwarden_command",
+    "process_named",
+    "wait_for",
+]
+
+# A run() body returning which process it runs in, as identity() names a
+# pid the host lists: a worker in a PID namespace of its own knows no pid of
+# the host's, but its namespace and its pid there are the same seen from
+# either side.
+WHO_AM_I = "import os\nreturn os.readlink('/proc/self/ns/pid') + ':' + os.readlink('/proc/self')"
+
+
+def process_named(ident: str) -> int | None:
+    """The pid the host knows the process by whose identity() is ``ident``."""
+    for pid in psutil.pids():
+        try:
+            if identity(pid) == ident:
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def identity(pid: int) -> str:
+    """What WHO_AM_I returns in the process the host knows as ``pid``."""
+    namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("NSpid:"):
+                return f"{namespace}:{line.split()[-1]}"
+    return f"{namespace}:{pid}"
+
 
 pytest_plugins = ["pytester"]  # the author kit is tested as an author runs it
 

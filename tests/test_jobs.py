@@ -14,7 +14,7 @@ import pytest
 
 from plugwarden import ErrorType, JobRefused, JobState, State, UnknownJob
 from plugwarden.exceptions import JobStoreError
-from tests.conftest import plugin_source, wait_for
+from tests.conftest import WHO_AM_I, plugin_source, wait_for
 
 # Reports its progress for about n * dt seconds; stops when cancelled.
 STEPS = """
@@ -42,8 +42,6 @@ while not os.path.exists(args['release']):
     time.sleep(0.01)
 return 'released'
 """
-
-GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
 
 
 class Gate:
@@ -162,7 +160,7 @@ class TestProgress:
             "    for i in range(50):\n        plugwarden.progress(i, 50, 'from the child')\n"
             "    plugwarden.cancelled()\n    os._exit(0)\n"
             "os.waitpid(pid, 0)\nplugwarden.progress(1, 1, 'parent')\n"
-            "return int(os.readlink('/proc/self'))"
+            "return os.readlink('/proc/self/ns/pid') + ':' + os.readlink('/proc/self')"
         )
         plugwarden_plugin("forker", plugin_source(body))
         host = plugwarden_host()
@@ -194,7 +192,7 @@ class TestCancel:
     ):
         """A plugin deaf to the flag, in a C sleep: after cancel_grace_s its
         worker is killed and replaced; no trip, no restart, still available."""
-        body = "if args.get('hang'):\n" + textwrap.indent(HUNG_IN_C, "    ") + GLOBAL_PID
+        body = "if args.get('hang'):\n" + textwrap.indent(HUNG_IN_C, "    ") + WHO_AM_I
         plugwarden_plugin("deaf", plugin_source(body))
         host = plugwarden_host({"jobs": {"cancel_grace_s": 1}})
         first_pid = host.call("deaf", "t", {}).result
@@ -363,10 +361,13 @@ class TestDurable:
     ):
         plugwarden_plugin("gate", plugin_source(BLOCK_UNTIL_FILE))
         database = tmp_path / "jobs.sqlite3"
-        gate = Gate(tmp_path)
+        (tmp_path / "gate").mkdir()
+        gate = Gate(tmp_path / "gate")
+        grant = {"read": [str(tmp_path / "gate")], "write": [str(tmp_path / "gate")]}
         script = (
             "import sys, time\nfrom plugwarden import Host\n"
-            f"config = {{'jobs': {{'path': {str(database)!r}}}}}\n"
+            f"config = {{'jobs': {{'path': {str(database)!r}}}, "
+            f"'defaults': {{'permissions': {grant!r}}}}}\n"
             f"host = Host(config, search_path=[{str(plugwarden_site)!r}])\n"
             f"host.start()\nrunning = host.submit('gate', 't', {gate.args!r})\n"
             f"queued = host.submit('gate', 't', {gate.args!r})\n"

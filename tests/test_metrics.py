@@ -19,7 +19,13 @@ class TestPluginMetrics:
         assert (snap["success_count"], snap["error_count"]) == (1, 1)
         assert snap["last_execution_time_ms"] == 4.0
         assert snap["avg_execution_time_ms"] == 3.0
-        assert snap["guard_trips"] == {"timeout": 1, "memory": 0, "crash": 0, "protocol": 0}
+        assert snap["guard_trips"] == {
+            "timeout": 1,
+            "memory": 0,
+            "tasks": 0,
+            "crash": 0,
+            "protocol": 0,
+        }
         used = datetime.fromisoformat(snap["last_used"].replace("Z", "+00:00"))
         assert used.tzinfo == UTC
         assert abs((datetime.now(UTC) - used).total_seconds()) < 60

@@ -14,19 +14,25 @@ import psutil
 import pytest
 
 from plugwarden import State
-from tests.conftest import ECHO, gone, plugin_source, wait_for
+from tests.conftest import (
+    ECHO,
+    WHO_AM_I,
+    gone,
+    identity,
+    plugin_source,
+    process_named,
+    wait_for,
+)
 
 GUARDS = {"timeout_s": 1, "load_timeout_s": 2, "memory_mb": 150}
 # These tests look at what one guard trip does; the restart policy has tests
 # of its own (test_supervisor.py), so here a FAILED plugin stays FAILED.
 NO_RESTART = {"defaults": {"restart": "never"}}
-# A worker may be PID 1 of a namespace of its own: /proc (the host's) says
-# which pid the host knows it by.
-GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
-# A child that writes its pid as the host knows it (the shell reads its own
-# /proc/self/stat), atomically, then sleeps under that same pid.
+# A child that writes who it is (its PID namespace and its pid there: a
+# worker's namespace knows no pid of the host's; process_named() finds the
+# pid the host knows it by), atomically, then sleeps as that same process.
 SLEEPER = (
-    "read pid rest < /proc/self/stat; echo $pid > {pid_file}.tmp; "
+    "read pid rest < /proc/self/stat; echo $(readlink /proc/self/ns/pid):$pid > {pid_file}.tmp; "
     "mv {pid_file}.tmp {pid_file}; exec sleep 1000"
 )
 
@@ -142,8 +148,8 @@ while True:
         workers = host.worker_pids("chaos")
         result = host.call("chaos", "go", {})
         assert result.guard == "timeout"
-        child = int(pid_file.read_text())
-        wait_for(lambda: gone(child), what="the plugin's child to die")
+        child = pid_file.read_text().strip()
+        wait_for(lambda: process_named(child) is None, what="the plugin's child to die")
         wait_for(lambda: all(gone(pid) for pid in workers), what="the worker to die")
         assert_sibling_answers(host)
 
@@ -253,8 +259,8 @@ return "fine"
         )
         plugwarden_plugin("parent", plugin_source("return 1", init_body=init))
         host = plugwarden_host()
-        child = int(pid_file.read_text())
-        assert not gone(child)
+        child = process_named(pid_file.read_text().strip())
+        assert child is not None and not gone(child)
         host.close()
         wait_for(lambda: gone(child), what="the plugin's child to end with its worker")
 
@@ -309,9 +315,10 @@ return "fine"
     def test_a_root_zygote_forks_a_namespaced_worker_itself(
         self, plugwarden_plugin, plugwarden_host, monkeypatch, level
     ):
-        """As root the zygote forks each worker straight into a PID namespace
-        of its own (no keeper process); at the subreaper level a keeper sits
-        between them. Either way a crash is reported and replaced."""
+        """As root the zygote forks each worker's init straight into a PID
+        namespace of its own (no keeper process), the worker PID 2 there; at
+        the subreaper level a keeper sits between them. Either way a crash
+        is reported and replaced."""
         if not direct_forks():
             pytest.skip("needs root, with PID namespaces it may unshare and set back")
         if level == "subreaper":
@@ -323,8 +330,8 @@ return "fine"
             (worker,) = host.worker_pids(name)
             parent = psutil.Process(worker).parent()
             if level == "pid-namespace":
-                assert parent.ppid() == os.getpid()  # the zygote, a child of this host
-                assert namespaced_pids(worker)[-1] == 1
+                assert parent.parent().ppid() == os.getpid()  # init, then the zygote
+                assert namespaced_pids(worker)[-1] == 2 and namespaced_pids(parent.pid)[-1] == 1
             else:
                 assert parent.parent().ppid() == os.getpid()  # keeper, then the zygote
                 assert len(namespaced_pids(worker)) == 1
@@ -342,9 +349,10 @@ host.start()
 (worker,) = host.worker_pids("p")
 with open(f"/proc/{{worker}}/status") as status:
     nspid = next(line for line in status if line.startswith("NSpid:")).split()[1:]
-keeper = psutil.Process(worker).parent()
+init = psutil.Process(worker).parent()
+keeper = init.parent()
 print(json.dumps({{
-    "keeper": keeper.pid != worker and keeper.parent().ppid() == os.getpid(),
+    "keeper": keeper.pid != init.pid and keeper.parent().ppid() == os.getpid(),
     "nspid": nspid,
     "ok": host.call("p", "t", {{"n": 1}}).ok,
 }}))
@@ -357,7 +365,8 @@ def test_root_of_a_user_namespace_gets_namespaced_workers_through_keepers(
 ):
     """Root inside a user namespace cannot set a PID namespace back to the
     one it shares with the machine, so its zygote falls back to keepers,
-    each of which still puts its worker in a PID namespace of its own."""
+    each of which still puts its worker (under its init) in a PID namespace
+    of its own."""
     plugwarden_plugin("p", ECHO)
     command = ["unshare", "--map-root-user", sys.executable, "-c"]
     if shutil.which("unshare") is None or subprocess.run([*command, "pass"]).returncode:
@@ -371,7 +380,7 @@ def test_root_of_a_user_namespace_gets_namespaced_workers_through_keepers(
     )
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["keeper"] and seen["ok"]
-    assert len(seen["nspid"]) >= 2 and seen["nspid"][-1] == "1"
+    assert len(seen["nspid"]) >= 2 and seen["nspid"][-1] == "2"  # under its init
 
 
 def direct_forks() -> bool:
@@ -479,14 +488,14 @@ class TestConcurrency:
 
         plugwarden_plugin(
             "pool",
-            plugin_source(GLOBAL_PID),
+            plugin_source(WHO_AM_I),
         )
         host = plugwarden_host({"plugins": {"pool": {"workers": 3}}})
         assert len(host.worker_pids("pool")) == 3
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda _: host.call("pool", "pid", {}), range(60)))
         assert all(r.ok for r in results)
-        assert {r.result for r in results} <= set(host.worker_pids("pool"))
+        assert {r.result for r in results} <= {identity(pid) for pid in host.worker_pids("pool")}
         status = host.status("pool")
         assert status.metrics["success_count"] == 60
         assert status.state is State.INITIALIZED

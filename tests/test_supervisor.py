@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from plugwarden import ErrorType, State
-from tests.conftest import ECHO, gone, plugin_source, wait_for
+from tests.conftest import ECHO, WHO_AM_I, gone, identity, plugin_source, wait_for
 
 # Fast backoff so that a test sees several automatic restarts in well under a
 # second; the production delays (1 s doubling to 60 s) are the same code.
@@ -34,7 +34,6 @@ return "released"
 
 
 # The worker's pid as the host knows it (inside, it may be PID 1 of a namespace).
-GLOBAL_PID = "import os\nreturn int(os.readlink('/proc/self'))"
 
 
 def restarts(host, name):
@@ -170,7 +169,7 @@ class TestPool:
         the other worker serves, and a replacement joins after the backoff."""
         plugwarden_plugin(
             "pool",
-            plugin_source(GLOBAL_PID),
+            plugin_source(WHO_AM_I),
         )
         host = plugwarden_host({"defaults": FAST, "plugins": {"pool": {"workers": 2}}})
         victim, survivor = host.worker_pids("pool")
@@ -179,20 +178,20 @@ class TestPool:
         wait_for(lambda: victim not in host.worker_pids("pool"), what="the loss to be seen")
 
         assert host.status("pool").state is State.INITIALIZED
-        assert host.call("pool", "t", {}).result == survivor
+        assert host.call("pool", "t", {}).result == identity(survivor)
         wait_for(lambda: len(host.worker_pids("pool")) == 2, what="the replacement")
         status = host.status("pool")
         assert status.state is State.INITIALIZED
         assert status.metrics["guard_trips"]["crash"] == 1
         assert status.metrics["restarts_by_cause"] == {"crash": 1}
-        assert {r.result for r in (host.call("pool", "t", {}) for _ in range(6))} <= set(
-            host.worker_pids("pool")
-        )
+        assert {r.result for r in (host.call("pool", "t", {}) for _ in range(6))} <= {
+            identity(pid) for pid in host.worker_pids("pool")
+        }
 
     def test_a_timed_out_call_in_a_pool_leaves_the_plugin_up(
         self, plugwarden_plugin, plugwarden_host
     ):
-        body = "import time\nif args.get('hang'):\n    time.sleep(60)\n" + GLOBAL_PID
+        body = "import time\nif args.get('hang'):\n    time.sleep(60)\n" + WHO_AM_I
         plugwarden_plugin(
             "pool",
             plugin_source(body),
@@ -244,6 +243,7 @@ class TestGenerations:
         assert status.metrics["guard_trips"] == {
             "timeout": 0,
             "memory": 0,
+            "tasks": 0,
             "crash": 0,
             "protocol": 0,
         }

@@ -69,8 +69,8 @@ class TestPluginConformance:
             )
         )
         result = pytester.runpytest_subprocess("-v")
-        result.assert_outcomes(passed=11)
-        for check in ("PW001", "PW011"):  # in any order (pytest-randomly shuffles them)
+        result.assert_outcomes(passed=12)
+        for check in ("PW001", "PW011", "PW012"):  # in any order (pytest-randomly shuffles them)
             result.stdout.fnmatch_lines([f"*test_{check} PASSED*"])
 
     def test_a_newer_check_than_the_pinned_level_is_a_warning_not_a_failure(
@@ -79,12 +79,12 @@ class TestPluginConformance:
         plugwarden_plugin("good", GOOD, manifest='[tools]\ngreet = ""\n')
         pytester.makepyfile(test_good=conformance_file("good", plugwarden_site))
         pinned = pytester.runpytest_subprocess("-rs")
-        pinned.assert_outcomes(passed=10, skipped=1)
+        pinned.assert_outcomes(passed=11, skipped=1)
         pinned.stdout.fnmatch_lines(["*warning: PW011 (level 2, above the pinned*"])
         pytester.makepyfile(
             test_good=conformance_file("good", plugwarden_site, conformance_level="2")
         )
-        pytester.runpytest_subprocess().assert_outcomes(passed=10, failed=1)
+        pytester.runpytest_subprocess().assert_outcomes(passed=11, failed=1)
 
     def test_the_setuptools_wheel_without_package_data_fails_pw002(
         self, pytester, setuptools_wheel, tmp_path
@@ -98,7 +98,7 @@ class TestPluginConformance:
         )  # fmt: skip
         pytester.makepyfile(test_st=conformance_file("stplugin", site, tool_examples={"greet": {}}))
         result = pytester.runpytest_subprocess("-v")
-        result.assert_outcomes(passed=9, failed=1, skipped=1)
+        result.assert_outcomes(passed=10, failed=1, skipped=1)
         result.stdout.fnmatch_lines(["*test_PW002 FAILED*"])
         result.stdout.fnmatch_lines(["*PW002 manifest packaged*no manifest.toml beside*"])
 
@@ -166,7 +166,7 @@ class TestNew:
             env=env,
         )  # fmt: skip
         assert tested.returncode == 0, tested.stdout[-3000:]
-        assert "11 passed" in tested.stdout
+        assert "12 passed" in tested.stdout
 
 
 def test_fixtures_document_themselves(pytester):

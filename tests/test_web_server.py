@@ -135,12 +135,13 @@ class Serving:
     until the test releases them."""
 
     def __init__(self, site, tmp_path, drain_timeout_s, own_group=False):
-        self.tmp = tmp_path
+        self.tmp = tmp_path / "gate"  # the plugin's files, granted to it (not the config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp_path / "plugwarden.toml").write_text(
             f'[server]\ntoken = "drain-token"\ndrain_timeout_s = {drain_timeout_s}\n'
             "[plugins.hold]\nworkers = 3\n"
+            f'permissions = {{ read = ["{self.tmp}"], write = ["{self.tmp}"] }}\n'
         )
         env = {**os.environ, "PYTHONPATH": str(site)}
         self.proc = subprocess.Popen(
@@ -188,7 +189,8 @@ class Serving:
 
 @pytest.fixture
 def serving(plugwarden_plugin, plugwarden_site, tmp_path):
-    plugwarden_plugin("hold", HOLD.format(where=str(tmp_path)))
+    (tmp_path / "gate").mkdir()
+    plugwarden_plugin("hold", HOLD.format(where=str(tmp_path / "gate")))
     made = []
 
     def make(drain_timeout_s=30, own_group=False):

@@ -22,7 +22,7 @@ from typing import Any
 from plugwarden.config import STATE_ENV, HostConfig
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import OPERATOR_ISOLATIONS, GuardSettings, Manifest
-from plugwarden.plugin.permissions import Grants
+from plugwarden.plugin.permissions import Grants, Permissions
 from plugwarden.plugin.policy import RestartPolicy
 
 __all__ = [
@@ -164,10 +164,28 @@ def host_secrets(config: HostConfig) -> tuple[str, ...]:
 
 
 def _grants(name: str, manifest: Manifest, config: HostConfig, notes: list[str]) -> Grants:
-    """The manifest's declarations, then the operator's word key by key; a
-    path that holds one of the host's secrets is never granted."""
-    asked = config.plugin(name).permissions.over(config.permissions.over(manifest.permissions))
-    grants = asked.granted()
+    """The manifest's declarations, then the operator's word: the plugin's
+    own table replaces them key by key; ``[defaults.permissions]`` decides
+    ``network`` where that table is silent and adds its paths to every
+    plugin's. A path that holds one of the host's secrets is never granted."""
+    table, defaults, declared = (
+        config.plugin(name).permissions,
+        config.permissions,
+        manifest.permissions,
+    )
+    grants = (
+        Permissions(
+            network=table.network if table.network is not None else defaults.network,
+            read=table.read
+            if table.read is not None
+            else (*(declared.read or ()), *(defaults.read or ())),
+            write=table.write
+            if table.write is not None
+            else (*(declared.write or ()), *(defaults.write or ())),
+        )
+        .over(declared)
+        .granted()
+    )
     secrets = host_secrets(config)
     kept: dict[str, tuple[str, ...]] = {}
     for key in ("read", "write"):

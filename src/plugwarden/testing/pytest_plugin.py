@@ -10,7 +10,8 @@ Fixtures, all factories (``pytest --fixtures`` shows each one's docstring):
   that discovers only the plugins of ``plugwarden_site``, closed at teardown;
   its jobs database is the test's own (``jobs.sqlite3`` in a folder beside
   the test's ``tmp_path``, shared by the hosts of one test) unless ``[jobs]
-  path`` is given;
+  path`` is given; its plugins may read and write the test's ``tmp_path``
+  (where a test hands them files), besides what their manifests declare;
 - ``plugwarden_server(config=None)``: such a host served by a real uvicorn
   server on a free loopback port; returns a :class:`LiveServer` (``url``,
   ``host``). The host starts in the background, as under ``plugwarden serve``;
@@ -71,10 +72,16 @@ def plugwarden_plugin(plugwarden_site: Path) -> Callable[..., Path]:
 
 
 def _test_config(config: Mapping[str, Any] | None, site: Path) -> dict[str, Any]:
-    """``config`` with the test's own jobs database unless it names one: in
-    a folder beside the test's ``tmp_path``, so that a test can grant its
-    plugins ``tmp_path`` (no grant may hold the host's database)."""
+    """``config`` with the test's own jobs database unless it names one (in
+    a folder beside the test's ``tmp_path``: no grant may hold the host's
+    database), and the test's ``tmp_path`` readable and writable by every
+    plugin, besides what each declares (the files a test hands its plugins)."""
     data = dict(config or {})
+    defaults = dict(data.get("defaults") or {})
+    permissions = dict(defaults.get("permissions") or {})
+    for key in ("read", "write"):
+        permissions[key] = [*permissions.get(key, []), str(site.parent)]
+    data["defaults"] = {**defaults, "permissions": permissions}
     jobs = dict(data.get("jobs") or {})
     if "path" not in jobs:
         folder = site.parent.parent / f"{site.parent.name}-host"
