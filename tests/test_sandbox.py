@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from plugwarden.isolation.process import containment as containment_level
 from tests.hostile import TOKEN, VICTIM_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,8 @@ def _attack(user: str, level: str, workdir: Path) -> dict[str, Any]:
             "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
     if level == "subreaper":
         env["PLUGWARDEN_CONTAINMENT"] = "subreaper"
+    elif level == "no-landlock":  # as on a kernel without it: read-only mounts instead
+        env["PLUGWARDEN_LANDLOCK"] = "off"
     command = [sys.executable, "-m", "tests.hostile", str(workdir)]
     if user == "nobody":
         os.chown(workdir, NOBODY, NOBODY)
@@ -76,12 +79,16 @@ VARIANTS = [
     pytest.param(("root", "subreaper"), id="root-subreaper"),
     pytest.param(("nobody", "pid-namespace"), id="nobody"),
     pytest.param(("nobody", "subreaper"), id="nobody-subreaper"),
+    pytest.param(("root", "no-landlock"), id="root-no-landlock"),
+    pytest.param(("nobody", "no-landlock"), id="nobody-no-landlock"),
 ]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def outcome(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     user, level = request.param
+    if level == "no-landlock" and containment_level.probe() != "pid-namespace":
+        pytest.skip("the fallback for a kernel without Landlock needs a mount namespace")
     if os.geteuid() != 0:
         pytest.skip("runs the host as root and as another user: needs root to set that up")
     if user == "nobody" and not (shutil.which("setpriv") and shutil.which("unshare")):
@@ -137,9 +144,12 @@ class TestOtherProcesses:
 @linux
 class TestFiles:
     def test_code_site_packages_and_system_files_are_read_only_or_hidden(self, outcome):
-        for attack in ("sibling_module", "pth_in_site", "pth_in_venv", "etc_shadow",
-                       "oom_score_adj"):  # fmt: skip
+        for attack in ("sibling_module", "pth_in_site", "pth_in_venv", "oom_score_adj"):
             assert _failed(outcome[attack]), (attack, outcome[attack])
+        if outcome["protections"]["filesystem"] == "enforced":  # Landlock: reads confined too
+            assert _failed(outcome["etc_shadow"])
+        else:  # read-only mounts confine writes only: /etc/shadow is as its mode says
+            assert outcome["protections"]["filesystem"].startswith("enforced (read-only mounts")
 
     def test_its_own_state_and_tmp_are_writable(self, outcome):
         assert outcome["state_dir_write"]["ok"], outcome["state_dir_write"]

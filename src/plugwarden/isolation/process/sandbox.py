@@ -67,6 +67,7 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 SHM = "/dev/shm"
 
+LANDLOCK_ENV = "PLUGWARDEN_LANDLOCK"  # "off": workers go without it (tests of the fallback)
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
@@ -88,6 +89,7 @@ class Sandbox:
     max_tasks: int = 0
     env: dict[str, str] = field(default_factory=dict)
     user: str = ""  # as root: the user its workers run as
+    landlock: bool = True  # False: as on a kernel without it (LANDLOCK_ENV=off, to test that)
     # What it was drawn from, to draw it again on another machine (a Ray node).
     granted: Grants = field(default_factory=Grants)
     models: tuple[str, ...] = ()
@@ -134,6 +136,7 @@ class Sandbox:
             tmp_mb=int(limits.memory_mb),
             max_tasks=limits.max_tasks,
             user=limits.worker_user,
+            landlock=os.environ.get(LANDLOCK_ENV) != "off",
             env={**env, "TMPDIR": tmp_dir} if limits.sandbox else dict(env),
             granted=grants,
             models=tuple(extra_read),
@@ -188,6 +191,43 @@ def _mount(source: str, target: str, kind: str | None, flags: int, data: str | N
     return bool(lib.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]) == 0)
 
 
+_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]  # fmt: skip
+
+
+def _read_only(path: str, *, recursive: bool, on: bool) -> bool:
+    lib = libc()
+    assert lib is not None
+    attr = _MountAttr(_MOUNT_ATTR_RDONLY if on else 0, 0 if on else _MOUNT_ATTR_RDONLY, 0, 0)
+    flags = _AT_RECURSIVE if recursive else 0
+    done = lib.syscall(_MOUNT_SETATTR, _AT_FDCWD, path.encode(), flags, ctypes.byref(attr),
+                       ctypes.sizeof(attr))  # fmt: skip
+    return bool(done == 0)
+
+
+def read_only_but(writable: list[str]) -> str:
+    """Where Landlock is missing, in a worker's own mount namespace: every
+    mount read-only but ``writable`` (each bound onto itself first), so the
+    plugin still writes only its own and granted paths. Reads stay as the
+    file modes allow."""
+    kept = []
+    for path in writable:
+        if os.path.isdir(path) and (
+            os.path.ismount(path) or _mount(path, path, None, _MS_BIND | _MS_REC, None)
+        ):
+            kept.append(path)
+    if not _read_only("/", recursive=True, on=True):
+        why = os.strerror(ctypes.get_errno())
+        return f"not available here: no Landlock, and mount_setattr refused ({why})"
+    for path in kept:
+        _read_only(path, recursive=False, on=False)
+    return "enforced (read-only mounts: no Landlock here, so writes only, not reads, are confined)"
+
+
 def enter_mount_namespace(plan: dict[str, Any]) -> dict[str, str]:
     """In a worker's init, before it forks the worker: a mount namespace of
     its own with its own ``/proc``, private ``/dev/shm`` and tmp, and the
@@ -207,6 +247,10 @@ def enter_mount_namespace(plan: dict[str, Any]) -> dict[str, str]:
     for secret in plan["hide"]:
         if os.path.isfile(secret):
             _mount("/dev/null", secret, None, _MS_BIND, None)
+    from plugwarden.isolation.process import landlock
+
+    if not plan.get("landlock", True) or landlock.abi() == 0:
+        report["filesystem"] = read_only_but([*plan["write"], SHM, plan["tmp_dir"]])
     return report
 
 

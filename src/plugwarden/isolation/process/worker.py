@@ -93,6 +93,8 @@ def serve(
     if plan and injection.plan_dir():  # read at each call, claimed beside it: writable
         plan = {**plan, "write": [*plan["write"], injection.plan_dir()]}
     protections = {**(mounts or {}), **give_up_privileges(plan)}
+    if mounts and "filesystem" in mounts and not protections["filesystem"].startswith("enforced"):
+        protections["filesystem"] = mounts["filesystem"]  # read-only mounts, without Landlock
     if inotify is not None:
         protections["inotify"] = inotify
     if plan and plan.get("user"):
