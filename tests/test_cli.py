@@ -294,6 +294,8 @@ class TestJobs:
         finally:
             follower.kill()
             follower.wait()
+            follower.stdout.close()  # a hung follower must not leak its pipes into other tests
+            follower.stderr.close()
         assert follower.returncode == 130, (out, err)
         assert f"plugwarden cancel {job_id}" in out
         assert served.host.job(job_id).state == "running"

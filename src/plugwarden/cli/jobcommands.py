@@ -37,7 +37,9 @@ def follow_job(client: JobClient, job: dict[str, Any], console: Console) -> dict
         TimeElapsedColumn(),
         TextColumn("{task.fields[message]}"),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    # No refresh thread: a Ctrl-C then never lands while that thread holds
+    # the console's lock (the interrupted command could hang on it).
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task(f"{job['plugin']} {job['tool']}", total=None, done="", message="")
         for job in client.follow(job_id):
             progress = job.get("progress") or {}
@@ -52,6 +54,7 @@ def follow_job(client: JobClient, job: dict[str, Any], console: Console) -> dict
                 done=text,
                 message=escape(str(progress.get("message") or job["state"])),
             )
+            bar.refresh()
     return job
 
 

@@ -25,7 +25,7 @@ import psutil
 
 from plugwarden.exceptions import ManifestError
 from plugwarden.host.host import Host
-from plugwarden.isolation.process.sandbox import UNDECLARED
+from plugwarden.isolation.process.undeclared import UNDECLARED
 from plugwarden.plugin.discovery import PluginSource, discover
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.manifest import MANIFEST_NAMES, Manifest, read_manifest

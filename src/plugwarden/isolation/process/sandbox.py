@@ -29,14 +29,12 @@ from plugwarden.plugin.permissions import Grants
 __all__ = [
     "PROTECTIONS",
     "SYSTEM_READ",
-    "UNDECLARED",
     "Sandbox",
     "enter_mount_namespace",
     "limit_inotify",
     "machine_support",
     "private_bytes",
     "switch_user",
-    "watch_undeclared",
 ]
 
 # Each protection a worker reports, and what it stops (README, doctor).
@@ -316,67 +314,6 @@ def switch_user(name: str) -> str | None:
     except OSError as exc:
         return f"could not become worker_user {name!r} ({exc.strerror}): the host must run as root"
     return None
-
-
-UNDECLARED = "undeclared"  # the marker plugwarden check looks for in a worker's log
-_AUDITED = frozenset({"socket.__new__", "socket.connect", "socket.bind", "open"})
-_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def watch_undeclared(plan: dict[str, Any]) -> None:
-    """In a sandboxed worker: log, once each, what the plugin tries beyond
-    its grants (a TCP connect or bind without ``network``, a write outside
-    its writable paths). The kernel refuses it either way; the line tells
-    the plugin's author (``plugwarden check``) and its operator what to
-    declare or grant."""
-    import logging
-
-    log = logging.getLogger("plugwarden.sandbox")
-    network = plan.get("network", False)
-    writable = (*plan.get("write", ()), *plan.get("devices", ()))
-    told: set[str] = set()
-    busy = [False]
-
-    def tell(what: str, fix: str) -> None:
-        if what not in told and len(told) < 100:
-            told.add(what)
-            log.warning("%s: %s; %s", UNDECLARED, what, fix)
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if busy[0] or event not in _AUDITED:
-            return
-        busy[0] = True
-        try:
-            if event == "open":
-                path, mode, flags = args
-                writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                    isinstance(flags, int) and flags & _WRITE_FLAGS
-                )
-                if writes and isinstance(path, str) and not _under(path, writable):
-                    tell(f"a write to {path}", "declare it in [permissions] write")
-            elif event == "socket.__new__":
-                family = args[1]
-                if network is False and family in _FAMILIES:
-                    name = _FAMILIES[family]
-                    tell(f"a socket of family {name}", "declare [permissions] network")
-            elif network is not True:
-                address = args[1]
-                port = address[1] if isinstance(address, tuple) and len(address) > 1 else None
-                if not (isinstance(network, list) and port in network):
-                    verb = event.split(".")[1]
-                    tell(f"a {verb} to {address!r}", "declare [permissions] network")
-        except Exception:  # noqa: BLE001 - an audit hook must never break the plugin
-            pass
-        finally:
-            busy[0] = False
-
-    sys.addaudithook(hook)
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    path = os.path.abspath(path)
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def machine_support(level: str) -> dict[str, str]:

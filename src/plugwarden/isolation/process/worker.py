@@ -27,8 +27,9 @@ from plugwarden.isolation import injection, reporting, wire
 from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manager
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.privileges import give_up_privileges
-from plugwarden.isolation.process.sandbox import limit_inotify, switch_user, watch_undeclared
+from plugwarden.isolation.process.sandbox import limit_inotify, switch_user
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
+from plugwarden.isolation.process.undeclared import watch_undeclared
 from plugwarden.isolation.runner import validate_verdict
 from plugwarden.logs import WorkerRecordFormatter
 from plugwarden.result import CallResult
