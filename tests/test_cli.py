@@ -280,8 +280,8 @@ class TestJobs:
     ):
         env = {**os.environ, "PYTHONPATH": str(plugwarden_site), "PLUGWARDEN_URL": served.url}
         follower = subprocess.Popen(
-            [sys.executable, "-m", "plugwarden", "run", "steps", "count", "--args",
-             '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
+            [sys.executable, "-X", "faulthandler", "-m", "plugwarden", "run", "steps", "count",
+             "--args", '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -290,7 +290,12 @@ class TestJobs:
             job_id = line.split()[1]
             wait_for(lambda: served.host.job(job_id).progress is not None, 30, "progress")
             follower.send_signal(signal.SIGINT)
-            out, err = follower.communicate(timeout=30)
+            try:
+                out, err = follower.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # say where it hangs: its threads' stacks
+                follower.send_signal(signal.SIGABRT)
+                out, err = follower.communicate(timeout=30)
+                raise AssertionError(f"the follower did not end on SIGINT: {err}") from None
         finally:
             follower.kill()
             follower.wait()
