@@ -275,12 +275,23 @@ class TestJobs:
         unknown = cli("cancel", "f" * 32, "--token", TOKEN, url=served.url)
         assert unknown.returncode == 2 and "Unknown job" in unknown.stderr
 
+    # plugwarden as started at a terminal, where Ctrl-C interrupts: a test
+    # run that was itself started in the background inherits SIGINT ignored
+    # (a shell's asynchronous commands do), and so would the command.
+    AT_A_TERMINAL = (
+        "import runpy, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
+        "sys.argv[0] = 'plugwarden'\n"
+        "runpy.run_module('plugwarden', run_name='__main__', alter_sys=True)"
+    )
+
     def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel_it(
         self, cli, served, plugwarden_site, tmp_path
     ):
         env = {**os.environ, "PYTHONPATH": str(plugwarden_site), "PLUGWARDEN_URL": served.url}
         follower = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "plugwarden", "run", "steps", "count",
+            [sys.executable, "-X", "faulthandler", "-c", self.AT_A_TERMINAL, "run", "steps", "count",
              "--args", '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
