@@ -291,8 +291,8 @@ class TestJobs:
     ):
         env = {**os.environ, "PYTHONPATH": str(plugwarden_site), "PLUGWARDEN_URL": served.url}
         follower = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-c", self.AT_A_TERMINAL, "run", "steps", "count",
-             "--args", '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
+            [sys.executable, "-X", "faulthandler", "-c", self.AT_A_TERMINAL, "run", "steps",
+             "count", "--args", '{"n": 100000, "dt": 0.01}', "--job", "--token", TOKEN],
             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
