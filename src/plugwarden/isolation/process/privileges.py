@@ -85,21 +85,20 @@ def give_up_privileges(plan: dict[str, Any] | None = None) -> dict[str, str]:
     ``plan``: its sandbox (:class:`~plugwarden.isolation.process.sandbox.Sandbox`
     as sent); without one, or with one turned off, no Landlock rules and
     sockets stay open."""
-    confined = plan is not None and plan["enabled"]
+    sandbox = plan if plan and plan.get("enabled") else None  # none, or turned off
     report = {"no_new_privs": _enforced(prctl(_PR_SET_NO_NEW_PRIVS, 1), "prctl refused")}
-    if plan is not None and confined and plan.get("landlock", True):
-        network = plan["network"]
-        report |= landlock.restrict(plan["read"], plan["write"], network, plan["devices"])
-    elif plan is not None and confined:
+    if sandbox is not None and sandbox.get("landlock", True):
+        report |= landlock.restrict(
+            sandbox["read"], sandbox["write"], sandbox["network"], sandbox["devices"]
+        )
+    elif sandbox is not None:
         off = "not available here: Landlock turned off (PLUGWARDEN_LANDLOCK=off)"
-        report["filesystem"] = off
-        report["network"] = off
-    sockets_denied = confined and plan is not None and plan["network"] is False
+        report["filesystem"] = report["network"] = off
+    sockets_denied = sandbox is not None and sandbox["network"] is False
     if sockets_denied and not report.get("network", "").startswith("enforced"):
         report["network"] = "enforced (seccomp: no socket() of the Unix, IP or packet families)"
     report["capabilities"] = _drop_capabilities()
-    report["seccomp"] = _install_filter(deny_sockets=confined and plan is not None
-                                        and plan["network"] is False)  # fmt: skip
+    report["seccomp"] = _install_filter(deny_sockets=sockets_denied)
     report["descriptors"] = _limit_descriptors(MAX_DESCRIPTORS)
     return report
 
