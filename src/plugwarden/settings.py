@@ -22,7 +22,7 @@ from typing import Any
 from plugwarden.config import STATE_ENV, HostConfig
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import OPERATOR_ISOLATIONS, GuardSettings, Manifest
-from plugwarden.plugin.permissions import Grants, Permissions
+from plugwarden.plugin.permissions import Grants, Permissions, within
 from plugwarden.plugin.policy import RestartPolicy
 
 __all__ = [
@@ -191,7 +191,7 @@ def _grants(name: str, manifest: Manifest, config: HostConfig, notes: list[str])
     for key in ("read", "write"):
         kept[key] = ()
         for path in getattr(grants, key):
-            held = [s for s in secrets if s == path or s.startswith(path.rstrip("/") + "/")]
+            held = [secret for secret in secrets if within(secret, path)]
             if held:
                 notes.append(
                     f"The {key} grant {path} is refused: it holds the host's {held[0]}, which no "

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PERMISSION_KEYS", "Grants", "Permissions", "permissions"]
+__all__ = ["PERMISSION_KEYS", "Grants", "Permissions", "permissions", "within"]
 
 PERMISSION_KEYS = ("network", "read", "write")
 
@@ -57,6 +57,12 @@ class Grants:
     def as_dict(self) -> dict[str, Any]:
         network = list(self.network) if isinstance(self.network, tuple) else self.network
         return {"network": network, "read": list(self.read), "write": list(self.write)}
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies beneath it."""
+    path, folder = os.path.abspath(path), os.path.abspath(folder).rstrip("/")
+    return path == folder or path.startswith(folder + "/")
 
 
 def _expand(path: str) -> str:

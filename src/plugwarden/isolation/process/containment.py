@@ -41,6 +41,7 @@ __all__ = [
     "kill_descendants",
     "kill_group",
     "libc",
+    "map_own_ids",
     "may_unshare_pid_namespace",
     "prctl",
     "probe",
@@ -148,17 +149,23 @@ def enter_pid_namespace() -> bool:
     if lib.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) != 0:
         return False
     try:
-        # The same uid and gid inside: files look as they do outside.
-        for path, text in (
-            ("/proc/self/setgroups", "deny"),
-            ("/proc/self/uid_map", f"{uid} {uid} 1"),
-            ("/proc/self/gid_map", f"{gid} {gid} 1"),
-        ):
-            with open(path, "w") as handle:
-                handle.write(text)
+        map_own_ids(uid, gid)
     except OSError:
         return False
     return True
+
+
+def map_own_ids(uid: int, gid: int) -> None:
+    """Just after this process unshared a user namespace: ``uid`` and
+    ``gid`` the same inside as outside (files look as they do outside), no
+    other id, no setgroups. Raises OSError."""
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(path, "w") as handle:
+            handle.write(text)
 
 
 def children(pid: int) -> list[int]:

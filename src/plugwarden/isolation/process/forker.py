@@ -214,14 +214,17 @@ class _Forker:
             if init in self.keepers:
                 self.keepers[init] = worker
             reply |= {"pid": worker, "inner": 2, "level": "pid-namespace", "mounts": mounts}
-            reply["tree"] = init  # the plugin's orphans come to its init: count them too
-            self._watch(reply, request, init)
+            # The plugin's orphans come to its init: its tree is counted too.
+            reply["init"] = reply["tree"] = init
+            self._watch(reply, request)
         self.sock.send(json.dumps(reply).encode())
 
-    def _watch(self, reply: dict[str, Any], request: dict[str, Any], init: int | None) -> None:
+    def _watch(self, reply: dict[str, Any], request: dict[str, Any]) -> None:
+        """Watch the worker ``reply`` names: below its init (or keeper:
+        ``tree``), and in its own tmpfs mounts where its init made them."""
         limit = request.get("limit")
         plan = request.get("sandbox") or {}
-        private = None
+        init, private = reply.get("init"), None
         if init is not None and reply.get("mounts", {}).get("private_shm") == "enforced":
             private = (init, plan.get("tmp_dir", ""))
         tree = reply.get("tree")
@@ -245,7 +248,7 @@ class _Forker:
             reply |= json.loads(answer)
             if keeper in self.keepers:  # not reaped already
                 self.keepers[keeper] = reply["pid"]
-            self._watch(reply, request, reply.get("init"))
+            self._watch(reply, request)
         self.sock.send(json.dumps(reply).encode())
 
     def _reap(self) -> None:

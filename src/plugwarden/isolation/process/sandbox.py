@@ -22,9 +22,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from plugwarden.isolation.process.containment import libc
+from plugwarden.isolation.process.containment import libc, map_own_ids
 from plugwarden.plugin.limits import Limits
-from plugwarden.plugin.permissions import Grants
+from plugwarden.plugin.permissions import Grants, within
 
 __all__ = [
     "PROTECTIONS",
@@ -120,7 +120,7 @@ class Sandbox:
         here = os.getcwd()
         imports = [p for p in search_path if p and os.path.abspath(p) != here]
         read = [*SYSTEM_READ, *sorted(python), *imports, *extra_read, *grants.read]
-        readable = [path for path in read if not _holds(path, secrets)]
+        readable = [path for path in read if not any(within(s, path) for s in secrets)]
         devices = (*DEVICES, *(_gpu_devices() if gpu else ()))
         return cls(
             enabled=limits.sandbox,
@@ -164,12 +164,6 @@ def _give(path: str, user: str) -> None:
     with contextlib.suppress(KeyError, OSError):
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _holds(path: str, secrets: tuple[str, ...]) -> bool:
-    """Whether ``path`` is, or holds, one of ``secrets``."""
-    path = os.path.abspath(path).rstrip("/") + "/"
-    return any((secret + "/").startswith(path) for secret in secrets)
 
 
 def _gpu_devices() -> list[str]:
@@ -275,11 +269,7 @@ def limit_inotify(instances: int = INOTIFY_INSTANCES) -> str:
         if lib.unshare(_CLONE_NEWUSER) != 0:
             return f"not available here: no user namespace ({os.strerror(ctypes.get_errno())})"
         try:
-            for path, text in (("/proc/self/setgroups", "deny"),
-                               ("/proc/self/uid_map", f"{uid} {uid} 1"),
-                               ("/proc/self/gid_map", f"{gid} {gid} 1")):  # fmt: skip
-                with open(path, "w") as handle:
-                    handle.write(text)
+            map_own_ids(uid, gid)
         except OSError as exc:
             return f"not available here: user namespace not mapped ({exc.strerror})"
     try:

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from plugwarden.plugin.permissions import within
+
 __all__ = ["UNDECLARED", "watch_undeclared"]
 
 UNDECLARED = "undeclared"  # the marker plugwarden check looks for in a worker's log
@@ -47,7 +49,7 @@ def watch_undeclared(plan: dict[str, Any]) -> None:
                 writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                     isinstance(flags, int) and flags & _WRITE_FLAGS
                 )
-                if writes and isinstance(path, str) and not _under(path, writable):
+                if writes and isinstance(path, str) and not any(within(path, w) for w in writable):
                     tell(f"a write to {path}", "declare it in [permissions] write")
             elif event == "socket.__new__":
                 family = args[1]
@@ -66,8 +68,3 @@ def watch_undeclared(plan: dict[str, Any]) -> None:
             busy[0] = False
 
     sys.addaudithook(hook)
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    path = os.path.abspath(path)
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
