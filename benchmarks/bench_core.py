@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from benchmarks._harness import ECHO, WORK, Figure, compare, site_with
-from benchmarks.bench_wire import condition, timed
+from benchmarks.bench_wire import CONDITIONS, condition, timed
 from plugwarden import Host, hookspecs
 
 
@@ -119,4 +119,4 @@ def run() -> list[Figure]:
                     ratio,
                 )
             )
-    return figures + [floor(name) for name in ("idle", "busy", "pinned")]
+    return figures + [floor(name) for name in CONDITIONS]

@@ -21,7 +21,7 @@ import statistics
 import time
 
 from benchmarks._harness import Figure, site_with
-from benchmarks.bench_wire import condition
+from benchmarks.bench_wire import CONDITIONS, condition
 from plugwarden import Host
 from plugwarden.error_types import ErrorType
 from plugwarden.testing import plugin_source
@@ -114,10 +114,7 @@ def run(rounds: int = 7) -> list[Figure]:
     except ImportError:
         print("bench crash: pebble not installed (pip install pebble); skipped")
         return []
-    figures: list[Figure] = []
-    for name in ("idle", "busy", "pinned"):
-        figures += measure(name, rounds)
-    return figures
+    return [figure for name in CONDITIONS for figure in measure(name, rounds)]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks._harness import ECHO, Figure, free_port, site_with
-from benchmarks.bench_wire import condition
+from benchmarks.bench_wire import CONDITIONS, condition
 from plugwarden.testing import plugin_source
 
 HERE = Path(__file__).resolve().parent
@@ -154,7 +154,4 @@ def run(rounds: int = 3) -> list[Figure]:
     if shutil.which("wrk") is None:
         print("bench http: wrk not installed (apt-get install wrk); skipped")
         return []
-    figures: list[Figure] = []
-    for name in ("idle", "busy", "pinned"):
-        figures += measure(name, rounds)
-    return figures
+    return [figure for name in CONDITIONS for figure in measure(name, rounds)]

@@ -18,7 +18,7 @@ import threading
 import time
 
 from benchmarks._harness import ECHO, Figure, site_with
-from benchmarks.bench_wire import condition, timed
+from benchmarks.bench_wire import CONDITIONS, condition, timed
 from plugwarden import Host
 from plugwarden.testing import plugin_source
 
@@ -121,8 +121,7 @@ def progress_cost(name: str, work: int, n: int = 1000, rounds: int = 9) -> Figur
 
 
 def run() -> list[Figure]:
-    conditions = ("idle", "busy", "pinned")
     return [
-        *(job_overhead(c) for c in conditions),
-        *(progress_cost(c, work) for work in (50, 5000) for c in conditions),
+        *(job_overhead(c) for c in CONDITIONS),
+        *(progress_cost(c, work) for work in (50, 5000) for c in CONDITIONS),
     ]

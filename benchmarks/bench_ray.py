@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 
 from benchmarks._harness import ECHO, Figure, print_table, site_with
-from benchmarks.bench_wire import condition, rate, timed
+from benchmarks.bench_wire import CONDITIONS, condition, rate, timed
 from plugwarden import Host
 
 
@@ -129,10 +129,7 @@ def measure(name: str, n: int = 2, calls: int = 300, rounds: int = 7) -> list[Fi
 
 
 def run() -> list[Figure]:
-    figures: list[Figure] = []
-    for name in ("idle", "busy", "pinned"):
-        figures += measure(name)
-    return figures
+    return [figure for name in CONDITIONS for figure in measure(name)]
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 
 from benchmarks._harness import ECHO, Figure, site_with
-from benchmarks.bench_wire import condition, timed
+from benchmarks.bench_wire import CONDITIONS, condition, timed
 from plugwarden import Host, State
 
 
@@ -27,6 +28,43 @@ def _restart(host: Host) -> tuple[float, float]:
     if status.state is not State.INITIALIZED:
         raise RuntimeError(f"echo did not come back: {status.reason}")
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@dataclass
+class _Rounds:
+    """Interleaved rounds of both sides: (wall, CPU) seconds of each, and
+    each round's wall ratio."""
+
+    ours: list[tuple[float, float]] = field(default_factory=list)
+    base: list[tuple[float, float]] = field(default_factory=list)
+
+    def add(self, ours: tuple[float, float], base: tuple[float, float]) -> None:
+        self.ours.append(ours)
+        self.base.append(base)
+
+    def median(self, side: str, which: int, scale: float) -> float:
+        samples = self.ours if side == "ours" else self.base
+        return statistics.median(sample[which] for sample in samples) * scale
+
+    @property
+    def ratios(self) -> list[float]:
+        return [o[0] / b[0] for o, b in zip(self.ours, self.base, strict=True)]
+
+    def figure(self, title: str, unit: str, scale: float, target: str, limit: float | None,
+               what: str, whose: str) -> Figure:  # fmt: skip
+        ratios = self.ratios
+        ours, base = self.median("ours", 1, scale), self.median("base", 1, scale)
+        cpu = f"{whose} CPU {ours:.1f} vs {base:.1f}"
+        return Figure(
+            title,
+            self.median("ours", 0, scale),
+            self.median("base", 0, scale),
+            unit,
+            target,
+            (lambda r: True) if limit is None else (lambda r: r <= limit),
+            f"{what}, range {min(ratios):.2f}-{max(ratios):.2f}; {cpu} {unit}",
+            statistics.median(ratios),
+        )
 
 
 def measure(name: str, starts: int = 7, calls: int = 1000, rounds: int = 15) -> list[Figure]:
@@ -43,60 +81,28 @@ def measure(name: str, starts: int = 7, calls: int = 1000, rounds: int = 15) -> 
         enforced = on.status("echo").info.protections.get("filesystem")
         if enforced != "enforced" or off.status("echo").info.protections.get("filesystem"):
             raise RuntimeError(f"the sandbox is not as configured: {enforced!r}")
-        start = {"on": [], "off": [], "on_cpu": [], "off_cpu": [], "r": []}
+        start = _Rounds()
         for _ in range(starts):
-            base, ours = _restart(off), _restart(on)
-            start["off"].append(base[0])
-            start["on"].append(ours[0])
-            start["off_cpu"].append(base[1])
-            start["on_cpu"].append(ours[1])
-            start["r"].append(ours[0] / base[0])
-        call = {"on": [], "off": [], "on_cpu": [], "off_cpu": [], "r": []}
+            base = _restart(off)
+            start.add(_restart(on), base)
+        call = _Rounds()
         for _ in range(rounds):
             base = timed(lambda: off.call("echo", "t", {}), calls)
-            ours = timed(lambda: on.call("echo", "t", {}), calls)
-            call["off"].append(base[0])
-            call["on"].append(ours[0])
-            call["off_cpu"].append(base[1])
-            call["on_cpu"].append(ours[1])
-            call["r"].append(ours[0] / base[0])
-    median = statistics.median
-
-    def cpu(samples: dict[str, list[float]], scale: float, unit: str) -> str:
-        return (f"CPU {median(samples['on_cpu']) * scale:.1f} vs "
-                f"{median(samples['off_cpu']) * scale:.1f} {unit}")  # fmt: skip
-
+            call.add(timed(lambda: on.call("echo", "t", {}), calls), base)
     return [
-        Figure(
+        start.figure(
             f"worker start (restart to INITIALIZED), sandbox on / off, {name}",
-            median(start["on"]) * 1e3,
-            median(start["off"]) * 1e3,
-            "ms",
-            "report",
-            lambda r: True,
-            f"{starts} rounds, range {min(start['r']):.2f}-{max(start['r']):.2f}; "
-            f"host {cpu(start, 1e3, 'ms')}",
-            median(start["r"]),
+            "ms", 1e3, "report", None, f"{starts} rounds", "host",
         ),
-        Figure(
+        call.figure(
             f"no-op call, sandbox on / off, {name}",
-            median(call["on"]) * 1e6,
-            median(call["off"]) * 1e6,
-            "us",
-            "<= 1.1x",
-            lambda r: r <= 1.1,
-            f"{rounds} rounds of {calls}, range {min(call['r']):.2f}-{max(call['r']):.2f}; "
-            f"caller {cpu(call, 1e6, 'us')}",
-            median(call["r"]),
+            "us", 1e6, "<= 1.1x", 1.1, f"{rounds} rounds of {calls}", "caller",
         ),
-    ]
+    ]  # fmt: skip
 
 
 def run() -> list[Figure]:
-    figures: list[Figure] = []
-    for name in ("idle", "busy", "pinned"):
-        figures += measure(name)
-    return figures
+    return [figure for name in CONDITIONS for figure in measure(name)]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks._harness import Figure, print_table
-from benchmarks.bench_wire import condition
+from benchmarks.bench_wire import CONDITIONS, condition
 from plugwarden import Host
 
 FRAMES = 45
@@ -104,9 +104,7 @@ def main() -> int:
             devices.append("cuda")
     except ImportError:
         pass
-    figures = [
-        fps(name, device, video) for device in devices for name in ("idle", "busy", "pinned")
-    ]
+    figures = [fps(name, device, video) for device in devices for name in CONDITIONS]
     print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cores")
     print_table(figures, "VideoTracker (issue 13)")
     return 0

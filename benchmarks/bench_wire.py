@@ -55,6 +55,9 @@ def _echo_child(connection: Connection, polling: bool) -> None:
         connection.send_bytes(data)
 
 
+CONDITIONS = ("idle", "busy", "pinned")  # what condition() sets up, each benchmark's three
+
+
 @contextlib.contextmanager
 def condition(name: str) -> Iterator[None]:
     """idle, busy (a process spinning on another CPU's worth), or pinned
@@ -262,6 +265,6 @@ def throughput(name: str, callers: int = 4, rounds: int = 5) -> Figure:
 
 
 def run() -> list[Figure]:
-    trips = [figure for name in ("idle", "busy", "pinned") for figure in round_trip(name)]
-    scaling = [throughput(name) for name in ("idle", "busy", "pinned")]
+    trips = [figure for name in CONDITIONS for figure in round_trip(name)]
+    scaling = [throughput(name) for name in CONDITIONS]
     return [*trips, *scaling, worker_start()]
