@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from plugwarden.isolation.process import landlock
 from plugwarden.isolation.process.containment import libc, map_own_ids
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.permissions import Grants, within
@@ -159,8 +161,6 @@ def _give(path: str, user: str) -> None:
     """As root: make ``path`` (a private directory) ``user``'s."""
     if not user or os.geteuid() != 0:
         return
-    import pwd
-
     with contextlib.suppress(KeyError, OSError):
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -239,8 +239,6 @@ def enter_mount_namespace(plan: dict[str, Any]) -> dict[str, str]:
     for secret in plan["hide"]:
         if os.path.isfile(secret):
             _mount("/dev/null", secret, None, _MS_BIND, None)
-    from plugwarden.isolation.process import landlock
-
     if not plan.get("landlock", True) or landlock.abi() == 0:
         report["filesystem"] = read_only_but([*plan["write"], SHM, plan["tmp_dir"]])
     return report
@@ -291,8 +289,6 @@ def _in_initial_user_namespace() -> bool:
 def switch_user(name: str) -> str | None:
     """In a fresh worker running as root: become ``name`` (its uid, its
     primary group, no other group). None, or why it could not."""
-    import pwd
-
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -310,8 +306,6 @@ def machine_support(level: str) -> dict[str, str]:
     """Which protections this machine enforces for a new worker, given the
     containment ``level`` probed here: protection -> "enforced ..." or
     "not available here: <why>"."""
-    from plugwarden.isolation.process import landlock
-
     version = landlock.abi()
     namespaced = level == "pid-namespace"
     no_ns = f"not available here: no PID namespace (containment level {level})"

@@ -76,8 +76,9 @@ def serve(
     refusal = None  # why this worker must not load its plugin
     if plan and plan.get("user"):
         refusal = switch_user(plan["user"])
-    inotify = limit_inotify() if plan and plan.get("enabled") else None
-    if plan and plan.get("enabled") and plan.get("state_dir"):
+    confined = bool(plan and plan.get("enabled"))  # a sandbox, not turned off
+    inotify = limit_inotify() if confined else None
+    if confined and plan and plan.get("state_dir"):
         with contextlib.suppress(OSError):
             os.chdir(plan["state_dir"])
     os.dup2(output_fd, 1)
@@ -100,7 +101,7 @@ def serve(
         protections["inotify"] = inotify
     if plan and plan.get("user"):
         protections["worker_user"] = refusal or f"enforced ({plan['user']})"
-    if plan and plan.get("enabled"):
+    if confined and plan:
         watch_undeclared(plan)
     for protection, enforced in protections.items():
         if not enforced.startswith(("enforced", "granted")):
