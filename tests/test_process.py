@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from plugwarden import State
+from plugwarden.isolation.fates import Fate
+from plugwarden.isolation.process.handle import WorkerProcess
+from plugwarden.isolation.process.output import OutputPump
+from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.wire import Load
 from tests.conftest import (
     ECHO,
     WHO_AM_I,
@@ -514,3 +522,55 @@ def test_worker_pids_of_inline_plugin_is_empty(plugwarden_plugin, plugwarden_hos
     host = plugwarden_host({"plugins": {"p": {"isolation": "inline"}}})
     assert host.worker_pids("p") == []
     assert Path  # keep import used
+
+
+class TestConnection:
+    def test_a_connection_closed_under_its_reader_is_not_reused_before_it_reads(self):
+        """A restart closes a worker while a call is about to read its reply:
+        the descriptor numbers must not go to the next worker's connection
+        before that read, or the old call takes the new worker's reply ("reply
+        to request 1 while request 4 waits"). The reader is held (by a
+        profile hook) at its os.read while the worker is closed and fresh
+        connections, each holding a frame, are opened."""
+        zygote, pump = Zygote(), OutputPump()
+        worker = WorkerProcess("idle", 2**30, 2**20, zygote, pump, lambda _: None)
+        at_read, go_on = threading.Event(), threading.Event()
+
+        def hold_at_read(frame, event, arg):  # type: ignore[no-untyped-def]
+            reading = event == "c_call" and arg is os.read
+            if reading and frame.f_code.co_name == "_read_some" and not at_read.is_set():
+                at_read.set()
+                go_on.wait(60)
+
+        fate: list[object] = []
+        threading.setprofile(hold_at_read)
+        try:
+            reader = threading.Thread(
+                target=lambda: fate.append(worker.receive(time.monotonic() + 60))
+            )
+            reader.start()
+        finally:
+            threading.setprofile(None)  # type: ignore[arg-type]
+        fresh: list[tuple[socket.socket, socket.socket]] = []
+        try:
+            assert (
+                worker.send(Load.encode(1, "x", "json", None, [], 1000), time.monotonic() + 30)
+                is None
+            )
+            wait_for(at_read.is_set, what="the reader to reach its read")
+            worker.close()
+            fresh = [socket.socketpair() for _ in range(4)]
+            for pair in fresh:
+                for end in pair:
+                    end.send(b"\x00\x00\x00\x06forged")
+            go_on.set()
+            reader.join(30)
+            assert fate and fate[0] != (Fate.REPLY, b"forged")
+        finally:
+            go_on.set()
+            for pair in fresh:
+                for end in pair:
+                    end.close()
+            worker.close()
+            zygote.close()
+            pump.close()

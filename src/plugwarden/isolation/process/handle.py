@@ -84,7 +84,11 @@ class WorkerProcess:
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.lost = False  # its loss was handled (once, by whoever saw it first)
         self._on_death = on_death
-        self._fd_lock = threading.Lock()  # fds are closed once, never written after
+        # The fds are closed once, and only when no thread is inside send or
+        # receive: a number freed under a reader would be reused at once by
+        # the next worker's connection, and its replies read by the wrong call.
+        self._fd_lock = threading.Lock()
+        self._users = 0  # threads inside send or receive
         self._send_lock = threading.Lock()
         self._closed = False
         self._death_r, self._death_w = os.pipe()
@@ -170,7 +174,26 @@ class WorkerProcess:
         head = _LENGTH.pack(size) if size <= _LONGEST else _LENGTH.pack(-1) + _LONG.pack(size)
         # A cancel may be sent from another thread: frames never interleave.
         with self._send_lock:
-            return self._write(memoryview(b"".join((head, data))), deadline)
+            if not self._enter():
+                return Fate.DIED, None
+            try:
+                return self._write(memoryview(b"".join((head, data))), deadline)
+            finally:
+                self._leave()
+
+    def _enter(self) -> bool:
+        """Hold the fds open for this thread; False once closed."""
+        with self._fd_lock:
+            if self._closed:
+                return False
+            self._users += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._fd_lock:
+            self._users -= 1
+            if self._closed and not self._users:
+                self._release()
 
     def _write(self, frame: memoryview, deadline: float) -> tuple[FateName, Any] | None:
         """Write all of ``frame``, waiting for room at most until ``deadline``
@@ -215,6 +238,14 @@ class WorkerProcess:
         death ends the wait). No other thread wakes for a call. Frames are
         read as their bytes arrive, never in a blocking read: a worker that
         sends part of a frame and stops still meets the deadline."""
+        if not self._enter():
+            return Fate.DIED, None
+        try:
+            return self._receive(deadline)
+        finally:
+            self._leave()
+
+    def _receive(self, deadline: float) -> tuple[FateName, Any]:
         if self._inbox:  # a frame that came with the last one's bytes
             framed = self._frame()
             if framed is not None:
@@ -330,8 +361,14 @@ class WorkerProcess:
                 return
             self._closed = True
             self._memory.close()
-            for fd in (self._control_fd, self._lifeline_w, self._death_r, self._death_w):
-                os.close(fd)
+            if self._users:  # wake them; the last to leave closes the fds
+                os.write(self._death_w, b"x")
+            else:
+                self._release()
+
+    def _release(self) -> None:
+        for fd in (self._control_fd, self._lifeline_w, self._death_r, self._death_w):
+            os.close(fd)
 
     def death_reason(self) -> str:
         reason = self.died_with or exit_reason(self.exit_code)
