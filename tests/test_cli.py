@@ -106,6 +106,12 @@ class TestOneShotCommands:
         assert done.returncode == 2
         assert "defaults.timeout_s" in done.stderr
 
+    def test_serve_refuses_a_number_out_of_range_naming_its_key(self, cli):
+        """It passed validation, then serve died with an OverflowError traceback."""
+        done = cli("serve", config="[jobs]\nkeep_max = 99999999999999999999\n")
+        assert done.returncode == 2
+        assert "jobs.keep_max" in done.stderr and "Traceback" not in done.stderr
+
 
 class TestRemote:
     """The commands talk to the running server (a real uvicorn on loopback)."""

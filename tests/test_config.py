@@ -5,8 +5,34 @@ from __future__ import annotations
 import pytest
 
 from plugwarden import ConfigError, HostConfig
+from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import GuardSettings, Manifest
+from plugwarden.plugin.policy import RestartPolicy
+from plugwarden.sections import JobsConfig, RayConfig, ServerConfig
 from plugwarden.settings import resolve
+
+
+def _numeric_fields(cls: type, section: str) -> list[str]:
+    return [
+        f"{section}.{name}"
+        for name, spec in cls.__dataclass_fields__.items()
+        if spec.type in ("int", "float", "int | None", "float | None")
+    ]
+
+
+NUMERIC_KEYS = sorted(
+    {
+        *_numeric_fields(Limits, "defaults"),
+        *_numeric_fields(RestartPolicy, "defaults"),
+        *_numeric_fields(ServerConfig, "server"),
+        *_numeric_fields(JobsConfig, "jobs"),
+        *_numeric_fields(RayConfig, "ray"),
+        *_numeric_fields(HostConfig, "defaults"),
+        *_numeric_fields(Limits, "plugins.p"),
+        "plugins.p.num_cpus",
+        "plugins.p.num_gpus",
+    }
+)
 
 
 class TestHostConfig:
@@ -73,6 +99,19 @@ class TestHostConfig:
         ],
     )
     def test_malformed_config_names_the_key(self, data, key):
+        with pytest.raises(ConfigError) as info:
+            HostConfig.from_dict(data)
+        assert info.value.key == key
+
+    @pytest.mark.parametrize("key", NUMERIC_KEYS)
+    def test_every_number_out_of_range_is_an_error_naming_its_key(self, key):
+        """A huge value fails at startup, never as an overflow later."""
+        *path, leaf = key.split(".")
+        data: dict = {}
+        table = data
+        for part in path:
+            table = table.setdefault(part, {})
+        table[leaf] = 99999999999999999999
         with pytest.raises(ConfigError) as info:
             HostConfig.from_dict(data)
         assert info.value.key == key

@@ -7,7 +7,6 @@ defaults; no file is ever required. A malformed config raises
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,11 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from plugwarden.exceptions import ConfigError, ManifestError
+from plugwarden.plugin import numbers
 from plugwarden.plugin.environment import env_table
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
 from plugwarden.plugin.permissions import Permissions, permissions
 from plugwarden.plugin.policy import RESTART_MODES, RestartPolicy
+from plugwarden.sections import (
+    JobsConfig,
+    RayConfig,
+    ServerConfig,
+    jobs_table,
+    ray_table,
+    server_table,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -50,19 +58,6 @@ _PLUGIN_KEYS = {
     "permissions",
 }
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
-_SERVER_KEYS = {
-    "host",
-    "port",
-    "token",
-    "max_body_bytes",
-    "drain_timeout_s",
-    "idle_timeout_s",
-    "max_connections",
-    "log_format",
-}
-LOG_FORMATS = ("text", "json")
-_JOBS_KEYS = {"path", "keep_s", "keep_max", "max_queued_jobs", "cancel_grace_s"}
-STATE_ENV = "XDG_STATE_HOME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,49 +76,6 @@ class PluginConfig:
     num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
     env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
     permissions: Permissions = field(default_factory=Permissions)  # over the manifest's
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    max_body_bytes: int = 1_048_576
-    drain_timeout_s: float = 30.0
-    idle_timeout_s: float = 15.0  # a connection must send a request's headers within this
-    max_connections: int = 1024  # uvicorn's limit_concurrency: past it, 503
-    log_format: str = "text"  # or "json": one object per line
-
-
-@dataclass(frozen=True, slots=True)
-class JobsConfig:
-    """``[jobs]``: where jobs are stored, for how long, and how they queue."""
-
-    path: str | None = None  # None: jobs.sqlite3 under the user's state directory
-    keep_s: float = 7 * 86400.0  # finished jobs older than this are removed
-    keep_max: int = 10_000  # at most this many finished jobs are kept (newest)
-    max_queued_jobs: int = 100  # per plugin; past it, submit answers Busy
-    cancel_grace_s: float = 5.0  # a cancelled job's worker is killed after this
-
-    def database(self) -> str:
-        """The database path in force: ``path``, else
-        ``$XDG_STATE_HOME/plugwarden/jobs.sqlite3`` (``~/.local/state`` by default)."""
-        if self.path:
-            return self.path
-        state = os.environ.get(STATE_ENV) or str(Path.home() / ".local" / "state")
-        return str(Path(state) / "plugwarden" / "jobs.sqlite3")
-
-
-@dataclass(frozen=True, slots=True)
-class RayConfig:
-    """``[ray]``: the cluster that ``isolation = "ray"`` plugins run on."""
-
-    address: str = ""  # "" starts a local cluster; "auto", or "HOST:PORT" of a running one
-    num_cpus: float | None = None  # a local cluster's CPUs (None: the machine's)
-    num_gpus: float | None = None  # a local cluster's GPUs (None: what Ray detects)
-    object_store_mb: float = 256.0  # a local cluster's object store (Ray's default: 30% of RAM)
-    namespace: str = "plugwarden"
-    connect_timeout_s: float = 30.0  # past it, the cluster is unreachable (plugins FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +167,9 @@ class _Parser:
         return HostConfig(
             defaults=limits,
             plugins=plugins,
-            server=self.server(self.table(data, "server")),
-            jobs=self.jobs(self.table(data, "jobs")),
-            ray=_ray_table(self, self.table(data, "ray")),
+            server=server_table(self.table(data, "server"), self.error),
+            jobs=jobs_table(self.table(data, "jobs"), self.error),
+            ray=ray_table(self.table(data, "ray"), self.error),
             policy=policy,
             source=self.source,
             permissions=permissions(
@@ -227,33 +179,10 @@ class _Parser:
         )
 
     def positive(self, table: Mapping[str, Any], key: str, where: str) -> float:
-        value = table[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise self.error(f"{where}.{key}", f"expected a positive number, got {value!r}")
-        return float(value)
-
-    def amount(self, table: Mapping[str, Any], key: str, where: str) -> float:
-        """A resource amount: a number >= 0 (Ray's fractions allowed)."""
-        value = table[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise self.error(f"{where}.{key}", f"expected a number >= 0, got {value!r}")
-        return float(value)
+        return numbers.positive(table[key], f"{where}.{key}", self.error)
 
     def count(self, table: Mapping[str, Any], key: str, where: str) -> int:
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.error(f"{where}.{key}", f"expected a whole number >= 1, got {value!r}")
-        return value
+        return numbers.whole(table[key], f"{where}.{key}", self.error)
 
     def policy(self, table: Mapping[str, Any], where: str) -> dict[str, Any]:
         """The restart policy keys set in ``table``, checked."""
@@ -301,7 +230,9 @@ class _Parser:
         except ManifestError as exc:
             raise self.error(exc.key, exc.message) from None
         resources = {
-            key: self.amount(table, key, where) for key in ("num_cpus", "num_gpus") if key in table
+            key: numbers.amount(table[key], f"{where}.{key}", self.error)
+            for key in ("num_cpus", "num_gpus")
+            if key in table
         }
         try:
             env = env_table(table.get("env", {}))
@@ -324,74 +255,6 @@ class _Parser:
             ),
             **resources,
         )
-
-    def jobs(self, table: dict[str, Any]) -> JobsConfig:
-        return _jobs_table(self, table)
-
-    def server(self, table: dict[str, Any]) -> ServerConfig:
-        for key in table:
-            if key not in _SERVER_KEYS:
-                raise self.error(
-                    f"server.{key}", f"unknown key; expected one of {sorted(_SERVER_KEYS)}"
-                )
-        default = ServerConfig()
-        host = table.get("host", default.host)
-        if not isinstance(host, str) or not host:
-            raise self.error("server.host", f"expected an address string, got {host!r}")
-        port = table.get("port", default.port)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise self.error("server.port", f"expected a port number 0-65535, got {port!r}")
-        token = table.get("token")
-        if token is not None and (not isinstance(token, str) or not token):
-            raise self.error("server.token", "expected a non-empty string")
-        limit = table.get("max_body_bytes", default.max_body_bytes)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-            raise self.error("server.max_body_bytes", f"expected a positive integer, got {limit!r}")
-        drain, idle = (
-            self.positive(table, key, "server") if key in table else getattr(default, key)
-            for key in ("drain_timeout_s", "idle_timeout_s")
-        )
-        connections = (
-            self.count(table, "max_connections", "server")
-            if "max_connections" in table
-            else default.max_connections
-        )
-        log_format = table.get("log_format", default.log_format)
-        if log_format not in LOG_FORMATS:
-            raise self.error("server.log_format", f"expected 'text' or 'json', got {log_format!r}")
-        return ServerConfig(host, port, token, limit, drain, idle, connections, log_format)
-
-
-def _jobs_table(parser: _Parser, table: dict[str, Any]) -> JobsConfig:
-    for key in table:
-        if key not in _JOBS_KEYS:
-            raise parser.error(f"jobs.{key}", f"unknown key; expected one of {sorted(_JOBS_KEYS)}")
-    default = JobsConfig()
-    path = table.get("path", default.path)
-    if path is not None and (not isinstance(path, str) or not path):
-        raise parser.error("jobs.path", f"expected a file path or ':memory:', got {path!r}")
-    values: dict[str, Any] = {k: parser.positive(table, k, "jobs")
-                              for k in ("keep_s", "cancel_grace_s") if k in table}  # fmt: skip
-    values |= {k: parser.count(table, k, "jobs") for k in ("keep_max", "max_queued_jobs")
-               if k in table}  # fmt: skip
-    return JobsConfig(path=path, **values)
-
-
-def _ray_table(parser: _Parser, table: dict[str, Any]) -> RayConfig:
-    keys = sorted(RayConfig.__dataclass_fields__)
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in keys:
-            raise parser.error(f"ray.{key}", f"unknown key; expected one of {keys}")
-        if key in ("address", "namespace"):
-            if not isinstance(value, str) or (key == "namespace" and not value):
-                raise parser.error(f"ray.{key}", f"expected a string, got {value!r}")
-            values[key] = value.strip()
-        elif key in ("num_cpus", "num_gpus"):
-            values[key] = parser.amount(table, key, "ray")
-        else:
-            values[key] = parser.positive(table, key, "ray")
-    return RayConfig(**values)
 
 
 def _fields(settings: GuardSettings) -> dict[str, Any]:

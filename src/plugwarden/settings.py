@@ -19,11 +19,12 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from plugwarden.config import STATE_ENV, HostConfig
+from plugwarden.config import HostConfig
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import OPERATOR_ISOLATIONS, GuardSettings, Manifest
 from plugwarden.plugin.permissions import Grants, Permissions, within
 from plugwarden.plugin.policy import RestartPolicy
+from plugwarden.sections import STATE_ENV
 
 __all__ = [
     "Placement",

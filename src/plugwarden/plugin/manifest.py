@@ -9,7 +9,6 @@ because a typo there would silently drop a limit.
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from plugwarden.exceptions import ManifestError
+from plugwarden.plugin import numbers
 from plugwarden.plugin.permissions import Permissions, permissions
 
 __all__ = [
@@ -288,42 +288,31 @@ def guard_settings(
     values: dict[str, Any] = {}
     for key in ("timeout_s", "load_timeout_s", "memory_mb", "job_timeout_s"):
         value = table.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise fail(f"{where}.{key}", f"expected a positive number, got {value!r}")
-        values[key] = None if value is None else float(value)
+        high = numbers.MAX_AMOUNT * 16 if key == "memory_mb" else numbers.MAX_SECONDS
+        values[key] = (
+            None if value is None else numbers.positive(value, f"{where}.{key}", fail, high=high)
+        )
     isolation = table.get("isolation")
     if isolation is not None and isolation not in ISOLATIONS:
         expected = "'process', 'inline', 'ray' or 'ray-inline'"
         raise fail(f"{where}.isolation", f"expected {expected}, got {isolation!r}")
-    workers = table.get("workers")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64
+    counts: dict[str, int | None] = dict.fromkeys(("workers", "max_tasks", "max_result_bytes"))
+    for key, low, high in (
+        ("workers", 1, 64),
+        ("max_tasks", 8, 65536),
+        ("max_result_bytes", 1, numbers.MAX_BYTES),
     ):
-        raise fail(f"{where}.workers", f"expected an integer from 1 to 64, got {workers!r}")
-    tasks = table.get("max_tasks")
-    if tasks is not None and (
-        isinstance(tasks, bool) or not isinstance(tasks, int) or not 8 <= tasks <= 65536
-    ):
-        raise fail(f"{where}.max_tasks", f"expected an integer from 8 to 65536, got {tasks!r}")
+        if table.get(key) is not None:
+            counts[key] = numbers.whole(table[key], f"{where}.{key}", fail, low=low, high=high)
     sandbox = table.get("sandbox")
     if sandbox is not None and not isinstance(sandbox, bool):
         raise fail(f"{where}.sandbox", f"expected true or false, got {sandbox!r}")
     user = table.get("worker_user")
     if user is not None and (not isinstance(user, str) or not user.strip()):
         raise fail(f"{where}.worker_user", f"expected a user name, got {user!r}")
-    cap = table.get("max_result_bytes")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise fail(f"{where}.max_result_bytes", f"expected a positive integer, got {cap!r}")
     return GuardSettings(
         isolation=isolation,
-        workers=workers,
-        max_result_bytes=cap,
-        max_tasks=tasks,
+        **counts,
         sandbox=sandbox,
         worker_user=user,
         **values,
