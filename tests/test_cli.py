@@ -266,11 +266,15 @@ class TestJobs:
     def test_jobs_lists_and_filters(self, cli, served):
         job = served.host.submit("steps", "count", {"n": 1, "dt": 0})
         wait_for(lambda: served.host.job(job.id).finished)
-        listed = json.loads(cli("jobs", "--json", url=served.url).stdout)
+        token = ("--token", TOKEN)
+        listed = json.loads(cli("jobs", "--json", *token, url=served.url).stdout)
         assert [j["id"] for j in listed] == [job.id]
-        table = cli("jobs", "--plugin", "steps", url=served.url)
+        table = cli("jobs", "--plugin", "steps", *token, url=served.url)
         assert table.returncode == 0 and job.id in table.stdout and "succeeded" in table.stdout
-        assert json.loads(cli("jobs", "--state", "failed", "--json", url=served.url).stdout) == []
+        failed = cli("jobs", "--state", "failed", "--json", *token, url=served.url)
+        assert json.loads(failed.stdout) == []
+        refused = cli("jobs", url=served.url)
+        assert refused.returncode == 2 and "Missing bearer token" in refused.stderr
 
     def test_cancel_cancels_a_running_job_and_an_unknown_id_is_a_usage_error(self, cli, served):
         job = served.host.submit("steps", "count", {"n": 100000, "dt": 0.01})

@@ -283,6 +283,22 @@ class TestMutatingRoutes:
         assert right.json()["ok"] is True
         assert right.json()["result"] == {"tool": "echo", "args": {"a": 1}}
 
+    def test_closed_reads_need_the_token_but_probes_never_do(self, zoo, plugwarden_server):
+        """public_reads = false: records, metrics and the page need the token."""
+        server = plugwarden_server({"server": {"token": TOKEN, "public_reads": False}})
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for path in (
+            "/v1/plugins",
+            "/v1/plugins/ready",
+            "/v1/plugins/ready/health",
+            "/metrics",
+            "/",
+        ):
+            assert httpx.get(server.url + path).status_code == 401, path
+            assert httpx.get(server.url + path, headers=auth).status_code == 200, path
+        for path in ("/healthz", "/readyz"):
+            assert httpx.get(server.url + path).status_code == 200, path
+
     def test_run_on_failed_plugin_is_200_with_ok_false(self, zoo, plugwarden_server):
         server = plugwarden_server({"server": {"token": TOKEN}})
         response = post(

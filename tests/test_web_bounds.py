@@ -57,6 +57,42 @@ class TestHostileBodies:
         status = server.host.status("echo")
         assert status.state is State.INITIALIZED and status.metrics["error_count"] == 0
 
+    @pytest.mark.parametrize("body", ["null", "[]", '"run"', "3"])
+    def test_a_body_that_is_not_an_object_is_a_422_naming_the_object(self, server, body):
+        """'null' once answered "nests deeper than 128 levels"."""
+        answer = httpx.post(f"{server.url}/v1/plugins/echo/run", content=body, headers=AUTH)
+        assert answer.status_code == 422
+        assert answer.json()["error_type"] == "InvalidRequest"
+        assert "Body must be a JSON object" in answer.json()["error"]
+
+    def test_a_slow_body_is_cut_at_its_deadline(self, plugwarden_plugin, plugwarden_server):
+        """An authenticated body sent a byte at a time is answered 408 once
+        body_timeout_s passed, and its connection closed."""
+        plugwarden_plugin("echo", ECHO)
+        server = plugwarden_server({"server": {"token": TOKEN, "body_timeout_s": 0.5}})
+        port = int(server.url.rsplit(":", 1)[1])
+        head = (
+            f"POST /v1/plugins/echo/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+            "\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        ).encode()
+        answer = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=0.05) as slow:
+            slow.sendall(head)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    slow.sendall(b" ")
+                    chunk = slow.recv(4096)
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"RequestTimeout" in answer and b"body_timeout_s" in answer
+
     def test_a_body_over_the_limit_gets_a_413_the_client_can_read(self, server):
         body = b'{"tool": "t", "args": {"x": "' + b"x" * (20 * 2**20) + b'"}}'
         answer = httpx.post(

@@ -26,6 +26,11 @@ def server(plugwarden_plugin, plugwarden_server):
     return plugwarden_server({"server": {"token": TOKEN}, "jobs": {"max_queued_jobs": 1}})
 
 
+def read(url, **options):
+    """GET with the token: job reads carry their callers' data."""
+    return httpx.get(url, headers=AUTH, **options)
+
+
 def submit(server, name="steps", body=None, headers=AUTH):
     body = {"tool": "count", "args": {"n": 20, "dt": 0.1}} if body is None else body
     return httpx.post(f"{server.url}/v1/plugins/{name}/jobs", json=body, headers=headers)
@@ -34,7 +39,9 @@ def submit(server, name="steps", body=None, headers=AUTH):
 def events(server, job_id):
     """Every (event, data) of the job's stream, until it ends."""
     seen = []
-    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", timeout=60) as answer:
+    with httpx.stream(
+        "GET", f"{server.url}/v1/jobs/{job_id}/events", timeout=60, headers=AUTH
+    ) as answer:
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/event-stream")
         kind = None
@@ -55,7 +62,7 @@ class TestProgress:
         assert job["state"] == "queued" and job["plugin"] == "steps" and job["record"] is None
         done = []
         while True:
-            polled = httpx.get(server.url + answer.headers["location"]).json()
+            polled = read(server.url + answer.headers["location"]).json()
             if polled["progress"] is not None:
                 done.append(polled["progress"]["done"])
             if polled["state"] not in ("queued", "running"):
@@ -76,9 +83,7 @@ class TestProgress:
 
     def test_the_stream_of_a_finished_job_is_its_end_event(self, server):
         job = submit(server, body={"tool": "count", "args": {"n": 1, "dt": 0}}).json()
-        wait_for(
-            lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
-        )
+        wait_for(lambda: read(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded")
         assert [kind for kind, _ in events(server, job["id"])] == ["end"]
 
 
@@ -88,7 +93,9 @@ class TestDrain:
         job = submit(server, "gate", {"tool": "t", "args": gate.args}).json()
         gate.wait_started()
         drainer = threading.Thread(target=server.host.drain, args=(30,))
-        with httpx.stream("GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=60) as answer:
+        with httpx.stream(
+            "GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=60, headers=AUTH
+        ) as answer:
             lines = answer.iter_lines()
             assert next(lines) == "event: progress"  # the stream is open: now drain
             drainer.start()
@@ -106,9 +113,9 @@ class TestCancelAndList:
     def test_delete_cancels_a_running_job(self, server):
         job = submit(server, body={"tool": "count", "args": {"n": 1000, "dt": 0.01}}).json()
         url = f"{server.url}/v1/jobs/{job['id']}"
-        wait_for(lambda: httpx.get(url).json()["progress"] is not None, 30, "progress")
+        wait_for(lambda: read(url).json()["progress"] is not None, 30, "progress")
         assert httpx.delete(url, headers=AUTH).status_code == 200
-        wait_for(lambda: httpx.get(url).json()["state"] == "cancelled", 10, "the cancel")
+        wait_for(lambda: read(url).json()["state"] == "cancelled", 10, "the cancel")
         after = httpx.post(
             f"{server.url}/v1/plugins/steps/run",
             json={"tool": "count", "args": {"n": 1, "dt": 0}},
@@ -121,19 +128,17 @@ class TestCancelAndList:
         for _ in range(3):
             job = submit(server, body={"tool": "c", "args": {"n": 1, "dt": 0}}).json()
             wait_for(
-                lambda j=job: (
-                    httpx.get(f"{server.url}/v1/jobs/{j['id']}").json()["state"] == "succeeded"
-                )
+                lambda j=job: read(f"{server.url}/v1/jobs/{j['id']}").json()["state"] == "succeeded"
             )
             ids.append(job["id"])
-        listed = httpx.get(f"{server.url}/v1/jobs", params={"plugin": "steps", "limit": 2})
+        listed = read(f"{server.url}/v1/jobs", params={"plugin": "steps", "limit": 2})
         assert [j["id"] for j in listed.json()] == ids[::-1][:2]
         link = listed.headers["link"]
         assert link.endswith('rel="next"')
-        rest = httpx.get(server.url + link[1 : link.index(">")]).json()
+        rest = read(server.url + link[1 : link.index(">")]).json()
         assert [j["id"] for j in rest] == ids[:1]
-        assert httpx.get(f"{server.url}/v1/jobs", params={"state": "failed"}).json() == []
-        assert httpx.get(f"{server.url}/v1/jobs", params={"plugin": "gate"}).json() == []
+        assert read(f"{server.url}/v1/jobs", params={"state": "failed"}).json() == []
+        assert read(f"{server.url}/v1/jobs", params={"plugin": "gate"}).json() == []
 
     def test_a_full_queue_answers_429_busy(self, server, tmp_path):
         gate = Gate(tmp_path)
@@ -152,7 +157,7 @@ class TestBadRequests:
         "path", ["/v1/jobs/nope", "/v1/jobs/" + "0" * 32, "/v1/jobs/" + "0" * 32 + "/events"]
     )
     def test_an_unknown_job_is_404(self, server, path):
-        answer = httpx.get(server.url + path)
+        answer = read(server.url + path)
         assert answer.status_code == 404
         assert answer.json()["error_type"] == ErrorType.UNKNOWN_JOB
 
@@ -169,7 +174,21 @@ class TestBadRequests:
         assert (
             httpx.delete(f"{server.url}/v1/jobs/{'a' * 32}", headers=headers).status_code == status
         )
-        assert httpx.get(f"{server.url}/v1/jobs").json() == []
+        assert read(f"{server.url}/v1/jobs").json() == []
+
+    @pytest.mark.parametrize(
+        ("headers", "status"),
+        [({}, 401), ({"Authorization": "Bearer wrong"}, 403)],
+    )
+    def test_job_reads_need_the_token(self, server, headers, status):
+        """A job's args and result are its caller's data: listing, reading
+        and following a job are closed to anyone without the token."""
+        job = submit(server, body={"tool": "count", "args": {"n": 1, "dt": 0, "secret": "pw"}})
+        job_id = job.json()["id"]
+        for path in ("/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events"):
+            answer = httpx.get(server.url + path, headers=headers)
+            assert answer.status_code == status, path
+            assert "pw" not in answer.text
 
     @pytest.mark.parametrize(
         ("body", "status", "error_type"),
@@ -198,7 +217,7 @@ class TestBadRequests:
         [{"state": "done"}, {"limit": "0"}, {"limit": "x"}, {"before": "-3"}, {"page": "2"}],
     )
     def test_a_bad_list_query_is_422(self, server, query):
-        answer = httpx.get(f"{server.url}/v1/jobs", params=query)
+        answer = read(f"{server.url}/v1/jobs", params=query)
         assert (
             answer.status_code == 422 and answer.json()["error_type"] == ErrorType.INVALID_REQUEST
         )
@@ -216,9 +235,7 @@ class TestObservability:
         from prometheus_client.parser import text_string_to_metric_families
 
         job = submit(server, body={"tool": "c", "args": {"n": 2, "dt": 0}}).json()
-        wait_for(
-            lambda: httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded"
-        )
+        wait_for(lambda: read(f"{server.url}/v1/jobs/{job['id']}").json()["state"] == "succeeded")
         gate = Gate(tmp_path)
         submit(server, "gate", {"tool": "t", "args": gate.args})
         gate.wait_started()
@@ -241,7 +258,7 @@ class TestObservability:
     def test_the_status_page_shows_a_running_job_with_its_progress_bar(self, server, tmp_path):
         job = submit(server, body={"tool": "count", "args": {"n": 100000, "dt": 0.05}}).json()
         url = f"{server.url}/v1/jobs/{job['id']}"
-        wait_for(lambda: httpx.get(url).json()["progress"] is not None, 30, "progress")
+        wait_for(lambda: read(url).json()["progress"] is not None, 30, "progress")
         dom = chromium(server.url + "/", "--dump-dom", profile=tmp_path / "profile").stdout
         row = re.search(rf'<tr data-job="{job["id"]}">(.*?)</tr>', dom, re.S)
         assert row is not None, dom[-2000:]

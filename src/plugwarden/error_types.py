@@ -41,6 +41,7 @@ class ErrorType:
     # The plugin answered, but not with something the host can pass on.
     RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
     RESULT_TOO_LARGE: Final = "ResultTooLarge"  # past max_result_bytes; the plugin stays up
+    RESULT_TOO_DEEP: Final = "ResultTooDeep"  # nests past 128 levels; the plugin stays up
     PROTOCOL: Final = "ProtocolViolation"
     # Loading.
     WORKER_START: Final = "WorkerStart"
@@ -58,6 +59,7 @@ class ErrorType:
     INVALID_REQUEST: Final = "InvalidRequest"
     PAYLOAD_TOO_LARGE: Final = "PayloadTooLarge"
     CLIENT_DISCONNECT: Final = "ClientDisconnect"
+    REQUEST_TIMEOUT: Final = "RequestTimeout"  # a body slower than server.body_timeout_s
     MUTATIONS_DISABLED: Final = "MutationsDisabled"
     UNAUTHORIZED: Final = "Unauthorized"
     FORBIDDEN: Final = "Forbidden"
@@ -95,6 +97,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = {
     ErrorType.UNKNOWN_JOB: 404,
     ErrorType.NOT_FOUND: 404,
     ErrorType.METHOD_NOT_ALLOWED: 405,
+    ErrorType.REQUEST_TIMEOUT: 408,
     ErrorType.PAYLOAD_TOO_LARGE: 413,
     ErrorType.INVALID_REQUEST: 422,
     ErrorType.INVALID_ARGUMENTS: 422,

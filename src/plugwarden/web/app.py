@@ -83,13 +83,24 @@ def create_app(
 
     listing = Listing(host)
 
+    def read_refused(request: Request) -> Response | None:
+        """Plugin records, metrics and the page are open unless the
+        operator closed them (``public_reads = false``)."""
+        return None if server.public_reads else authorise(request, token)
+
     async def plugins(request: Request) -> Response:
+        denied = read_refused(request)
+        if denied is not None:
+            return denied
         # What the cache could not answer (PolledRoutesApp asked it first).
         version = host.records_version
         statuses = await _read(host.statuses)
         return Response(listing.build(version, statuses), media_type="application/json")
 
     async def health(request: Request) -> Response:
+        denied = read_refused(request)
+        if denied is not None:
+            return denied
         try:
             status = await _read(host.status, request.path_params["name"])
         except UnknownPlugin as exc:
@@ -97,6 +108,9 @@ def create_app(
         return Response(status.to_json(), media_type="application/json")
 
     async def plugin(request: Request) -> Response:
+        denied = read_refused(request)
+        if denied is not None:
+            return denied
         name = request.path_params["name"]
         try:
             status = await _read(host.status, name)
@@ -116,7 +130,7 @@ def create_app(
         denied = authorise(request, token)
         if denied is not None:
             return denied
-        body = await json_body(request, max_body)
+        body = await json_body(request, max_body, server.body_timeout_s)
         if isinstance(body, Response):
             return body
         problem = body_problem(body)
@@ -165,10 +179,16 @@ def create_app(
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     async def metrics(request: Request) -> Response:
+        denied = read_refused(request)
+        if denied is not None:
+            return denied
         content, media_type = await run_in_threadpool(scrape)
         return Response(content, media_type=media_type)
 
     async def page(request: Request) -> Response:
+        denied = read_refused(request)
+        if denied is not None:
+            return denied
         statuses = await _read(host.statuses)
         running = host.live_jobs()
         page = render_page(statuses, readiness(host, statuses), host.memory_seen(), running)
@@ -185,7 +205,7 @@ def create_app(
         Route("/", page, methods=["GET"]),
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
-        *job_routes(host, token, max_body),
+        *job_routes(host, token, server),
     ]
     app = PolledRoutesApp(
         routes=routes,
@@ -196,7 +216,7 @@ def create_app(
             RegistryTimeout: lambda request, exc: registry_timeout(exc),
         },
     )
-    app.listing = listing
+    app.listing = listing if server.public_reads else None  # its caches answer anyone
     return app
 
 

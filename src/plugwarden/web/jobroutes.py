@@ -23,6 +23,7 @@ from plugwarden.web.requests import authorise, body_problem, json_body
 
 if TYPE_CHECKING:  # the app is handed a Host; it never makes one
     from plugwarden.host.host import Host
+    from plugwarden.sections import ServerConfig
 
 __all__ = ["MAX_PAGE", "job_routes"]
 
@@ -30,13 +31,16 @@ MAX_PAGE = 1000  # jobs in one page of GET /v1/jobs
 DEFAULT_PAGE = 100
 
 
-def job_routes(host: Host, token: bytes | None, max_body: int) -> list[Route]:
+def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Route]:
+    """Every job route needs the token: a job's args and result are its
+    caller's data."""
+
     async def submit(request: Request) -> Response:
         denied = authorise(request, token)
         if denied is not None:
             return denied
         name = request.path_params["name"]
-        body = await json_body(request, max_body)
+        body = await json_body(request, server.max_body_bytes, server.body_timeout_s)
         if isinstance(body, Response):
             return body
         problem = body_problem(body, ("tool", "args", "timeout_s"))
@@ -51,12 +55,18 @@ def job_routes(host: Host, token: bytes | None, max_body: int) -> list[Route]:
         return JSONResponse(job.to_dict(), status_code=202, headers={"Location": location})
 
     async def one(request: Request) -> Response:
+        denied = authorise(request, token)
+        if denied is not None:
+            return denied
         found = await _job(host, request.path_params["job_id"])
         if isinstance(found, Response):
             return found
         return JSONResponse(found.to_dict())
 
     async def listing(request: Request) -> Response:
+        denied = authorise(request, token)
+        if denied is not None:
+            return denied
         query = request.query_params
         unknown = sorted(set(query) - {"plugin", "state", "limit", "before"})
         if unknown:
@@ -109,6 +119,9 @@ def job_routes(host: Host, token: bytes | None, max_body: int) -> list[Route]:
         return JSONResponse(job.to_dict())
 
     async def events(request: Request) -> Response:
+        denied = authorise(request, token)
+        if denied is not None:
+            return denied
         job_id = request.path_params["job_id"]
         found = await _job(host, job_id)
         if isinstance(found, Response):

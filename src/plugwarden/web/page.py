@@ -107,8 +107,10 @@ async function refresh() {
     const [plugins, ready, jobs] = await Promise.all([
       fetch("/v1/plugins", {cache: "no-store"}).then(r => r.json()),
       fetch("/readyz", {cache: "no-store"}).then(r => r.json()),
-      fetch("/v1/jobs?state=running&limit=50", {cache: "no-store"}).then(r => r.json())]);
-    document.getElementById("jobs").innerHTML = jobs.map(jobRow).join("") || NO_JOBS;
+      // Job reads need the token: without it, the rows as the page was served.
+      fetch("/v1/jobs?state=running&limit=50", {cache: "no-store"})
+        .then(r => r.ok ? r.json() : null)]);
+    if (jobs) document.getElementById("jobs").innerHTML = jobs.map(jobRow).join("") || NO_JOBS;
     const header = document.getElementById("ready");
     header.className = ready.ready ? "ready" : "notready";
     header.textContent = ready.ready ? "ready" : "not ready: " + ready.reasons.join("; ");

@@ -12,6 +12,7 @@ import math
 from collections.abc import Collection
 from typing import Any
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -23,6 +24,8 @@ __all__ = ["authorise", "body_problem", "json_body"]
 
 
 def authorise(request: Request, token: bytes | None) -> Response | None:
+    """None when ``request`` brings ``token``; else the 401/403 that says why
+    (mutating routes, and reads of jobs: they carry users' data)."""
     if token is None:
         return error(
             "Run, restart and jobs are off: no token is configured. Set [server] token in the "
@@ -69,27 +72,36 @@ _body_decoder = json.JSONDecoder(
 )
 
 
-async def json_body(request: Request, limit: int) -> Any:
+async def json_body(request: Request, limit: int, timeout_s: float) -> Any:
     """The parsed JSON body, or the 4xx Response that says what is wrong.
-    Numbers must be finite and of sane length, nesting at most MAX_DEPTH."""
+    Numbers must be finite and of sane length, nesting at most MAX_DEPTH;
+    the whole body must arrive within ``timeout_s``."""
     declared = request.headers.get("content-length")
     too_large = declared is not None and (not declared.isdigit() or int(declared) > limit)
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                too_large = True
-            if too_large:
-                # Read on (up to a bound) so the client, still sending, can
-                # read the 413 instead of a connection reset.
-                if size > DRAIN_LIMIT:
-                    break
-                continue
-            chunks.append(chunk)
+        with anyio.move_on_after(timeout_s) as late:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    too_large = True
+                if too_large:
+                    # Read on (up to a bound) so the client, still sending, can
+                    # read the 413 instead of a connection reset.
+                    if size > DRAIN_LIMIT:
+                        break
+                    continue
+                chunks.append(chunk)
     except ClientDisconnect:
         return error("Client disconnected while sending the body.", ErrorType.CLIENT_DISCONNECT)
+    if late.cancelled_caught:
+        return error(
+            f"Request body not received within {timeout_s:g}s (server.body_timeout_s): "
+            f"{size} bytes came. Send the body at once.",
+            ErrorType.REQUEST_TIMEOUT,
+            headers={"Connection": "close"},
+        )
     if too_large:
         headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
         return error(
@@ -102,11 +114,12 @@ async def json_body(request: Request, limit: int) -> Any:
         return error('Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
     try:
         body = _body_decoder.decode(raw.decode("utf-8"))
+        deep = not depth_within(body, MAX_DEPTH)
     except (ValueError, UnicodeDecodeError) as exc:
         return error(f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
     except RecursionError:
-        body = None
-    if body is None or not depth_within(body, MAX_DEPTH):
+        deep = True
+    if deep:
         return error(f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON)
     return body
 
