@@ -3,12 +3,14 @@ the SQLite store, with real plugins in real worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -446,6 +448,69 @@ class TestDurable:
         job = finished(host, host.submit(steps, "c", {"n": 1, "dt": 0}).id)
         assert host.job(job.id).state == JobState.SUCCEEDED
         assert plugwarden_host({"jobs": {"path": ":memory:"}}).jobs() == []
+
+
+class TestBoundedStore:
+    """A job's result and args cost the host and its disk a bounded amount."""
+
+    def test_a_result_over_the_stored_cap_fails_the_job_naming_the_key(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("big", plugin_source("return 'x' * args['n']"))
+        host = plugwarden_host({"jobs": {"max_result_bytes": 10_000}})
+        job = finished(host, host.submit("big", "t", {"n": 200_000}).id)
+        assert job.state == JobState.FAILED
+        assert job.record["error_type"] == ErrorType.RESULT_TOO_LARGE
+        assert "[jobs] max_result_bytes" in job.record["error"]
+        assert job.record["result"] is None
+        small = finished(host, host.submit("big", "t", {"n": 10}).id)
+        assert small.state == JobState.SUCCEEDED and small.record["result"] == "x" * 10
+        database = host.config.jobs.database()
+        host.close()
+        assert b"x" * 20_000 not in Path(database).read_bytes()
+
+    def test_a_jobs_args_are_stored_once(self, steps, plugwarden_host):
+        """They were stored again in its record: a 1 MB argument cost 2 MB."""
+        import sqlite3
+
+        host = plugwarden_host()
+        job = finished(host, host.submit(steps, "c", {"n": 1, "dt": 0, "pad": "y" * 50_000}).id)
+        assert job.record["args"]["pad"] == "y" * 50_000  # the Python record is whole
+        with contextlib.closing(sqlite3.connect(host.config.jobs.database())) as db:
+            args, record = db.execute(
+                "SELECT args, record FROM jobs WHERE id = ?", (job.id,)
+            ).fetchone()
+        assert "y" * 50_000 in args and "y" * 100 not in record
+
+    def test_a_job_the_store_cannot_keep_reads_failed_by_id_and_in_listings(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """The disk filled up as it ended: it read succeeded by id (memory)
+        and running in a listing (database). Both now say failed, naming the
+        store; after a restart it is failed or lost, never running."""
+        plugwarden_plugin("big", plugin_source("return 'x' * args['n']"))
+        host = plugwarden_host()
+        store = host._jobs.store  # the disk fills: SQLite's own page cap, on its connection
+        store._connection().execute(
+            "PRAGMA max_page_count = " + str(store._query("PRAGMA page_count", ())[0][0] + 1)
+        )
+        job = finished(host, host.submit("big", "t", {"n": 2_000_000}).id)
+        assert job.state == JobState.FAILED
+        assert job.record["error_type"] == ErrorType.JOB_STORE and "full" in job.record["error"]
+        assert host.job(job.id).state == JobState.FAILED
+        assert [(j.id, j.state) for j in host.jobs()] == [(job.id, JobState.FAILED)]
+        host.close()
+        assert plugwarden_host().job(job.id).state in (JobState.FAILED, JobState.LOST)
+
+    def test_a_companion_file_sqlite_cannot_write_is_a_startup_error_naming_it(
+        self, steps, plugwarden_host, tmp_path
+    ):
+        """SQLite maps the -shm file: one it cannot use may kill the host."""
+        database = tmp_path / "jobs.sqlite3"
+        (tmp_path / "jobs.sqlite3-shm").mkdir()
+        host = plugwarden_host({"jobs": {"path": str(database)}}, start=False)
+        with pytest.raises(JobStoreError, match=r"jobs\.sqlite3-shm"):
+            host.start()
 
 
 class TestOwners:

@@ -538,7 +538,10 @@ class TestConnection:
 
         def hold_at_read(frame, event, arg):  # type: ignore[no-untyped-def]
             reading = event == "c_call" and arg is os.read
-            if reading and frame.f_code.co_name == "_read_some" and not at_read.is_set():
+            reader_read = (
+                frame.f_code.co_name == "read" and "FrameReader" in frame.f_code.co_qualname
+            )
+            if reading and reader_read and not at_read.is_set():
                 at_read.set()
                 go_on.wait(60)
 

@@ -5,7 +5,7 @@ named alike, no private name imported across modules, and the host's own
 parts (the registry, the job queue) imported by the host package alone.
 
 The layers, lowest first (README, "How it fits together"): the shared basics
-at the package root; ``plugin`` (what a plugin is); ``config`` and
+at the package root; ``plugin`` (what a plugin is); ``config``, ``sections`` and
 ``settings`` (the operator's file, and one plugin's settings resolved);
 ``preflight``;
 ``isolation`` (then its optional ``ray`` backend); ``host`` and ``jobs``;
@@ -37,8 +37,10 @@ LAYERS = {
     "plugwarden.logs": 0,
     "plugwarden.console": 0,
     "plugwarden.result": 0,
+    "plugwarden.encoding": 0,
     "plugwarden.plugin": 1,
     "plugwarden.config": 2,
+    "plugwarden.sections": 2,
     "plugwarden.settings": 2,
     "plugwarden.preflight": 3,
     "plugwarden.isolation": 4,

@@ -4,13 +4,15 @@ results and reports are capped, idle connections are closed."""
 from __future__ import annotations
 
 import socket
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from plugwarden import State
-from tests.conftest import ECHO, plugin_source, wait_for
+from tests.conftest import ECHO, free_port, plugin_source, wait_for
 
 TOKEN = "bounds-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -56,6 +58,22 @@ class TestHostileBodies:
         assert answer.json()["error_type"] == "InvalidJSON" and says in answer.json()["error"]
         status = server.host.status("echo")
         assert status.state is State.INITIALIZED and status.metrics["error_count"] == 0
+
+    def test_deep_args_a_plugin_wraps_deeper_fail_that_call_not_the_plugin(
+        self, plugwarden_plugin, plugwarden_server
+    ):
+        """Args nested 127 deep are accepted; a plugin that wraps them two
+        levels deeper was killed for a protocol violation (the second such
+        call left it FAILED, blaming it). Now the call fails: ResultTooDeep."""
+        plugwarden_plugin("wrap", plugin_source("return [[args]]"))
+        server = plugwarden_server({"server": {"token": TOKEN}})
+        body = '{"tool": "t", "args": {"x": ' + deep(126) + "}}"
+        for _ in range(2):
+            answer = httpx.post(f"{server.url}/v1/plugins/wrap/run", content=body, headers=AUTH)
+            record = answer.json()
+            assert answer.status_code == 200 and record["error_type"] == "ResultTooDeep"
+            assert record["guard"] is None
+        assert server.host.status("wrap").state is State.INITIALIZED
 
     @pytest.mark.parametrize("body", ["null", "[]", '"run"', "3"])
     def test_a_body_that_is_not_an_object_is_a_422_naming_the_object(self, server, body):
@@ -125,6 +143,60 @@ class TestBigOutputs:
         health = listed["chatty"]["health"]
         assert health["ok"] is True and health["report"] is None
         assert "over the 16384-byte cap" in health["report_dropped"]
+
+
+def peak_bytes(pid: int) -> int:
+    """The process's peak resident memory (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+class TestHostMemory:
+    def test_a_large_result_of_small_objects_passes_through_the_host_undecoded(
+        self, plugwarden_plugin, plugwarden_site, tmp_path
+    ):
+        """A list of empty objects decoded into ~50 times its size; now the
+        host keeps the bytes the worker sent and writes them out (a health
+        report as large is measured, and dropped, undecoded too)."""
+        from tests.test_web_server import answers, running
+
+        many = "[{} for _ in range(args['n'])]"
+        plugwarden_plugin(
+            "many",
+            plugin_source(f"return {many}")
+            + "\n@hookimpl\ndef health():\n    return {'x': [{} for _ in range(3_000_000)]}\n",
+        )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        (tmp_path / "plugwarden.toml").write_text(
+            f'[server]\ntoken = "{TOKEN}"\n[defaults]\nhealth_interval_s = 0.5\n'
+            "[plugins.many]\nmemory_mb = 2048\n"
+        )
+        command = [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)]
+        with running(command, tmp_path, plugwarden_site) as (proc, _):
+            wait_for(lambda: answers(url + "/readyz"), 60, "readiness")
+            before = peak_bytes(proc.pid)
+            n = 3_000_000  # 9 MB of "{}," as JSON
+            answer = httpx.post(
+                f"{url}/v1/plugins/many/run",
+                json={"tool": "t", "args": {"n": n}},
+                headers=AUTH,
+                timeout=120,
+            )
+            assert answer.status_code == 200
+            record = answer.json()
+            assert record["ok"] is True and len(record["result"]) == n
+            wait_for(
+                lambda: (httpx.get(f"{url}/v1/plugins/many").json()["health"] or {}).get(
+                    "report_dropped"
+                ),
+                60,
+                "a health round",
+            )
+            grown = peak_bytes(proc.pid) - before
+        assert grown < 4 * len(answer.content), f"the host grew {grown >> 20} MB"
 
 
 class TestConnections:

@@ -140,6 +140,22 @@ class TestCancelAndList:
         assert read(f"{server.url}/v1/jobs", params={"state": "failed"}).json() == []
         assert read(f"{server.url}/v1/jobs", params={"plugin": "gate"}).json() == []
 
+    def test_a_listing_carries_no_results_and_a_job_its_result_on_its_own_route(self, server):
+        job = submit(server, body={"tool": "c", "args": {"n": 1, "dt": 0}}).json()
+        url = f"{server.url}/v1/jobs/{job['id']}"
+        wait_for(lambda: read(url).json()["state"] == "succeeded")
+        (listed,) = read(f"{server.url}/v1/jobs").json()
+        assert "result" not in listed["record"] and listed["record"]["result_bytes"] > 0
+        assert read(url).json()["record"]["result"] == {"done": 1}
+        assert read(url + "/result").json() == {"done": 1}
+
+    def test_the_result_of_a_job_not_finished_is_a_409(self, server, tmp_path):
+        gate = Gate(tmp_path)
+        job = submit(server, "gate", {"tool": "t", "args": gate.args}).json()
+        answer = read(f"{server.url}/v1/jobs/{job['id']}/result")
+        gate.release()
+        assert answer.status_code == 409 and answer.json()["error_type"] == "JobNotFinished"
+
     def test_a_full_queue_answers_429_busy(self, server, tmp_path):
         gate = Gate(tmp_path)
         body = {"tool": "t", "args": gate.args}

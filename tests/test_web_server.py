@@ -42,6 +42,7 @@ def running(
         if proc.poll() is None:
             proc.kill()
         output.append(proc.stdout.read().decode() if proc.stdout else "")
+        proc.wait()
         if proc.stdout:
             proc.stdout.close()
 

@@ -65,6 +65,7 @@ class ErrorType:
     FORBIDDEN: Final = "Forbidden"
     NOT_FOUND: Final = "NotFound"
     UNKNOWN_JOB: Final = "UnknownJob"
+    JOB_NOT_FINISHED: Final = "JobNotFinished"  # a job's result, asked before its end
     METHOD_NOT_ALLOWED: Final = "MethodNotAllowed"
     BAD_REQUEST: Final = "BadRequest"
     HTTP_ERROR: Final = "HTTPError"
@@ -97,6 +98,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = {
     ErrorType.UNKNOWN_JOB: 404,
     ErrorType.NOT_FOUND: 404,
     ErrorType.METHOD_NOT_ALLOWED: 405,
+    ErrorType.JOB_NOT_FINISHED: 409,
     ErrorType.REQUEST_TIMEOUT: 408,
     ErrorType.PAYLOAD_TOO_LARGE: 413,
     ErrorType.INVALID_REQUEST: 422,

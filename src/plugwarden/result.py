@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import GUARDS, ErrorType, Guard
 from plugwarden.exceptions import describe
 
@@ -45,8 +46,10 @@ class CallResult:
     duration_ms: float = 0.0
     guard: Guard | None = None
     # The result as JSON text, when the guard encoded it (proof that it
-    # serialises); a worker sends this text instead of encoding again.
-    encoded: str | None = field(default=None, compare=False, repr=False)
+    # serialises; a worker sends this text instead of encoding again), or as
+    # a view of the checked bytes a worker sent (a large result, ``result``
+    # then None until :meth:`decoded`).
+    encoded: str | memoryview | None = field(default=None, compare=False, repr=False)
 
     @property
     def guard_tripped(self) -> bool:
@@ -143,6 +146,32 @@ class CallResult:
             self.guard,
             self.encoded,
         )
+
+    @property
+    def undecoded(self) -> bool:
+        """The result is still the JSON bytes a worker sent (``encoded``)."""
+        return isinstance(self.encoded, memoryview)
+
+    def decoded(self) -> CallResult:
+        """This record with its result as Python data, for a Python caller:
+        a large result from a worker stays its checked JSON bytes until then."""
+        if not isinstance(self.encoded, memoryview):
+            return self
+        value = json.loads(self.encoded.tobytes())
+        return CallResult(
+            self.ok, self.plugin, self.hook, self.tool, self.args, value, self.error,
+            self.error_type, self.duration_ms, self.guard,
+        )  # fmt: skip
+
+    def json_parts(self) -> list[bytes | memoryview]:
+        """The record as compact JSON, in parts to write one after another: a
+        large result from a worker is passed on as the bytes it sent, neither
+        decoded nor copied."""
+        record = self.to_dict()
+        if not isinstance(self.encoded, memoryview):
+            return [compact_json(record).encode()]
+        del record["result"]
+        return [f'{compact_json(record)[:-1]},"result":'.encode(), self.encoded, b"}"]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugwarden.config import HostConfig
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import PlugwardenError, UnknownPlugin
 from plugwarden.host.admission import Admission, Deadline
 from plugwarden.host.registry import Registry
-from plugwarden.host.status import PluginStatus, compact_json
+from plugwarden.host.status import PluginStatus
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.plugin.lifecycle import iso
 from plugwarden.result import CallResult

@@ -74,7 +74,8 @@ class Host:
         self._search_path = None if search_path is None else list(search_path)
         self._only = None if only is None else frozenset(only)
         self._registry = Registry(self.config.lock_timeout_s)
-        self._backends = Backends(self.config.ray, zygote)
+        result_bytes = int(self.config.server.result_memory_mb * 2**20)
+        self._backends = Backends(self.config.ray, zygote, result_bytes)
         self._supervisor = Supervisor(self.config, self._registry, self._backends)
         self._admission = Admission(self._registry.loadable, self._registry.names)
         self._calls = Calls(
@@ -267,12 +268,17 @@ class Host:
         args: Mapping[str, Any] | None = None,
         *,
         deadline: Deadline | None = None,
+        decode: bool = True,
     ) -> CallResult:
         """Run ``tool`` of plugin ``name``; always a result record, never
         raises. ``deadline``: when the caller's wait for a worker ends (a
         server sets it when the request arrives); default, the plugin's
-        ``timeout_s`` from now."""
-        return self._calls.call(name, tool, args, deadline=deadline)
+        ``timeout_s`` from now. ``decode=False``, for a caller that passes
+        the result on: a large result from a worker stays the checked JSON
+        bytes it sent (``result.encoded``; ``result`` is None), which
+        :meth:`CallResult.json_parts` writes out as they are."""
+        result = self._calls.call(name, tool, args, deadline=deadline)
+        return result.decoded() if decode else result
 
     def refusal(
         self, name: str, tool: object, args: object, timeout_s: object = None

@@ -6,14 +6,14 @@ The registry makes them; the HTTP app, the CLI and the Python API read them.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugwarden.encoding import compact_json
 from plugwarden.plugin.lifecycle import State, Transition
 
-__all__ = ["PluginInfo", "PluginStatus", "compact_json"]
+__all__ = ["PluginInfo", "PluginStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +114,3 @@ class PluginStatus:
             tail = "," + compact_json(after)[1:] if after else "}"
             parts = self._json[history] = (head, tail)
         return parts
-
-
-# The encoding Starlette's JSONResponse uses: records, results and error bodies.
-compact_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode

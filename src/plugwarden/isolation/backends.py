@@ -23,6 +23,7 @@ from plugwarden.config import RayConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.isolation.executor import ElasticExecutor
+from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
 from plugwarden.isolation.process.sandbox import Sandbox
@@ -49,8 +50,14 @@ class Backends:
     """``zygote``: one already booting (``plugwarden serve`` starts it before
     importing the host), used for the process runners; closed with them."""
 
-    def __init__(self, ray: RayConfig | None = None, zygote: Zygote | None = None) -> None:
+    def __init__(
+        self,
+        ray: RayConfig | None = None,
+        zygote: Zygote | None = None,
+        result_bytes: int = 512 * 2**20,
+    ) -> None:
         self._ray_config = ray or RayConfig()
+        self._result_bytes = result_bytes  # long replies held at once (server.result_memory_mb)
         self._zygote = zygote
         self._ray: RayCluster | None = None
         self._lock = threading.Lock()
@@ -98,7 +105,9 @@ class Backends:
 
     def _process_services(self) -> ProcessServices:
         if self._process is None:
-            self._process = ProcessServices(self._zygote or Zygote(), OutputPump())
+            self._process = ProcessServices(
+                self._zygote or Zygote(), OutputPump(), ResultMemory(self._result_bytes)
+            )
         return self._process
 
     def prestart_zygote(self) -> None:

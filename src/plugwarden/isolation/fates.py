@@ -9,7 +9,7 @@ from typing import Final, Literal
 __all__ = ["Fate", "FateName", "KillCause", "KillCauseName"]
 
 FateName = Literal[
-    "sent", "reply", "message", "timeout", "died", "oversize", "violation", "unsendable"
+    "sent", "reply", "message", "timeout", "died", "oversize", "violation", "unsendable", "shed"
 ]
 KillCauseName = Literal["timeout", "memory", "tasks", "cancel", "close", "protocol"]
 
@@ -25,6 +25,7 @@ class Fate:
     OVERSIZE: Final = "oversize"  # a frame's head announced more than the cap
     VIOLATION: Final = "violation"  # anything else the wire does not allow
     UNSENDABLE: Final = "unsendable"  # the arguments would not pickle: nothing was sent
+    SHED: Final = "shed"  # a long reply read and dropped: the host's result memory was full
 
 
 class KillCause:

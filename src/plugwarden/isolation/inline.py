@@ -294,7 +294,7 @@ class InlineRunner:
         result: CallResult = task.value
         limit, text = self.limits.max_result_bytes, result.encoded
         # 4 bytes per character at most in UTF-8: most results skip the encode.
-        if text is not None and len(text) * 4 > limit and len(text.encode()) > limit:
+        if isinstance(text, str) and len(text) * 4 > limit and len(text.encode()) > limit:
             return CallResult.failure(
                 f"Result of {hook}() is {len(text.encode())} bytes, over the {limit}-byte cap "
                 "(max_result_bytes). Return less, or raise the cap.",

@@ -8,25 +8,27 @@ requests it built itself (an id, an operation, the caller's arguments). A
 caller's arguments that do not pickle fail that call before anything is sent.
 
 **Worker -> host: plain JSON, checked.** Nothing a worker sends is
-unpickled, imported or evaluated by the host. Each reply is one UTF-8 JSON
-object in one length-prefixed frame; the host refuses a frame over the cap
-(``max_result_bytes`` plus room for the envelope) before reading it, parses
-with NaN and Infinity refused, walks the value to a depth cap, and checks the
-envelope: version, kind, the id of the request it answers and the pid of the
-worker that must have sent it. Any breach is a :class:`ProtocolViolation`:
+unpickled, imported or evaluated by the host. A reply is one length-prefixed
+frame: a UTF-8 JSON header (at most ENVELOPE_BYTES, no raw newline) and, for
+an outcome, a newline and the result's JSON text. The host refuses a frame
+over the cap (``max_result_bytes`` plus room for the header) unread, refuses
+NaN and Infinity and nesting past MAX_DEPTH, and checks the header: version,
+kind, the id of the request it answers and the pid of the worker that must
+have sent it. A result past RAW_ABOVE bytes is checked without being decoded
+(:mod:`~plugwarden.isolation.plainjson`) and kept as its bytes, which an HTTP
+answer or a job's store passes on. A breach is a :class:`ProtocolViolation`:
 the worker is killed and the call fails with the reason.
 
 Requests: :class:`Load`, :class:`Call`, :class:`Validate` and
-:class:`Cancel` (sent while a job's call runs; no reply). Each type's
-``encode(fields...)`` makes the plain tuple that is pickled (a class
-reference would cost ~5 us a call to pickle and unpickle) and
-:func:`decode_request` makes the typed message again in the worker; the
-Ray agent's :class:`AgentCall` likewise. Reply:
-``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by kind, ``loaded``
-(``hooks``), ``load_error`` (``reason``, ``error_type``) or ``outcome``
-(``ok``, ``hook``, ``result``, ``error``, ``error_type``, ``ms``). A job's
-call may send ``progress`` frames (``done``, ``total``, ``message``) before
-its outcome, throttled by the worker; a flood of them is a violation.
+:class:`Cancel` (a job's, while it runs; no reply), each with an
+``encode(fields...)`` making the plain tuple that is pickled (pickling a
+class costs ~5 us a call) and :func:`decode_request` making the typed
+message again in the worker; the Ray agent's :class:`AgentCall` likewise. A
+reply's header: ``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by
+kind, ``loaded`` (``hooks``), ``load_error`` (``reason``, ``error_type``),
+``outcome`` (``ok``, ``hook``, ``error``, ``error_type``, ``ms``) or a job's
+``progress`` (``done``, ``total``, ``message``; throttled by the worker, a
+flood of them is a violation).
 """
 
 from __future__ import annotations
@@ -37,11 +39,14 @@ from typing import Any, NamedTuple
 
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import PlugwardenError
+from plugwarden.isolation import plainjson
+from plugwarden.isolation.plainjson import depth_within
 from plugwarden.result import CallResult
 
 __all__ = [
     "ENVELOPE_BYTES",
     "MAX_DEPTH",
+    "RAW_ABOVE",
     "VERSION",
     "AgentCall",
     "AgentReply",
@@ -55,7 +60,6 @@ __all__ = [
     "Validate",
     "decode",
     "decode_request",
-    "depth_within",
     "encode_load_error",
     "encode_loaded",
     "encode_outcome",
@@ -67,6 +71,7 @@ __all__ = [
 VERSION = 1
 MAX_DEPTH = 128  # nesting of a result, a health report or a request body
 ENVELOPE_BYTES = 64 * 1024  # room for everything of a reply but its result
+RAW_ABOVE = 64 * 1024  # a longer result is kept as its bytes (checked, not decoded)
 MAX_TEXT = 4096  # an error, reason or error_type longer than this is cut
 _KINDS = frozenset({"loaded", "load_error", "outcome", "progress"})
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
@@ -235,29 +240,34 @@ def encode_progress(
 
 
 def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_bytes: int) -> bytes:
-    """A hook's record as a reply. The result travels as the JSON text the
-    guard already made; a value that was not encoded (init, validate) must be
-    plain already. Over ``max_result_bytes``, the reply says ResultTooLarge."""
-    text = result.encoded
+    """A hook's record as a reply: its header, a newline, and the result as
+    the JSON text the guard already made (a value that was not encoded, of
+    init or validate, must be plain already). A result over
+    ``max_result_bytes`` is ResultTooLarge, one nesting past MAX_DEPTH
+    ResultTooDeep: that call's error, not a violation of the wire."""
+    text = result.encoded if isinstance(result.encoded, str) else None
     if text is None:
         try:
             text = _dumps(result.result)
         except (TypeError, ValueError, RecursionError) as exc:
-            result = CallResult.failure(
-                f"The plugin's {result.hook}() value cannot be sent to the host ({exc}).",
-                ErrorType.RESULT_NOT_SERIALIZABLE,
-                hook=result.hook,
-                duration_ms=result.duration_ms,
-            )
+            result = _refused(result, f"The plugin's {result.hook}() value cannot be sent to "
+                              f"the host ({exc}).", ErrorType.RESULT_NOT_SERIALIZABLE)  # fmt: skip
             text = "null"
     payload = text.encode()
     if len(payload) > max_result_bytes:
-        result = CallResult.failure(
-            f"Result of {result.hook}() is {len(payload)} bytes, over the "
-            f"{max_result_bytes}-byte cap (max_result_bytes). Return less, or raise the cap.",
+        result = _refused(
+            result,
+            f"Result of {result.hook}() is {len(payload)} bytes, over the {max_result_bytes}-byte "
+            "cap (max_result_bytes). Return less, or raise the cap.",
             ErrorType.RESULT_TOO_LARGE,
-            hook=result.hook,
-            duration_ms=result.duration_ms,
+        )
+        payload = b"null"
+    elif len(payload) > 2 * MAX_DEPTH and not depth_within(result.result, MAX_DEPTH):
+        result = _refused(
+            result,
+            f"Result of {result.hook}() nests deeper than {MAX_DEPTH} levels of lists and "
+            "objects. Return flatter data.",
+            ErrorType.RESULT_TOO_DEEP,
         )
         payload = b"null"
     ms = result.duration_ms if math.isfinite(result.duration_ms) else 0.0
@@ -266,44 +276,35 @@ def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_byt
             f'"error":null,"error_type":null,"ms":{ms!r}'
         )
     else:
-        fields = _dumps(
-            {
-                "ok": result.ok,
-                "hook": result.hook,
-                "error": None if result.error is None else result.error[:MAX_TEXT],
-                "error_type": None if result.error_type is None else result.error_type[:200],
-                "ms": ms,
-            }
-        )[1:-1]
-    head = f'{_envelope(request_id, pid, "outcome")},{fields},"result":'
-    return b"".join((head.encode(), payload, b"}"))
+        error, kind = result.error, result.error_type
+        fields = _dumps({"ok": result.ok, "hook": result.hook, "ms": ms,
+                         "error": None if error is None else error[:MAX_TEXT],
+                         "error_type": None if kind is None else kind[:200]})[1:-1]  # fmt: skip
+    head = f"{_envelope(request_id, pid, 'outcome')},{fields}}}\n"
+    return b"".join((head.encode(), payload))
+
+
+def _refused(result: CallResult, error: str, error_type: str) -> CallResult:
+    return CallResult.failure(error, error_type, hook=result.hook, duration_ms=result.duration_ms)
 
 
 # -- host side -----------------------------------------------------------------
 
 
-def depth_within(value: Any, limit: int) -> bool:
-    """Whether lists and objects in ``value`` nest at most ``limit`` deep."""
-    if not isinstance(value, dict | list):
-        return True
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return False
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return True
+def decode(data: bytes | bytearray, request_id: int, pid: int) -> dict[str, Any]:
+    """One reply, checked; raises :class:`ProtocolViolation`.
 
-
-def decode(data: bytes, request_id: int, pid: int) -> dict[str, Any]:
-    """One reply, checked; raises :class:`ProtocolViolation`. (Each level of
-    nesting takes two bytes: a reply shorter than twice the depth cap needs
-    no walk.)"""
-    try:
-        message = _decoder.decode(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolViolation(f"reply is not plain JSON ({type(exc).__name__})") from None
+    The header (up to the first newline, at most ENVELOPE_BYTES) is decoded;
+    an outcome's result after it is decoded too when short (``result``), and
+    otherwise only checked, then kept as a view of its bytes (``raw``): a
+    result of small objects takes ~50 times its size as Python objects.
+    (Each level of nesting takes two bytes: a result shorter than twice the
+    depth cap needs no walk.)"""
+    newline = data.find(b"\n", 0, ENVELOPE_BYTES)
+    head_end = len(data) if newline < 0 else newline
+    if head_end > ENVELOPE_BYTES:
+        raise ProtocolViolation(f"reply's header is over {ENVELOPE_BYTES} bytes")
+    message = _plain(bytes(data[:head_end]), "reply")
     if not isinstance(message, dict) or message.get("v") != VERSION:
         raise ProtocolViolation("reply is not a version-1 message")
     if message.get("kind") not in _KINDS:
@@ -317,9 +318,32 @@ def decode(data: bytes, request_id: int, pid: int) -> dict[str, Any]:
             f"reply from pid {str(message.get('pid'))[:20]}, not from the worker (pid {pid}): "
             "did the plugin fork?"
         )
-    if len(data) > 2 * MAX_DEPTH and not depth_within(message.get("result"), MAX_DEPTH):
-        raise ProtocolViolation(f"result nests deeper than {MAX_DEPTH} levels")
+    message.pop("result", None)  # a result comes after the header, nowhere else
+    message.pop("raw", None)
+    if (newline >= 0) != (message["kind"] == "outcome"):
+        raise ProtocolViolation("only an outcome, and every outcome, has a result after its header")
+    if newline >= 0:
+        start = newline + 1
+        size = len(data) - start
+        if size <= RAW_ABOVE:
+            result = _plain(bytes(data[start:]), "result")
+            if size > 2 * MAX_DEPTH and not depth_within(result, MAX_DEPTH):
+                raise ProtocolViolation(f"result nests deeper than {MAX_DEPTH} levels")
+            message["result"] = result
+        else:
+            try:
+                plainjson.check(data, MAX_DEPTH, start)
+            except plainjson.NotPlainJSON as exc:
+                raise ProtocolViolation(f"result is not plain JSON: {exc}") from None
+            message["raw"] = memoryview(data)[start:]
     return message
+
+
+def _plain(text: bytes, what: str) -> Any:
+    try:
+        return _decoder.decode(text.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolViolation(f"{what} is not plain JSON ({type(exc).__name__})") from None
 
 
 def _text(message: dict[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -354,6 +378,7 @@ def outcome(message: dict[str, Any]) -> CallResult:
         error=error,
         error_type=error_type,
         duration_ms=float(ms),
+        encoded=message.get("raw"),
     )
 
 

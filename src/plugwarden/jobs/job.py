@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused
 from plugwarden.plugin.lifecycle import iso
+from plugwarden.result import CallResult
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -28,6 +30,7 @@ __all__ = [
     "JobFigures",
     "JobState",
     "Progress",
+    "job_outcome",
     "storable_arguments",
     "valid_job_id",
 ]
@@ -91,9 +94,11 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One job as it is now. ``record`` is the result record of its call,
-    the same a synchronous call returns (``ok``, ``result``, ``error``,
-    ``error_type``, ...), once it finished; times are ``time.time()``."""
+    """One job as it is now; times are ``time.time()``. Once it finished,
+    ``outcome`` is its call's result record without args and result (the
+    same fields a synchronous call returns) and ``result_json`` the result
+    as JSON bytes, passed on as the plugin sent it; :attr:`record` puts them
+    together as Python data."""
 
     id: str
     plugin: str
@@ -105,7 +110,8 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     progress: Progress | None = None
-    record: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
+    result_json: bytes | None = None
     version: int = field(default=0, compare=False)  # bumped by every change of a live job
 
     @property
@@ -123,7 +129,34 @@ class Job:
         end = self.finished_at if self.finished_at is not None else datetime.now(UTC).timestamp()
         return round(max(0.0, end - self.started_at), 3)
 
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The result record of the job's call, as a synchronous call returns
+        it (its result decoded); None until it finished."""
+        if self.outcome is None:
+            return None
+        result = None if self.result_json is None else json.loads(self.result_json)
+        return {**self.outcome, "args": self.args, "result": result}
+
     def to_dict(self) -> dict[str, Any]:
+        """The job as Python data, its record whole."""
+        return self._fields() | {"record": self.record}
+
+    def to_json(self, *, result: bool = True) -> str:
+        """The job as HTTP answers it: the record without its args (the
+        job's own), with the result passed on as stored, or, without
+        ``result`` (listings), only its size in ``result_bytes``."""
+        head = compact_json(self._fields())[:-1]
+        if self.outcome is None:
+            return f'{head},"record":null}}'
+        record = compact_json(self.outcome)[:-1]
+        if not result:
+            size = 0 if self.result_json is None else len(self.result_json)
+            return f'{head},"record":{record},"result_bytes":{size}}}}}'
+        stored = "null" if self.result_json is None else self.result_json.decode()
+        return f'{head},"record":{record},"result":{stored}}}}}'
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "plugin": self.plugin,
@@ -136,8 +169,39 @@ class Job:
             "duration_s": self.duration_s,
             "timeout_s": self.timeout_s,
             "progress": None if self.progress is None else self.progress.to_dict(),
-            "record": self.record,
         }
+
+
+def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | None]:
+    """A finished call as a job keeps it: its record without args and
+    result, and the result's JSON bytes (as the worker sent them, newlines
+    of JSON whitespace made spaces: an event stream's line holds it). A
+    result over ``cap`` bytes fails the job with the reason."""
+    outcome = result.to_dict()
+    del outcome["args"], outcome["result"]
+    if not result.ok:
+        return outcome, None
+    if isinstance(result.encoded, memoryview):
+        raw = result.encoded.tobytes() if len(result.encoded) <= cap else None
+        size = len(result.encoded)
+    else:
+        text = result.encoded if isinstance(result.encoded, str) else compact_json(result.result)
+        raw = text.encode()
+        size = len(raw)
+    if raw is None or size > cap:
+        failed = CallResult.failure(
+            f"The job's result is {size} bytes, over the {cap}-byte cap on a stored job result "
+            "([jobs] max_result_bytes). Return less (write large outputs to a file the plugin "
+            "is granted), or raise the cap.",
+            ErrorType.RESULT_TOO_LARGE,
+            plugin=result.plugin,
+            hook=result.hook,
+            tool=result.tool,
+            duration_ms=result.duration_ms,
+        ).to_dict()
+        del failed["args"], failed["result"]
+        return failed, None
+    return outcome, raw.replace(b"\n", b" ").replace(b"\r", b" ")
 
 
 def storable_arguments(

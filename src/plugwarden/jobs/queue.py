@@ -28,7 +28,15 @@ from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
 from plugwarden.host.admission import Admission
 from plugwarden.host.scheduler import Scheduler
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.jobs.job import Job, JobDurations, JobState, Progress, storable_arguments
+from plugwarden.jobs.job import (
+    Job,
+    JobDurations,
+    JobState,
+    Progress,
+    job_outcome,
+    storable_arguments,
+)
+from plugwarden.jobs.recent import RecentJobs
 from plugwarden.jobs.store import JobStore, lost_record
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
@@ -42,7 +50,6 @@ log = logging.getLogger("plugwarden.jobs")
 
 PRUNE_EVERY = 100  # finished jobs between two retention passes
 LINGER_S = 2.0  # a lane's idle thread waits this long for the next job before it ends
-RECENT = 1024  # finished jobs kept in memory too: reads of a job just done skip the database
 Watcher = Callable[[], None]
 
 
@@ -78,7 +85,7 @@ class JobQueue:
         self._limits_of = limits_of
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
-        self._recent: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._recent = RecentJobs()
         self._stopping = False  # close(): idle lane threads end now
         self._lanes: dict[str, _Lane] = {}
         self._threads: set[threading.Thread] = set()
@@ -170,13 +177,6 @@ class JobQueue:
                 lane = self._lanes[live.job.plugin]
                 if live in lane.queued:
                     lane.queued.remove(live)
-                    record = CallResult.failure(
-                        "Cancelled before it started.",
-                        ErrorType.CANCELLED,
-                        plugin=live.job.plugin,
-                        tool=live.job.tool,
-                        args=live.job.args,
-                    )
                     live.control.cancel()
                     queued = True
                 else:
@@ -186,7 +186,7 @@ class JobQueue:
         if live is None:
             return self.job(job_id)
         if queued:
-            return self._finish(live, JobState.CANCELLED, record.to_dict())
+            return self._finish(live, JobState.CANCELLED, _cancelled_early(live.job))
         live.control.cancel()
         self._grace.after(self.config.cancel_grace_s, lambda: live.control.cancel(force=True))
         return live.job
@@ -211,11 +211,7 @@ class JobQueue:
     def _run(self, live: _Live) -> None:
         job, control = live.job, live.control
         if control.cancel_requested:
-            record = CallResult.failure(
-                "Cancelled before it started.", ErrorType.CANCELLED, plugin=job.plugin,
-                tool=job.tool, args=job.args,
-            )  # fmt: skip
-            self._finish(live, JobState.CANCELLED, record.to_dict())
+            self._finish(live, JobState.CANCELLED, _cancelled_early(job))
             return
         try:
             result = self._call(job.plugin, job.tool, job.args, job.timeout_s, control)
@@ -232,7 +228,7 @@ class JobQueue:
         if state == JobState.LOST:
             self._finish(live, state, lost_record(job, live.job.started_at is not None))
         else:
-            self._finish(live, state, result.to_dict())
+            self._finish(live, state, result)
 
     def _started(self, job_id: str) -> None:
         with self._lock:
@@ -255,16 +251,26 @@ class JobQueue:
             live.job = replace(live.job, progress=progress, version=live.job.version + 1)
         self._tell(live)
 
-    def _finish(self, live: _Live, state: str, record: dict[str, Any]) -> Job:
+    def _finish(self, live: _Live, state: str, ending: CallResult | dict[str, Any]) -> Job:
+        """End the job with its call's result (or a ready outcome): stored
+        first, so that what readers see is what the store holds (a result
+        over ``[jobs] max_result_bytes``, or a store that cannot write it,
+        fails the job with the reason instead)."""
+        if isinstance(ending, dict):
+            outcome, result = ending, None
+        else:
+            outcome, result = job_outcome(ending, self.config.max_result_bytes)
+            if state == JobState.SUCCEEDED and not outcome["ok"]:
+                state = JobState.FAILED
+        job = replace(
+            live.job, state=state, finished_at=time.time(), outcome=outcome, result_json=result,
+            version=live.job.version + 1,
+        )  # fmt: skip
+        job = self.store.keep(job)
         with self._lock:
-            job = live.job = replace(
-                live.job, state=state, finished_at=time.time(), record=record,
-                version=live.job.version + 1,
-            )  # fmt: skip
+            live.job = job
             self._live.pop(job.id, None)
-            self._recent[job.id] = job
-            if len(self._recent) > RECENT:
-                self._recent.popitem(last=False)
+            self._recent.add(job)
             if job.started_at is not None and job.finished_at is not None:
                 durations = self._durations.setdefault(job.plugin, JobDurations())
                 durations.observe(job.finished_at - job.started_at)
@@ -272,7 +278,6 @@ class JobQueue:
             prune = self._finished_since_prune >= PRUNE_EVERY
             if prune:
                 self._finished_since_prune = 0
-        self._store(job)
         if prune:
             try:
                 self.store.prune()
@@ -284,7 +289,7 @@ class JobQueue:
     def _store(self, job: Job) -> None:
         try:
             self.store.write(job)
-        # The job stays readable in memory until the host stops.
+        # The job goes on; its end is written (or failed for the store) then.
         except JobStoreError:
             log.exception("job %s: could not store its %s state", job.id, job.state)
 
@@ -303,10 +308,7 @@ class JobQueue:
         live = self._live.get(job_id)
         if live is not None:
             return live.job
-        recent = self._recent.get(job_id)
-        if recent is not None:
-            return recent
-        stored = self.store.get(job_id) if self._opened else None
+        stored = self._recent.get(job_id) or (self.store.get(job_id) if self._opened else None)
         if stored is None:
             raise UnknownJob(job_id)
         return stored
@@ -321,13 +323,13 @@ class JobQueue:
         """Newest first; the cursor for the next page (None: no more)."""
         if state is not None and state not in JobState.ALL:
             raise ValueError(f"Unknown job state {state!r}; one of {', '.join(JobState.ALL)}")
-        rows = self.store.page(plugin, state, limit + 1, before)
+        rows, more = self.store.page(plugin, state, limit, before)
         jobs = []
-        for _, stored in rows[:limit]:
+        for _, stored in rows:
             live = self._live.get(stored.id)
-            jobs.append(live.job if live is not None else stored)
-        more = len(rows) > limit
-        return jobs, rows[limit - 1][0] if more else None
+            # A job whose end the store could not write is read as it ended.
+            jobs.append(live.job if live is not None else self._recent.get(stored.id) or stored)
+        return jobs, rows[-1][0] if more and rows else None
 
     def live(self) -> list[Job]:
         """Jobs queued or running now (memory only, no database read)."""
@@ -388,3 +390,9 @@ class JobQueue:
         self._grace.close()
         self.store.close()
         self._opened = False
+
+
+def _cancelled_early(job: Job) -> CallResult:
+    return CallResult.failure(
+        "Cancelled before it started.", ErrorType.CANCELLED, plugin=job.plugin, tool=job.tool
+    )

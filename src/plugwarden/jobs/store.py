@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -26,12 +27,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobStoreError
-from plugwarden.jobs.job import Job, JobState, Progress
+from plugwarden.jobs.job import Job, JobState, Progress, job_outcome
 from plugwarden.result import CallResult
 
 __all__ = ["JobStore", "lost_record"]
+
+log = logging.getLogger("plugwarden.jobs")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,27 +51,29 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     timeout_s REAL NOT NULL,
     progress TEXT,
-    record TEXT
+    record TEXT,
+    result BLOB
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_plugin ON jobs (plugin, seq);
 """
 _COLUMNS = "seq, id, plugin, tool, args, state, submitted, started, finished, timeout_s, " + (
-    "progress, record"
+    "progress, record, result"
 )
 _FINISHED = tuple(sorted(JobState.FINISHED))
+PAGE_BYTES = 8 * 2**20  # a page of a job listing holds about this much at most
 
 
 def lost_record(job: Job, running: bool) -> dict[str, Any]:
-    """The record of a job the host stopped under (or before) it."""
+    """The outcome of a job the host stopped under (or before) it."""
     when = "while the job was running" if running else "before the job started"
-    return CallResult.failure(
+    failed = CallResult.failure(
         f"Host stopped {when}: the job is lost. Submit it again.",
         ErrorType.JOB_LOST,
         plugin=job.plugin,
         tool=job.tool,
-        args=job.args,
-    ).to_dict()
+    )
+    return job_outcome(failed, 0)[0]
 
 
 class JobStore:
@@ -88,6 +94,8 @@ class JobStore:
         ``lost``; apply retention. Returns how many jobs were marked lost.
         Raises :class:`JobStoreError` naming the path and the fix."""
         memory = self.path == ":memory:"
+        if not memory:
+            self._check_companions()
         try:
             if not memory:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,9 @@ class JobStore:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "result" not in columns:  # a database of an earlier version: results in records
+                db.execute("ALTER TABLE jobs ADD COLUMN result BLOB")
             self._db = db
             if not memory:
                 self._claim()
@@ -116,6 +127,21 @@ class JobStore:
             self._release()
             raise self._error(exc) from exc
         return lost
+
+    def _check_companions(self) -> None:
+        """SQLite maps the ``-shm`` file into memory: one it cannot write (or
+        not a file) may fail every write, or kill the host with SIGBUS."""
+        for suffix in ("-wal", "-shm"):
+            companion = self.path + suffix
+            if not os.path.lexists(companion):
+                continue
+            if not os.path.isfile(companion) or not os.access(companion, os.R_OK | os.W_OK):
+                raise JobStoreError(
+                    self.path,
+                    f"its {suffix} file {companion} cannot be written (another user's file, or "
+                    "not a file). Remove it while no host uses the database, or fix its owner; "
+                    "or set [jobs] path elsewhere.",
+                )
 
     def _error(self, exc: BaseException) -> JobStoreError:
         text = str(exc)
@@ -176,7 +202,7 @@ class JobStore:
             running = job.state == JobState.RUNNING
             self.write(
                 replace(
-                    job, state=JobState.LOST, finished_at=now, record=lost_record(job, running)
+                    job, state=JobState.LOST, finished_at=now, outcome=lost_record(job, running)
                 ),
                 only_if_live=True,
             )
@@ -221,20 +247,42 @@ class JobStore:
         )
 
     def write(self, job: Job, *, only_if_live: bool = False) -> None:
-        """Store ``job``'s state, times, progress and record."""
+        """Store ``job``'s state, times, progress, outcome and result."""
         guard = " AND state IN ('queued', 'running')" if only_if_live else ""
         self._execute(
-            "UPDATE jobs SET state = ?, started = ?, finished = ?, progress = ?, record = ? "
-            f"WHERE id = ?{guard}",
+            "UPDATE jobs SET state = ?, started = ?, finished = ?, progress = ?, record = ?, "
+            f"result = ? WHERE id = ?{guard}",
             (
                 job.state,
                 job.started_at,
                 job.finished_at,
                 None if job.progress is None else json.dumps(job.progress.stored()),
-                None if job.record is None else json.dumps(job.record),
+                None if job.outcome is None else json.dumps(job.outcome),
+                job.result_json,
                 job.id,
             ),
         )
+
+    def keep(self, job: Job) -> Job:
+        """Write a finished ``job``; when the store cannot (a full disk), the
+        job as failed, naming the store's error (written if it fits, else
+        it is lost at the next start): what readers see is what is stored."""
+        try:
+            self.write(job)
+            return job
+        except JobStoreError as exc:
+            log.exception("job %s: could not store its end", job.id)
+            problem = str(exc)
+        failed = CallResult.failure(
+            f"The job ended {job.state}, but the job store could not keep it: {problem}",
+            ErrorType.JOB_STORE, plugin=job.plugin, tool=job.tool,
+            duration_ms=float((job.outcome or {}).get("duration_ms") or 0.0),
+        )  # fmt: skip
+        job = replace(job, state=JobState.FAILED, outcome=job_outcome(failed, 0)[0],
+                      result_json=None)  # fmt: skip
+        with contextlib.suppress(JobStoreError):
+            self.write(job)
+        return job
 
     def prune(self) -> int:
         """Remove finished jobs past ``keep_s`` or beyond the newest ``keep_max``."""
@@ -265,19 +313,33 @@ class JobStore:
 
     def page(
         self, plugin: str | None, state: str | None, limit: int, before: int | None
-    ) -> list[tuple[int, Job]]:
+    ) -> tuple[list[tuple[int, Job]], bool]:
         """Newest first: up to ``limit`` jobs (with their sequence numbers)
-        of ``plugin`` in ``state`` (None: any) submitted before ``before``."""
+        of ``plugin`` in ``state`` (None: any) submitted before ``before``,
+        without their results, and whether more follow. A page stops early
+        past PAGE_BYTES of jobs' args and records (at least one job)."""
         clauses, parameters = [], []
         for column, value in (("plugin", plugin), ("state", state), ("seq <", before)):
             if value is not None:
                 clauses.append(f"{column} ?" if "<" in column else f"{column} = ?")
                 parameters.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?", (*parameters, limit)
-        )
-        return [(row[0], _job(row)) for row in rows]
+        columns = _COLUMNS.replace(", result", ", NULL")
+        sql = f"SELECT {columns} FROM jobs {where} ORDER BY seq DESC LIMIT ?"
+        rows: list[Any] = []
+        size = 0
+        try:
+            with self._lock:
+                cursor = self._connection().execute(sql, (*parameters, limit + 1))
+                for row in cursor:
+                    if len(rows) == limit or (rows and size > PAGE_BYTES):
+                        cursor.close()
+                        return [(row[0], _job(row)) for row in rows], True
+                    rows.append(row)
+                    size += len(row[4]) + len(row[11] or "")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return [(row[0], _job(row)) for row in rows], False
 
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, count(*) FROM jobs GROUP BY state", ())
@@ -305,7 +367,13 @@ def _job(row: Any) -> Job:
         timeout,
         progress,
         record,
+        result,
     ) = row
+    outcome = None if record is None else json.loads(record)
+    if outcome is not None and "result" in outcome:  # stored by an earlier version
+        old = outcome.pop("result")
+        outcome.pop("args", None)
+        result = None if old is None else compact_json(old).encode()
     return Job(
         id=job_id,
         plugin=plugin,
@@ -317,5 +385,6 @@ def _job(row: Any) -> Job:
         started_at=started,
         finished_at=finished,
         progress=None if progress is None else Progress.from_dict(json.loads(progress)),
-        record=None if record is None else json.loads(record),
+        outcome=outcome,
+        result_json=None if result is None else bytes(result),
     )

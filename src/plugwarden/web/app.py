@@ -7,7 +7,7 @@ own. Plugin calls run in a thread pool, off the event loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,14 +18,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from plugwarden.config import HostConfig
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import RegistryTimeout, UnknownPlugin
 from plugwarden.host.admission import Deadline
-from plugwarden.host.status import PluginStatus, compact_json
+from plugwarden.host.status import PluginStatus
 from plugwarden.result import CallResult
 from plugwarden.web.errors import (
     ContainErrors,
@@ -50,6 +51,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 # Each plugin's own bound on concurrent HTTP runs (and, apart, on restarts):
 # a slow plugin flooded with callers holds its own threads, never another's.
 PLUGIN_CALLS = 8
+PIECE_BYTES = 1 << 20  # a large answer is written this much at a time
 
 
 class PluginLimiters:
@@ -140,7 +142,7 @@ def create_app(
         refused = host.refusal(name, tool, args)
         if refused is not None:
             return error(refused.error or "Refused", refused.error_type or ErrorType.INTERNAL)
-        answer: tuple[CallResult, bytes] | None = None
+        answer: tuple[CallResult, list[bytes | memoryview]] | None = None
         with anyio.move_on_after(deadline.left()):  # only the wait for a thread is cancelled
             answer = await anyio.to_thread.run_sync(
                 _call_encoded, host, name, tool, args, deadline, limiter=run_limiters[name]
@@ -227,21 +229,33 @@ def _with(record_json: str, fields: dict[str, Any]) -> str:
 
 def _call_encoded(
     host: Host, name: str, tool: str, args: Any, deadline: Deadline
-) -> tuple[CallResult, bytes]:
+) -> tuple[CallResult, list[bytes | memoryview]]:
     """A call and its JSON, both on a worker thread: a large result is never
-    encoded on the event loop."""
-    result = host.call(name, tool, args, deadline=deadline)
-    return result, compact_json(result.to_dict()).encode()
+    encoded (or decoded) on the event loop."""
+    result = host.call(name, tool, args, deadline=deadline, decode=False)
+    return result, result.json_parts()
 
 
-def _answer(result: CallResult, encoded: bytes | str) -> Response:
+def _answer(result: CallResult, parts: list[bytes | memoryview]) -> Response:
     """A run's answer: the result record of a call that ran, or was in
     flight when the host ended it (a drain: 503 with ``Retry-After``); the
     error body of one that never got a worker (``Busy``: 429)."""
     status = ErrorType.http_status(result.error_type)
-    if status == 200 or result.error_type in ErrorType.ENDED_BY_HOST:
-        return Response(encoded, status, retry_headers(status), media_type="application/json")
-    return error(result.error or "Refused", result.error_type or ErrorType.INTERNAL)
+    if status != 200 and result.error_type not in ErrorType.ENDED_BY_HOST:
+        return error(result.error or "Refused", result.error_type or ErrorType.INTERNAL)
+    headers = retry_headers(status)
+    if len(parts) == 1:
+        return Response(parts[0], status, headers, media_type="application/json")
+    headers["Content-Length"] = str(sum(len(part) for part in parts))
+    return StreamingResponse(_pieces(parts), status, headers, media_type="application/json")
+
+
+async def _pieces(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
+    """``parts`` as bytes, a slice of a large one at a time (the answer is
+    never copied whole; the client's pace holds the rest back)."""
+    for part in parts:
+        for start in range(0, len(part), PIECE_BYTES):
+            yield bytes(part[start : start + PIECE_BYTES])
 
 
 class _Scraper:

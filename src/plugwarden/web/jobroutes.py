@@ -11,12 +11,12 @@ from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
-from plugwarden.host.status import compact_json
 from plugwarden.jobs.job import HEARTBEAT_S, Job, JobState, valid_job_id
 from plugwarden.web.errors import error
 from plugwarden.web.requests import authorise, body_problem, json_body
@@ -52,7 +52,7 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         except JobRefused as exc:
             return error(str(exc), exc.error_type)
         location = f"/v1/jobs/{job.id}"
-        return JSONResponse(job.to_dict(), status_code=202, headers={"Location": location})
+        return _job_answer(job, status_code=202, headers={"Location": location})
 
     async def one(request: Request) -> Response:
         denied = authorise(request, token)
@@ -61,7 +61,22 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         found = await _job(host, request.path_params["job_id"])
         if isinstance(found, Response):
             return found
-        return JSONResponse(found.to_dict())
+        return _job_answer(found)
+
+    async def result(request: Request) -> Response:
+        denied = authorise(request, token)
+        if denied is not None:
+            return denied
+        found = await _job(host, request.path_params["job_id"])
+        if isinstance(found, Response):
+            return found
+        if not found.finished:
+            return error(
+                f"Job {found.id} is {found.state}: it has no result yet. Follow "
+                f"/v1/jobs/{found.id}/events, or poll /v1/jobs/{found.id}.",
+                ErrorType.JOB_NOT_FINISHED,
+            )
+        return Response(found.result_json or b"null", media_type="application/json")
 
     async def listing(request: Request) -> Response:
         denied = authorise(request, token)
@@ -100,8 +115,7 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         if cursor is not None:
             fields = {k: v for k, v in query.items() if k != "before"} | {"before": cursor}
             headers["Link"] = f'</v1/jobs?{urlencode(fields)}>; rel="next"'
-        body = "[" + ",".join(compact_json(job.to_dict()) for job in jobs) + "]"
-        return Response(body, media_type="application/json", headers=headers)
+        return StreamingResponse(_listing(jobs), media_type="application/json", headers=headers)
 
     async def cancel(request: Request) -> Response:
         denied = authorise(request, token)
@@ -116,7 +130,7 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
             return error(str(exc), ErrorType.UNKNOWN_JOB)
         except JobStoreError as exc:
             return _unavailable(str(exc))
-        return JSONResponse(job.to_dict())
+        return _job_answer(job)
 
     async def events(request: Request) -> Response:
         denied = authorise(request, token)
@@ -136,8 +150,25 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         Route("/v1/jobs/{job_id}", one, methods=["GET"]),
         Route("/v1/jobs/{job_id}", cancel, methods=["DELETE"]),
         Route("/v1/jobs/{job_id}/events", events, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/result", result, methods=["GET"]),
         Route("/v1/plugins/{name}/jobs", submit, methods=["POST"]),
     ]
+
+
+def _job_answer(
+    job: Job, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A job with its result, passed on as stored."""
+    return Response(job.to_json(), status_code, headers, media_type="application/json")
+
+
+async def _listing(jobs: list[Job]) -> AsyncIterator[str]:
+    """A page of jobs without their results, written a job at a time: a
+    client that reads slowly holds back one job's text, not the page's."""
+    yield "["
+    for index, job in enumerate(jobs):
+        yield ("," if index else "") + job.to_json(result=False)
+    yield "]"
 
 
 async def _job(host: Host, job_id: str) -> Job | Response:
@@ -173,11 +204,11 @@ async def _stream(host: Host, job_id: str) -> AsyncIterator[str]:
                 yield _event("error", {"error": str(exc), "error_type": ErrorType.UNKNOWN_JOB})
                 return
             if job.finished:
-                yield _event("end", job.to_dict())
+                yield f"event: end\ndata: {job.to_json()}\n\n"
                 return
             if job.version != last:
                 last = job.version
-                yield _event("progress", job.to_dict())
+                yield f"event: progress\ndata: {job.to_json(result=False)}\n\n"
             if host.draining or host.closing:
                 yield _event(
                     "error",

@@ -17,7 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from plugwarden.error_types import ErrorType
-from plugwarden.isolation.wire import MAX_DEPTH, depth_within
+from plugwarden.isolation.plainjson import depth_within
+from plugwarden.isolation.wire import MAX_DEPTH
 from plugwarden.web.errors import error
 
 __all__ = ["authorise", "body_problem", "json_body"]

@@ -27,6 +27,7 @@ import psutil
 from plugwarden.exits import exit_reason
 from plugwarden.isolation.fates import Fate, FateName, KillCause, KillCauseName
 from plugwarden.isolation.process import containment
+from plugwarden.isolation.process.frames import FrameReader, ResultMemory
 from plugwarden.isolation.process.output import OutputPump, OutputTail
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.treememory import TreeMemory
@@ -41,8 +42,6 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 _LENGTH = struct.Struct("!i")  # a frame's head: multiprocessing.Connection's framing
 _LONG = struct.Struct("!Q")  # after a head of -1: the length of a frame past...
 _LONGEST = 0x7FFFFFFF  # ...the longest a head holds
-_CHUNK = 64 * 1024  # bytes asked of one read while a frame's length is unknown...
-_MOST = 1024 * 1024  # ...and at most, for the rest of a long one (a socket holds less)
 CANCEL_SEND_S = 1.0  # how long a job's cancel may wait for room on the connection
 MEMORY_CHECK_S = 0.005  # during a call, the worker tree's memory is read this often...
 
@@ -69,6 +68,7 @@ class WorkerProcess:
         pump: OutputPump,
         on_death: Callable[[WorkerProcess], None],
         sandbox: dict[str, Any] | None = None,
+        results: ResultMemory | None = None,
     ) -> None:
         self.label = label
         self.limit_bytes = limit_bytes
@@ -129,7 +129,7 @@ class WorkerProcess:
         tree = spawned.tree or self.pid
         self._memory = TreeMemory(tree, include_root=tree == self.pid)
         self._spin = AdaptiveSpin()  # whether to poll for a reply before sleeping
-        self._inbox = bytearray()  # read from the connection, not yet a whole frame
+        self._frames = FrameReader(max_reply_bytes, results or ResultMemory(2**62))
 
     def _memory_read(self, used: int) -> None:
         """The zygote's sweep read ``used`` bytes."""
@@ -246,8 +246,8 @@ class WorkerProcess:
             self._leave()
 
     def _receive(self, deadline: float) -> tuple[FateName, Any]:
-        if self._inbox:  # a frame that came with the last one's bytes
-            framed = self._frame()
+        if self._frames.pending:  # a frame that came with the last one's bytes
+            framed = self._frames.next()
             if framed is not None:
                 return framed
         start = time.monotonic()
@@ -272,49 +272,13 @@ class WorkerProcess:
             if not events and not polling:
                 self.over_memory()
             if self._control_fd in events:
-                if not self._read_some():
-                    return Fate.DIED, None
-                framed = self._frame()
+                if self._closed or not self._frames.read(self._control_fd):
+                    return Fate.DIED, None  # its end, or closed under us (a restart, close())
+                framed = self._frames.next()
                 if framed is not None:
                     return framed
             elif self._death_r in events:
                 return Fate.DIED, None
-
-    def _read_some(self) -> bool:
-        """Append what the connection has (it polled readable) to the inbox;
-        False at its end, or when it was closed under us (a restart or
-        close() racing this call)."""
-        inbox = self._inbox
-        wanted = _CHUNK
-        if len(inbox) >= _LENGTH.size:  # the rest of a frame of known length
-            missing = _LENGTH.size + _LENGTH.unpack_from(inbox)[0] - len(inbox)
-            wanted = min(max(wanted, missing), _MOST)
-        try:
-            chunk = b"" if self._closed else os.read(self._control_fd, wanted)
-        except BlockingIOError:  # polled readable, yet nothing there after all
-            return True
-        except OSError:
-            return False
-        inbox += chunk
-        return bool(chunk)
-
-    def _frame(self) -> tuple[FateName, Any] | None:
-        """The inbox's first frame, taken out of it; None while incomplete."""
-        inbox = self._inbox
-        if len(inbox) < _LENGTH.size:
-            return None
-        (size,) = _LENGTH.unpack_from(inbox)
-        if size == -1 or size > self.max_reply_bytes:  # -1: a length past 2 GiB follows
-            return Fate.OVERSIZE, None
-        if size < 0:
-            return Fate.VIOLATION, f"a frame of length {size}"
-        end = _LENGTH.size + size
-        if len(inbox) < end:
-            return None
-        with memoryview(inbox) as view:
-            frame = bytes(view[_LENGTH.size : end])
-        del inbox[:end]
-        return Fate.REPLY, frame
 
     def resident_bytes(self) -> int:
         """Resident memory of the worker and every process it started."""

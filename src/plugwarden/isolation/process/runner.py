@@ -13,7 +13,7 @@ host never imports the plugin's code.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from plugwarden.error_types import ErrorType
@@ -22,6 +22,7 @@ from plugwarden.isolation import wire
 from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
 from plugwarden.isolation.fates import Fate, KillCause
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
+from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.sandbox import Sandbox
@@ -46,6 +47,7 @@ class ProcessServices:
 
     zygote: Zygote
     pump: OutputPump
+    results: ResultMemory = field(default_factory=lambda: ResultMemory(2**62))
 
 
 class ProcessRunner(PooledRunner[WorkerProcess]):
@@ -90,6 +92,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 services.pump,
                 self._died,
                 self._sandbox,
+                services.results,
             )
         except OSError as exc:
             raise LoadError(
@@ -128,7 +131,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         if not init.ok:
             return hook_failure(init)
         # The worker reduces validate()'s value to its verdict: None or a reason.
-        verdict = self._call_on(worker, "validate", {}, budget)
+        verdict = self._call_on(worker, "validate", {}, budget).decoded()
         if not verdict.ok:
             return hook_failure(verdict)
         if verdict.result is not None and not isinstance(verdict.result, str):
@@ -197,6 +200,15 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 elapsed = (time.perf_counter() - start) * 1000
                 reason = f"reply over the {worker.max_reply_bytes}-byte cap"
                 return self._violation(worker, reason, what, elapsed)
+            if status == Fate.SHED:
+                held = self._services.results
+                return CallResult.failure(
+                    f"The host already holds {held.held // 2**20} MiB of results on their way "
+                    f"(server.result_memory_mb = {held.limit // 2**20}): this {reply}-byte "
+                    "result was dropped. Retry later.",
+                    ErrorType.BUSY,
+                    hook=what,
+                )
             if status == Fate.UNSENDABLE:
                 return CallResult.failure(
                     f"The arguments cannot be sent to the plugin's worker ({reply}). "
