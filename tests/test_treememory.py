@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from plugwarden.isolation.process.treememory import TreeMemory
+from plugwarden.isolation.process.treememory import KEPT, TreeMemory
 from tests.conftest import wait_for
 
 HOG = "import sys\nblock = bytearray(64 * 2**20)\nprint('ready', flush=True)\nsys.stdin.read()"
@@ -48,3 +48,29 @@ class TestTreeMemory:
         memory = TreeMemory(child.pid)
         assert memory.read() == 0
         memory.close()
+
+    def test_a_wide_tree_is_read_whole_holding_few_descriptors(self):
+        """A plugin's 500 children held 500 of the host's descriptors (one
+        statm file each, open after the call). Past KEPT they are opened at
+        each reading; each child still counts."""
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", HOG],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(KEPT + 6)
+        ]
+        try:
+            for child in children:
+                assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            before = open_fds()
+            memory = TreeMemory(os.getpid(), refresh_s=0.0)
+            total = memory.read()
+            assert total >= len(children) * 60 * 2**20
+            assert open_fds() - before <= KEPT
+            memory.close()
+        finally:
+            for child in children:
+                child.communicate("")

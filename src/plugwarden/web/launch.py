@@ -9,6 +9,7 @@ other CPUs.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 import threading
@@ -17,7 +18,7 @@ from plugwarden.config import HostConfig
 from plugwarden.exceptions import ConfigError, PlugwardenError
 from plugwarden.logs import configure as configure_logging
 
-__all__ = ["MIN_TOKEN_LENGTH", "SAMPLE_TOKENS", "listen", "serve"]
+__all__ = ["MIN_TOKEN_LENGTH", "SAMPLE_TOKENS", "connection_room", "listen", "serve"]
 
 log = logging.getLogger("plugwarden.server")
 
@@ -52,7 +53,15 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
     configure_logging(config.server.log_format)
+    connections = connection_room(config.server.max_connections)
     listener = listen(bind_host, bind_port)
+    probe_listener = None
+    if config.server.probe_port:
+        try:
+            probe_listener = listen(bind_host, config.server.probe_port)
+        except ConfigError:
+            listener.close()
+            raise
     token = config.server.token
     if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
         log.warning(
@@ -83,9 +92,41 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
     try:
         from plugwarden.web.server import run
 
-        return run(plugin_host, config, listener, early)
+        return run(
+            plugin_host,
+            config,
+            listener,
+            early,
+            probe_listener=probe_listener,
+            connections=connections,
+        )
     finally:
         plugin_host.close()  # uvicorn's lifespan did, unless the server never started
+
+
+def connection_room(wanted: int) -> int:
+    """Raise the soft descriptor limit to the hard one (systemd's soft
+    default, 1024, runs out under a flood of connections: then every accept
+    failed), and the most connections it allows: ``wanted``, less a
+    reserve for the host's own descriptors (workers' pipes, the database)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # a limit the kernel refuses: the soft one stands
+    room = max(16, soft - max(64, soft // 4))
+    if room < wanted:
+        log.warning(
+            "At most %d connections: %d descriptors (ulimit -n) leave room for no more beside "
+            "the host's own; [server] max_connections is %d. Raise the limit to serve more.",
+            room,
+            soft,
+            wanted,
+        )
+    return min(wanted, room)
 
 
 def _capture_signals() -> list[int]:

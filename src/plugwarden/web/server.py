@@ -18,79 +18,52 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.web.app import create_app
+from plugwarden.web.protocol import GuardedH11Protocol
 
 if TYPE_CHECKING:  # the app is handed a Host; it never makes one
     from plugwarden.host.host import Host
 
-__all__ = ["DrainingServer", "GuardedH11Protocol", "build", "run", "uvicorn_config"]
+__all__ = ["AcceptErrors", "DrainingServer", "build", "run", "uvicorn_config"]
 
 log = logging.getLogger("plugwarden.server")
 
 # After the drain, what uvicorn still waits for is the last responses going out.
 GRACEFUL_SHUTDOWN_S = 5
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics")  # what the probe port serves
+PROBE_CONNECTIONS = 64  # its own bound, apart from the main port's
+ACCEPT_LOG_S = 10.0
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for a request's headers: a
-    connection that sends nothing, or its headers a byte at a time
-    (slowloris), is closed after ``idle_timeout_s`` instead of holding an fd
-    forever. A request in progress is never cut."""
-
-    idle_timeout_s = 15.0
-    _deadline: asyncio.TimerHandle | None = None
-    _idle_since = 0.0  # loop time: when the connection last began to wait
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._idle_since = self.loop.time()
-        self._deadline = self.loop.call_later(self.idle_timeout_s, self._expire)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # No timer moved per response (that cost ~4% of a probe's throughput):
-        # the one timer, when it fires, looks at when the wait began.
-        self._idle_since = self.loop.time()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        super().connection_lost(exc)
-
-    def _expire(self) -> None:
-        if self.transport.is_closing():
-            return
-        waiting = self.cycle is None or self.cycle.response_complete
-        left = self._idle_since + self.idle_timeout_s - self.loop.time()
-        if waiting and left <= 0:
-            self.transport.close()
-            return
-        # A request in progress (never cut), or the wait began later: look again.
-        again = left if waiting else self.idle_timeout_s
-        self._deadline = self.loop.call_later(again, self._expire)
-
-
-def uvicorn_config(app: Starlette, config: HostConfig, **options: Any) -> uvicorn.Config:
-    """uvicorn's settings for plugwarden: bounded connections, idle ones
-    closed, the guarded h11 protocol. ``options`` go to uvicorn as they are."""
+def uvicorn_config(
+    app: Starlette, config: HostConfig, *, connections: int | None = None, **options: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for plugwarden: at most ``connections`` connections
+    (default ``max_connections``; an idle one makes room for a new one),
+    idle ones closed, the guarded h11 protocol. ``options`` go to uvicorn as
+    they are."""
     server = config.server
+    most = server.max_connections if connections is None else connections
     protocol = type(
-        "ConfiguredH11Protocol", (GuardedH11Protocol,), {"idle_timeout_s": server.idle_timeout_s}
+        "ConfiguredH11Protocol",
+        (GuardedH11Protocol,),
+        {"idle_timeout_s": server.idle_timeout_s, "max_connections": most},
     )
     return uvicorn.Config(
         app,
         http=protocol,
-        limit_concurrency=server.max_connections,
+        # Connections stay within `most` (the protocol makes room): past it,
+        # uvicorn's 503 counts only requests in progress.
+        limit_concurrency=most + 1,
         timeout_keep_alive=min(5, int(server.idle_timeout_s)) or 1,
         **options,
     )
@@ -123,13 +96,36 @@ class DrainingServer(uvicorn.Server):
         host: Host,
         drain_timeout_s: float,
         early: list[int] | None = None,
+        probes: tuple[socket.socket, uvicorn.Config] | None = None,
     ) -> None:
         super().__init__(config)
         self.host = host
+        self._probes = probes  # a listener of its own for the probes, and its settings
+        self._probe_server: asyncio.base_events.Server | None = None
         self.drain_timeout_s = drain_timeout_s
         self.drained_clean = True
         self._drainer: threading.Thread | None = None
         self._early = early if early is not None else []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(AcceptErrors(loop.default_exception_handler))
+        await super().startup(sockets)
+        if self._probes is not None and not self.should_exit:
+            listener, config = self._probes
+            config.load()
+            state = uvicorn.server.ServerState()  # its connections are counted apart
+            self._probe_server = await loop.create_server(
+                lambda: config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=state, app_state={}
+                ),
+                sock=listener,
+            )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._probe_server is not None:
+            self._probe_server.close()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -171,24 +167,46 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(
-    host: Host, config: HostConfig, listener: socket.socket, early: list[int] | None = None
+    host: Host,
+    config: HostConfig,
+    listener: socket.socket,
+    early: list[int] | None = None,
+    *,
+    probe_listener: socket.socket | None = None,
+    connections: int | None = None,
 ) -> int:
     """Serve ``host`` (already starting) on ``listener`` until a signal
     ends the server; the exit status (0: a clean drain). ``early``: the
-    signals that came before (see :class:`DrainingServer`)."""
+    signals that came before (see :class:`DrainingServer`);
+    ``probe_listener``: the probe port's; ``connections``: the most
+    connections the descriptors allow (default ``max_connections``)."""
+    app = build(host, config, start=False)
+    logging_options: dict[str, Any] = {"log_level": "info"}
+    if config.server.log_format == "json":  # uvicorn's own records through our formatter
+        logging_options["log_config"] = None
+    probes = None
+    if probe_listener is not None:
+        probe_app = Starlette(
+            routes=[r for r in app.routes if getattr(r, "path", None) in PROBE_PATHS],
+            middleware=app.user_middleware,
+        )
+        probe_config = uvicorn_config(
+            probe_app, config, connections=PROBE_CONNECTIONS, lifespan="off", **logging_options
+        )
+        probes = (probe_listener, probe_config)
     server = DrainingServer(
         uvicorn_config(
-            build(host, config, start=False),
+            app,
             config,
-            log_level="info",
+            connections=connections,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             lifespan="on",
-            # JSON: uvicorn's own records go through our formatter too.
-            **({"log_config": None} if config.server.log_format == "json" else {}),
+            **logging_options,
         ),
         host,
         config.server.drain_timeout_s,
         early,
+        probes,
     )
     server.run(sockets=[listener])
     if not server.started:
@@ -197,3 +215,29 @@ def run(
         "plugwarden: stopped (%s)", "clean drain" if server.drained_clean else "calls cut short"
     )
     return 0 if server.drained_clean else 1
+
+
+class AcceptErrors:
+    """The event loop's exception handler, logging a failed accept (no
+    descriptor left) once per ACCEPT_LOG_S with how many failed since: the
+    loop retries each accept, and logged a traceback each time (150,000 in
+    12 s under a flood of connections)."""
+
+    def __init__(self, default: Callable[[dict[str, Any]], object]) -> None:
+        self._default = default
+        self._failed = 0
+        self._logged_at = -ACCEPT_LOG_S
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not str(context.get("message", "")).startswith("socket.accept() out of"):
+            self._default(context)
+            return
+        self._failed += 1
+        if loop.time() - self._logged_at >= ACCEPT_LOG_S:
+            log.error(
+                "%d connection(s) could not be accepted: %s. Raise the descriptor limit "
+                "(ulimit -n), or lower [server] max_connections.",
+                self._failed,
+                context.get("exception"),
+            )
+            self._logged_at, self._failed = loop.time(), 0

@@ -1,10 +1,12 @@
 """The resident memory of a process tree, read cheaply and often.
 
-Each process of the tree keeps ``/proc/PID/statm`` open, so a reading is
-one ``pread`` per process instead of an open, a read and a close (each a
-system call that hands the host's GIL to another thread and back: at a
-hundred workers the host's memory sweep's hand-offs slowed the HTTP event loop
-measurably). The tree itself is re-read at most every
+The first ``KEPT`` processes of the tree (the worker, usually all of it)
+keep ``/proc/PID/statm`` open, so a reading is one ``pread`` each instead of
+an open, a read and a close (each a system call that hands the host's GIL
+to another thread and back: at a hundred workers the host's memory sweep's
+hand-offs slowed the HTTP event loop measurably). The others are opened at
+each reading: a plugin that starts 500 children must not hold 500 of the
+host's descriptors. The tree itself is re-read at most every
 ``refresh_s``. A descriptor of a process that has exited reads ESRCH, never
 another process's memory, so a reused pid is never counted.
 """
@@ -20,6 +22,7 @@ from plugwarden.isolation.process import containment
 __all__ = ["TreeMemory", "statm_resident_bytes"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+KEPT = 8  # statm files kept open per tree
 
 
 def statm_resident_bytes(fd: int) -> int:
@@ -35,6 +38,7 @@ class TreeMemory:
         self._include_root = include_root  # False: only what is below it (a keeper's tree)
         self._refresh_s = refresh_s
         self._fds: dict[int, int] = {}
+        self._others: set[int] = set()  # the tree's pids past KEPT: opened at each reading
         self._checked = 0.0
         self._lock = threading.Lock()
         self._closed = False
@@ -54,13 +58,25 @@ class TreeMemory:
                     total += statm_resident_bytes(fd)
                 except (OSError, ValueError, IndexError):
                     self._drop(pid)  # it exited
+            for pid in list(self._others):
+                try:
+                    fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    self._others.discard(pid)
+                    continue
+                try:
+                    total += statm_resident_bytes(fd)
+                except (OSError, ValueError, IndexError):
+                    self._others.discard(pid)
+                finally:
+                    os.close(fd)
             return total
 
     def tasks(self) -> int:
         """Threads of every process of the tree, as last refreshed (a task
         guard's count: each process has at least one)."""
         with self._lock:
-            pids = list(self._fds)
+            pids = [*self._fds, *self._others]
         total = 0
         for pid in pids:
             try:
@@ -74,7 +90,7 @@ class TreeMemory:
         processes hold open, each file counted once: written, never mapped,
         they are in no process's resident set."""
         with self._lock:
-            pids = list(self._fds)
+            pids = [*self._fds, *self._others]
         seen: dict[tuple[int, int], int] = {}
         for pid in pids:
             try:
@@ -98,7 +114,11 @@ class TreeMemory:
             pids.add(self._root)
         for pid in set(self._fds) - pids:
             self._drop(pid)
-        for pid in pids - set(self._fds):
+        self._others = set()
+        for pid in sorted(pids - set(self._fds)):  # the oldest first: the worker's own
+            if len(self._fds) >= KEPT:
+                self._others.add(pid)
+                continue
             try:
                 self._fds[pid] = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -112,5 +132,6 @@ class TreeMemory:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._others = set()
             for pid in list(self._fds):
                 self._drop(pid)
