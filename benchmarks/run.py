@@ -21,6 +21,7 @@ from benchmarks import (
     bench_http,
     bench_isolation,
     bench_jobs,
+    bench_results,
     bench_sandbox,
     bench_start,
     bench_wire,
@@ -37,6 +38,7 @@ SUITES = {
     "start": (bench_start.run, "Start (issue 14)"),
     "crash": (bench_crash.run, "Crash recovery (issue 14)"),
     "sandbox": (bench_sandbox.run, "The sandbox's cost (issue 24)"),
+    "results": (bench_results.run, "Host memory for large results (issue 25)"),
 }
 
 

@@ -1,13 +1,15 @@
 """Soak: ``plugwarden serve`` operated for minutes under load, with plugins
 that raise, crash, time out and leak, and with manual restarts on top.
 
-    python benchmarks/soak.py [--minutes 5] [--callers 4]
+    python benchmarks/soak.py [--minutes 5] [--callers 4] [--storm 2]
 
 Bounded (``--minutes``), loopback only, not part of CI. It samples the server
 process at start (after a warm-up) and end: resident memory, threads, open
 fds, child processes and zombies; it counts every HTTP status and any 5xx or
-connection error. The goal: flat resources, zero 5xx. Exit status 1 if a 5xx
-or a transport error was seen, or a resource grew past its allowance.
+connection error. ``--storm N`` adds N threads restarting the benign plugins
+back to back while the callers call them (the restart storm). The goal: flat
+resources, zero 5xx, no protocol violation on a benign plugin, every
+restart done within RESTART_BUDGET_S. Exit status 1 otherwise.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ PLUGINS = {
         ECHO_PLUGIN + "\n@hookimpl\ndef health():\n    raise RuntimeError('always sick')\n",
         {},
     ),
+    "calm": (ECHO_PLUGIN, {"workers": 2}),
 }
+BENIGN = ("echo", "calm")  # never a protocol violation, whatever the restarts
+RESTART_BUDGET_S = 30.0  # a restart of a benign plugin under load, at most
 CONFIG = f"""
 [defaults]
 restart_backoff_s = 0.2
@@ -103,6 +108,8 @@ class Load:
         self.callers = callers
         self.statuses: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        self.violations: collections.Counter[str] = collections.Counter()
+        self.slowest_restart_s = 0.0
         self.lock = threading.Lock()
 
     def count(self, key: str, bucket: collections.Counter[str]) -> None:
@@ -123,8 +130,10 @@ class Load:
                         json={"tool": "t", "args": {"n": rng.randrange(1000)}},
                         headers={"Authorization": f"Bearer {TOKEN}"},
                     )
-                    ok = answer.json().get("ok") if answer.status_code == 200 else None
-                    self.count(f"run {answer.status_code} ok={ok}", self.statuses)
+                    record = answer.json() if answer.status_code == 200 else {}
+                    self.count(f"run {answer.status_code} ok={record.get('ok')}", self.statuses)
+                    if name in BENIGN and record.get("error_type") == "ProtocolViolation":
+                        self.count(f"{name}: {record.get('error')}"[:160], self.violations)
                     if n % 25 == 0:
                         for path in ("/v1/plugins", "/metrics", "/readyz", "/"):
                             self.count(f"GET {client.get(path).status_code}", self.statuses)
@@ -148,8 +157,28 @@ class Load:
                 while time.monotonic() < min(deadline, self.until):
                     time.sleep(0.1)  # a paced operator, not a synchronisation
 
-    def run(self) -> None:
+    def stormer(self, seed: int) -> None:
+        """Restarts of the benign plugins, back to back, while they are called."""
+        rng = random.Random(seed)
+        with httpx.Client(base_url=self.url, timeout=300) as client:
+            while time.monotonic() < self.until:
+                name = rng.choice(BENIGN)
+                began = time.monotonic()
+                try:
+                    answer = client.post(
+                        f"/v1/plugins/{name}/restart",
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    )
+                    state = answer.json().get("state") if answer.status_code == 200 else None
+                    self.count(f"storm restart {answer.status_code} {state}", self.statuses)
+                except httpx.HTTPError as exc:
+                    self.count(type(exc).__name__, self.errors)
+                with self.lock:
+                    self.slowest_restart_s = max(self.slowest_restart_s, time.monotonic() - began)
+
+    def run(self, storm: int = 0) -> None:
         threads = [threading.Thread(target=self.caller, args=(i,)) for i in range(self.callers)]
+        threads += [threading.Thread(target=self.stormer, args=(100 + i,)) for i in range(storm)]
         threads.append(threading.Thread(target=self.restarter))
         for thread in threads:
             thread.start()
@@ -177,6 +206,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--storm", type=int, default=0, help="restart storm threads")
     options = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="plugwarden-soak-"))
     site = home / "site"
@@ -212,7 +242,7 @@ def main() -> int:
         settle(url, server.pid)
         start = sample(server.pid)
         load = Load(url, options.minutes * 60, options.callers)
-        load.run()
+        load.run(options.storm)
         plugins = settle(url, server.pid)
         end = sample(server.pid)
         server.send_signal(signal.SIGTERM)
@@ -246,10 +276,17 @@ def report(start, end, load, plugins, status, home) -> int:  # type: ignore[no-u
             f"err={plugin['error_count']} restarts={plugin['restarts_by_cause']} "
             f"trips={plugin['guard_trips']} healthy={plugin['healthy']}"
         )
+    for key, count in sorted(load.violations.items()):
+        print(f"  protocol violation on {key} x{count}")
     fivexx = sum(n for key, n in load.statuses.items() if " 5" in key)
+    violations = sum(load.violations.values())
+    slow = load.slowest_restart_s > RESTART_BUDGET_S
     print(f"5xx: {fivexx}; transport errors: {sum(load.errors.values())}")
+    print(f"protocol violations on benign plugins: {violations}")
+    print(f"slowest storm restart: {load.slowest_restart_s:.1f}s (budget {RESTART_BUDGET_S:g}s)")
     print(f"exit status after SIGTERM: {status}; grew: {grew or 'nothing'}")
-    return 1 if fivexx or load.errors or grew or status != 0 else 0
+    failed = fivexx or load.errors or grew or status != 0 or violations or slow
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

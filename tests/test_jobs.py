@@ -482,6 +482,23 @@ class TestBoundedStore:
             ).fetchone()
         assert "y" * 50_000 in args and "y" * 100 not in record
 
+    def test_a_page_of_jobs_stops_near_its_byte_bound_and_the_next_goes_on(
+        self, steps, plugwarden_host
+    ):
+        """A listing of 1000 jobs with 1 MiB of args each held them all at
+        once (four such requests took the host from 197 to 1049 MB)."""
+        from plugwarden.jobs.store import PAGE_BYTES
+
+        host = plugwarden_host()
+        pad = "y" * 2**20
+        count = PAGE_BYTES // 2**20 + 4
+        ids = [finished(host, host.submit(steps, "c", {"n": 1, "dt": 0, "pad": pad}).id).id
+               for _ in range(count)]  # fmt: skip
+        first, cursor = host.job_page(limit=1000)
+        assert 1 <= len(first) <= PAGE_BYTES // 2**20 + 1 and cursor is not None
+        rest, last = host.job_page(limit=1000, before=cursor)
+        assert [job.id for job in first + rest] == ids[::-1] and last is None
+
     def test_a_job_the_store_cannot_keep_reads_failed_by_id_and_in_listings(
         self, plugwarden_plugin, plugwarden_host
     ):

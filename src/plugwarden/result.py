@@ -24,10 +24,6 @@ from plugwarden.exceptions import describe
 __all__ = ["GUARDS", "CallResult", "Guard"]
 
 
-# Built once: json.dumps with a non-default option builds an encoder per call.
-_encode = json.JSONEncoder(allow_nan=False).encode
-
-
 @dataclass(frozen=True, slots=True)
 class CallResult:
     """What a hook call did. ``ok=False`` carries ``error`` (one line naming
@@ -92,7 +88,7 @@ class CallResult:
         if not encode:
             return cls(True, hook=hook, result=value, duration_ms=elapsed)
         try:
-            text = _encode(value)
+            text = compact_json(value)  # what crosses the wire, and what HTTP answers
         # Plugin objects may fail to encode in any way (a __str__ that raises).
         except Exception as exc:  # noqa: BLE001
             return cls(

@@ -18,9 +18,10 @@ import re
 from functools import cache
 from typing import Any
 
-__all__ = ["NotPlainJSON", "check", "depth_within"]
+__all__ = ["NotPlainJSON", "check", "depth_within", "nests_within"]
 
 _LEAF_HEIGHT = 6  # values up to this height are matched whole, in C
+_WALK_BELOW = 64 * 1024  # a shorter value's depth is walked in Python
 _CHUNK = 1 << 20  # UTF-8 is checked, and runs matched, a chunk at a time: no match
 # holds the GIL for long (the host's event loop and other calls go on meanwhile)
 
@@ -160,4 +161,19 @@ def depth_within(value: Any, limit: int) -> bool:
         if depth > limit:
             return False
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def nests_within(text: bytes, value: Any, limit: int) -> bool:
+    """Whether ``value``, encoded as ``text``, nests at most ``limit`` deep:
+    a short one walked, a long one checked as text, in C (walking 22 million
+    small objects in Python took 43 s; checking their text, 3.6 s)."""
+    if len(text) <= 2 * limit:  # each level takes two bytes: no walk needed
+        return True
+    if len(text) <= _WALK_BELOW:
+        return depth_within(value, limit)
+    try:
+        check(text, limit)
+    except NotPlainJSON:
+        return False
     return True

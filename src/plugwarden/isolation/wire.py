@@ -262,7 +262,7 @@ def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_byt
             ErrorType.RESULT_TOO_LARGE,
         )
         payload = b"null"
-    elif len(payload) > 2 * MAX_DEPTH and not depth_within(result.result, MAX_DEPTH):
+    elif not plainjson.nests_within(payload, result.result, MAX_DEPTH):
         result = _refused(
             result,
             f"Result of {result.hook}() nests deeper than {MAX_DEPTH} levels of lists and "
