@@ -29,6 +29,8 @@ class TestDecide:
         assert problem.state is State.UNAVAILABLE
         assert problem.reason.startswith("No GPU detected.")
         assert "[plugins.tracker] enabled = false" in problem.reason
+        # The CPU opt-in is named too.
+        assert "[plugins.tracker] requires_gpu = false" in problem.reason
 
     def test_hardware_with_broken_driver_is_failed(self):
         probe = GpuProbe(

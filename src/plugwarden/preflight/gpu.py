@@ -116,8 +116,9 @@ def decide(probe: GpuProbe, plugin: str = "NAME") -> Problem | None:
             )
         return Problem(
             State.UNAVAILABLE,
-            "No GPU detected. Run this plugin on a machine with "
-            f"an NVIDIA GPU, or disable it ([plugins.{plugin}] enabled = false).",
+            "No GPU detected. Run this plugin on a machine with an NVIDIA GPU; or run it on "
+            f"the CPU if it can ([plugins.{plugin}] requires_gpu = false, plus its own "
+            f'setting, e.g. device = "cpu"), or disable it ([plugins.{plugin}] enabled = false).',
         )
     if not nvml.get("loaded"):
         return Problem(
