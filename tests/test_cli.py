@@ -137,12 +137,26 @@ class TestRemote:
         loaded = [t for t in after.history if t.state.value == "LOADED"]
         assert len(loaded) == 2  # the start, and the restart the CLI asked for
         assert json.loads(done.stdout)["state"] == "INITIALIZED"
+        # It leaves a trace: a note in the history, and a count of its own.
+        assert any("Restarted by request" in t.reason for t in after.history)
+        assert after.metrics["restarts_by_cause"] == {"manual": 1}
+        shown = cli("health", "good", url=served.url)
+        assert "manual 1" in shown.stdout
 
     def test_run_over_http_and_a_missing_token_is_a_clear_error(self, cli, served):
         done = cli("run", "good", "echo", "--args", '{"n": 2}', "--token", TOKEN, url=served.url)
         assert done.returncode == 0 and '"n": 2' in done.stdout
         refused = cli("run", "good", "echo", url=served.url)
-        assert refused.returncode == 2 and "Missing bearer token" in refused.stderr
+        assert refused.returncode == 2 and "Missing token" in refused.stderr
+        assert "--token" in refused.stderr and "PLUGWARDEN_TOKEN" in refused.stderr
+        wrong = cli("run", "good", "echo", "--token", "nope", url=served.url)
+        assert wrong.returncode == 2 and "Wrong token" in wrong.stderr
+
+    def test_an_unknown_plugin_names_the_known_ones_and_how_new_ones_are_found(self, cli, served):
+        done = cli("restart", "newcomer", "--token", TOKEN, url=served.url)
+        assert done.returncode == 2 and "Unknown plugin 'newcomer'" in done.stderr
+        assert "Known plugins: bad, good" in done.stderr
+        assert "after a restart of the server" in done.stderr
 
     def test_health_shows_the_whole_record_with_its_history(self, cli, served):
         served.host.call("good", "echo", {})
@@ -274,7 +288,7 @@ class TestJobs:
         failed = cli("jobs", "--state", "failed", "--json", *token, url=served.url)
         assert json.loads(failed.stdout) == []
         refused = cli("jobs", url=served.url)
-        assert refused.returncode == 2 and "Missing bearer token" in refused.stderr
+        assert refused.returncode == 2 and "Missing token" in refused.stderr
 
     def test_cancel_cancels_a_running_job_and_an_unknown_id_is_a_usage_error(self, cli, served):
         job = served.host.submit("steps", "count", {"n": 100000, "dt": 0.01})

@@ -74,6 +74,9 @@ class TestServe:
             drains_clean(proc, family)  # nothing was in flight
         assert "Application shutdown complete." in output[0]
         assert "Traceback" not in output[0]
+        # It says where it serves, and what is off without a token.
+        assert f"serving http://127.0.0.1:{port}" in output[0]
+        assert "No token: run, restart and jobs are off" in output[0]
 
     def test_a_sigterm_before_uvicorn_runs_drains_too(
         self, plugwarden_plugin, plugwarden_site, tmp_path

@@ -66,8 +66,12 @@ class UnknownPlugin(PlugwardenError, LookupError):
 
     def __init__(self, name: str, known: list[str] | None = None) -> None:
         self.name = name
-        hint = f" Known plugins: {', '.join(sorted(known))}." if known else ""
-        super().__init__(f"Unknown plugin '{name}'.{hint}")
+        self.known = sorted(known or [])
+        hint = f" Known plugins: {', '.join(self.known)}." if self.known else ""
+        super().__init__(
+            f"Unknown plugin '{name}'.{hint} A plugin installed while the server runs is found "
+            "after a restart of the server."
+        )
 
 
 class TransitionError(PlugwardenError):

@@ -54,7 +54,7 @@ def print_record(record: dict[str, Any], console: Console) -> None:
     causes = record.get("restarts_by_cause") or {}
     row(
         "restarts",
-        f"{record.get('restarts', 0)} automatic"
+        f"{record.get('restarts', 0)}"
         + (f" ({', '.join(f'{k} {v}' for k, v in causes.items())})" if causes else ""),
     )
     row("uptime", f"{record.get('uptime_seconds', 0)} s")

@@ -60,6 +60,15 @@ def server_url(config: HostConfig, url: str | None = None) -> str:
     return f"http://{host}:{config.server.port}"
 
 
+# What the server's answer about the token means for a CLI user.
+_TOKEN_FIXES = {
+    "Unauthorized": "Missing token: pass --token TOKEN or set PLUGWARDEN_TOKEN "
+    "(the server's [server] token).",
+    "Forbidden": "Wrong token: pass the server's [server] token with --token, or in "
+    "PLUGWARDEN_TOKEN.",
+}
+
+
 class RemoteHost:
     def __init__(self, url: str, token: str | None, timeout_s: float = 300.0) -> None:
         self.url = url
@@ -78,11 +87,15 @@ class RemoteHost:
         if answer.status_code == 404 and isinstance(body, dict):
             if body.get("error_type") == "UnknownJob":
                 raise UnknownJob(path.split("/")[3])
-            raise UnknownPlugin(path.split("/")[3] if path.count("/") >= 3 else path)
+            name = path.split("/")[3] if path.count("/") >= 3 else path
+            error = str(body.get("error", ""))
+            known = error.partition("Known plugins: ")[2].partition(".")[0]
+            raise UnknownPlugin(name, known.split(", ") if known else None)
         if answer.status_code >= 400 and isinstance(body, dict) and "ok" not in body:
-            raise ServerError(
-                answer.status_code, str(body.get("error")), str(body.get("error_type"))
-            )
+            error, kind = str(body.get("error")), str(body.get("error_type"))
+            if kind in _TOKEN_FIXES:
+                error = _TOKEN_FIXES[kind]
+            raise ServerError(answer.status_code, error, kind)
         return body
 
     def records(self) -> list[dict[str, Any]]:

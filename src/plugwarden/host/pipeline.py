@@ -67,7 +67,7 @@ class Pipeline:
         self.shared = shared
         self.closing = closing
         self._first = True
-        self._notes: list[str] = []  # warnings for the history, after the first move
+        self.notes: list[str] = []  # for the history, after the first move
 
     def move(self, state: State, reason: str) -> None:
         level = logging.WARNING if state is State.FAILED else logging.INFO
@@ -82,8 +82,8 @@ class Pipeline:
             info=self.info(),
         )
         self._first = False
-        while self._notes:
-            note = self._notes.pop(0)
+        while self.notes:
+            note = self.notes.pop(0)
             log.warning("plugin %r: %s", self.name, note, extra={"plugin": self.name})
             self.registry.note(self.name, note, self.slot.generation)
 
@@ -107,7 +107,7 @@ class Pipeline:
             )
             return
         settings = slot.use(resolve(name, manifest, config))
-        self._notes.extend(settings.notes)
+        self.notes.extend(settings.notes)
         context = PreflightContext(
             self.source,
             settings.manifest,

@@ -128,6 +128,9 @@ class Supervisor:
                 shared,
                 lambda: self.closing,
             )
+            if manual:  # a trace of the operator's restart, and a count apart
+                pipeline.notes.append("Restarted by request (API, CLI or HTTP).")
+                self.registry.record_restart(name, "manual")
             try:
                 pipeline.run()
             # The host must survive a bug of its own in one plugin's pipeline.

@@ -18,7 +18,14 @@ from plugwarden.config import HostConfig
 from plugwarden.exceptions import ConfigError, PlugwardenError
 from plugwarden.logs import configure as configure_logging
 
-__all__ = ["MIN_TOKEN_LENGTH", "SAMPLE_TOKENS", "connection_room", "listen", "serve"]
+__all__ = [
+    "MIN_TOKEN_LENGTH",
+    "SAMPLE_TOKENS",
+    "announce",
+    "connection_room",
+    "listen",
+    "serve",
+]
 
 log = logging.getLogger("plugwarden.server")
 
@@ -62,6 +69,7 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
         except ConfigError:
             listener.close()
             raise
+    announce(listener, probe_listener, config)
     token = config.server.token
     if token is not None and (token in SAMPLE_TOKENS or len(token) < MIN_TOKEN_LENGTH):
         log.warning(
@@ -102,6 +110,22 @@ def serve(config: HostConfig, host: str | None = None, port: int | None = None) 
         )
     finally:
         plugin_host.close()  # uvicorn's lifespan did, unless the server never started
+
+
+def announce(listener: socket.socket, probes: socket.socket | None, config: HostConfig) -> None:
+    """Where the server is, and what is off until a token is set."""
+    host, port = listener.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    log.info("plugwarden: serving %s (status page %s/, API %s/v1/plugins)", url, url, url)
+    if probes is not None:
+        log.info(
+            "plugwarden: probes on port %d (/healthz, /readyz, /metrics)", probes.getsockname()[1]
+        )
+    if config.server.token is None:
+        log.warning(
+            "No token: run, restart and jobs are off (403) until one is set in [server] token "
+            "or PLUGWARDEN_TOKEN; the page, health and metrics are open."
+        )
 
 
 def connection_room(wanted: int) -> int:
