@@ -134,7 +134,7 @@ class TestRemote:
         assert done.returncode == 0, done.stderr
         after = served.host.status("good")
         assert after.generation == before.generation + 1
-        loaded = [t for t in after.history if t.state.value == "LOADED"]
+        loaded = [t for t in after.history if t.reason.startswith("imported from")]
         assert len(loaded) == 2  # the start, and the restart the CLI asked for
         assert json.loads(done.stdout)["state"] == "INITIALIZED"
         # It leaves a trace: a note in the history, and a count of its own.

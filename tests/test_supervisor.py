@@ -153,7 +153,7 @@ class TestRestartPolicy:
         # exactly once, so no automatic restart ran before it.
         assert host.status("seg").state is State.FAILED
         assert host.restart("seg").generation == generation + 1
-        assert host.status("seg").metrics["restarts"] == 0
+        assert host.status("seg").metrics["restarts_by_cause"] == {"manual": 1}
 
     def test_unavailable_is_never_retried(self, plugwarden_plugin, plugwarden_host):
         plugwarden_plugin("needs", ECHO, requires=["surely-not-installed-dist>=1"])
