@@ -41,7 +41,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.keeper import fate, keep, run_init, started
@@ -136,14 +136,23 @@ class _Forker:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_S
 
+    def _tell_host(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode())
+        except OSError:  # a host killed at once (SIGKILL): no traceback, just go
+            self._host_gone()
+
+    def _host_gone(self) -> NoReturn:
+        self.groups.close()
+        os._exit(0)  # keepers and workers follow through PDEATHSIG
+
     def _fork(self) -> None:
         try:
             data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 8)
         except OSError:
             data, fds = b"", []
         if not data:
-            self.groups.close()
-            os._exit(0)  # the host is gone; keepers and workers follow through PDEATHSIG
+            self._host_gone()
         request = json.loads(data)
         plan = request.get("sandbox") or {}
         # One more task than the guard's: the worker's init (or keeper) is in it.
@@ -217,7 +226,7 @@ class _Forker:
             # The plugin's orphans come to its init: its tree is counted too.
             reply["init"] = reply["tree"] = init
             self._watch(reply, request)
-        self.sock.send(json.dumps(reply).encode())
+        self._tell_host(reply)
 
     def _watch(self, reply: dict[str, Any], request: dict[str, Any]) -> None:
         """Watch the worker ``reply`` names: below its init (or keeper:
@@ -249,7 +258,7 @@ class _Forker:
             if keeper in self.keepers:  # not reaped already
                 self.keepers[keeper] = reply["pid"]
             self._watch(reply, request)
-        self.sock.send(json.dumps(reply).encode())
+        self._tell_host(reply)
 
     def _reap(self) -> None:
         for child in containment.children(os.getpid()):
@@ -287,7 +296,7 @@ class _Forker:
                 if entry.group:
                     self.groups.remove(entry.group)
                 report["tripped"] = entry.tripped
-            self.sock.send(json.dumps(report).encode())
+            self._tell_host(report)
 
     def _sweep(self) -> None:
         """Read every watched tree's memory, kill those past their limit, and
@@ -315,4 +324,4 @@ class _Forker:
         figures = list(changed.items())
         for start in range(0, len(figures), _REPORT_CHUNK):
             chunk = dict(figures[start : start + _REPORT_CHUNK])
-            self.sock.send(json.dumps({"op": "memory", "rss": chunk}).encode())
+            self._tell_host({"op": "memory", "rss": chunk})
