@@ -31,6 +31,7 @@ __all__ = [
     "JobState",
     "Progress",
     "job_outcome",
+    "outcome_of",
     "storable_arguments",
     "valid_job_id",
 ]
@@ -172,23 +173,29 @@ class Job:
         }
 
 
-def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | None]:
-    """A finished call as a job keeps it: its record without args and
-    result, and the result's JSON bytes (as the worker sent them, newlines
-    of JSON whitespace made spaces: an event stream's line holds it). A
-    result over ``cap`` bytes fails the job with the reason."""
+def outcome_of(result: CallResult) -> dict[str, Any]:
+    """A call's record as a job keeps it: without args (the job's own) and
+    result (kept apart, as JSON bytes)."""
     outcome = result.to_dict()
     del outcome["args"], outcome["result"]
+    return outcome
+
+
+def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | None]:
+    """A finished call as a job keeps it: :func:`outcome_of`, and the
+    result's JSON bytes (as the worker sent them, newlines of JSON
+    whitespace made spaces: an event stream's line holds it). A result over
+    ``cap`` bytes fails the job with the reason."""
     if not result.ok:
-        return outcome, None
+        return outcome_of(result), None
     if isinstance(result.encoded, memoryview):
-        raw = result.encoded.tobytes() if len(result.encoded) <= cap else None
         size = len(result.encoded)
+        raw = result.encoded.tobytes() if size <= cap else b""
     else:
         text = result.encoded if isinstance(result.encoded, str) else compact_json(result.result)
         raw = text.encode()
         size = len(raw)
-    if raw is None or size > cap:
+    if size > cap:
         failed = CallResult.failure(
             f"The job's result is {size} bytes, over the {cap}-byte cap on a stored job result "
             "([jobs] max_result_bytes). Return less (write large outputs to a file the plugin "
@@ -198,10 +205,9 @@ def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | N
             hook=result.hook,
             tool=result.tool,
             duration_ms=result.duration_ms,
-        ).to_dict()
-        del failed["args"], failed["result"]
-        return failed, None
-    return outcome, raw.replace(b"\n", b" ").replace(b"\r", b" ")
+        )
+        return outcome_of(failed), None
+    return outcome_of(result), raw.replace(b"\n", b" ").replace(b"\r", b" ")
 
 
 def storable_arguments(

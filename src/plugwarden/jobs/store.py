@@ -30,7 +30,7 @@ from typing import Any
 from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobStoreError
-from plugwarden.jobs.job import Job, JobState, Progress, job_outcome
+from plugwarden.jobs.job import Job, JobState, Progress, outcome_of
 from plugwarden.result import CallResult
 
 __all__ = ["JobStore", "lost_record"]
@@ -73,7 +73,7 @@ def lost_record(job: Job, running: bool) -> dict[str, Any]:
         plugin=job.plugin,
         tool=job.tool,
     )
-    return job_outcome(failed, 0)[0]
+    return outcome_of(failed)
 
 
 class JobStore:
@@ -278,7 +278,7 @@ class JobStore:
             ErrorType.JOB_STORE, plugin=job.plugin, tool=job.tool,
             duration_ms=float((job.outcome or {}).get("duration_ms") or 0.0),
         )  # fmt: skip
-        job = replace(job, state=JobState.FAILED, outcome=job_outcome(failed, 0)[0],
+        job = replace(job, state=JobState.FAILED, outcome=outcome_of(failed),
                       result_json=None)  # fmt: skip
         with contextlib.suppress(JobStoreError):
             self.write(job)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -54,20 +54,20 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         location = f"/v1/jobs/{job.id}"
         return _job_answer(job, status_code=202, headers={"Location": location})
 
-    async def one(request: Request) -> Response:
+    async def readable(request: Request) -> Job | Response:
+        """The job the request names, or the answer that refuses it (no
+        token, an unknown id, a store that fails)."""
         denied = authorise(request, token)
         if denied is not None:
             return denied
-        found = await _job(host, request.path_params["job_id"])
-        if isinstance(found, Response):
-            return found
-        return _job_answer(found)
+        return await _job(host, request.path_params["job_id"])
+
+    async def one(request: Request) -> Response:
+        found = await readable(request)
+        return found if isinstance(found, Response) else _job_answer(found)
 
     async def result(request: Request) -> Response:
-        denied = authorise(request, token)
-        if denied is not None:
-            return denied
-        found = await _job(host, request.path_params["job_id"])
+        found = await readable(request)
         if isinstance(found, Response):
             return found
         if not found.finished:
@@ -133,16 +133,12 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         return _job_answer(job)
 
     async def events(request: Request) -> Response:
-        denied = authorise(request, token)
-        if denied is not None:
-            return denied
-        job_id = request.path_params["job_id"]
-        found = await _job(host, job_id)
+        found = await readable(request)
         if isinstance(found, Response):
             return found
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(
-            _stream(host, job_id), media_type="text/event-stream", headers=headers
+            _stream(host, found.id), media_type="text/event-stream", headers=headers
         )
 
     return [
@@ -201,22 +197,19 @@ async def _stream(host: Host, job_id: str) -> AsyncIterator[str]:
             try:
                 job = await run_in_threadpool(host.job, job_id)
             except (UnknownJob, JobStoreError) as exc:  # removed by retention, or the store failed
-                yield _event("error", {"error": str(exc), "error_type": ErrorType.UNKNOWN_JOB})
+                failure = {"error": str(exc), "error_type": ErrorType.UNKNOWN_JOB}
+                yield _event("error", compact_json(failure))
                 return
             if job.finished:
-                yield f"event: end\ndata: {job.to_json()}\n\n"
+                yield _event("end", job.to_json())
                 return
             if job.version != last:
                 last = job.version
-                yield f"event: progress\ndata: {job.to_json(result=False)}\n\n"
+                yield _event("progress", job.to_json(result=False))
             if host.draining or host.closing:
-                yield _event(
-                    "error",
-                    {
-                        "error": "The server is shutting down.",
-                        "error_type": ErrorType.SHUTTING_DOWN,
-                    },
-                )
+                failure = {"error": "The server is shutting down.",
+                           "error_type": ErrorType.SHUTTING_DOWN}  # fmt: skip
+                yield _event("error", compact_json(failure))
                 return
             try:
                 await asyncio.wait_for(changed.wait(), HEARTBEAT_S)
@@ -226,8 +219,9 @@ async def _stream(host: Host, job_id: str) -> AsyncIterator[str]:
         unwatch()
 
 
-def _event(kind: str, data: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {compact_json(data)}\n\n"
+def _event(kind: str, data: str) -> str:
+    """One server-sent event; ``data`` is one line of JSON."""
+    return f"event: {kind}\ndata: {data}\n\n"
 
 
 def _unavailable(message: str) -> Response:
