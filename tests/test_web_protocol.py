@@ -5,7 +5,6 @@ out under a flood (a real ``plugwarden serve``)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import selectors
 import socket
@@ -20,6 +19,7 @@ import httpx
 from plugwarden.web.launch import connection_room
 from plugwarden.web.protocol import YOUNG_S
 from tests.conftest import ECHO, free_port, wait_for
+from tests.test_web_server import answers, running
 
 
 def closed_by_server(connection: socket.socket) -> bool:
@@ -67,8 +67,11 @@ def flood(port: int, count: int, *, reopen: bool) -> Iterator[list[socket.socket
 
 
 @contextlib.contextmanager
-def serving(site: Path, tmp_path: Path, config: str, nofile: int | None = None):
-    """``plugwarden serve`` on a free port with ``config``; (url, process)."""
+def serving(
+    site: Path, tmp_path: Path, config: str, nofile: int | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """``plugwarden serve`` on a free port with ``config`` (and a descriptor
+    limit of ``nofile``): its URL, and its output once it has ended."""
     port = free_port()
     (tmp_path / "plugwarden.toml").write_text(config)
 
@@ -76,30 +79,11 @@ def serving(site: Path, tmp_path: Path, config: str, nofile: int | None = None):
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(site)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=limit,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    command = [sys.executable, "-m", "plugwarden", "serve", "--port", str(port)]
+    with running(command, tmp_path, site, limit) as (_, output):
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(url + "/healthz"), 60, "serve to listen")
-        yield url, proc
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
+        yield url, output
 
 
 class TestConnections:
@@ -162,12 +146,11 @@ class TestDescriptors:
         traceback (150,583 in 12 s) while /healthz timed out. Now the
         connections stay within what the descriptors allow."""
         plugwarden_plugin("p", ECHO)
-        with serving(plugwarden_site, tmp_path, "", nofile=256) as (url, proc):
+        with serving(plugwarden_site, tmp_path, "", nofile=256) as (url, ended):
             port = int(url.rsplit(":", 1)[1])
             with flood(port, 400, reopen=True):
                 wait_for(lambda: answers(url + "/healthz"), 60, "a probe through the flood")
             wait_for(lambda: answers(url + "/v1/plugins"), 60, "the server after the flood")
-            proc.kill()
-            output = proc.stdout.read().decode() if proc.stdout else ""
+        (output,) = ended
         assert "At most 192 connections" in output
         assert output.count("Traceback") == 0 and output.count("could not be accepted") <= 2

@@ -27,13 +27,22 @@ def answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], cwd: Path, site: Path
+    command: list[str],
+    cwd: Path,
+    site: Path,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
-    """``command`` running with ``site`` on its path; its output, once it
-    has ended (killed if still running), is the list's one item."""
+    """``command`` running with ``site`` on its path (``preexec_fn`` run in
+    the child first); its output, once it has ended (killed if still
+    running), is the list's one item."""
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     output: list[str] = []
     try:
