@@ -157,6 +157,7 @@ class TestRemote:
         assert done.returncode == 2 and "Unknown plugin 'newcomer'" in done.stderr
         assert "Known plugins: bad, good" in done.stderr
         assert "after a restart of the server" in done.stderr
+        assert "plugwarden install SPEC" in done.stderr
 
     def test_health_shows_the_whole_record_with_its_history(self, cli, served):
         served.host.call("good", "echo", {})

@@ -43,6 +43,7 @@ LAYERS = {
     "plugwarden.sections": 2,
     "plugwarden.settings": 2,
     "plugwarden.preflight": 3,
+    "plugwarden.environments": 3,
     "plugwarden.isolation": 4,
     "plugwarden.isolation.ray": 5,
     "plugwarden.host": 6,

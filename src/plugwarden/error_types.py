@@ -33,6 +33,10 @@ class ErrorType:
     SHUTTING_DOWN: Final = "ShuttingDown"  # the server is draining
     CANCELLED: Final = "Cancelled"  # a job cancelled by its caller
     JOB_LOST: Final = "JobLost"  # the host stopped while the job was queued or running
+    UNINSTALLED: Final = "Uninstalled"  # the plugin was uninstalled while the call ran
+    # Installs, upgrades, rollbacks and uninstalls (jobs of the host's own).
+    INSTALL_FAILED: Final = "InstallFailed"  # nothing changed; the reason says why
+    ROLLED_BACK: Final = "RolledBack"  # an upgrade failed in probation: the old version serves
     # A guard tripped.
     TIMEOUT: Final = "Timeout"
     MEMORY_LIMIT: Final = "MemoryLimitExceeded"
@@ -71,7 +75,7 @@ class ErrorType:
     HTTP_ERROR: Final = "HTTPError"
 
     # The names of a call the host ended on purpose: no guard trip, no crash.
-    ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN, CANCELLED})
+    ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN, CANCELLED, UNINSTALLED})
     # Failures that are not the plugin's doing (fail_on_error ignores them).
     NOT_THE_PLUGINS: Final = frozenset(
         {BUSY, PLUGIN_NOT_AVAILABLE, UNKNOWN_PLUGIN, UNKNOWN_TOOL, INVALID_ARGUMENTS, INTERNAL}

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CorruptFile",
+    "InstallFailed",
     "JobRefused",
     "JobStoreError",
     "LoadError",
@@ -57,6 +58,18 @@ class LoadError(PlugwardenError):
         self.unavailable = unavailable  # what the plugin needs is missing: UNAVAILABLE
 
 
+class InstallFailed(PlugwardenError):
+    """An install, upgrade, rollback or uninstall did not happen (or was
+    undone); ``reason`` says why, in the installer's own words where it was
+    the installer, and ``error_type`` is ``InstallFailed`` or, for an
+    upgrade that failed in probation, ``RolledBack``."""
+
+    def __init__(self, reason: str, error_type: str = "InstallFailed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
 class CorruptFile(PlugwardenError):
     """A model file's structure is broken; the message says how."""
 
@@ -69,8 +82,9 @@ class UnknownPlugin(PlugwardenError, LookupError):
         self.known = sorted(known or [])
         hint = f" Known plugins: {', '.join(self.known)}." if self.known else ""
         super().__init__(
-            f"Unknown plugin '{name}'.{hint} A plugin installed while the server runs is found "
-            "after a restart of the server."
+            f"Unknown plugin '{name}'.{hint} Install one into a running server with "
+            "plugwarden install SPEC; one installed with pip is found after a restart of the "
+            "server."
         )
 
 

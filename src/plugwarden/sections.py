@@ -16,6 +16,7 @@ from plugwarden.plugin import numbers
 from plugwarden.plugin.numbers import Fail
 
 __all__ = [
+    "DATA_ENV",
     "LOG_FORMATS",
     "STATE_ENV",
     "JobsConfig",
@@ -28,6 +29,7 @@ __all__ = [
 
 LOG_FORMATS = ("text", "json")
 STATE_ENV = "XDG_STATE_HOME"
+DATA_ENV = "XDG_DATA_HOME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,18 @@ class ServerConfig:
     # token too (probes never do; job reads always do)
     public_reads: bool = True
     result_memory_mb: float = 512.0  # results the host holds at once (in flight, cached)
+    # where `plugwarden install` keeps plugins' own environments (None:
+    # $XDG_DATA_HOME/plugwarden/plugins, ~/.local/share by default)
+    plugins_dir: str | None = None
+    allow_sdist: bool = False  # true: installs may build source distributions (runs their code)
+    probation_s: float = 60.0  # after an upgrade: a failure within this rolls it back
+
+    def plugins_directory(self) -> Path:
+        """The environments' directory in force (see ``plugins_dir``)."""
+        if self.plugins_dir:
+            return Path(self.plugins_dir)
+        data = os.environ.get(DATA_ENV) or str(Path.home() / ".local" / "share")
+        return Path(data) / "plugwarden" / "plugins"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +115,11 @@ def server_table(table: dict[str, Any], fail: Fail) -> ServerConfig:
             raise fail(where, f"expected an address string, got {value!r}")
         if key == "token" and (not isinstance(value, str) or not value):
             raise fail(where, "expected a non-empty string")
+        if key == "plugins_dir" and (not isinstance(value, str) or not value):
+            raise fail(where, f"expected a directory path, got {value!r}")
         if key == "log_format" and value not in LOG_FORMATS:
             raise fail(where, f"expected 'text' or 'json', got {value!r}")
-        if key == "public_reads" and not isinstance(value, bool):
+        if key in ("public_reads", "allow_sdist") and not isinstance(value, bool):
             raise fail(where, f"expected true or false, got {value!r}")
         if key in ("port", "probe_port"):
             value = _port(value, where, fail)

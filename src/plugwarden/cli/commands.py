@@ -131,13 +131,19 @@ def _run_job(
     args: argparse.Namespace, config: HostConfig, console: Console, tool_args: dict[str, Any]
 ) -> int:
     with _plugins(args, config) as plugins:
-        job = plugins.submit(args.name, args.tool, tool_args)
-        try:
-            if not args.json:
-                console.print(f"job {job['id']} submitted", highlight=False)
-            ended = follow_job(plugins, job, Console(stderr=True) if args.json else console)
-        except KeyboardInterrupt:
-            return offer_cancel(plugins, job["id"], console)
+        return _to_its_end(plugins, plugins.submit(args.name, args.tool, tool_args), args, console)
+
+
+def _to_its_end(
+    plugins: RemoteHost | LocalHost, job: dict[str, Any], args: argparse.Namespace, console: Console
+) -> int:
+    """Follow ``job`` with a progress bar, then print how it ended."""
+    try:
+        if not args.json:
+            console.print(f"job {job['id']} submitted", highlight=False)
+        ended = follow_job(plugins, job, Console(stderr=True) if args.json else console)
+    except KeyboardInterrupt:
+        return offer_cancel(plugins, job["id"], console)
     if args.json:
         _emit_json(ended)
     else:
@@ -166,6 +172,14 @@ def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) 
             highlight=False,
         )
     return EXIT_OK
+
+
+def _cmd_change(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
+    """install, upgrade, rollback, uninstall: a job of the server's, followed to its end."""
+    specs = [str(Path(s).resolve()) if Path(s).exists() else s for s in getattr(args, "spec", [])]
+    with _plugins(args, config) as plugins:
+        job = plugins.change(args.command, getattr(args, "name", None), specs)
+        return _to_its_end(plugins, job, args, console)
 
 
 def _cmd_check(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
@@ -214,6 +228,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, HostConfig, Console], int]] =
     "restart": _cmd_restart,
     "jobs": _cmd_jobs,
     "cancel": _cmd_cancel,
+    "install": _cmd_change,
+    "upgrade": _cmd_change,
+    "rollback": _cmd_change,
+    "uninstall": _cmd_change,
     "doctor": _cmd_doctor,
     "check": _cmd_check,
     "new": _cmd_new,

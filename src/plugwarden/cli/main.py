@@ -21,7 +21,10 @@ from plugwarden.jobs.job import JobState
 __all__ = ["main"]
 
 
-REMOTE_COMMANDS = ("list", "health", "run", "restart", "jobs", "cancel")
+REMOTE_COMMANDS = (
+    "list", "health", "run", "restart", "jobs", "cancel", "install", "upgrade", "rollback",
+    "uninstall",
+)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +92,23 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--state", choices=JobState.ALL, help="only jobs in this state")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     command("cancel", "Cancel a job of the running server.").add_argument("id")
+    install = command(
+        "install", "Install a plugin into an environment of its own on the running server."
+    )
+    install.add_argument(
+        "spec",
+        nargs="+",
+        help="a requirement, a wheel or a project directory (several: one plugin)",
+    )
+    upgrade = command(
+        "upgrade", "Upgrade a plugin installed with 'install'; rolled back by itself if it fails."
+    )
+    upgrade.add_argument("name")
+    upgrade.add_argument("spec", nargs="*", help="what to upgrade to (default: what it came from)")
+    command("rollback", "Switch a plugin back to its previous version.").add_argument("name")
+    command("uninstall", "Stop a plugin installed with 'install' and remove it.").add_argument(
+        "name"
+    )
     command("doctor", "Explain the GPU, driver, CUDA, containment and every plugin's state.")
     check = command(
         "check", "Check a plugin against the contract: a wheel, sdist, project or installed name."

@@ -136,6 +136,17 @@ class RemoteHost:
         job: dict[str, Any] = self._request("DELETE", f"/v1/jobs/{job_id}")
         return job
 
+    def change(self, operation: str, name: str | None, specs: list[str]) -> dict[str, Any]:
+        """Start an install, upgrade, rollback or uninstall: its job."""
+        body = {"json": {"spec": specs}} if specs else {}
+        if operation == "install":
+            job: dict[str, Any] = self._request("POST", "/v1/plugins", **body)
+        elif operation == "uninstall":
+            job = self._request("DELETE", f"/v1/plugins/{name}")
+        else:
+            job = self._request("POST", f"/v1/plugins/{name}/{operation}", **body)
+        return job
+
     def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job after each change (server-sent events), the last one finished."""
         timeout = httpx.Timeout(10.0, read=HEARTBEAT_S * 2 + 5)
@@ -203,6 +214,18 @@ class LocalHost:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._host.cancel(job_id).to_dict()
+
+    def change(self, operation: str, name: str | None, specs: list[str]) -> dict[str, Any]:
+        host = self._host
+        if operation == "install":
+            return host.install(specs).to_dict()
+        if name is None:
+            raise ValueError(f"{operation} needs a plugin name")
+        host.status(name)  # an unknown name is a usage error
+        if operation == "upgrade":
+            return host.upgrade(name, specs or None).to_dict()
+        job = host.rollback(name) if operation == "rollback" else host.uninstall(name)
+        return job.to_dict()
 
     def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job after each change, the last one finished."""

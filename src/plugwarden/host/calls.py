@@ -33,6 +33,13 @@ FailPlugin = Callable[[str, int, str, str], None]
 log = logging.getLogger("plugwarden.calls")
 
 HEALTH_REPORT_BYTES = 16 * 1024
+# A call that lost its worker this way, on a version no longer serving, is retried.
+RETRIED = frozenset(
+    {
+        ErrorType.WORKER_DIED, ErrorType.PROTOCOL, ErrorType.MEMORY_LIMIT,
+        ErrorType.TASK_LIMIT, ErrorType.RESTARTED,
+    }
+)  # fmt: skip
 
 
 class Calls:
@@ -80,6 +87,17 @@ class Calls:
             timeout = slot.limits.timeout_s if timeout_s is None else timeout_s
             wait_s = timeout if deadline is None else deadline.left()
             result = runner.call("run", request, timeout, wait_s, control=control)
+            again = slot.runner
+            if (
+                not result.ok
+                and result.error_type in RETRIED
+                and again is not None
+                and again is not runner
+            ):
+                # The version it ran on was switched away from meanwhile (an
+                # upgrade rolled back in probation): once more on the one serving.
+                wait_s = timeout if deadline is None else deadline.left()
+                result = again.call("run", request, timeout, wait_s, control=control)
         result = result.of_call(name, tool, arguments)
         try:
             self.registry.end_call(name, result, ticket)

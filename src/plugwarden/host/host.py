@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,14 +28,16 @@ from plugwarden.exceptions import PlugwardenError
 from plugwarden.host.admission import Admission, Deadline
 from plugwarden.host.calls import Calls
 from plugwarden.host.health import HealthPoller
+from plugwarden.host.installs import Installs
+from plugwarden.host.jobsapi import HostJobs
 from plugwarden.host.registry import Registry
 from plugwarden.host.status import PluginStatus
 from plugwarden.host.supervisor import Supervisor
+from plugwarden.host.versions import Versions
 from plugwarden.isolation.backends import Backends
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import Runner
-from plugwarden.jobs.job import Job, JobFigures
 from plugwarden.jobs.queue import JobQueue
 from plugwarden.plugin.discovery import discover
 from plugwarden.plugin.limits import Limits
@@ -46,7 +48,7 @@ __all__ = ["Host"]
 log = logging.getLogger("plugwarden.host")
 
 
-class Host:
+class Host(HostJobs):
     """Finds, checks, loads and guards every installed plugin.
 
     ``config`` is a :class:`HostConfig`, a mapping shaped like the TOML file,
@@ -85,6 +87,8 @@ class Host:
             self._admission,
         )
         self._jobs = JobQueue(self.config.jobs, self._job_call, self._admission, self._limits_of)
+        versions = self._supervisor.versions = Versions(self.config, self._supervisor)
+        self._installs = Installs(self.config, self._supervisor, versions, self._backends)
         self._health: HealthPoller | None = None
         self._started = threading.Event()
         self._start_lock = threading.Lock()
@@ -115,6 +119,9 @@ class Host:
             if self.config.defaults.isolation == "process":
                 self._backends.prestart_zygote()  # it boots while discovery runs
             found = discover(self._search_path)
+            # The environments of plugwarden install, too (given a search path: if set).
+            if self._search_path is None or self.config.server.plugins_dir:
+                found = found.merged(self._installs.discovered())
             self._supervisor.start(found if self._only is None else found.only(self._only))
             self._started.set()
 
@@ -319,63 +326,3 @@ class Host:
         """Rerun the whole pipeline for ``name`` with a fresh runner and a
         fresh restart count. A name claimed by two distributions stays FAILED."""
         return self._supervisor.restart(name)
-
-    # -- jobs ------------------------------------------------------------------------
-
-    def submit(
-        self,
-        name: str,
-        tool: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        timeout_s: float | None = None,
-    ) -> Job:
-        """Queue ``tool`` of plugin ``name`` as a job and return it at once
-        (state ``queued``). ``timeout_s`` None: the plugin's ``job_timeout_s``.
-        Raises :class:`~plugwarden.exceptions.JobRefused` (with its
-        ``error_type``: UnknownTool, Busy, ShuttingDown...) when not accepted."""
-        return self._jobs.submit(name, tool, args, timeout_s)
-
-    def job(self, job_id: str) -> Job:
-        """The job as it is now; raises :class:`~plugwarden.exceptions.UnknownJob`."""
-        return self._jobs.job(job_id)
-
-    def jobs(
-        self, plugin: str | None = None, state: str | None = None, *, limit: int = 100
-    ) -> list[Job]:
-        """The newest ``limit`` jobs, of ``plugin`` and in ``state`` if given."""
-        return self.job_page(plugin, state, limit)[0]
-
-    def job_page(
-        self,
-        plugin: str | None = None,
-        state: str | None = None,
-        limit: int = 100,
-        before: int | None = None,
-    ) -> tuple[list[Job], int | None]:
-        """The newest ``limit`` jobs before the cursor ``before``, and the
-        cursor of the next page (None: no more)."""
-        return self._jobs.page(plugin, state, limit, before)
-
-    def live_jobs(self) -> list[Job]:
-        """Jobs queued or running now (no database read)."""
-        return self._jobs.live()
-
-    def watch_job(self, job_id: str, watcher: Callable[[], None]) -> Callable[[], None]:
-        """Call ``watcher`` after each change of a live job; returns the
-        function that stops it."""
-        return self._jobs.watch(job_id, watcher)
-
-    def job_figures(self) -> JobFigures:
-        """What the metrics say of jobs: stored counts by state (none before
-        the host started), queue depths and run-time histograms per plugin."""
-        try:
-            counts = self._jobs.store.counts() if self.started else {}
-        except PlugwardenError:
-            counts = {}  # the store is closing or failing: the other figures still count
-        return JobFigures(counts, self._jobs.queue_depths(), self._jobs.durations())
-
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a job (see :meth:`JobQueue.cancel`); a finished one is
-        returned unchanged. Raises :class:`~plugwarden.exceptions.UnknownJob`."""
-        return self._jobs.cancel(job_id)

@@ -10,6 +10,7 @@ behind in the :class:`PluginRecord`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -115,6 +116,16 @@ class Pipeline:
             settings.models_dir,
             shared=self.shared,
         )
+        environment = self.source.environment
+        if environment is not None and settings.limits.isolation != "process":
+            self.move(
+                State.UNAVAILABLE,
+                f"isolation = {settings.limits.isolation!r} is not available to a plugin in an "
+                f"environment of its own ({environment.root}): its code runs in that "
+                "environment's workers only. Remove the isolation setting for it, or install it "
+                "into the host's environment (pip install).",
+            )
+            return
         # On Ray, the GPU question is the cluster's: the runner asks it.
         checks = LOCAL_PREFLIGHT if settings.limits.isolation in RAY_ISOLATIONS else PREFLIGHT
         verdict = run_preflight(context, checks)
@@ -125,7 +136,7 @@ class Pipeline:
             return
         slot.sandbox = Sandbox.draw(
             grants=settings.grants,
-            search_path=[*sys.path, *self.source.search_path],
+            search_path=import_path(self.source),
             extra_read=[str(path) for path in context.facts.get("models", {}).values()],
             secrets=host_secrets(config),
             home=plugin_home(name, settings.limits.worker_user),
@@ -149,6 +160,7 @@ class Pipeline:
         self.move(State.INITIALIZED, "ready")
 
     def info(self) -> PluginInfo:
+        environment = self.source.environment
         manifest, source = self.slot.manifest, self.source
         settings, runner = self.slot.settings, self.slot.runner
         return PluginInfo(
@@ -162,4 +174,16 @@ class Pipeline:
             workers=self.slot.limits.workers if self.slot.limits.isolation != "inline" else 0,
             permissions={} if settings is None else settings.grants.as_dict(),
             protections={} if runner is None else dict(runner.protections),
+            environment=None if environment is None else environment.summary(),
         )
+
+
+def import_path(source: PluginSource) -> list[str]:
+    """What a plugin's workers import from, for their sandbox: the host's
+    path and the plugin's, or its own environment's and the host's
+    plugwarden package (through the runtime folder's link)."""
+    environment = source.environment
+    if environment is None:
+        return [*sys.path, *source.search_path]
+    package = os.path.realpath(os.path.join(environment.runtime, "plugwarden"))
+    return [*environment.sys_path, environment.runtime, package]

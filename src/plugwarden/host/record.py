@@ -54,8 +54,10 @@ class PluginRecord:
     health_failures: int = 0  # failed health checks in a row
     healthy: bool = True
     generation: int = 0  # bumped by every bring-up; stale reports are ignored
+    carried: int = -1  # the generation before a switch of version: its calls still count
     cached: PluginStatus | None = None  # the snapshot, until the record changes
     runner: Runner | None = None
+    route: Any = None  # where the runner reports lost workers (supervisor.LossRoute)
     sandbox: Sandbox | None = None  # this bring-up's, drawn once its checks pass
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(RestartPolicy()))
     restart_pending: bool = False  # an automatic restart or replacement is scheduled

@@ -59,6 +59,30 @@ class Registry:
             if record.source is not None:
                 self.loadable[record.name] = record
 
+    def remove(self, name: str) -> None:
+        """``name`` is gone (uninstalled): no longer listed."""
+        with self._lock.write(self.lock_timeout_s):
+            self._records.pop(name, None)
+            self._entries.pop(name, None)
+            self.loadable.pop(name, None)
+            self.version += 1
+
+    def switch(self, name: str, reason: str, info: PluginInfo) -> int:
+        """``name`` now runs another version (an upgrade, or its rollback):
+        INITIALIZED with ``reason``, a new generation (reports of the last
+        change nothing), and the calls still in flight on the last one
+        counted until they end. Returns the new generation."""
+        reason = bounded_reason(reason)
+        with self._lock.write(self.lock_timeout_s):
+            entry = self._entry(name)
+            entry.carried = entry.generation
+            entry.generation += 1
+            entry.move(State.INITIALIZED, reason)
+            entry.info = info
+            entry.health, entry.health_failures, entry.healthy = None, 0, True
+            self._changed(entry)
+            return entry.generation
+
     def record(self, name: str) -> PluginRecord | None:
         """``name``'s record, for the host's own parts; None for a name the
         host cannot load (unknown, claimed twice, or no URL can carry it)."""
@@ -109,6 +133,7 @@ class Registry:
             if restart:
                 entry.generation = generation or entry.generation + 1
                 entry.in_flight = 0
+                entry.carried = -1
                 entry.health = None
                 entry.health_failures = 0
                 entry.healthy = True
@@ -200,7 +225,7 @@ class Registry:
             entry = self._entry(name)
             entry.cached = None
             entry.metrics.record(result)
-            if entry.stale(generation):
+            if entry.stale(generation) and generation != entry.carried:
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
         finally:

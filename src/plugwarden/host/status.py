@@ -30,6 +30,8 @@ class PluginInfo:
     workers: int = 0  # worker processes when all serve (0: inline, or none yet)
     permissions: dict[str, Any] = field(default_factory=dict)  # what it is granted
     protections: dict[str, str] = field(default_factory=dict)  # what this machine enforces
+    # Its own environment (path, Python, packages), None: the host's (shared).
+    environment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class PluginStatus:
             if history:
                 cached["permissions"] = self.info.permissions
                 cached["protections"] = self.info.protections
+                cached["environment"] = self.info.environment
                 cached["history"] = [t.to_dict() for t in self.history]
             self._dicts[history] = cached
         return {**cached, "uptime_seconds": self.uptime_seconds}

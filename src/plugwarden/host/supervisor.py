@@ -19,8 +19,9 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
@@ -30,12 +31,20 @@ from plugwarden.host.record import PluginRecord
 from plugwarden.host.registry import Registry
 from plugwarden.host.scheduler import Scheduler
 from plugwarden.host.status import PluginStatus
-from plugwarden.isolation.runner import Runner, RunnerFactory, WorkerLoss
+from plugwarden.isolation.runner import LossRoute, Runner, RunnerFactory, WorkerLoss
 from plugwarden.plugin.discovery import Discovery, PluginSource
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.manifest import Manifest
 from plugwarden.plugin.policy import RestartBudget
 from plugwarden.settings import Placement, resolve, resolve_policy
+
+
+class Probations(Protocol):
+    """Upgrades in probation (:class:`~plugwarden.host.versions.Versions`)."""
+
+    def failed_probation(self, name: str, generation: int, why: WorkerLoss | str) -> bool:
+        """A failure of a version in probation rolls it back (True)."""
+
 
 __all__ = ["Supervisor"]
 
@@ -49,6 +58,7 @@ class Supervisor:
         self._backends = backends
         self._scheduler = Scheduler()
         self._closing: str | None = None
+        self.versions: Probations | None = None  # set by the host: upgrades in probation
 
     @property
     def closing(self) -> bool:
@@ -96,6 +106,28 @@ class Supervisor:
         with ThreadPoolExecutor(workers, thread_name_prefix="plugwarden-start") as pool:
             for name in found.plugins:
                 pool.submit(self.bring_up, name, shared, manual=False)
+
+    def add(self, source: PluginSource) -> PluginStatus:
+        """A plugin installed while the host runs: listed, then brought up.
+        Raises :class:`ValueError` when its name is taken."""
+        name = source.name
+        if name in self.registry or self.registry.record(name) is not None:
+            raise ValueError(f"A plugin named '{name}' is already installed")
+        self.registry.add(PluginRecord(name, source, resolve(name, Manifest(), self.config)))
+        self.bring_up(name, {}, manual=False)
+        return self.registry.status(name)
+
+    def remove(self, name: str, why: str) -> None:
+        """``name`` is uninstalled: its runner closed (calls in flight end
+        with ``why``), its record gone."""
+        slot = self.slot(name)
+        with slot.lock:
+            self.registry.next_generation(name)  # reports of its runner change nothing now
+            self._close_runner(slot, why)
+            self.registry.remove(name)
+
+    def schedule(self, delay: float, task: Callable[[], None]) -> None:
+        self._scheduler.after(delay, task)
 
     def restart(self, name: str) -> PluginStatus:
         """A manual restart: the whole pipeline again, the count reset. A
@@ -148,12 +180,18 @@ class Supervisor:
 
     def _make_runner(self, source: PluginSource, slot: PluginRecord, generation: int) -> Runner:
         name = source.name
+        slot.route = LossRoute(lambda gen, loss: self.worker_lost(name, gen, loss), generation)
+        return self.make_runner(source, slot, slot.route)
+
+    def make_runner(self, source: PluginSource, slot: PluginRecord, route: LossRoute) -> Runner:
+        """A runner for ``source`` with ``slot``'s settings, reporting to ``route``."""
         return self._backends.make(
             source,
             slot.limits,
-            lambda loss: self.worker_lost(name, generation, loss),
+            route,
             Placement() if slot.settings is None else slot.settings.placement,
             slot.sandbox,
+            slot.manifest.preload,
         )
 
     @staticmethod
@@ -177,6 +215,8 @@ class Supervisor:
         slot = self.slot(name)
         if slot.stale(generation) or self._closing is not None:
             return
+        if self.versions is not None and self.versions.failed_probation(name, generation, loss):
+            return  # rolled back to the version before
         if loss.guard is None:
             # The host ended it (a forced cancel): not the plugin's failure,
             # so no trip, no backoff and no restart count; replaced at once.
@@ -215,6 +255,9 @@ class Supervisor:
         runner and apply the restart policy. ``counted``: the budget already
         refused a restart for this failure (a crash loop)."""
         slot = self.slot(name)
+        versions = self.versions
+        if versions is not None and versions.failed_probation(name, generation, reason):
+            return  # rolled back to the version before
         if counted:
             reason = self._crash_loop_reason(name, slot, reason)
         if not self.registry.fail(name, reason, generation):

@@ -14,6 +14,7 @@ fd or process behind.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from plugwarden.isolation.runner import LossHandler, Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import RAY_ISOLATIONS
+from plugwarden.plugin.venv import PluginEnvironment
 from plugwarden.settings import Placement
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class Backends:
         self._ray: RayCluster | None = None
         self._lock = threading.Lock()
         self._process: ProcessServices | None = None
+        # The zygotes of plugins' own environments, and of plugins that preload.
+        self._own: dict[tuple[str, tuple[str, ...], tuple[str, ...]], ProcessServices] = {}
         self._inline: tuple[ElasticExecutor, HostMemoryWatch] | None = None
         self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
         self._closed = False
@@ -73,10 +77,14 @@ class Backends:
         on_loss: LossHandler,
         placement: Placement | None = None,
         sandbox: Sandbox | None = None,
+        preload: tuple[str, ...] = (),
     ) -> Runner:
         """A runner for ``source``; it reports each lost worker to ``on_loss``.
         ``sandbox``: its workers' confinement and environment (process
-        isolation; an inline plugin shares the host's, outside all of it)."""
+        isolation; an inline plugin shares the host's, outside all of it).
+        A plugin in its own environment, or one that ``preload``s modules,
+        gets a zygote of its own (its environment's Python, those modules
+        imported)."""
         with self._lock:
             if self._closed:
                 raise LoadError("The host is closing: no new workers.", ErrorType.CLOSED)
@@ -98,7 +106,7 @@ class Backends:
                     source, limits, placement or Placement(), self._ray, on_loss, sandbox
                 )
             else:
-                services = self._process_services()
+                services = self._services_for(source, preload)
                 runner = ProcessRunner(source, limits, services, on_loss, sandbox=sandbox)
             self._runners.add(runner)
             return runner
@@ -109,6 +117,29 @@ class Backends:
                 self._zygote or Zygote(), OutputPump(), ResultMemory(self._result_bytes)
             )
         return self._process
+
+    def _services_for(self, source: PluginSource, preload: tuple[str, ...]) -> ProcessServices:
+        shared = self._process_services()
+        environment = source.environment
+        if environment is None and not preload:
+            return shared
+        python = environment.python if environment is not None else sys.executable
+        path = [environment.runtime] if environment is not None else list(sys.path)
+        key = (python, tuple(path), preload)
+        services = self._own.get(key)
+        if services is None:
+            zygote = Zygote(python, path, preload)
+            services = self._own[key] = ProcessServices(zygote, shared.pump, shared.results)
+        return services
+
+    def retire(self, environment: PluginEnvironment) -> None:
+        """Stop the zygotes of ``environment`` (its plugin's runners are
+        closed: it was upgraded away from, or uninstalled)."""
+        with self._lock:
+            retired = [k for k in self._own if k[0] == environment.python]
+            zygotes = [self._own.pop(key).zygote for key in retired]
+        for zygote in zygotes:
+            zygote.close()
 
     def prestart_zygote(self) -> None:
         """Start the zygote now, so that its interpreter boots while the
@@ -145,6 +176,10 @@ class Backends:
         zygote = process.zygote if process is not None else self._zygote
         if zygote is not None:
             zygote.close()
+        with self._lock:
+            own, self._own = list(self._own.values()), {}
+        for services in own:
+            services.zygote.close()
         if process is not None:
             process.pump.close()
         if inline is not None:

@@ -307,6 +307,11 @@ class InlineRunner:
     def replace_lost(self) -> str | None:
         return "an inline plugin has no worker to replace; it is restarted instead"
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        tasks = list(self._tasks)
+        return all(task.wait(max(0.0, deadline - time.monotonic())) for task in tasks)
+
     def close(self, why: str) -> None:
         self._closing = why
         self._plugin = None

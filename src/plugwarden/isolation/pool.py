@@ -71,12 +71,20 @@ class WorkerPool(Generic[W]):
             ErrorType.BUSY,
         )
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call holds a worker, at most ``timeout_s``; whether none does."""
+        with self._lock:
+            return self._cond.wait_for(
+                lambda: self.closing is not None or len(self._free) == len(self.serving),
+                timeout_s,
+            )
+
     def release(self, worker: W) -> None:
         """A call is done with ``worker``: it is free again, unless lost."""
         with self._lock:
             if worker in self.serving and not worker.lost and self.closing is None:
                 self._free.append(worker)
-                self._cond.notify()
+                self._cond.notify_all()
 
     def serve(self, workers: list[W]) -> bool:
         """``workers`` (prepared) join the pool; False when it is closing."""
@@ -233,6 +241,9 @@ class PooledRunner(Generic[W]):
             return self._call_on(worker, hook, kwargs, timeout_s, control)
         finally:
             self._pool.release(worker)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        return self._pool.wait_idle(timeout_s)
 
     def close(self, why: str) -> None:
         for worker in self._pool.close(why) or []:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the worker imports this module: discovery stays out of it
 __all__ = [
     "ENDED",
     "LossHandler",
+    "LossRoute",
     "Runner",
     "RunnerFactory",
     "WorkerLoss",
@@ -43,6 +44,7 @@ __all__ = [
 ENDED = {
     ErrorType.RESTARTED: "The plugin was restarted while this call ran. Retry it.",
     ErrorType.CLOSED: "The host closed while this call ran.",
+    ErrorType.UNINSTALLED: "The plugin was uninstalled while this call ran.",
     ErrorType.SHUTTING_DOWN: "The server shut down before this call finished. Retry it "
     "against another instance, or once the server is back.",
 }
@@ -65,6 +67,20 @@ class WorkerLoss:
 
 
 LossHandler = Callable[[WorkerLoss], None]
+
+
+class LossRoute:
+    """Where a runner's lost workers are reported: ``report(generation,
+    loss)``, as the bring-up ``generation`` it serves. An upgrade re-points
+    it: a version on trial reports to its trial, a version switched to (or
+    rolled back to) as the plugin's new generation."""
+
+    def __init__(self, report: Callable[[int, WorkerLoss], None], generation: int) -> None:
+        self.report = report
+        self.generation = generation
+
+    def __call__(self, loss: WorkerLoss) -> None:
+        self.report(self.generation, loss)
 
 
 class Runner(Protocol):
@@ -96,6 +112,9 @@ class Runner(Protocol):
         """Bring the pool back to its size after a loss; None when done,
         else the reason a new worker could not be made ready."""
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call is in flight, at most ``timeout_s``; whether none is."""
+
     def close(self, why: str) -> None:
         """Release everything; calls in flight end with ``error_type`` ``why``
         (an :class:`~plugwarden.ErrorType` of the host's own). Not reused."""
@@ -124,9 +143,11 @@ class RunnerFactory(Protocol):
         on_loss: LossHandler,
         placement: Placement | None = None,
         sandbox: Sandbox | None = None,
+        preload: tuple[str, ...] = (),
     ) -> Runner:
         """A runner for ``source``; it reports each lost worker to ``on_loss``.
-        ``sandbox``: its workers' confinement and environment."""
+        ``sandbox``: its workers' confinement and environment; ``preload``:
+        modules its zygote imports first."""
 
     def refuse_new(self) -> None:
         """From now on :meth:`make` raises: the host is closing."""

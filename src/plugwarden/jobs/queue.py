@@ -13,13 +13,12 @@ and told to its watchers (the server-sent events of ``/v1/jobs/{id}/events``).
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from plugwarden.config import JobsConfig
@@ -36,6 +35,7 @@ from plugwarden.jobs.job import (
     job_outcome,
     storable_arguments,
 )
+from plugwarden.jobs.live import HOST_LANE, HostWork, Lane, Live, Watcher
 from plugwarden.jobs.recent import RecentJobs
 from plugwarden.jobs.store import JobStore, lost_record
 from plugwarden.plugin.limits import Limits
@@ -50,24 +50,6 @@ log = logging.getLogger("plugwarden.jobs")
 
 PRUNE_EVERY = 100  # finished jobs between two retention passes
 LINGER_S = 2.0  # a lane's idle thread waits this long for the next job before it ends
-Watcher = Callable[[], None]
-
-
-@dataclass(slots=True, eq=False)
-class _Live:
-    job: Job
-    control: CallControl
-    watchers: list[Watcher] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Lane:
-    """One plugin's queue, how many threads run its jobs, and how to wake
-    an idle one (a condition on the queue's lock)."""
-
-    wake: threading.Condition
-    queued: collections.deque[_Live] = field(default_factory=collections.deque)
-    active: int = 0
 
 
 class JobQueue:
@@ -84,10 +66,10 @@ class JobQueue:
         self._admission = admission
         self._limits_of = limits_of
         self._lock = threading.Lock()
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, Live] = {}
         self._recent = RecentJobs()
         self._stopping = False  # close(): idle lane threads end now
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._threads: set[threading.Thread] = set()
         self._durations: dict[str, JobDurations] = {}
         self._grace = Scheduler(2, "plugwarden-cancel")
@@ -113,27 +95,34 @@ class JobQueue:
         refused = self._admission.refusal(name, tool, args, timeout_s)
         if refused is not None:
             raise JobRefused(name, refused.error or "refused", refused.error_type or "")
-        if self._refusing is not None or not self._opened:
-            raise JobRefused(
-                name,
-                "The host is shutting down (or not started): no new jobs.",
-                self._refusing or ErrorType.CLOSED,
-            )
+        self._check_open(name)
         arguments = storable_arguments(name, args, timeout_s)
         limits = self._limits_of(name)
-        job = Job(
-            uuid.uuid4().hex,
-            name,
-            tool,
-            arguments,
-            JobState.QUEUED,
-            time.time(),
-            float(timeout_s or limits.job_timeout_s),
-        )
+        timeout = float(timeout_s or limits.job_timeout_s)
+        return self._queue(name, tool, arguments, timeout, name, None, limits.workers)
+
+    def _check_open(self, name: str) -> None:
+        if self._refusing is not None or not self._opened:
+            why = "The host is shutting down (or not started): no new jobs."
+            raise JobRefused(name, why, self._refusing or ErrorType.CLOSED)
+
+    def submit_work(
+        self, name: str, tool: str, args: dict[str, Any], work: HostWork, timeout_s: float
+    ) -> Job:
+        """Queue a job of the host's own (``tool``: install, upgrade...) for
+        plugin ``name``: ``work(control)`` runs it; one such job at a time."""
+        self._check_open(name)
+        return self._queue(name, tool, args, timeout_s, HOST_LANE, work, 1)
+
+    def _queue(
+        self, name: str, tool: str, arguments: dict[str, Any], timeout_s: float,
+        key: str, work: HostWork | None, threads: int,
+    ) -> Job:  # fmt: skip
+        job = Job(uuid.uuid4().hex, name, tool, arguments, JobState.QUEUED, time.time(), timeout_s)
         with self._lock:
-            lane = self._lanes.get(name)
+            lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[name] = _Lane(threading.Condition(self._lock))
+                lane = self._lanes[key] = Lane(threading.Condition(self._lock))
             if len(lane.queued) >= self.config.max_queued_jobs:
                 raise JobRefused(
                     name,
@@ -145,10 +134,10 @@ class JobQueue:
                 self.store.insert(job)
             except JobStoreError as exc:
                 raise JobRefused(name, str(exc), ErrorType.JOB_STORE) from None
-            live = _Live(job, self._control_for(job))
+            live = Live(job, self._control_for(job), lane=key, work=work)
             self._live[job.id] = live
             lane.queued.append(live)
-            spawn = lane.active < max(1, limits.workers)
+            spawn = lane.active < max(1, threads)
             lane.wake.notify()  # an idle thread of the lane, if one waits
             if spawn:
                 lane.active += 1
@@ -174,7 +163,7 @@ class JobQueue:
         with self._lock:
             live = self._live.get(job_id)
             if live is not None and live.job.state == JobState.QUEUED:
-                lane = self._lanes[live.job.plugin]
+                lane = self._lanes[live.lane]
                 if live in lane.queued:
                     lane.queued.remove(live)
                     live.control.cancel()
@@ -193,7 +182,7 @@ class JobQueue:
 
     # -- running ------------------------------------------------------------------------
 
-    def _serve(self, lane: _Lane) -> None:
+    def _serve(self, lane: Lane) -> None:
         try:
             while True:
                 with self._lock:
@@ -208,13 +197,16 @@ class JobQueue:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _run(self, live: _Live) -> None:
+    def _run(self, live: Live) -> None:
         job, control = live.job, live.control
         if control.cancel_requested:
             self._finish(live, JobState.CANCELLED, _cancelled_early(job))
             return
         try:
-            result = self._call(job.plugin, job.tool, job.args, job.timeout_s, control)
+            if live.work is not None:
+                result = live.work(control)
+            else:
+                result = self._call(job.plugin, job.tool, job.args, job.timeout_s, control)
         # The job's thread must end the job whatever happened on the way.
         except Exception as exc:
             log.exception("job %s: internal error", job.id)
@@ -251,7 +243,7 @@ class JobQueue:
             live.job = replace(live.job, progress=progress, version=live.job.version + 1)
         self._tell(live)
 
-    def _finish(self, live: _Live, state: str, ending: CallResult | dict[str, Any]) -> Job:
+    def _finish(self, live: Live, state: str, ending: CallResult | dict[str, Any]) -> Job:
         """End the job with its call's result (or a ready outcome): stored
         first, so that what readers see is what the store holds (a result
         over ``[jobs] max_result_bytes``, or a store that cannot write it,
@@ -271,7 +263,7 @@ class JobQueue:
             live.job = job
             self._live.pop(job.id, None)
             self._recent.add(job)
-            if job.started_at is not None and job.finished_at is not None:
+            if live.work is None and job.started_at is not None and job.finished_at is not None:
                 durations = self._durations.setdefault(job.plugin, JobDurations())
                 durations.observe(job.finished_at - job.started_at)
             self._finished_since_prune += 1
@@ -294,7 +286,7 @@ class JobQueue:
             log.exception("job %s: could not store its %s state", job.id, job.state)
 
     @staticmethod
-    def _tell(live: _Live) -> None:
+    def _tell(live: Live) -> None:
         for watcher in list(live.watchers):
             try:
                 watcher()
@@ -338,7 +330,9 @@ class JobQueue:
 
     def queue_depths(self) -> dict[str, int]:
         with self._lock:
-            return {name: len(lane.queued) for name, lane in self._lanes.items()}
+            return {
+                name: len(lane.queued) for name, lane in self._lanes.items() if name != HOST_LANE
+            }
 
     def durations(self) -> dict[str, tuple[list[tuple[str, int]], float]]:
         """Per plugin: cumulative (le, count) buckets and the sum, Prometheus-style."""

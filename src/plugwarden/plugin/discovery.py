@@ -15,6 +15,7 @@ from typing import TypeVar
 from packaging.utils import canonicalize_name
 
 from plugwarden.plugin.distmeta import DistHead, read_head
+from plugwarden.plugin.venv import PluginEnvironment
 
 __all__ = ["ENTRY_POINT_GROUP", "Discovery", "PluginSource", "discover"]
 
@@ -33,6 +34,8 @@ class PluginSource:
     requires: tuple[str, ...]
     package_dir: Path | None
     search_path: tuple[str, ...]
+    # Its own environment (``plugwarden install``); None: the host's (shared).
+    environment: PluginEnvironment | None = None
 
     @property
     def module(self) -> str:
@@ -62,17 +65,38 @@ class Discovery:
 
         return Discovery(keep(self.plugins), keep(self.duplicates), keep(self.unaddressable))
 
+    def merged(self, other: Discovery) -> Discovery:
+        """Both findings as one: a name found in both is claimed twice."""
+        plugins, duplicates = dict(self.plugins), dict(self.duplicates)
+        for name, source in other.plugins.items():
+            if name in plugins:
+                duplicates[name] = (plugins.pop(name), source)
+            elif name in duplicates:
+                duplicates[name] = (*duplicates[name], source)
+            else:
+                plugins[name] = source
+        for name, claimants in other.duplicates.items():
+            duplicates[name] = (*duplicates.get(name, ()), *claimants)
+            if name in plugins:
+                duplicates[name] = (plugins.pop(name), *duplicates[name])
+        return Discovery(plugins, duplicates, {**self.unaddressable, **other.unaddressable})
+
 
 # A name must be a URL path segment as it is (/v1/plugins/NAME/run).
 ADDRESSABLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def discover(path: Sequence[str] | None = None) -> Discovery:
-    """Every plugin entry point on ``path`` (default ``sys.path``).
+def discover(
+    path: Sequence[str] | None = None, environment: PluginEnvironment | None = None
+) -> Discovery:
+    """Every plugin entry point on ``path`` (default ``sys.path``), or in
+    ``environment`` (its own site-packages) when given.
 
     The first copy of a distribution found on the path wins, as it would for
     an import; a plugin name claimed by two different distributions is put in
     ``duplicates`` with every claimant, never silently shadowed."""
+    if environment is not None:
+        path = environment.site_packages
     search = tuple(sys.path if path is None else path)
     seen_dists: set[str] = set()
     claims: dict[str, list[PluginSource]] = {}
@@ -88,7 +112,7 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
         for entry_point in dist.entry_points:
             if entry_point.group != ENTRY_POINT_GROUP:
                 continue
-            source = _source(entry_point.name, entry_point.value, dist, head, search)
+            source = _source(entry_point.name, entry_point.value, dist, head, search, environment)
             claims.setdefault(source.name, []).append(source)
     unaddressable = {
         name: found[0] for name, found in claims.items() if not ADDRESSABLE.fullmatch(name)
@@ -100,7 +124,12 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
 
 
 def _source(
-    name: str, value: str, dist: Distribution, head: DistHead, search: tuple[str, ...]
+    name: str,
+    value: str,
+    dist: Distribution,
+    head: DistHead,
+    search: tuple[str, ...],
+    environment: PluginEnvironment | None,
 ) -> PluginSource:
     module = value.partition(":")[0].strip()
     return PluginSource(
@@ -112,6 +141,7 @@ def _source(
         requires=head.requires if head.requires is not None else tuple(dist.requires or ()),
         package_dir=package_dir(module.split(".")[0], search),
         search_path=search,
+        environment=environment,
     )
 
 

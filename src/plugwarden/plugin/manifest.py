@@ -38,7 +38,7 @@ OPERATOR_ISOLATIONS = ("inline", *RAY_ISOLATIONS)
 ISOLATIONS = ("process", *OPERATOR_ISOLATIONS)
 MANIFEST_KEYS = (
     "name", "version", "description", "requires_gpu", "packages", "install", "models", "tools",
-    "guards", "permissions",
+    "guards", "permissions", "preload",
 )  # fmt: skip
 
 
@@ -82,6 +82,7 @@ class Manifest:
     description: str | None = None
     requires_gpu: bool = False
     packages: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()  # imported by its zygote before it forks workers
     install: str | None = None  # the one command that installs ``packages``
     models: dict[str, ModelSpec] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
@@ -174,6 +175,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         description=reader.string(data, "description"),
         requires_gpu=requires_gpu,
         packages=_packages(reader),
+        preload=_packages(reader, "preload"),
         install=reader.string(data, "install"),
         models=_models(reader),
         tools=_tools(reader),
@@ -187,10 +189,10 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
     )
 
 
-def _packages(reader: _Reader) -> tuple[str, ...]:
-    value = reader.data.get("packages", [])
+def _packages(reader: _Reader, key: str = "packages") -> tuple[str, ...]:
+    value = reader.data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise reader.fail("packages", "a list of import names (strings)", value)
+        raise reader.fail(key, "a list of import names (strings)", value)
     return tuple(value)
 
 

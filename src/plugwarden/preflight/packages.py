@@ -29,17 +29,26 @@ def _installed(context: PreflightContext) -> dict[str, str]:
 
 
 def _build_index(context: PreflightContext) -> dict[str, str]:
-    index: dict[str, str] | None = context.shared.get("installed")
+    search = import_search(context)
+    key = "installed" if context.source.environment is None else f"installed:{search}"
+    index: dict[str, str] | None = context.shared.get(key)
     if index is None:
         index = {}
-        # What the plugin's import will see: its own path, then the host's.
-        search = list(dict.fromkeys([*context.source.search_path, *sys.path]))
         for dist in distributions(path=search):
             head = read_head(dist)
             if head.name and head.version:
                 index.setdefault(canonicalize_name(head.name), head.version)
-        context.shared["installed"] = index
+        context.shared[key] = index
     return index
+
+
+def import_search(context: PreflightContext) -> list[str]:
+    """What the plugin's import will see: its own path, then the host's; in
+    an environment of its own, that environment's path alone."""
+    environment = context.source.environment
+    if environment is not None:
+        return list(environment.sys_path)
+    return list(dict.fromkeys([*context.source.search_path, *sys.path]))
 
 
 def check_requirements(context: PreflightContext) -> list[Problem]:
@@ -86,7 +95,11 @@ def check_packages(context: PreflightContext) -> list[Problem]:
     missing = [
         name
         for name in context.manifest.packages
-        if not _importable(name, context.source.search_path)
+        if not (
+            _importable(name, context.source.search_path)
+            if context.source.environment is None
+            else _found_in(name, import_search(context))
+        )
     ]
     install = context.manifest.install
     if missing and install:  # the plugin's own command installs them all
@@ -99,6 +112,15 @@ def check_packages(context: PreflightContext) -> list[Problem]:
         )
         for name in missing
     ]
+
+
+def _found_in(name: str, search: list[str]) -> bool:
+    """Whether the top-level package of ``name`` is on ``search`` (a
+    plugin's own environment: nothing the host has imported counts)."""
+    top = name.split(".")[0]
+    if top in sys.builtin_module_names:
+        return True
+    return importlib.machinery.PathFinder.find_spec(top, search) is not None
 
 
 def _importable(name: str, search: tuple[str, ...]) -> bool:

@@ -35,6 +35,7 @@ from plugwarden.web.errors import (
     registry_timeout,
     retry_headers,
 )
+from plugwarden.web.installroutes import INSTALL_ROUTES
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
@@ -208,6 +209,7 @@ def create_app(
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
         *job_routes(host, token, server),
+        *INSTALL_ROUTES,
     ]
     app = PolledRoutesApp(
         routes=routes,
@@ -219,6 +221,7 @@ def create_app(
         },
     )
     app.listing = listing if server.public_reads else None  # its caches answer anyone
+    app.state.host, app.state.token, app.state.server = host, token, server
     return app
 
 

@@ -34,11 +34,13 @@ A call's own waiter still watches its worker during the call.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -80,6 +82,7 @@ def main(fd: int, options: str = "{}") -> None:
     injection.configure(given.get("faults"))
     containment.force(given.get("containment"))
     worker.warm()
+    refusal = preload(given.get("preload") or [])
 
     # The host decides when to stop: a Ctrl-C, or a SIGTERM to the server's
     # whole process group (timeout, job control, kill -- -PGID), drains the
@@ -89,7 +92,41 @@ def main(fd: int, options: str = "{}") -> None:
     # No PR_SET_PDEATHSIG here: it fires when the host *thread* that started
     # the zygote ends. The zygote exits on EOF of the host's socket instead.
     containment.set_subreaper()
-    _Forker(socket.socket(fileno=fd), worker.serve).run()
+    _Forker(socket.socket(fileno=fd), worker.serve, refusal).run()
+
+
+def preload(modules: list[str]) -> str | None:
+    """Import the manifest's ``preload`` modules (README, "Warm starts"),
+    so that every worker forked later has them; why not, or None. A module
+    that initialises CUDA is refused: a forked child cannot use a CUDA
+    context it inherited."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        # A plugin's module: whatever it raises is the refusal's reason.
+        except BaseException as exc:  # noqa: BLE001
+            return f"preload of {name!r} failed: {type(exc).__name__}: {exc}"
+        cuda = _cuda_in_use()
+        if cuda:
+            return (
+                f"preloading {name!r} initialised CUDA ({cuda}): a worker forked from it cannot "
+                "use a CUDA context it inherits. Remove it from preload, or move its CUDA use "
+                "into init()."
+            )
+    return None
+
+
+def _cuda_in_use() -> str | None:
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and getattr(cuda, "is_initialized", lambda: False)():
+        return "torch.cuda is initialised"
+    for entry in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{entry}")
+            if target.startswith("/dev/nvidia"):
+                return f"it holds {target} open"
+    return None
 
 
 class _Forker:
@@ -99,9 +136,10 @@ class _Forker:
     fifty plugins starting at once do not queue behind each other's
     namespace set-up."""
 
-    def __init__(self, sock: socket.socket, serve: Any) -> None:
+    def __init__(self, sock: socket.socket, serve: Any, refusal: str | None = None) -> None:
         self.sock = sock
         self.serve = serve
+        self.refusal = refusal  # why this zygote forks no worker (a failed preload)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -154,6 +192,12 @@ class _Forker:
         if not data:
             self._host_gone()
         request = json.loads(data)
+        if self.refusal is not None:
+            for passed in fds:
+                os.close(passed)
+            self._tell_host({"op": "forked", "id": request["id"], "pid": None,
+                             "error": self.refusal})  # fmt: skip
+            return
         plan = request.get("sandbox") or {}
         # One more task than the guard's: the worker's init (or keeper) is in it.
         request["cgroup"] = self.groups.make(f"w{request['id']}", plan.get("max_tasks", 0) + 1)

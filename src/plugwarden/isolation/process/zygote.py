@@ -60,9 +60,21 @@ class Spawned(NamedTuple):
 
 
 class Zygote:
-    """The host's handle on its zygote. Thread-safe."""
+    """The host's handle on a zygote. Thread-safe. ``python`` and ``path``:
+    the interpreter and the import path it starts with (default: the
+    host's; a plugin's own environment has its own, see
+    :class:`~plugwarden.plugin.venv.PluginEnvironment`); ``preload``:
+    modules it imports before it forks any worker (a manifest's ``preload``)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        python: str | None = None,
+        path: list[str] | None = None,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self.python = python or sys.executable
+        self.path = list(sys.path if path is None else path)
+        self.preload = preload
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._socket: socket.socket | None = None
@@ -90,14 +102,15 @@ class Zygote:
             options = {
                 "faults": os.environ.get(FAULTS_ENV, ""),
                 "containment": os.environ.get(containment.FORCE_ENV, ""),
+                "preload": list(self.preload),
             }
             self._process = subprocess.Popen(
                 [
-                    sys.executable,
+                    self.python,
                     "-c",
                     _BOOT,
                     str(zygote_end.fileno()),
-                    json.dumps(sys.path),
+                    json.dumps(self.path),
                     json.dumps(options),
                 ],
                 pass_fds=(zygote_end.fileno(),),
@@ -153,6 +166,9 @@ class Zygote:
         with self._forked:
             got = self._forked.wait_for(lambda: self._pending[request_id], timeout_s)
             answer = self._pending.pop(request_id)
+            refused = answer[0].get("error") if got else None
+            if isinstance(refused, str):
+                raise OSError(refused)
             if not got or not isinstance(answer[0].get("pid"), int):
                 raise OSError(f"the zygote did not fork a worker for {label}")
             found = answer[0]

@@ -1,0 +1,282 @@
+"""Where plugins' own environments live (``[server] plugins_dir``)::
+
+    plugins_dir/
+      installed.json      which environment is each plugin's current and previous
+      envs/ID/            one virtual environment per installed version
+      envs/ID/plugwarden-env.json   what it holds (specs, Python, path, packages)
+      runtime/            the host's plugwarden for the worker side (runtime.py)
+
+An environment is built in full before it is named in ``installed.json``
+(written whole, then renamed): a host that dies mid-install leaves a folder
+that no plugin uses, removed at the next start. Two environments share
+uv's cache through hard links (a second environment holding the same large
+package costs almost no disk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib.metadata import distributions
+from pathlib import Path
+from typing import Any
+
+from plugwarden.environments.runtime import host_runtime
+from plugwarden.environments.uvtool import Phase, Uv
+from plugwarden.exceptions import InstallFailed
+from plugwarden.plugin.distmeta import read_head
+from plugwarden.plugin.venv import PluginEnvironment
+
+__all__ = ["EnvironmentStore", "InstallPlan", "spec_problem"]
+
+log = logging.getLogger("plugwarden.environments")
+
+INDEX = "installed.json"
+ABOUT = "plugwarden-env.json"
+_PATH_PROBE = "import json, sys; print(json.dumps(sys.path[1:]))"
+
+
+@dataclass(frozen=True, slots=True)
+class InstallPlan:
+    """What to install: ``specs`` as given (requirements, wheels, project
+    directories), and the overrides a project declares."""
+
+    specs: tuple[str, ...]
+    allow_sdist: bool = False
+    overrides: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def of(cls, specs: tuple[str, ...], allow_sdist: bool) -> InstallPlan:
+        """The plan for ``specs``, with the overrides their projects declare."""
+        problem = next((found for found in map(spec_problem, specs) if found), None)
+        if problem is not None or not specs:
+            raise InstallFailed(problem or "Nothing to install: give a requirement, a wheel or "
+                                "a project directory.")  # fmt: skip
+        overrides = tuple(line for spec in specs for line in project_overrides(spec))
+        return cls(specs, allow_sdist, overrides)
+
+
+MAX_SPEC = 4096
+
+
+def spec_problem(spec: object) -> str | None:
+    """What is wrong with one install spec, or None. A spec is never an
+    option of the installer's (it would change where packages come from)."""
+    if not isinstance(spec, str) or not spec.strip():
+        return f"Each spec must be a non-empty string, got {spec!r:.60}."
+    if len(spec) > MAX_SPEC or any(c in spec for c in "\0\r\n"):
+        return f"A spec is one line of at most {MAX_SPEC} characters."
+    if spec.lstrip().startswith("-"):
+        return (
+            f"{spec[:60]!r} looks like an installer option: give a requirement, a wheel or a "
+            "project directory (index settings are the operator's: UV_INDEX_URL...)."
+        )
+    return None
+
+
+class EnvironmentStore:
+    """The environments under ``root``; thread-safe (one change at a time)."""
+
+    def __init__(self, root: Path, uv: Uv | None = None) -> None:
+        self.root = root
+        self._uv = uv
+        self._lock = threading.RLock()
+
+    @property
+    def uv(self) -> Uv:
+        if self._uv is None:
+            self._uv = Uv()
+        return self._uv
+
+    # -- reading -----------------------------------------------------------------
+
+    def index(self) -> dict[str, dict[str, Any]]:
+        """Plugin name -> {"current": ID, "previous": ID or None}."""
+        try:
+            data = json.loads((self.root / INDEX).read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("%s cannot be read (%s): no plugin environment is used", self.root, exc)
+            return {}
+        plugins = data.get("plugins") if isinstance(data, dict) else None
+        return plugins if isinstance(plugins, dict) else {}
+
+    def environment(self, env_id: str) -> PluginEnvironment:
+        """The environment ``env_id``; raises :class:`InstallFailed` when it is gone."""
+        root = self.root / "envs" / env_id
+        try:
+            about = json.loads((root / ABOUT).read_text())
+        except (OSError, ValueError) as exc:
+            raise InstallFailed(f"Environment {root} is missing or damaged ({exc}).") from None
+        return PluginEnvironment(
+            id=env_id,
+            root=str(root),
+            python=about["python"],
+            sys_path=tuple(about["sys_path"]),
+            runtime=about["runtime"],
+            packages=tuple((name, ver) for name, ver in about.get("packages", {}).items()),
+        )
+
+    def specs(self, env_id: str) -> tuple[str, ...]:
+        """What ``env_id`` was installed from."""
+        try:
+            about = json.loads((self.root / "envs" / env_id / ABOUT).read_text())
+        except (OSError, ValueError):
+            return ()
+        return tuple(about.get("specs", ()))
+
+    def current(self) -> dict[str, PluginEnvironment]:
+        """Each installed plugin's current environment (a damaged one is logged, left out)."""
+        found = {}
+        for name, entry in self.index().items():
+            try:
+                found[name] = self.environment(str(entry.get("current")))
+            except InstallFailed as exc:
+                log.error("plugin %r: %s Reinstall it (plugwarden install).", name, exc.reason)
+        return found
+
+    def previous(self, name: str) -> PluginEnvironment | None:
+        entry = self.index().get(name) or {}
+        return self.environment(entry["previous"]) if entry.get("previous") else None
+
+    # -- building ------------------------------------------------------------------
+
+    def build(self, plan: InstallPlan, tell: Phase) -> PluginEnvironment:
+        """A new environment holding ``plan``; named by no plugin yet.
+        Raises :class:`InstallFailed` (and leaves nothing behind)."""
+        env_id = f"{int(time.time())}-{secrets.token_hex(3)}"
+        root = self.root / "envs" / env_id
+        runtime = host_runtime(self.root / "runtime")
+        try:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            self.uv.venv(str(root), sys.executable)
+            python = str(root / "bin" / "python")
+            specs = [self._wheel_of(spec, root, tell) for spec in plan.specs]
+            overrides = root / "overrides.txt"
+            overrides.write_text("\n".join([runtime.requirement(), *plan.overrides]) + "\n")
+            requirements = [*specs, "plugwarden"]
+            self.uv.install(
+                python, requirements, str(overrides), allow_sdist=plan.allow_sdist, tell=tell
+            )
+            sys_path = json.loads(_output([python, "-I", "-c", _PATH_PROBE], {"PATH": os.defpath}))
+            about = {
+                "specs": list(plan.specs),
+                "python": python,
+                "sys_path": sys_path,
+                "runtime": str(runtime.folder),
+                "package": str(runtime.package),
+                "packages": _packages(root, sys_path),
+                "created": time.time(),
+            }
+            (root / ABOUT).write_text(json.dumps(about, indent=1))
+        except InstallFailed:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            raise InstallFailed(f"Could not build the environment in {root}: {exc}") from exc
+        return self.environment(env_id)
+
+    def _wheel_of(self, spec: str, root: Path, tell: Phase) -> str:
+        """A project directory is built into a wheel first (its own build
+        backend, as pip would); other specs go to uv as they are."""
+        if not os.path.isdir(spec):
+            return os.path.abspath(spec) if spec.endswith(".whl") else spec
+        wheels = root / "wheels"
+        self.uv.build_wheel(os.path.abspath(spec), str(wheels), tell)
+        built = sorted(wheels.glob("*.whl"))
+        if not built:
+            raise InstallFailed(f"Building {spec} made no wheel.")
+        return str(built[-1])
+
+    # -- naming ----------------------------------------------------------------------
+
+    def commit(self, name: str, env_id: str) -> None:
+        """``env_id`` becomes ``name``'s current environment; its current one
+        becomes the previous (kept for rollback), the one before is removed."""
+        with self._lock:
+            plugins = self.index()
+            entry = plugins.get(name) or {}
+            older = entry.get("previous")
+            if entry.get("current") not in (None, env_id):
+                entry["previous"] = entry["current"]
+            entry["current"] = env_id
+            plugins[name] = entry
+            self._write(plugins)
+            if older and older not in (entry["current"], entry.get("previous")):
+                self.discard(older)
+
+    def swap(self, name: str) -> None:
+        """``name``'s previous environment becomes current and the other way round."""
+        with self._lock:
+            plugins = self.index()
+            entry = plugins[name]
+            entry["current"], entry["previous"] = entry["previous"], entry["current"]
+            self._write(plugins)
+
+    def forget(self, name: str) -> None:
+        """``name`` is uninstalled: its environments are removed."""
+        with self._lock:
+            plugins = self.index()
+            entry = plugins.pop(name, None) or {}
+            self._write(plugins)
+        for env_id in (entry.get("current"), entry.get("previous")):
+            if env_id:
+                self.discard(env_id)
+
+    def discard(self, env_id: str) -> None:
+        shutil.rmtree(self.root / "envs" / env_id, ignore_errors=True)
+
+    def sweep(self) -> None:
+        """Remove environments no plugin names (an install the host died in)."""
+        named = {v for entry in self.index().values() for v in entry.values() if v}
+        folder = self.root / "envs"
+        for child in folder.iterdir() if folder.is_dir() else ():
+            if child.name not in named:
+                log.info("removing %s: an environment no plugin uses", child)
+                self.discard(child.name)
+
+    def _write(self, plugins: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.root / f".{INDEX}.{os.getpid()}"
+        temporary.write_text(json.dumps({"plugins": plugins}, indent=1, sort_keys=True))
+        os.replace(temporary, self.root / INDEX)
+
+
+def project_overrides(spec: str) -> tuple[str, ...]:
+    """What a project directory declares in ``[tool.plugwarden] overrides``
+    (requirements that win over its dependencies' own pins)."""
+    try:
+        with open(os.path.join(spec, "pyproject.toml"), "rb") as file:
+            project = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError):
+        return ()
+    found = project.get("tool", {}).get("plugwarden", {}).get("overrides", [])
+    return tuple(line for line in found if isinstance(line, str))
+
+
+def _packages(root: Path, sys_path: list[str]) -> dict[str, str]:
+    inside = [entry for entry in sys_path if entry.startswith(str(root))]
+    found = {}
+    for dist in distributions(path=inside):
+        head = read_head(dist)
+        if head.name and head.version:
+            found[head.name] = head.version
+    return dict(sorted(found.items()))
+
+
+def _output(command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    if done.returncode != 0:
+        raise InstallFailed(f"{command[0]} does not run: {done.stderr.strip()[-500:]}")
+    return done.stdout
