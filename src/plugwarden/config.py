@@ -56,6 +56,7 @@ _PLUGIN_KEYS = {
     "num_gpus",
     "env",
     "permissions",
+    "preload",
 }
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
 
@@ -76,6 +77,9 @@ class PluginConfig:
     num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
     env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
     permissions: Permissions = field(default_factory=Permissions)  # over the manifest's
+    # true: the manifest's preload modules are imported by its zygote, before
+    # any sandbox (the operator's trust, as for inline)
+    preload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +218,7 @@ class _Parser:
         guards = guard_settings(
             {k: v for k, v in table.items() if k in guard_keys}, where=where, fail=self.error
         )
-        for key in ("enabled", "required", "requires_gpu"):
+        for key in ("enabled", "required", "requires_gpu", "preload"):
             if key in table and not isinstance(table[key], bool):
                 raise self.error(f"{where}.{key}", f"expected true or false, got {table[key]!r}")
         models_dir = table.get("models_dir")
@@ -243,6 +247,7 @@ class _Parser:
             required=table.get("required", False),
             models_dir=models_dir,
             requires_gpu=table.get("requires_gpu"),
+            preload=table.get("preload", False),
             models=specs,
             guards=guards,
             policy=policy,

@@ -93,8 +93,17 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
     # The operator's word wins: a GPU plugin run on CPU on purpose, model
     # files the operator provides (over the manifest's).
     requires_gpu = manifest.requires_gpu if table.requires_gpu is None else table.requires_gpu
+    if manifest.preload and not table.preload:
+        notes.append(
+            f"The manifest asks to preload {', '.join(manifest.preload)}; not done: preloading "
+            "runs those modules in the plugin's zygote, before any sandbox. The operator "
+            f"allows it with [plugins.{name}] preload = true."
+        )
     effective = replace(
-        manifest, requires_gpu=requires_gpu, models={**manifest.models, **table.models}
+        manifest,
+        requires_gpu=requires_gpu,
+        models={**manifest.models, **table.models},
+        preload=manifest.preload if table.preload else (),
     )
     return PluginSettings(
         name=name,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import io
 import os
 import zipfile
@@ -26,16 +27,28 @@ __all__ = ["WORKER_REQUIRES", "HostRuntime", "host_runtime"]
 # What the worker side needs in an environment: the hook markers and the guards.
 WORKER_REQUIRES = ("pluggy>=1.5", "wrapt>=1.16")
 PACKAGE = Path(__file__).resolve().parent.parent  # the host's plugwarden package
+# What the worker side imports beside the standard library: the host's own
+# copies, linked into the runtime folder, so that a plugin's environment
+# runs none of its own code in its zygote (see Zygote's ``isolated``).
+WORKER_PACKAGES = ("plugwarden", "pluggy", "wrapt")
+
+
+def _package_dir(name: str) -> Path:
+    if name == "plugwarden":
+        return PACKAGE
+    module = importlib.import_module(name)
+    return Path(module.__file__ or "").resolve().parent
 
 
 class HostRuntime:
-    """``folder``: on a worker's path, it holds ``plugwarden`` (a link to
-    the host's package); ``wheel``: the stub distribution that puts it there."""
+    """``folder``: on a worker's path, it holds ``plugwarden``, ``pluggy``
+    and ``wrapt`` (links to the host's packages, ``packages``); ``wheel``:
+    the stub distribution that puts it on the environment's path."""
 
-    def __init__(self, folder: Path, wheel: Path, package: Path) -> None:
+    def __init__(self, folder: Path, wheel: Path, packages: tuple[Path, ...]) -> None:
         self.folder = folder
         self.wheel = wheel
-        self.package = package
+        self.packages = packages
 
     def requirement(self) -> str:
         """The override line that installs the stub."""
@@ -56,18 +69,20 @@ def host_runtime(base: Path) -> HostRuntime:
     key = hashlib.sha256(str(PACKAGE).encode()).hexdigest()[:12]
     folder = base / f"{host.replace('+', '_')}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "plugwarden"
-    if not link.is_symlink() or os.readlink(link) != str(PACKAGE):
-        temporary = folder / f".plugwarden.{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(PACKAGE, target_is_directory=True)
-        os.replace(temporary, link)
+    packages = tuple(_package_dir(name) for name in WORKER_PACKAGES)
+    for name, package in zip(WORKER_PACKAGES, packages, strict=True):
+        link = folder / name
+        if not link.is_symlink() or os.readlink(link) != str(package):
+            temporary = folder / f".{name}.{os.getpid()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(package, target_is_directory=True)
+            os.replace(temporary, link)
     wheel = folder / f"plugwarden-{host.replace('-', '_')}-py3-none-any.whl"
     if not wheel.exists():
         temporary = folder / f".{wheel.name}.{os.getpid()}"
         temporary.write_bytes(_stub_wheel(host, folder))
         os.replace(temporary, wheel)
-    return HostRuntime(folder, wheel, PACKAGE)
+    return HostRuntime(folder, wheel, packages)
 
 
 def _stub_wheel(host: str, folder: Path) -> bytes:

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import tomllib
@@ -42,6 +43,8 @@ log = logging.getLogger("plugwarden.environments")
 
 INDEX = "installed.json"
 ABOUT = "plugwarden-env.json"
+# Run with -S: no site-packages, so none of the environment's code (a .pth
+# file) runs in the host's process tree; its site-packages are added apart.
 _PATH_PROBE = "import json, sys; print(json.dumps(sys.path[1:]))"
 
 
@@ -101,15 +104,23 @@ class EnvironmentStore:
 
     def index(self) -> dict[str, dict[str, Any]]:
         """Plugin name -> {"current": ID, "previous": ID or None}."""
+        return self._read_index() or {}
+
+    def _read_index(self) -> dict[str, dict[str, Any]] | None:
+        """The index; None when it cannot be read (logged)."""
+        path = self.root / INDEX
         try:
-            data = json.loads((self.root / INDEX).read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            log.error("%s cannot be read (%s): no plugin environment is used", self.root, exc)
-            return {}
+            log.error("%s cannot be read (%s): no plugin environment is used", path, exc)
+            return None
         plugins = data.get("plugins") if isinstance(data, dict) else None
-        return plugins if isinstance(plugins, dict) else {}
+        if not isinstance(plugins, dict):
+            log.error("%s holds no plugins table: no plugin environment is used", path)
+            return None
+        return plugins
 
     def environment(self, env_id: str) -> PluginEnvironment:
         """The environment ``env_id``; raises :class:`InstallFailed` when it is gone."""
@@ -168,13 +179,16 @@ class EnvironmentStore:
             self.uv.install(
                 python, requirements, str(overrides), allow_sdist=plan.allow_sdist, tell=tell
             )
-            sys_path = json.loads(_output([python, "-I", "-c", _PATH_PROBE], {"PATH": os.defpath}))
+            probed = _output([python, "-I", "-S", "-c", _PATH_PROBE], {"PATH": os.defpath})
+            places = sysconfig.get_paths(vars={"base": str(root), "platbase": str(root)})
+            sys_path = list(dict.fromkeys([*json.loads(probed), places["purelib"],
+                                           places["platlib"]]))  # fmt: skip
             about = {
                 "specs": list(plan.specs),
                 "python": python,
                 "sys_path": sys_path,
                 "runtime": str(runtime.folder),
-                "package": str(runtime.package),
+                "packages_linked": [str(package) for package in runtime.packages],
                 "packages": _packages(root, sys_path),
                 "created": time.time(),
             }
@@ -238,8 +252,12 @@ class EnvironmentStore:
         shutil.rmtree(self.root / "envs" / env_id, ignore_errors=True)
 
     def sweep(self) -> None:
-        """Remove environments no plugin names (an install the host died in)."""
-        named = {v for entry in self.index().values() for v in entry.values() if v}
+        """Remove environments no plugin names (an install the host died
+        in); none when the index cannot be read (they may be named there)."""
+        index = self._read_index()
+        if index is None:
+            return
+        named = {v for entry in index.values() for v in entry.values() if v}
         folder = self.root / "envs"
         for child in folder.iterdir() if folder.is_dir() else ():
             if child.name not in named:

@@ -90,7 +90,8 @@ class Uv:
         self._run([*command, *requirements], tell)
 
     def _run(self, arguments: list[str], tell: Phase | None = None) -> None:
-        process = subprocess.Popen(
+        said: list[str] = []
+        with subprocess.Popen(
             [self.program, *arguments],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -98,18 +99,16 @@ class Uv:
             env=self.environ,
             text=True,
             errors="replace",
-        )
-        said: list[str] = []
-        for line in process.stderr or ():
-            line = line.rstrip()
-            said.append(line)
-            del said[:-200]
-            word = line.split(" ", 1)[0]
-            if tell is not None and word in NEXT_PHASE:
-                tell(NEXT_PHASE[word], line)
-        code = process.wait()
-        if code != 0:
-            raise InstallFailed(_reason(said, code))
+        ) as process:
+            for line in process.stderr or ():
+                line = line.rstrip()
+                said.append(line)
+                del said[:-200]
+                word = line.split(" ", 1)[0]
+                if tell is not None and word in NEXT_PHASE:
+                    tell(NEXT_PHASE[word], line)
+        if process.returncode != 0:
+            raise InstallFailed(_reason(said, process.returncode))
 
 
 def _reason(said: list[str], code: int) -> str:

@@ -184,7 +184,13 @@ class Installs:
         probation: bool,
     ) -> CallResult:
         tell("starting", f"starting {source.origin} beside the running version")
-        new = self.versions.trial(name, source, tell)
+        try:
+            new = self.versions.trial(name, source, tell)
+        except InstallFailed as exc:
+            self.supervisor.registry.note(
+                name, f"Upgrade to {source.origin} refused, nothing changed: {exc.reason}"
+            )
+            raise
         old = self.versions.switch(name, new, f"Switched to {source.origin}")
         if old is None or not probation:
             if old is not None:

@@ -180,10 +180,11 @@ class Pipeline:
 
 def import_path(source: PluginSource) -> list[str]:
     """What a plugin's workers import from, for their sandbox: the host's
-    path and the plugin's, or its own environment's and the host's
-    plugwarden package (through the runtime folder's link)."""
+    path and the plugin's, or its own environment's and the host's worker
+    side (the runtime folder and what its links point to)."""
     environment = source.environment
     if environment is None:
         return [*sys.path, *source.search_path]
-    package = os.path.realpath(os.path.join(environment.runtime, "plugwarden"))
-    return [*environment.sys_path, environment.runtime, package]
+    runtime = environment.runtime
+    linked = [os.path.realpath(os.path.join(runtime, name)) for name in os.listdir(runtime)]
+    return [*environment.sys_path, runtime, *(p for p in linked if os.path.isdir(p))]

@@ -123,12 +123,14 @@ class Backends:
         environment = source.environment
         if environment is None and not preload:
             return shared
-        python = environment.python if environment is not None else sys.executable
-        path = [environment.runtime] if environment is not None else list(sys.path)
+        if environment is not None:  # the host's worker side alone (runtime.py)
+            python, path = environment.python, [environment.runtime]
+        else:
+            python, path = sys.executable, [*sys.path, *source.search_path]
         key = (python, tuple(path), preload)
         services = self._own.get(key)
         if services is None:
-            zygote = Zygote(python, path, preload)
+            zygote = Zygote(python, path, preload, isolated=environment is not None)
             services = self._own[key] = ProcessServices(zygote, shared.pump, shared.results)
         return services
 

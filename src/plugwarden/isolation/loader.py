@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import site
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -117,9 +119,13 @@ def _direct(
 
 
 def _import(module: str, attr: str | None, search_path: Sequence[str]) -> object:
-    for entry in reversed(search_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    added = [entry for entry in search_path if entry not in sys.path]
+    for entry in reversed(added):
+        sys.path.insert(0, entry)
+    # Their .pth files, here (in a worker's sandbox), never in its zygote;
+    # once per folder, however many names the path gives it.
+    for entry in dict.fromkeys(os.path.realpath(entry) for entry in added):
+        site.addsitedir(entry)
     # A restart (or a second host in this process) imports the plugin afresh:
     # forget its own package's modules and any stale directory listings.
     top = module.split(".")[0]

@@ -63,18 +63,25 @@ class Zygote:
     """The host's handle on a zygote. Thread-safe. ``python`` and ``path``:
     the interpreter and the import path it starts with (default: the
     host's; a plugin's own environment has its own, see
-    :class:`~plugwarden.plugin.venv.PluginEnvironment`); ``preload``:
-    modules it imports before it forks any worker (a manifest's ``preload``)."""
+    :class:`~plugwarden.plugin.venv.PluginEnvironment`, and ``isolated``
+    starts it without that environment's site-packages); ``preload``:
+    modules it imports before it forks any worker (a manifest's ``preload``,
+    when the operator allows it)."""
 
     def __init__(
         self,
         python: str | None = None,
         path: list[str] | None = None,
         preload: tuple[str, ...] = (),
+        *,
+        isolated: bool = False,
     ) -> None:
         self.python = python or sys.executable
         self.path = list(sys.path if path is None else path)
         self.preload = preload
+        # A plugin's own environment: no site-packages at boot, so none of its
+        # code (a .pth file) runs here; its workers read them in their sandbox.
+        self.isolated = isolated
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._socket: socket.socket | None = None
@@ -107,6 +114,7 @@ class Zygote:
             self._process = subprocess.Popen(
                 [
                     self.python,
+                    *(("-I", "-S") if self.isolated else ()),
                     "-c",
                     _BOOT,
                     str(zygote_end.fileno()),

@@ -1,0 +1,162 @@
+"""Plugins' own environments (plugwarden.environments): built by uv from
+the package index, wheels only unless allowed, failures in the installer's
+own words, the host's plugwarden provided."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from plugwarden.environments import EnvironmentStore, InstallPlan
+from plugwarden.environments.runtime import PACKAGE, WORKER_REQUIRES
+from plugwarden.environments.uvtool import Uv
+from plugwarden.exceptions import InstallFailed
+from plugwarden.plugin.discovery import discover
+from tests.envkit import make_wheel
+
+
+def said(phase: str, message: str) -> None:
+    """Progress is not what these tests look at."""
+
+
+@pytest.fixture
+def store(tmp_path):
+    return EnvironmentStore(tmp_path / "plugins")
+
+
+def run_in(environment, code: str) -> str:
+    done = subprocess.run(
+        [environment.python, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
+    return done.stdout.strip()
+
+
+def tiny_sdist(folder: Path) -> Path:
+    """A source distribution of a one-module project (building it runs setuptools)."""
+    project = folder / "tinysdist-1.0"
+    (project / "tinysdist").mkdir(parents=True)
+    (project / "tinysdist" / "__init__.py").write_text("VALUE = 42\n")
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "tinysdist"
+        version = "1.0"
+        """)
+    )
+    (project / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: tinysdist\nVersion: 1.0\n")
+    archive = folder / "tinysdist-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(project, arcname=project.name)
+    return archive
+
+
+class TestBuild:
+    def test_a_wheel_installs_with_its_pins_and_the_hosts_plugwarden(self, store, tmp_path):
+        wheel = make_wheel(tmp_path, "pinned", requires=("six==1.16.0", "plugwarden>=99"))
+        environment = store.build(InstallPlan.of((str(wheel),), False), said)
+        packages = dict(environment.packages)
+        assert packages["six"] == "1.16.0"
+        # plugwarden is not on the index: the host's own, whatever the plugin asked.
+        found = run_in(
+            environment, "import plugwarden, os; print(os.path.realpath(plugwarden.__path__[0]))"
+        )
+        assert found == str(PACKAGE)
+        assert {"pluggy", "wrapt"} == {line.split(">=")[0] for line in WORKER_REQUIRES}
+        (plugin,) = discover(environment=environment).plugins.values()
+        assert plugin.name == "pinned" and plugin.environment == environment
+
+    def test_a_project_directory_is_built_and_its_overrides_win(self, store, tmp_path):
+        project = tmp_path / "project"
+        (project / "src" / "overridden").mkdir(parents=True)
+        (project / "src" / "overridden" / "__init__.py").write_text("")
+        (project / "pyproject.toml").write_text(
+            textwrap.dedent("""
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "overridden"
+            version = "1.0"
+            dependencies = ["six==1.16.0"]
+            [project.entry-points."plugwarden.plugins"]
+            overridden = "overridden"
+            [tool.plugwarden]
+            overrides = ["six==1.17.0"]
+            """)
+        )
+        environment = store.build(InstallPlan.of((str(project),), False), said)
+        assert dict(environment.packages)["six"] == "1.17.0"
+
+    def test_an_sdist_is_refused_unless_the_operator_allows_it(self, store, tmp_path):
+        sdist = tiny_sdist(tmp_path)
+        with pytest.raises(InstallFailed) as refused:
+            store.build(InstallPlan.of((str(sdist),), False), said)
+        assert "Building source distributions is disabled" in refused.value.reason
+        assert not any((tmp_path / "plugins" / "envs").iterdir())  # nothing left behind
+        allowed = store.build(InstallPlan.of((str(sdist),), True), said)
+        assert run_in(allowed, "import tinysdist; print(tinysdist.VALUE)") == "42"
+
+    def test_an_unknown_package_is_answered_with_the_installers_reason(self, store):
+        with pytest.raises(InstallFailed) as refused:
+            store.build(InstallPlan.of(("plugwarden-no-such-package-zq",), False), said)
+        assert "plugwarden-no-such-package-zq was not found in the package registry" in (
+            refused.value.reason
+        )
+
+    def test_no_network_to_the_index_is_answered_with_the_installers_reason(self, tmp_path):
+        closed = {**os.environ, "UV_INDEX_URL": "http://127.0.0.1:9/simple",
+                  "UV_NO_CACHE": "1", "UV_HTTP_RETRIES": "0"}  # fmt: skip
+        closed.pop("PIP_FIND_LINKS", None)
+        closed.pop("UV_FIND_LINKS", None)
+        store = EnvironmentStore(tmp_path / "plugins", Uv(environ=closed))
+        with pytest.raises(InstallFailed) as refused:
+            store.build(InstallPlan.of(("six==1.16.0",), False), said)
+        assert "127.0.0.1:9" in refused.value.reason
+        assert "Connection refused" in refused.value.reason
+
+    @pytest.mark.parametrize(
+        "spec", ["--index-url=http://127.0.0.1:9/", " -e .", "six\n--pre", "", "x" * 5000]
+    )
+    def test_a_spec_that_is_not_one_requirement_is_refused(self, spec):
+        with pytest.raises(InstallFailed):
+            InstallPlan.of((spec,), False)
+
+
+class TestNaming:
+    def test_commit_keeps_the_previous_and_removes_older_ones(self, store, tmp_path):
+        built = [
+            store.build(InstallPlan.of((str(make_wheel(tmp_path / v, "p", v)),), False), said)
+            for v in ("1.0", "2.0", "3.0")
+        ]
+        for environment in built:
+            store.commit("p", environment.id)
+        entry = store.index()["p"]
+        assert (entry["current"], entry["previous"]) == (built[2].id, built[1].id)
+        assert not Path(built[0].root).exists()
+        store.swap("p")
+        assert store.current()["p"].id == built[1].id
+
+    def test_sweep_removes_what_a_dead_install_left(self, store, tmp_path):
+        orphan = tmp_path / "plugins" / "envs" / "123-abc"
+        orphan.mkdir(parents=True)
+        store.sweep()
+        assert not orphan.exists()
+
+    def test_a_damaged_index_names_no_environment(self, store, tmp_path):
+        kept = tmp_path / "plugins" / "envs" / "123-abc"
+        kept.mkdir(parents=True)
+        (tmp_path / "plugins" / "installed.json").write_text("{not json")
+        assert store.current() == {}
+        store.sweep()
+        assert kept.exists()  # perhaps named in the index it cannot read: never removed
+        (tmp_path / "plugins" / "installed.json").write_text(json.dumps({"plugins": {"p": {}}}))
+        assert store.current() == {}

@@ -1,0 +1,198 @@
+"""Installs on a running host (plugwarden.host.installs and .versions):
+plugins in environments of their own built by uv, installed, upgraded,
+rolled back and uninstalled while calls go on, none of them failing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from plugwarden import ErrorType, State, UnknownPlugin
+from tests.conftest import plugin_source
+from tests.envkit import calling, make_wheel
+
+SIX_OLD, SIX_NEW = "six==1.16.0", "six==1.17.0"
+
+
+def finished(host, job, timeout_s: float = 180.0):
+    """``job`` once it has ended (waiting on its changes, with a deadline)."""
+    changed = threading.Event()
+    unwatch = host.watch_job(job.id, changed.set)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            current = host.job(job.id)
+            if current.finished:
+                return current
+            assert time.monotonic() < deadline, f"job still {current.state}: {current.progress}"
+            changed.wait(0.5)
+            changed.clear()
+    finally:
+        unwatch()
+
+
+@pytest.fixture
+def installing(plugwarden_host, tmp_path):
+    """``make(probation_s=60) -> Host`` with plugins_dir in ``tmp_path``."""
+
+    def make(probation_s: float = 60.0, **server):
+        plugins = tmp_path / "plugins"
+        config = {"server": {"plugins_dir": str(plugins), "probation_s": probation_s, **server}}
+        return plugwarden_host(config)
+
+    return make
+
+
+@pytest.fixture
+def wheels(tmp_path):
+    return lambda *args, **options: make_wheel(tmp_path / "wheels", *args, **options)
+
+
+def installed(host, *specs):
+    job = finished(host, host.install([str(spec) for spec in specs]))
+    assert job.state == "succeeded", job.outcome
+    return job
+
+
+class TestOwnEnvironments:
+    def test_two_plugins_pinning_different_versions_each_import_their_own(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("oldsix", requires=(SIX_OLD,)))
+        installed(host, wheels("newsix", requires=(SIX_NEW,)))
+        old = host.call("oldsix", "which", {})
+        new = host.call("newsix", "which", {})
+        assert old.ok and new.ok, (old, new)
+        assert (old.result["six"], new.result["six"]) == ("1.16.0", "1.17.0")
+        roots = [host.status(n).to_dict()["environment"]["path"] for n in ("oldsix", "newsix")]
+        assert roots[0] != roots[1]
+        assert old.result["six_file"].startswith(roots[0] + os.sep)
+        assert new.result["six_file"].startswith(roots[1] + os.sep)
+        assert importlib.util.find_spec("six") is None  # the host's environment has neither
+
+    def test_the_record_shows_the_environment_and_its_packages(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("oldsix", requires=(SIX_OLD,)))
+        environment = host.status("oldsix").to_dict()["environment"]
+        assert environment["packages"]["six"] == "1.16.0"
+        assert Path(environment["python"]).name == "python"
+        # The worker side in it: the host's plugwarden, pluggy and wrapt, nothing else.
+        assert set(environment["packages"]) == {"oldsix", "six", "plugwarden", "pluggy", "wrapt"}
+
+    def test_no_code_of_the_environment_runs_in_its_zygote(self, installing, wheels, tmp_path):
+        """A .pth file runs when the interpreter starts: the environment's
+        zygote starts without site-packages, its workers read them."""
+        marker = tmp_path / "pth-ran"
+        line = (
+            "import sys, os; open(%r, 'a').write(str('plugwarden.isolation.loader' in sys.modules) + ':' + str(os.getpid()) + ':' + str(os.getppid())"
+            " + chr(10))\n" % str(marker)
+        )
+        host = installing()
+        installed(host, wheels("pth", requires=(SIX_OLD,), extra={"pth_hook.pth": line}))
+        assert host.call("pth", "which", {}).ok
+        ran = marker.read_text().split()
+        assert ran and all(line.startswith("True:") for line in ran), ran  # in workers only
+
+    def test_a_restarted_host_finds_the_installed_plugins(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("oldsix", requires=(SIX_OLD,)))
+        host.close()
+        again = installing()
+        assert again.status("oldsix").state is State.INITIALIZED
+        assert again.call("oldsix", "which", {}).result["six"] == "1.16.0"
+
+
+class TestLiveInstall:
+    def test_an_install_into_a_running_host_fails_no_call(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        with calling(lambda: host.call("steady", "which", {})) as failures:
+            job = installed(host, wheels("newcomer", requires=(SIX_NEW,)))
+        assert failures == []
+        assert host.status("newcomer").state is State.INITIALIZED
+        phases = job.progress.message
+        assert phases.startswith("starting") or phases.startswith("checking"), phases
+
+    def test_a_name_already_installed_is_refused_and_nothing_changes(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        again = finished(host, host.install([str(wheels("steady", "2.0", (SIX_NEW,)))]))
+        assert again.state == "failed"
+        assert again.outcome["error_type"] == ErrorType.INSTALL_FAILED
+        assert "already installed" in again.outcome["error"]
+        assert "plugwarden upgrade steady" in again.outcome["error"]
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+
+    def test_a_plugin_that_fails_its_checks_is_not_left_installed(
+        self, installing, wheels, tmp_path
+    ):
+        host = installing()
+        job = finished(
+            host, host.install([str(wheels("broken", requires=(SIX_OLD,), valid="not today"))])
+        )
+        assert job.state == "failed" and "not today" in job.outcome["error"]
+        with pytest.raises(UnknownPlugin):
+            host.status("broken")
+        assert not any((tmp_path / "plugins" / "envs").iterdir())
+
+
+class TestUpgrade:
+    def test_an_upgrade_whose_validate_fails_keeps_the_old_version(self, installing, wheels):
+        host = installing()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        broken = wheels("steady", "2.0", (SIX_NEW,), valid="refuses to start")
+        with calling(lambda: host.call("steady", "which", {})) as failures:
+            job = finished(host, host.upgrade("steady", [str(broken)]))
+        assert failures == []
+        assert job.state == "failed" and job.outcome["error_type"] == ErrorType.INSTALL_FAILED
+        assert "refuses to start" in job.outcome["error"]
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+        history = [t.reason for t in host.status("steady").history]
+        assert any("Upgrade to steady 2.0 refused" in reason for reason in history), history
+
+    def test_an_upgrade_that_crashes_in_probation_is_rolled_back_with_no_failed_call(
+        self, installing, wheels
+    ):
+        host = installing(probation_s=120)
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        crashing = wheels("steady", "2.0", (SIX_NEW,), crash_on=2)
+        with calling(lambda: host.call("steady", "which", {})) as failures:
+            job = finished(host, host.upgrade("steady", [str(crashing)]))
+        assert failures == []
+        assert job.state == "failed" and job.outcome["error_type"] == ErrorType.ROLLED_BACK
+        assert "rolled back to 1.0" in job.outcome["error"]
+        status = host.status("steady")
+        assert status.state is State.INITIALIZED
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+        assert any(t.reason.startswith("Rolled back to 1.0") for t in status.history)
+
+    def test_upgrade_rollback_and_uninstall(self, installing, wheels, tmp_path):
+        host = installing(probation_s=0.5)
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        job = finished(host, host.upgrade("steady", [str(wheels("steady", "2.0", (SIX_NEW,)))]))
+        assert job.state == "succeeded", job.outcome
+        assert host.call("steady", "which", {}).result == {
+            "six": "1.17.0", "six_file": host.call("steady", "w", {}).result["six_file"],
+            "version": "2.0",
+        }  # fmt: skip
+        assert finished(host, host.rollback("steady")).state == "succeeded"
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+        # Rolled back, the newer version is the previous one: forward again.
+        assert finished(host, host.rollback("steady")).state == "succeeded"
+        assert host.call("steady", "which", {}).result["version"] == "2.0"
+        gone = finished(host, host.uninstall("steady"))
+        assert gone.state == "succeeded", gone.outcome
+        with pytest.raises(UnknownPlugin):
+            host.status("steady")
+        assert list((tmp_path / "plugins" / "envs").iterdir()) == []
+
+    def test_a_plugin_installed_with_pip_is_left_to_pip(self, installing, plugwarden_plugin):
+        plugwarden_plugin("shared", plugin_source("return 1"))
+        host = installing()
+        job = finished(host, host.upgrade("shared"))
+        assert job.state == "failed" and "with pip" in job.outcome["error"]
+        assert host.status("shared").state is State.INITIALIZED
