@@ -18,6 +18,7 @@ from benchmarks import (
     bench_checks,
     bench_core,
     bench_crash,
+    bench_environments,
     bench_http,
     bench_isolation,
     bench_jobs,
@@ -39,6 +40,7 @@ SUITES = {
     "crash": (bench_crash.run, "Crash recovery (issue 14)"),
     "sandbox": (bench_sandbox.run, "The sandbox's cost (issue 24)"),
     "results": (bench_results.run, "Host memory for large results (issue 25)"),
+    "environments": (bench_environments.run, "Plugins' own environments (issue 26)"),
 }
 
 

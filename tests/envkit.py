@@ -1,16 +1,14 @@
-"""Plugin distributions as real wheels, for the environment tests: written
-straight as zip files (a build backend would take a second each)."""
+"""Plugins for the environment tests and benchmarks: wheels of a plugin
+that says which six it imports and which version it is, and a caller loop."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import textwrap
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from plugwarden.testing import write_wheel
 
 # A plugin that reports which six it imports and which version it is;
 # VALID and CRASH_ON are set per version.
@@ -46,36 +44,11 @@ def make_wheel(
     *,
     valid: object = True,
     crash_on: int = 0,
-    manifest: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> Path:
-    """A wheel of plugin ``name`` (entry point and package of that name)."""
+    """A wheel of plugin ``name`` (by default the PINNED plugin at ``version``)."""
     code = source or PINNED.format(version=version, valid=valid, crash_on=crash_on)
-    info = f"{name}-{version}.dist-info"
-    requirement_lines = "".join(f"Requires-Dist: {line}\n" for line in requires)
-    files = {
-        f"{name}/__init__.py": textwrap.dedent(code),
-        f"{info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requirement_lines}"
-        ),
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-        f"{info}/entry_points.txt": f"[plugwarden.plugins]\n{name} = {name}\n",
-    }
-    if manifest is not None:
-        files[f"{name}/manifest.toml"] = manifest
-    files.update(extra or {})
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-{version}-py3-none-any.whl"
-    record = []
-    with zipfile.ZipFile(path, "w") as archive:
-        for file, text in files.items():
-            data = text.encode()
-            archive.writestr(file, data)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append(f"{file},sha256={digest.decode()},{len(data)}")
-        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
-    return path
+    return write_wheel(out, name, code, version=version, requires=requires, files=extra)
 
 
 @contextmanager

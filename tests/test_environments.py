@@ -15,7 +15,7 @@ import pytest
 
 from plugwarden.environments import EnvironmentStore, InstallPlan
 from plugwarden.environments.runtime import PACKAGE, WORKER_REQUIRES
-from plugwarden.environments.uvtool import Uv
+from plugwarden.environments.uvtool import Uv, uv_environment
 from plugwarden.exceptions import InstallFailed
 from plugwarden.plugin.discovery import discover
 from tests.envkit import make_wheel
@@ -74,7 +74,9 @@ class TestBuild:
         (plugin,) = discover(environment=environment).plugins.values()
         assert plugin.name == "pinned" and plugin.environment == environment
 
-    def test_a_project_directory_is_built_and_its_overrides_win(self, store, tmp_path):
+    def test_a_project_directory_is_built_with_what_it_asks_of_its_environment(
+        self, store, tmp_path
+    ):
         project = tmp_path / "project"
         (project / "src" / "overridden").mkdir(parents=True)
         (project / "src" / "overridden" / "__init__.py").write_text("")
@@ -89,12 +91,18 @@ class TestBuild:
             dependencies = ["six==1.16.0"]
             [project.entry-points."plugwarden.plugins"]
             overridden = "overridden"
-            [tool.plugwarden]
+            [project.optional-dependencies]
+            more = ["iniconfig"]
+            [tool.plugwarden.environment]
+            extras = ["more"]
+            requires = ["tomli-w"]
             overrides = ["six==1.17.0"]
             """)
         )
         environment = store.build(InstallPlan.of((str(project),), False), said)
-        assert dict(environment.packages)["six"] == "1.17.0"
+        packages = dict(environment.packages)
+        assert packages["six"] == "1.17.0"  # the override won over its own pin
+        assert {"iniconfig", "tomli_w"} <= {name.replace("-", "_") for name in packages}
 
     def test_an_sdist_is_refused_unless_the_operator_allows_it(self, store, tmp_path):
         sdist = tiny_sdist(tmp_path)
@@ -160,3 +168,25 @@ class TestNaming:
         assert kept.exists()  # perhaps named in the index it cannot read: never removed
         (tmp_path / "plugins" / "installed.json").write_text(json.dumps({"plugins": {"p": {}}}))
         assert store.current() == {}
+
+
+class TestPipSettings:
+    def test_pips_config_and_variables_reach_uv(self, tmp_path):
+        conf = tmp_path / "pip.conf"
+        conf.write_text(
+            "[global]\nindex-url = https://index.invalid/simple\n"
+            "extra-index-url = file:///x/simple\n    file:///y/simple\n"
+            "[install]\nfind-links = /w1\n    /w2\n"
+        )
+        env = uv_environment(
+            {"PIP_CONFIG_FILE": str(conf), "PIP_FIND_LINKS": "/w3", "PLUGWARDEN_TOKEN": "s3cret"}
+        )
+        assert env["UV_INDEX_URL"] == "https://index.invalid/simple"
+        assert env["UV_EXTRA_INDEX_URL"] == "file:///x/simple file:///y/simple"
+        assert env["UV_FIND_LINKS"] == "/w3"  # pip's variable over its file, as pip reads them
+        assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"  # pip's choice among indexes
+        assert "PLUGWARDEN_TOKEN" not in env  # a source build runs a package's code
+
+    def test_uvs_own_settings_win(self):
+        env = uv_environment({"PIP_INDEX_URL": "https://a.invalid/", "UV_INDEX_URL": "https://b/"})
+        assert env["UV_INDEX_URL"] == "https://b/"

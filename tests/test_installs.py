@@ -88,8 +88,8 @@ class TestOwnEnvironments:
         zygote starts without site-packages, its workers read them."""
         marker = tmp_path / "pth-ran"
         line = (
-            "import sys, os; open(%r, 'a').write(str('plugwarden.isolation.loader' in sys.modules) + ':' + str(os.getpid()) + ':' + str(os.getppid())"
-            " + chr(10))\n" % str(marker)
+            f"import sys, os; open({str(marker)!r}, 'a').write("
+            "str('plugwarden.isolation.loader' in sys.modules) + f':{os.getpid()}' + chr(10))\n"
         )
         host = installing()
         installed(host, wheels("pth", requires=(SIX_OLD,), extra={"pth_hook.pth": line}))

@@ -25,12 +25,12 @@ import sys
 import sysconfig
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
+from plugwarden.environments.project import project_environment
 from plugwarden.environments.runtime import host_runtime
 from plugwarden.environments.uvtool import Phase, Uv
 from plugwarden.exceptions import InstallFailed
@@ -56,6 +56,8 @@ class InstallPlan:
     specs: tuple[str, ...]
     allow_sdist: bool = False
     overrides: tuple[str, ...] = field(default=())
+    requires: tuple[str, ...] = field(default=())  # installed beside the specs
+    extras: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a project's own
 
     @classmethod
     def of(cls, specs: tuple[str, ...], allow_sdist: bool) -> InstallPlan:
@@ -64,8 +66,14 @@ class InstallPlan:
         if problem is not None or not specs:
             raise InstallFailed(problem or "Nothing to install: give a requirement, a wheel or "
                                 "a project directory.")  # fmt: skip
-        overrides = tuple(line for spec in specs for line in project_overrides(spec))
-        return cls(specs, allow_sdist, overrides)
+        asked = {spec: project_environment(spec) for spec in specs}
+        return cls(
+            specs,
+            allow_sdist,
+            overrides=tuple(line for found in asked.values() for line in found.overrides),
+            requires=tuple(line for found in asked.values() for line in found.requires),
+            extras={spec: found.extras for spec, found in asked.items() if found.extras},
+        )
 
 
 MAX_SPEC = 4096
@@ -172,10 +180,10 @@ class EnvironmentStore:
             root.parent.mkdir(parents=True, exist_ok=True)
             self.uv.venv(str(root), sys.executable)
             python = str(root / "bin" / "python")
-            specs = [self._wheel_of(spec, root, tell) for spec in plan.specs]
+            specs = [self._wheel_of(spec, root, tell, plan.extras.get(spec)) for spec in plan.specs]
             overrides = root / "overrides.txt"
             overrides.write_text("\n".join([runtime.requirement(), *plan.overrides]) + "\n")
-            requirements = [*specs, "plugwarden"]
+            requirements = [*specs, *plan.requires, "plugwarden"]
             self.uv.install(
                 python, requirements, str(overrides), allow_sdist=plan.allow_sdist, tell=tell
             )
@@ -201,9 +209,10 @@ class EnvironmentStore:
             raise InstallFailed(f"Could not build the environment in {root}: {exc}") from exc
         return self.environment(env_id)
 
-    def _wheel_of(self, spec: str, root: Path, tell: Phase) -> str:
+    def _wheel_of(self, spec: str, root: Path, tell: Phase, extras: tuple[str, ...] | None) -> str:
         """A project directory is built into a wheel first (its own build
-        backend, as pip would); other specs go to uv as they are."""
+        backend, as pip would), with the extras it asks for; other specs go
+        to uv as they are."""
         if not os.path.isdir(spec):
             return os.path.abspath(spec) if spec.endswith(".whl") else spec
         wheels = root / "wheels"
@@ -211,7 +220,10 @@ class EnvironmentStore:
         built = sorted(wheels.glob("*.whl"))
         if not built:
             raise InstallFailed(f"Building {spec} made no wheel.")
-        return str(built[-1])
+        if not extras:
+            return str(built[-1])
+        name = built[-1].name.split("-")[0]
+        return f"{name}[{','.join(extras)}] @ {built[-1].as_uri()}"
 
     # -- naming ----------------------------------------------------------------------
 
@@ -269,18 +281,6 @@ class EnvironmentStore:
         temporary = self.root / f".{INDEX}.{os.getpid()}"
         temporary.write_text(json.dumps({"plugins": plugins}, indent=1, sort_keys=True))
         os.replace(temporary, self.root / INDEX)
-
-
-def project_overrides(spec: str) -> tuple[str, ...]:
-    """What a project directory declares in ``[tool.plugwarden] overrides``
-    (requirements that win over its dependencies' own pins)."""
-    try:
-        with open(os.path.join(spec, "pyproject.toml"), "rb") as file:
-            project = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError):
-        return ()
-    found = project.get("tool", {}).get("plugwarden", {}).get("overrides", [])
-    return tuple(line for line in found if isinstance(line, str))
 
 
 def _packages(root: Path, sys_path: list[str]) -> dict[str, str]:

@@ -4,13 +4,17 @@ an environment, each with its phases told as they happen and its failure
 answered with uv's own reason.
 
 uv runs with the host's environment less ``PLUGWARDEN_*`` (a source build
-runs a package's code); pip's index settings in the environment
-(``PIP_INDEX_URL``, ``PIP_EXTRA_INDEX_URL``, ``PIP_FIND_LINKS``) are
-passed on as uv's where uv's own are not set.
+runs a package's code). uv does not read pip's settings; where uv's own
+(``UV_INDEX_URL``...) are not set, pip's are passed on: its config files
+and ``PIP_*`` variables' ``index-url``, ``extra-index-url``, ``find-links``
+and ``constraint``, so a plugin's environment draws from the same indexes
+as ``pip install`` would (and, with extra indexes, picks versions as pip
+does: the best across all of them, uv's ``unsafe-best-match``).
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -24,11 +28,14 @@ __all__ = ["Phase", "Uv", "find_uv"]
 # How an install tells how far it got: (phase, message).
 Phase = Callable[[str, str], None]
 
+# pip's setting -> uv's variable, and how uv separates several values.
 PIP_TO_UV = {
-    "PIP_INDEX_URL": "UV_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL": "UV_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS": "UV_FIND_LINKS",
+    "index-url": ("UV_INDEX_URL", " "),
+    "extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+    "find-links": ("UV_FIND_LINKS", ","),
+    "constraint": ("UV_CONSTRAINT", " "),
 }
+PIP_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf", "~/.pip/pip.conf", "~/.config/pip/pip.conf")
 # uv's summary lines, and the phase that follows each.
 NEXT_PHASE = {"Resolved": "downloading", "Prepared": "installing"}
 REASON_LINES = 12  # of uv's error output, in a reason
@@ -49,11 +56,38 @@ def find_uv() -> str:
     return str(find_uv_bin())
 
 
+def pip_settings(environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """pip's index settings as pip reads them: its config files in order
+    (``[global]`` then ``[install]``), then ``PIP_*`` variables."""
+    files = [os.path.expanduser(path) for path in PIP_FILES]
+    if environ.get("PIP_CONFIG_FILE"):
+        files.append(environ["PIP_CONFIG_FILE"])
+    found: dict[str, list[str]] = {}
+    for path in files:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue  # pip would refuse it too; uv goes without it
+        for section in ("global", "install"):
+            for key in PIP_TO_UV:
+                if parser.has_option(section, key):
+                    found[key] = parser.get(section, key).split()
+    for key in PIP_TO_UV:
+        variable = "PIP_" + key.upper().replace("-", "_")
+        if environ.get(variable):
+            found[key] = environ[variable].split()
+    return found
+
+
 def uv_environment(environ: Mapping[str, str]) -> dict[str, str]:
     env = {key: value for key, value in environ.items() if not key.startswith(RESERVED_PREFIX)}
-    for pip, uv in PIP_TO_UV.items():
-        if pip in env and uv not in env:
-            env[uv] = env[pip]
+    for key, values in pip_settings(environ).items():
+        variable, separator = PIP_TO_UV[key]
+        if variable not in env and values:
+            env[variable] = separator.join(values)
+            if key == "extra-index-url":  # pip's way: the best version across every index
+                env.setdefault("UV_INDEX_STRATEGY", "unsafe-best-match")
     env.setdefault("UV_NO_PROGRESS", "1")
     return env
 

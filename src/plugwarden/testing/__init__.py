@@ -8,7 +8,7 @@ is imported on first use, so the rest works without pytest."""
 from typing import Any
 
 from plugwarden.testing.assertions import assert_state, wait_for, wait_for_state
-from plugwarden.testing.dists import ECHO_PLUGIN, plugin_source, write_plugin
+from plugwarden.testing.dists import ECHO_PLUGIN, plugin_source, write_plugin, write_wheel
 from plugwarden.testing.faults import FaultPlan, fake_gpu
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "wait_for",
     "wait_for_state",
     "write_plugin",
+    "write_wheel",
 ]
 
 

@@ -4,21 +4,26 @@
 ``entry_points.txt``, ``RECORD``) into a directory, exactly as pip would lay
 them out in site-packages, so discovery goes through importlib.metadata for
 real. Point a :class:`~plugwarden.Host` at the directory with ``search_path``.
+:func:`write_wheel` writes the same as a wheel file, for ``plugwarden
+install`` (an environment of its own).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import textwrap
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["ECHO_PLUGIN", "plugin_source", "write_plugin"]
+__all__ = ["ECHO_PLUGIN", "plugin_source", "write_plugin", "write_wheel"]
 
 # The smallest healthy plugin: run() echoes its tool and args back.
 ECHO_PLUGIN = """
@@ -91,3 +96,39 @@ def plugin_source(run_body: str, *, prelude: str = "", init_body: str = "pass") 
         "@hookimpl\ndef validate():\n    return True\n\n"
         f"@hookimpl\ndef run(tool, args):\n{body}\n"
     )
+
+
+def write_wheel(
+    out: Path,
+    name: str,
+    source: str,
+    *,
+    version: str = "1.0",
+    requires: Sequence[str] = (),
+    files: Mapping[str, str] | None = None,
+) -> Path:
+    """A wheel of plugin ``name`` in ``out``: package ``name`` whose
+    ``__init__`` is ``source``, its entry point, ``requires`` as
+    Requires-Dist, and ``files`` (path in the wheel -> text: a manifest, a
+    ``.pth``...). Written straight as a zip: no build backend runs."""
+    info = f"{name}-{version}.dist-info"
+    needs = "".join(f"Requires-Dist: {line}\n" for line in requires)
+    contents = {
+        f"{name}/__init__.py": textwrap.dedent(source),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{needs}",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: plugwarden.testing\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/entry_points.txt": f"[plugwarden.plugins]\n{name} = {name}\n",
+        **(files or {}),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{version}-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(path, "w") as archive:
+        for file, text in contents.items():
+            data = text.encode()
+            archive.writestr(file, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{file},sha256={digest.decode()},{len(data)}")
+        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return path

@@ -1,0 +1,53 @@
+"""What a plugin project asks of its environment, in its ``pyproject.toml``::
+
+    [tool.plugwarden.environment]
+    extras = ["ml"]                       # its own extras to install
+    requires = ["facenet-pytorch==2.6.0"] # more requirements beside it
+    overrides = ["torch==2.14.1"]         # win over every dependency's pins
+
+so that ``plugwarden install DIRECTORY`` needs no step a user must
+remember (a dependency whose metadata pins an old release, installed with
+``--no-deps`` by hand, becomes an override here).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+
+from plugwarden.exceptions import InstallFailed
+
+__all__ = ["ProjectEnvironment", "project_environment"]
+
+KEYS = ("extras", "requires", "overrides")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectEnvironment:
+    extras: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+def project_environment(spec: str) -> ProjectEnvironment:
+    """What the project directory ``spec`` declares (nothing for any other
+    spec); raises :class:`InstallFailed` naming a malformed key."""
+    path = os.path.join(spec, "pyproject.toml")
+    if not os.path.isfile(path):
+        return ProjectEnvironment()
+    try:
+        with open(path, "rb") as file:
+            project = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InstallFailed(f"{path} cannot be read: {exc}") from None
+    table = project.get("tool", {}).get("plugwarden", {}).get("environment", {})
+    values = {}
+    for key in KEYS:
+        found = table.get(key, []) if isinstance(table, dict) else None
+        if not isinstance(found, list) or not all(isinstance(v, str) and v for v in found):
+            raise InstallFailed(
+                f"{path}: [tool.plugwarden.environment] {key} must be a list of strings."
+            )
+        values[key] = tuple(found)
+    return ProjectEnvironment(**values)
