@@ -14,6 +14,7 @@ from plugwarden.testing import write_wheel
 # VALID and CRASH_ON are set per version.
 PINNED = """
 import os
+import time
 import six
 from plugwarden import hookimpl
 
@@ -28,9 +29,12 @@ def validate():
 
 @hookimpl
 def run(tool, args):
+    if tool != "which":
+        raise ValueError(f"no tool {{tool!r}}: this plugin has 'which'")
     CALLS[0] += 1
     if CALLS[0] == {crash_on!r}:
         os._exit(3)
+    time.sleep(args.get("sleep", 0))
     return {{"six": six.__version__, "six_file": six.__file__, "version": VERSION}}
 """
 

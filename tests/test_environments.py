@@ -145,13 +145,16 @@ class TestNaming:
             store.build(InstallPlan.of((str(make_wheel(tmp_path / v, "p", v)),), False), said)
             for v in ("1.0", "2.0", "3.0")
         ]
-        for environment in built:
-            store.commit("p", environment.id)
+        for environment, version in zip(built, ("1.0", "2.0", "3.0"), strict=True):
+            store.commit("p", environment.id, version, "upgraded")
         entry = store.index()["p"]
         assert (entry["current"], entry["previous"]) == (built[2].id, built[1].id)
         assert not Path(built[0].root).exists()
-        store.swap("p")
+        store.swap("p", "2.0")
         assert store.current()["p"].id == built[1].id
+        versions = [(v["version"], v["event"]) for v in store.current()["p"].versions]
+        assert versions == [("1.0", "upgraded"), ("2.0", "upgraded"), ("3.0", "upgraded"),
+                            ("2.0", "rolled back")]  # fmt: skip
 
     def test_sweep_removes_what_a_dead_install_left(self, store, tmp_path):
         orphan = tmp_path / "plugins" / "envs" / "123-abc"

@@ -5,6 +5,7 @@ rolled back and uninstalled while calls go on, none of them failing."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from plugwarden import ErrorType, State, UnknownPlugin
-from tests.conftest import plugin_source
+from tests.conftest import plugin_source, wait_for
 from tests.envkit import calling, make_wheel
 
 SIX_OLD, SIX_NEW = "six==1.16.0", "six==1.17.0"
@@ -169,6 +170,32 @@ class TestUpgrade:
         assert status.state is State.INITIALIZED
         assert host.call("steady", "which", {}).result["version"] == "1.0"
         assert any(t.reason.startswith("Rolled back to 1.0") for t in status.history)
+        versions = status.to_dict()["environment"]["versions"]
+        assert [(v["version"], v["event"]) for v in versions] == [
+            ("1.0", "installed"),
+            ("2.0", "rolled back"),
+        ]
+
+    def test_a_version_that_answers_a_tool_it_lacks_is_refused(self, installing, wheels):
+        """The smoke check: PW008, an unknown tool must be a per-call error."""
+        host = installing()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        lax = wheels("steady", "2.0", source=plugin_source("return 'anything goes'"))
+        job = finished(host, host.upgrade("steady", [str(lax)]))
+        assert job.state == "failed" and "PW008" in job.outcome["error"], job.outcome
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+
+    def test_a_running_job_stays_on_the_version_it_started_on(self, installing, wheels):
+        host = installing(probation_s=0.2)
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        job = host.submit("steady", "which", {"sleep": 3})
+        wait_for(lambda: host.job(job.id).state == "running", 30)
+        upgrade = host.upgrade("steady", [str(wheels("steady", "2.0", (SIX_NEW,)))])
+        assert finished(host, upgrade).state == "succeeded"
+        assert host.call("steady", "which", {}).result["version"] == "2.0"
+        done = finished(host, job)
+        assert done.state == "succeeded", done.outcome
+        assert json.loads(done.result_json)["version"] == "1.0"
 
     def test_upgrade_rollback_and_uninstall(self, installing, wheels, tmp_path):
         host = installing(probation_s=0.5)
@@ -176,7 +203,7 @@ class TestUpgrade:
         job = finished(host, host.upgrade("steady", [str(wheels("steady", "2.0", (SIX_NEW,)))]))
         assert job.state == "succeeded", job.outcome
         assert host.call("steady", "which", {}).result == {
-            "six": "1.17.0", "six_file": host.call("steady", "w", {}).result["six_file"],
+            "six": "1.17.0", "six_file": host.call("steady", "which", {}).result["six_file"],
             "version": "2.0",
         }  # fmt: skip
         assert finished(host, host.rollback("steady")).state == "succeeded"

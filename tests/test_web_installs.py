@@ -48,7 +48,7 @@ class TestRoutes:
         job = ended(url, answer.headers["Location"])
         assert job["state"] == "succeeded", job
         assert job["progress"]["message"].startswith(("starting", "checking"))
-        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "x"}, headers=AUTH)
+        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "which"}, headers=AUTH)
         assert run.json()["result"]["version"] == "1.0"
         record = httpx.get(f"{url}/v1/plugins/viahttp").json()
         assert record["environment"]["packages"]["six"] == "1.16.0"
@@ -57,11 +57,11 @@ class TestRoutes:
             headers=AUTH,
         )  # fmt: skip
         assert ended(url, upgrade.headers["Location"])["state"] == "succeeded"
-        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "x"}, headers=AUTH)
+        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "which"}, headers=AUTH)
         assert run.json()["result"]["version"] == "2.0"
         back = httpx.post(f"{url}/v1/plugins/viahttp/rollback", headers=AUTH)
         assert ended(url, back.headers["Location"])["state"] == "succeeded"
-        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "x"}, headers=AUTH)
+        run = httpx.post(f"{url}/v1/plugins/viahttp/run", json={"tool": "which"}, headers=AUTH)
         assert run.json()["result"]["version"] == "1.0"
         gone = httpx.delete(f"{url}/v1/plugins/viahttp", headers=AUTH)
         assert ended(url, gone.headers["Location"])["state"] == "succeeded"
@@ -118,6 +118,11 @@ class TestCommands:
         assert "succeeded" in done.stdout
         listed = json.loads(cli("list", "--json", url=served.url).stdout)
         assert "viacli" in {record["name"] for record in listed}
+        doctor = json.loads(cli("doctor", "--json", url=served.url).stdout)
+        (record,) = [r for r in doctor["plugins"] if r["name"] == "viacli"]
+        assert record["environment"]["path"].startswith(str(served.host.config.server.plugins_dir))
+        shown = cli("doctor", url=served.url).stdout
+        assert "own:" in shown
         done = cli("uninstall", "viacli", "--token", TOKEN, "--json", url=served.url)
         assert done.returncode == 0 and json.loads(done.stdout)["state"] == "succeeded"
 

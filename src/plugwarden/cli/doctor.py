@@ -214,13 +214,15 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
         console.print("No plugins installed (entry point group 'plugwarden.plugins').")
         return 0
     table = Table(title=f"Plugins of {escape(source)}", title_justify="left", show_lines=True)
-    for column in ("plugin", "state", "reason and fix"):
+    for column in ("plugin", "state", "environment", "reason and fix"):
         table.add_column(column, overflow="fold")
     for record in sorted(records, key=lambda r: str(r.get("name"))):
         style = STATE_STYLES.get(str(record.get("state")), "")
+        own = record.get("environment")
         table.add_row(
             escape(str(record.get("name"))),
             f"[{style}]{escape(str(record.get('state')))}[/{style}]",
+            escape(f"own: {own.get('path')}" if isinstance(own, dict) else "shared (the host's)"),
             escape(str(record.get("reason", ""))),
         )
     console.print(table)

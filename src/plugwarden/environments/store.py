@@ -15,6 +15,7 @@ package costs almost no disk).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -159,7 +160,9 @@ class EnvironmentStore:
         found = {}
         for name, entry in self.index().items():
             try:
-                found[name] = self.environment(str(entry.get("current")))
+                environment = self.environment(str(entry.get("current")))
+                history = tuple(v for v in entry.get("history", []) if isinstance(v, dict))
+                found[name] = dataclasses.replace(environment, versions=history)
             except InstallFailed as exc:
                 log.error("plugin %r: %s Reinstall it (plugwarden install).", name, exc.reason)
         return found
@@ -227,9 +230,10 @@ class EnvironmentStore:
 
     # -- naming ----------------------------------------------------------------------
 
-    def commit(self, name: str, env_id: str) -> None:
-        """``env_id`` becomes ``name``'s current environment; its current one
-        becomes the previous (kept for rollback), the one before is removed."""
+    def commit(self, name: str, env_id: str, version: str, event: str) -> None:
+        """``env_id`` (holding ``version``) becomes ``name``'s current
+        environment; its current one becomes the previous (kept for
+        rollback), the one before is removed. ``event``: installed, upgraded..."""
         with self._lock:
             plugins = self.index()
             entry = plugins.get(name) or {}
@@ -237,18 +241,29 @@ class EnvironmentStore:
             if entry.get("current") not in (None, env_id):
                 entry["previous"] = entry["current"]
             entry["current"] = env_id
+            _remember(entry, env_id, version, event)
             plugins[name] = entry
             self._write(plugins)
             if older and older not in (entry["current"], entry.get("previous")):
                 self.discard(older)
 
-    def swap(self, name: str) -> None:
-        """``name``'s previous environment becomes current and the other way round."""
+    def swap(self, name: str, version: str) -> None:
+        """``name``'s previous environment (holding ``version``) becomes
+        current and the other way round: a rollback."""
         with self._lock:
             plugins = self.index()
             entry = plugins[name]
             entry["current"], entry["previous"] = entry["previous"], entry["current"]
+            _remember(entry, entry["current"], version, "rolled back")
             self._write(plugins)
+
+    def note(self, name: str, env_id: str, version: str, event: str) -> None:
+        """A version that did not stay (refused, rolled back), in ``name``'s history."""
+        with self._lock:
+            plugins = self.index()
+            if name in plugins:
+                _remember(plugins[name], env_id, version, event)
+                self._write(plugins)
 
     def forget(self, name: str) -> None:
         """``name`` is uninstalled: its environments are removed."""
@@ -269,7 +284,7 @@ class EnvironmentStore:
         index = self._read_index()
         if index is None:
             return
-        named = {v for entry in index.values() for v in entry.values() if v}
+        named = {entry.get(key) for entry in index.values() for key in ("current", "previous")}
         folder = self.root / "envs"
         for child in folder.iterdir() if folder.is_dir() else ():
             if child.name not in named:
@@ -281,6 +296,16 @@ class EnvironmentStore:
         temporary = self.root / f".{INDEX}.{os.getpid()}"
         temporary.write_text(json.dumps({"plugins": plugins}, indent=1, sort_keys=True))
         os.replace(temporary, self.root / INDEX)
+
+
+HISTORY = 20  # versions remembered per plugin
+
+
+def _remember(entry: dict[str, Any], env_id: str, version: str, event: str) -> None:
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    history = [*entry.get("history", []), {"at": at, "event": event, "version": version,
+                                            "environment": env_id}]  # fmt: skip
+    entry["history"] = history[-HISTORY:]
 
 
 def _packages(root: Path, sys_path: list[str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ host's own environment are left to pip.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,7 @@ class Installs:
                     f"A plugin named '{name}' is already installed: upgrade it (plugwarden "
                     f"upgrade {name} SPEC), or uninstall it first."
                 )
-            self.store.commit(name, environment.id)
+            self.store.commit(name, environment.id, source.dist_version, "installed")
         except InstallFailed:
             self.store.discard(environment.id)
             raise
@@ -110,6 +111,7 @@ class Installs:
             self.supervisor.remove(name, ErrorType.UNINSTALLED)
             self.store.forget(name)
             raise InstallFailed(f"{source.origin} is {status.state.value}: {status.reason}")
+        self._show(name)
         return _done(name, source, "installed", status.state)
 
     def upgrade(self, name: str, specs: list[str] | None, control: CallControl) -> CallResult:
@@ -119,8 +121,11 @@ class Installs:
         try:
             source = self._one_plugin(environment, name)
             return self._switch_to(name, source, environment, tell, probation=True)
-        except InstallFailed:
+        except InstallFailed as exc:
+            event = "rolled back" if exc.error_type == ErrorType.ROLLED_BACK else "refused"
+            self.store.note(name, environment.id, _version_of(environment, name), event)
             self.store.discard(environment.id)
+            self._show(name)
             raise
 
     def rollback(self, name: str, control: CallControl) -> CallResult:
@@ -195,7 +200,7 @@ class Installs:
         if old is None or not probation:
             if old is not None:
                 self.versions.retire(old, ErrorType.RESTARTED)
-            self._keep(name, environment)
+            self._keep(name, environment, source)
             return _done(name, source, "switched", State.INITIALIZED)
         failure = self.versions.probation(name, old, new, tell)
         if failure is not None:
@@ -203,20 +208,34 @@ class Installs:
                 f"{source.origin} was rolled back to {old.version}: {failure}",
                 ErrorType.ROLLED_BACK,
             )
-        self._keep(name, environment)
+        self._keep(name, environment, source)
         return _done(name, source, "upgraded", State.INITIALIZED)
 
-    def _keep(self, name: str, environment: PluginEnvironment) -> None:
+    def _keep(self, name: str, environment: PluginEnvironment, source: PluginSource) -> None:
         if self.store.index().get(name, {}).get("previous") == environment.id:
-            self.store.swap(name)  # a rollback: the two trade places
+            self.store.swap(name, source.dist_version)  # a rollback: the two trade places
         else:
-            self.store.commit(name, environment.id)
+            self.store.commit(name, environment.id, source.dist_version, "upgraded")
+        self._show(name)
+
+    def _show(self, name: str) -> None:
+        """The record shows the environment with its version history."""
+        current = self.store.current().get(name)
+        registry = self.supervisor.registry
+        if current is not None:
+            info = registry.status(name).info
+            registry.set_info(name, dataclasses.replace(info, environment=current.summary()))
 
 
 class _Installed:
     def __init__(self, environment: PluginEnvironment, specs: tuple[str, ...]) -> None:
         self.environment = environment
         self.specs = specs
+
+
+def _version_of(environment: PluginEnvironment, name: str) -> str:
+    found = discover(environment=environment).plugins.get(name)
+    return found.dist_version if found is not None else "?"
 
 
 def _teller(control: CallControl) -> Callable[[str, str], None]:

@@ -88,11 +88,12 @@ class PluginStatus:
                 "uptime_seconds": 0.0,
                 "healthy": self.healthy,
                 "health": self.health,
+                "environment": _where(self.info.environment),
             }
             if history:
                 cached["permissions"] = self.info.permissions
                 cached["protections"] = self.info.protections
-                cached["environment"] = self.info.environment
+                cached["environment"] = self.info.environment  # with packages and versions
                 cached["history"] = [t.to_dict() for t in self.history]
             self._dicts[history] = cached
         return {**cached, "uptime_seconds": self.uptime_seconds}
@@ -117,3 +118,10 @@ class PluginStatus:
             tail = "," + compact_json(after)[1:] if after else "}"
             parts = self._json[history] = (head, tail)
         return parts
+
+
+def _where(environment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A listing's view of a plugin's own environment (None: the host's)."""
+    if environment is None:
+        return None
+    return {key: environment.get(key) for key in ("id", "path", "python")}

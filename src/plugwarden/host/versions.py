@@ -44,6 +44,7 @@ __all__ = ["Running", "Versions"]
 # How a switch tells how far it got: (phase, message).
 Tell = Callable[[str, str], None]
 POLL_S = 0.1  # probation reads the plugin's health this often
+SMOKE_TOOL = "plugwarden-smoke-check-no-such-tool"
 
 
 @dataclass(slots=True, eq=False)
@@ -104,7 +105,7 @@ class Versions:
         if status.state is not State.INITIALIZED or runner is None or record.settings is None:
             self._close(runner, ErrorType.CLOSED)
             raise InstallFailed(f"{source.origin} is {status.state.value}: {status.reason}")
-        tell("checking", f"smoke check of {source.origin} (health on every worker)")
+        tell("checking", f"smoke check of {source.origin} (an unknown tool; health)")
         reason = self._smoke(runner) or (losses[0].reason if losses else None)
         if reason is not None:
             self._close(runner, ErrorType.CLOSED)
@@ -112,11 +113,18 @@ class Versions:
         return Running(source, record.settings, record.sandbox, runner, route, status.info)
 
     def _smoke(self, runner: Runner) -> str | None:
+        """The conformance checks that need nothing of the plugin's own
+        (README, "Conformance"): PW008, an unknown tool is a clear per-call
+        error; PW009, health() answers, on every worker."""
         budget = self.config.health_timeout_s
+        timeout = runner.limits.timeout_s
+        unknown = runner.call("run", {"tool": SMOKE_TOOL, "args": {}}, timeout, wait_s=timeout)
+        if unknown.ok:
+            return f"run() of an unknown tool ({SMOKE_TOOL!r}) answered ok (PW008)"
         for _ in range(max(1, runner.limits.workers)):
             result = runner.call("health", {}, budget, wait_s=budget)
             if not result.ok:
-                return f"health(): {result.error}"
+                return f"health(): {result.error} (PW009)"
         return None
 
     # -- switching -------------------------------------------------------------------

@@ -28,6 +28,8 @@ class PluginEnvironment:
     sys_path: tuple[str, ...]
     runtime: str
     packages: tuple[tuple[str, str], ...] = ()  # (name, version) of what it holds
+    # The plugin's versions as installed here, oldest first: {at, event, version, environment}
+    versions: tuple[dict[str, str], ...] = ()
 
     @property
     def site_packages(self) -> tuple[str, ...]:
@@ -42,4 +44,5 @@ class PluginEnvironment:
             "path": self.root,
             "python": self.python,
             "packages": dict(self.packages),
+            "versions": [dict(entry) for entry in self.versions],
         }

@@ -90,7 +90,12 @@ async function history(details) {
     `write ${esc((g.write || []).join(", ") || "-")}; <b>protections</b> ` +
     esc(Object.keys(guarded).filter(k => !lacking.some(([n]) => n === k)).join(", ") || "none") +
     lacking.map(([k, v]) => `; <b>${esc(k)}</b> ${esc(v)}`).join("") + `</li>` : "";
-  details.querySelector("ol").innerHTML = reach + (record.history || []).map(h =>
+  const e = record.environment;
+  const env = e ? `<li class="small" data-field="environment"><b>environment</b> ` +
+    `${esc(e.path)} (Python ${esc(e.python)}); <b>versions</b> ` +
+    esc((e.versions || []).map(v => `${v.version} ${v.event} ${ago(v.at)}`).join(", ") || "-") +
+    `</li>` : "";
+  details.querySelector("ol").innerHTML = reach + env + (record.history || []).map(h =>
     `<li><b>${esc(h.state)}</b> ${esc(ago(h.at))}: ${esc(h.reason)}</li>`).join("");
 }
 function jobRow(j) {
