@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from plugwarden import ErrorType, State, UnknownPlugin
@@ -18,6 +19,16 @@ from tests.conftest import plugin_source, wait_for
 from tests.envkit import calling, make_wheel
 
 SIX_OLD, SIX_NEW = "six==1.16.0", "six==1.17.0"
+
+
+def processes_of(root: str) -> list[int]:
+    """Processes running a Python of the environment at ``root``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if command and command[0].startswith(root + os.sep):
+            found.append(process.pid)
+    return found
 
 
 def finished(host, job, timeout_s: float = 180.0):
@@ -200,8 +211,11 @@ class TestUpgrade:
     def test_upgrade_rollback_and_uninstall(self, installing, wheels, tmp_path):
         host = installing(probation_s=0.5)
         installed(host, wheels("steady", requires=(SIX_OLD,)))
+        first = host.status("steady").to_dict()["environment"]["path"]
+        assert processes_of(first)  # its zygote
         job = finished(host, host.upgrade("steady", [str(wheels("steady", "2.0", (SIX_NEW,)))]))
         assert job.state == "succeeded", job.outcome
+        wait_for(lambda: not processes_of(first), 30)  # the old version's zygote stopped too
         assert host.call("steady", "which", {}).result == {
             "six": "1.17.0", "six_file": host.call("steady", "which", {}).result["six_file"],
             "version": "2.0",

@@ -199,7 +199,7 @@ class Installs:
         old = self.versions.switch(name, new, f"Switched to {source.origin}")
         if old is None or not probation:
             if old is not None:
-                self.versions.retire(old, ErrorType.RESTARTED)
+                self.versions.retire(name, old, ErrorType.RESTARTED)
             self._keep(name, environment, source)
             return _done(name, source, "switched", State.INITIALIZED)
         failure = self.versions.probation(name, old, new, tell)

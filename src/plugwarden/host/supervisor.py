@@ -129,6 +129,16 @@ class Supervisor:
     def schedule(self, delay: float, task: Callable[[], None]) -> None:
         self._scheduler.after(delay, task)
 
+    def stop_runner(self, name: str, runner: Runner, source: PluginSource, why: str) -> None:
+        """Close ``runner`` (a version of ``name`` that no longer serves),
+        and its environment's zygote unless ``name`` runs from there again."""
+        runner.close(why)
+        environment = source.environment
+        slot = self.registry.record(name)
+        serving = None if slot is None or slot.source is None else slot.source.environment
+        if environment is not None and serving != environment:
+            self._backends.retire(environment)
+
     def restart(self, name: str) -> PluginStatus:
         """A manual restart: the whole pipeline again, the count reset. A
         name claimed by two distributions stays FAILED (nothing to load)."""

@@ -177,7 +177,7 @@ class Versions:
             with self._lock:
                 self._probations.pop(name, None)
         if probation.failure is None:
-            self.retire(old, ErrorType.RESTARTED)
+            self.retire(name, old, ErrorType.RESTARTED)
         return probation.failure
 
     def failed_probation(self, name: str, generation: int, why: WorkerLoss | str) -> bool:
@@ -200,9 +200,9 @@ class Versions:
                     f"({why})")  # fmt: skip
         probation.ended.set()
         # Not on this thread: it may be the new version's own call, still unwinding.
-        self.supervisor.schedule(0, lambda: self._close(new.runner, ErrorType.RESTARTED))
+        self.supervisor.schedule(0, lambda: self._stop(name, new, ErrorType.RESTARTED))
 
-    def retire(self, running: Running, why: str) -> None:
+    def retire(self, name: str, running: Running, why: str) -> None:
         """Stop ``running``'s workers once its calls in flight have ended
         (at most its longest timeout), in the background."""
         limits = running.runner.limits
@@ -210,9 +210,12 @@ class Versions:
 
         def stop() -> None:
             running.runner.wait_idle(wait)
-            self._close(running.runner, why)
+            self._stop(name, running, why)
 
         threading.Thread(target=stop, name="plugwarden-retire", daemon=True).start()
+
+    def _stop(self, name: str, running: Running, why: str) -> None:
+        self.supervisor.stop_runner(name, running.runner, running.source, why)
 
     @staticmethod
     def _close(runner: Runner | None, why: str) -> None:

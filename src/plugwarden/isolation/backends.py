@@ -135,10 +135,17 @@ class Backends:
         return services
 
     def retire(self, environment: PluginEnvironment) -> None:
-        """Stop the zygotes of ``environment`` (its plugin's runners are
-        closed: it was upgraded away from, or uninstalled)."""
+        """Stop the zygotes of ``environment`` that no open runner uses (it
+        was upgraded away from, or uninstalled; a new version on trial from
+        the same environment keeps its own)."""
         with self._lock:
-            retired = [k for k in self._own if k[0] == environment.python]
+            runners = [r for r in self._runners if isinstance(r, ProcessRunner)]
+            retired = [
+                key
+                for key, services in self._own.items()
+                if key[0] == environment.python
+                and not any(runner.uses(services.zygote) for runner in runners)
+            ]
             zygotes = [self._own.pop(key).zygote for key in retired]
         for zygote in zygotes:
             zygote.close()

@@ -23,6 +23,7 @@ from plugwarden.result import CallResult, Guard
 if TYPE_CHECKING:  # the worker imports this module: discovery stays out of it
     from plugwarden.isolation.process.sandbox import Sandbox
     from plugwarden.plugin.discovery import PluginSource
+    from plugwarden.plugin.venv import PluginEnvironment
     from plugwarden.settings import Placement
 
 __all__ = [
@@ -151,6 +152,9 @@ class RunnerFactory(Protocol):
 
     def refuse_new(self) -> None:
         """From now on :meth:`make` raises: the host is closing."""
+
+    def retire(self, environment: PluginEnvironment) -> None:
+        """Stop the zygotes of ``environment``: no runner uses it any more."""
 
     def close_runners(self, why: str) -> None:
         """Close every runner made here (calls in flight end with ``why``)."""

@@ -74,6 +74,10 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         self._config: dict[str, Any] = {}
         self._spawned = 0
 
+    def uses(self, zygote: Zygote) -> bool:
+        """Whether this runner, still open, forks its workers from ``zygote``."""
+        return self._services.zygote is zygote and self._pool.closing is None
+
     # -- bringing workers up -----------------------------------------------------
 
     def _spawn(self) -> WorkerProcess:
