@@ -342,3 +342,41 @@ def test_cuda_out_of_memory_is_a_per_call_error_and_the_plugin_serves_on(tmp_pat
         assert cuda.status("videotracker").available
     finally:
         cuda.close()
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+class TestOwnEnvironment:
+    def test_plugwarden_install_gives_it_an_environment_of_its_own(self, host, tmp_path):
+        """``plugwarden install`` of this project: its [ml] stack and
+        facenet-pytorch (old pins overridden) in an environment of its own,
+        found by a host whose own environment is not searched; it tracks as
+        the pip-installed copy does."""
+        config = {
+            "jobs": {"path": ":memory:"},
+            "server": {"plugins_dir": str(tmp_path / "plugins")},
+            "plugins": {"videotracker": {**CPU, "preload": True}},
+        }
+        own = Host(config, search_path=[])
+        own.start()
+        try:
+            job = own.install([str(PROJECT)])
+            wait_for(lambda: own.job(job.id).finished, 1800)
+            done = own.job(job.id)
+            assert done.state == JobState.SUCCEEDED, done.outcome
+            environment = own.status("videotracker").to_dict()["environment"]
+            packages = environment["packages"]
+            assert packages["facenet-pytorch"] == "2.6.0"
+            assert packages["torch"].startswith("2.14.1")
+            assert environment["path"].startswith(str(tmp_path))
+            theirs = own.call("videotracker", "track", {"video": str(VIDEO)})
+            ours = host.call("videotracker", "track", {"video": str(VIDEO)})
+            assert theirs.ok, theirs.error
+            keys = ("frames", "unique_ids", "device", "detector")
+            assert [theirs.result["summary"][k] for k in keys] == [
+                ours.result["summary"][k] for k in keys
+            ]
+            assert score(theirs.result, TRUTH)["id_switches"] == 0
+        finally:
+            own.close()
