@@ -74,9 +74,7 @@ class TestBuild:
         (plugin,) = discover(environment=environment).plugins.values()
         assert plugin.name == "pinned" and plugin.environment == environment
 
-    def test_a_project_directory_is_built_with_what_it_asks_of_its_environment(
-        self, store, tmp_path
-    ):
+    def test_a_project_directory_is_built_only_if_allowed_with_what_it_asks(self, store, tmp_path):
         project = tmp_path / "project"
         (project / "src" / "overridden").mkdir(parents=True)
         (project / "src" / "overridden" / "__init__.py").write_text("")
@@ -99,7 +97,10 @@ class TestBuild:
             overrides = ["six==1.17.0"]
             """)
         )
-        environment = store.build(InstallPlan.of((str(project),), False), said)
+        with pytest.raises(InstallFailed) as refused:  # building runs its code on the server
+            InstallPlan.of((str(project),), False)
+        assert "allow_sdist = true" in refused.value.reason
+        environment = store.build(InstallPlan.of((str(project),), True), said)
         packages = dict(environment.packages)
         assert packages["six"] == "1.17.0"  # the override won over its own pin
         assert {"iniconfig", "tomli_w"} <= {name.replace("-", "_") for name in packages}

@@ -52,9 +52,12 @@ def finished(host, job, timeout_s: float = 180.0):
 def installing(plugwarden_host, tmp_path):
     """``make(probation_s=60) -> Host`` with plugins_dir in ``tmp_path``."""
 
-    def make(probation_s: float = 60.0, **server):
-        plugins = tmp_path / "plugins"
-        config = {"server": {"plugins_dir": str(plugins), "probation_s": probation_s, **server}}
+    def make(probation_s: float = 60.0, plugins=None, **server):
+        folder = tmp_path / "plugins"
+        config = {
+            "server": {"plugins_dir": str(folder), "probation_s": probation_s, **server},
+            "plugins": plugins or {},
+        }
         return plugwarden_host(config)
 
     return make
@@ -108,6 +111,19 @@ class TestOwnEnvironments:
         assert host.call("pth", "which", {}).ok
         ran = marker.read_text().split()
         assert ran and all(line.startswith("True:") for line in ran), ran  # in workers only
+
+    def test_its_zygote_preloads_from_its_own_environment(self, installing, wheels, tmp_path):
+        log = tmp_path / "imports.log"
+        probe = f"import os\nwith open({str(log)!r}, 'a') as out:\n    out.write('x\\n')\n"
+        manifest = 'preload = ["six", "warm_probe"]\n'
+        host = installing(plugins={"warm": {"preload": True}})
+        extra = {"warm_probe.py": probe, "warm/manifest.toml": manifest}
+        installed(host, wheels("warm", requires=(SIX_OLD,), extra=extra))
+        (pid,) = host.worker_pids("warm")
+        os.kill(pid, 9)
+        wait_for(lambda: host.worker_pids("warm") not in ([], [pid]), 60)
+        assert host.call("warm", "which", {}).result["six"] == "1.16.0"
+        assert log.read_text().split() == ["x"]  # once, by the zygote, for both workers
 
     def test_a_restarted_host_finds_the_installed_plugins(self, installing, wheels):
         host = installing()

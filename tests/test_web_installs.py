@@ -9,10 +9,11 @@ import time
 import httpx
 import pytest
 
-from tests.envkit import make_wheel
+from tests.envkit import PINNED, make_wheel
 from tests.test_cli import TOKEN, cli  # noqa: F401 - the cli fixture
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PINNED_SOURCE = PINNED.format(version="1.0", valid=True, crash_on=0)
 
 
 @pytest.fixture
@@ -126,7 +127,44 @@ class TestCommands:
         done = cli("uninstall", "viacli", "--token", TOKEN, "--json", url=served.url)
         assert done.returncode == 0 and json.loads(done.stdout)["state"] == "succeeded"
 
+    def test_a_project_directory_is_built_by_the_command_not_the_server(
+        self,
+        cli,  # noqa: F811
+        served,
+        tmp_path,
+    ):
+        project = tmp_path / "project"
+        (project / "src" / "fromdir").mkdir(parents=True)
+        (project / "src" / "fromdir" / "__init__.py").write_text(PINNED_SOURCE)
+        (project / "pyproject.toml").write_text(
+            '[build-system]\nrequires = ["setuptools>=61"]\n'
+            'build-backend = "setuptools.build_meta"\n'
+            '[project]\nname = "fromdir"\nversion = "1.0"\ndependencies = ["six==1.16.0"]\n'
+            '[project.entry-points."plugwarden.plugins"]\nfromdir = "fromdir"\n'
+            '[tool.plugwarden.environment]\noverrides = ["six==1.17.0"]\n'
+        )
+        done = cli("install", str(project), "--token", TOKEN, "--json", url=served.url)
+        assert done.returncode == 0, done.stderr
+        job = json.loads(done.stdout)
+        assert job["args"]["overrides"] == ["six==1.17.0"]
+        assert job["args"]["spec"][0].endswith(".whl")  # the server got a wheel
+        result = served.host.call("fromdir", "which", {})
+        assert result.result["six"] == "1.17.0"  # the project's override won
+        # Over HTTP the server itself builds nothing from source unless allowed.
+        answer = httpx.post(f"{served.url}/v1/plugins", json={"spec": str(project)}, headers=AUTH)
+        refused = ended(served.url, answer.headers["Location"])
+        assert refused["state"] == "failed" and "allow_sdist" in refused["record"]["error"]
+
     def test_a_failed_install_exits_one_with_the_installers_reason(self, cli, served):  # noqa: F811
         done = cli("install", "plugwarden-no-such-package-zq", "--token", TOKEN, url=served.url)
         assert done.returncode == 1
         assert "InstallFailed" in done.stdout and "package registry" in done.stdout
+
+    def test_local_installs_need_no_server_and_persist(self, cli, wheel, tmp_path):  # noqa: F811
+        config = f'[server]\nplugins_dir = "{tmp_path / "local-plugins"}"\n'
+        done = cli("install", wheel("offline"), "--local", "--json", config=config)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "succeeded"
+        listed = cli("list", "--local", "--json", config=config)  # a new host finds it
+        (record,) = [r for r in json.loads(listed.stdout) if r["name"] == "offline"]
+        assert record["state"] == "INITIALIZED" and record["environment"] is not None

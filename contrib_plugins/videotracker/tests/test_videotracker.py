@@ -19,6 +19,8 @@ import pytest
 from plugwarden_videotracker.synthetic import make_video, score
 
 from plugwarden import Host, JobState, State
+from plugwarden.environments.project import build_project
+from plugwarden.environments.uvtool import Uv
 from plugwarden.testing import PluginConformance, wait_for
 
 # What its manifest asks for, granted as an operator does (the defaults are a ceiling).
@@ -361,7 +363,9 @@ class TestOwnEnvironment:
         own = Host(config, search_path=[])
         own.start()
         try:
-            job = own.install([str(PROJECT)])
+            # As `plugwarden install DIR` does: built here, installed by the host.
+            built = build_project(str(PROJECT), tmp_path / "wheel", Uv(), lambda *_: None)
+            job = own.install(built.specs, built.overrides)
             wait_for(lambda: own.job(job.id).finished, 1800)
             done = own.job(job.id)
             assert done.state == JobState.SUCCEEDED, done.outcome

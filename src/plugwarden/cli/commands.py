@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +26,9 @@ from plugwarden.cli.remote import LocalHost, RemoteHost, server_url
 from plugwarden.config import HostConfig
 from plugwarden.console import EXIT_NOT_WELL, EXIT_OK, STATE_STYLES, all_well, well
 from plugwarden.jobs.job import JobState
+
+if TYPE_CHECKING:
+    from plugwarden.environments.project import BuiltProject
 
 __all__ = ["run_command"]
 
@@ -175,11 +179,32 @@ def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) 
 
 
 def _cmd_change(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
-    """install, upgrade, rollback, uninstall: a job of the server's, followed to its end."""
-    specs = [str(Path(s).resolve()) if Path(s).exists() else s for s in getattr(args, "spec", [])]
+    """install, upgrade, rollback, uninstall: a job of the server's, followed
+    to its end. A project directory is built into a wheel here, as the user
+    running the command (the server builds nothing from source unless
+    allowed), with what it asks of its environment."""
+    specs: list[str] = []
+    overrides: list[str] = []
+    for spec in getattr(args, "spec", []):
+        if Path(spec).is_dir():
+            built = _build(spec, Console(stderr=True) if args.json else console)
+            specs.extend(built.specs)
+            overrides.extend(built.overrides)
+        else:
+            specs.append(str(Path(spec).resolve()) if Path(spec).is_file() else spec)
     with _plugins(args, config) as plugins:
-        job = plugins.change(args.command, getattr(args, "name", None), specs)
+        job = plugins.change(args.command, getattr(args, "name", None), specs, overrides)
         return _to_its_end(plugins, job, args, console)
+
+
+def _build(directory: str, console: Console) -> BuiltProject:
+    from plugwarden.environments.project import build_project
+    from plugwarden.environments.uvtool import Uv
+
+    out = Path(tempfile.mkdtemp(prefix="plugwarden-build-"))
+    out.chmod(0o755)  # the server's job reads the wheel, perhaps as another user
+    console.print(f"building {escape(directory)} into a wheel", highlight=False)
+    return build_project(directory, out, Uv(), lambda phase, message: None)
 
 
 def _cmd_check(args: argparse.Namespace, config: HostConfig, console: Console) -> int:

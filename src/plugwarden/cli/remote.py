@@ -136,9 +136,11 @@ class RemoteHost:
         job: dict[str, Any] = self._request("DELETE", f"/v1/jobs/{job_id}")
         return job
 
-    def change(self, operation: str, name: str | None, specs: list[str]) -> dict[str, Any]:
+    def change(
+        self, operation: str, name: str | None, specs: list[str], overrides: list[str]
+    ) -> dict[str, Any]:
         """Start an install, upgrade, rollback or uninstall: its job."""
-        body = {"json": {"spec": specs}} if specs else {}
+        body = {"json": {"spec": specs, "overrides": overrides}} if specs else {}
         if operation == "install":
             job: dict[str, Any] = self._request("POST", "/v1/plugins", **body)
         elif operation == "uninstall":
@@ -215,15 +217,17 @@ class LocalHost:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._host.cancel(job_id).to_dict()
 
-    def change(self, operation: str, name: str | None, specs: list[str]) -> dict[str, Any]:
+    def change(
+        self, operation: str, name: str | None, specs: list[str], overrides: list[str]
+    ) -> dict[str, Any]:
         host = self._host
         if operation == "install":
-            return host.install(specs).to_dict()
+            return host.install(specs, overrides).to_dict()
         if name is None:
             raise ValueError(f"{operation} needs a plugin name")
         host.status(name)  # an unknown name is a usage error
         if operation == "upgrade":
-            return host.upgrade(name, specs or None).to_dict()
+            return host.upgrade(name, specs or None, overrides).to_dict()
         job = host.rollback(name) if operation == "rollback" else host.uninstall(name)
         return job.to_dict()
 

@@ -8,6 +8,11 @@
 so that ``plugwarden install DIRECTORY`` needs no step a user must
 remember (a dependency whose metadata pins an old release, installed with
 ``--no-deps`` by hand, becomes an override here).
+
+Building a project runs its build backend's code: :func:`build_project`
+runs where the user who names the directory does (the CLI's process), and
+hands the server a wheel, the requirements and the overrides; the server
+builds from source only with ``[server] allow_sdist = true``.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
+from plugwarden.environments.uvtool import Phase, Uv
 from plugwarden.exceptions import InstallFailed
 
-__all__ = ["ProjectEnvironment", "project_environment"]
+__all__ = ["BuiltProject", "ProjectEnvironment", "build_project", "project_environment"]
 
 KEYS = ("extras", "requires", "overrides")
 
@@ -51,3 +58,27 @@ def project_environment(spec: str) -> ProjectEnvironment:
             )
         values[key] = tuple(found)
     return ProjectEnvironment(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltProject:
+    """A project directory as install specs: its wheel (with its extras)
+    and what else it requires, and the overrides it declares."""
+
+    specs: tuple[str, ...]
+    overrides: tuple[str, ...]
+
+
+def build_project(directory: str, out: Path, uv: Uv, tell: Phase) -> BuiltProject:
+    """Build ``directory`` into a wheel in ``out`` (its own build backend,
+    as pip would), with what it asks of its environment."""
+    asked = project_environment(directory)
+    uv.build_wheel(os.path.abspath(directory), str(out), tell)
+    built = sorted(out.glob("*.whl"))
+    if not built:
+        raise InstallFailed(f"Building {directory} made no wheel.")
+    wheel = built[-1]
+    spec = str(wheel)
+    if asked.extras:
+        spec = f"{wheel.name.split('-')[0]}[{','.join(asked.extras)}] @ {wheel.as_uri()}"
+    return BuiltProject((spec, *asked.requires), asked.overrides)

@@ -31,7 +31,10 @@ from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
-from plugwarden.environments.project import project_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from plugwarden.environments.project import build_project
 from plugwarden.environments.runtime import host_runtime
 from plugwarden.environments.uvtool import Phase, Uv
 from plugwarden.exceptions import InstallFailed
@@ -57,24 +60,26 @@ class InstallPlan:
     specs: tuple[str, ...]
     allow_sdist: bool = False
     overrides: tuple[str, ...] = field(default=())
-    requires: tuple[str, ...] = field(default=())  # installed beside the specs
-    extras: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a project's own
 
     @classmethod
-    def of(cls, specs: tuple[str, ...], allow_sdist: bool) -> InstallPlan:
-        """The plan for ``specs``, with the overrides their projects declare."""
-        problem = next((found for found in map(spec_problem, specs) if found), None)
+    def of(
+        cls, specs: tuple[str, ...], allow_sdist: bool, overrides: tuple[str, ...] = ()
+    ) -> InstallPlan:
+        """The plan for ``specs``; raises :class:`InstallFailed` for a spec
+        that is not one requirement, or a project directory to build
+        without ``allow_sdist``."""
+        problem = next((found for found in map(spec_problem, (*specs, *overrides)) if found), None)
         if problem is not None or not specs:
             raise InstallFailed(problem or "Nothing to install: give a requirement, a wheel or "
                                 "a project directory.")  # fmt: skip
-        asked = {spec: project_environment(spec) for spec in specs}
-        return cls(
-            specs,
-            allow_sdist,
-            overrides=tuple(line for found in asked.values() for line in found.overrides),
-            requires=tuple(line for found in asked.values() for line in found.requires),
-            extras={spec: found.extras for spec, found in asked.items() if found.extras},
-        )
+        directories = [spec for spec in specs if os.path.isdir(spec)]
+        if directories and not allow_sdist:
+            raise InstallFailed(
+                f"{directories[0]} is a project directory: building it runs its build code on "
+                "the server. Build it into a wheel first (the plugwarden install command does, "
+                "as the user running it), or allow builds: [server] allow_sdist = true."
+            )
+        return cls(specs, allow_sdist, overrides)
 
 
 MAX_SPEC = 4096
@@ -145,15 +150,16 @@ class EnvironmentStore:
             sys_path=tuple(about["sys_path"]),
             runtime=about["runtime"],
             packages=tuple((name, ver) for name, ver in about.get("packages", {}).items()),
+            overridden=frozenset(about.get("overridden", ())),
         )
 
-    def specs(self, env_id: str) -> tuple[str, ...]:
-        """What ``env_id`` was installed from."""
+    def specs(self, env_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What ``env_id`` was installed from: its specs and overrides."""
         try:
             about = json.loads((self.root / "envs" / env_id / ABOUT).read_text())
         except (OSError, ValueError):
-            return ()
-        return tuple(about.get("specs", ()))
+            return (), ()
+        return tuple(about.get("specs", ())), tuple(about.get("overrides", ()))
 
     def current(self) -> dict[str, PluginEnvironment]:
         """Each installed plugin's current environment (a damaged one is logged, left out)."""
@@ -183,10 +189,10 @@ class EnvironmentStore:
             root.parent.mkdir(parents=True, exist_ok=True)
             self.uv.venv(str(root), sys.executable)
             python = str(root / "bin" / "python")
-            specs = [self._wheel_of(spec, root, tell, plan.extras.get(spec)) for spec in plan.specs]
+            specs, declared = self._specs_of(plan, root, tell)
             overrides = root / "overrides.txt"
-            overrides.write_text("\n".join([runtime.requirement(), *plan.overrides]) + "\n")
-            requirements = [*specs, *plan.requires, "plugwarden"]
+            overrides.write_text("\n".join([runtime.requirement(), *declared]) + "\n")
+            requirements = [*specs, "plugwarden"]
             self.uv.install(
                 python, requirements, str(overrides), allow_sdist=plan.allow_sdist, tell=tell
             )
@@ -196,11 +202,13 @@ class EnvironmentStore:
                                            places["platlib"]]))  # fmt: skip
             about = {
                 "specs": list(plan.specs),
+                "overrides": list(plan.overrides),
                 "python": python,
                 "sys_path": sys_path,
                 "runtime": str(runtime.folder),
                 "packages_linked": [str(package) for package in runtime.packages],
                 "packages": _packages(root, sys_path),
+                "overridden": sorted(_names(declared)),
                 "created": time.time(),
             }
             (root / ABOUT).write_text(json.dumps(about, indent=1))
@@ -212,21 +220,20 @@ class EnvironmentStore:
             raise InstallFailed(f"Could not build the environment in {root}: {exc}") from exc
         return self.environment(env_id)
 
-    def _wheel_of(self, spec: str, root: Path, tell: Phase, extras: tuple[str, ...] | None) -> str:
-        """A project directory is built into a wheel first (its own build
-        backend, as pip would), with the extras it asks for; other specs go
-        to uv as they are."""
-        if not os.path.isdir(spec):
-            return os.path.abspath(spec) if spec.endswith(".whl") else spec
-        wheels = root / "wheels"
-        self.uv.build_wheel(os.path.abspath(spec), str(wheels), tell)
-        built = sorted(wheels.glob("*.whl"))
-        if not built:
-            raise InstallFailed(f"Building {spec} made no wheel.")
-        if not extras:
-            return str(built[-1])
-        name = built[-1].name.split("-")[0]
-        return f"{name}[{','.join(extras)}] @ {built[-1].as_uri()}"
+    def _specs_of(self, plan: InstallPlan, root: Path, tell: Phase) -> tuple[list[str], list[str]]:
+        """The requirements and overrides to give uv: a project directory
+        (``allow_sdist``) built into a wheel, with what it asks of its
+        environment; a wheel's path made absolute; the rest as it is."""
+        specs: list[str] = []
+        overrides = list(plan.overrides)
+        for spec in plan.specs:
+            if os.path.isdir(spec):
+                built = build_project(spec, root / "wheels", self.uv, tell)
+                specs.extend(built.specs)
+                overrides.extend(built.overrides)
+            else:
+                specs.append(os.path.abspath(spec) if spec.endswith(".whl") else spec)
+        return specs, overrides
 
     # -- naming ----------------------------------------------------------------------
 
@@ -299,6 +306,17 @@ class EnvironmentStore:
 
 
 HISTORY = 20  # versions remembered per plugin
+
+
+def _names(lines: list[str]) -> set[str]:
+    """The canonical package names of requirement ``lines``."""
+    names: set[str] = set()
+    for line in lines:
+        try:
+            names.add(canonicalize_name(Requirement(line).name))
+        except InvalidRequirement:
+            continue  # uv said so already, or took it
+    return names
 
 
 def _remember(entry: dict[str, Any], env_id: str, version: str, event: str) -> None:

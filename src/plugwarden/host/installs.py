@@ -70,17 +70,22 @@ class Installs:
     # -- the jobs ------------------------------------------------------------------
 
     def run(
-        self, operation: str, name: str | None, specs: list[str] | None, control: CallControl
+        self,
+        operation: str,
+        name: str | None,
+        specs: list[str] | None,
+        overrides: list[str],
+        control: CallControl,
     ) -> CallResult:
         """One job of the host's own: ``operation`` (install, upgrade,
         rollback, uninstall); never raises, its failure is the record's."""
         try:
             if operation == "install":
-                return self.install(specs or [], control)
+                return self.install(specs or [], overrides, control)
             if name is None:
                 raise InstallFailed(f"{operation} needs a plugin name")
             if operation == "upgrade":
-                return self.upgrade(name, specs, control)
+                return self.upgrade(name, specs, overrides, control)
             if operation == "rollback":
                 return self.rollback(name, control)
             return self.uninstall(name, control)
@@ -90,9 +95,9 @@ class Installs:
         except UnknownPlugin as exc:
             return CallResult.failure(str(exc), ErrorType.UNKNOWN_PLUGIN, hook=operation)
 
-    def install(self, specs: list[str], control: CallControl) -> CallResult:
+    def install(self, specs: list[str], overrides: list[str], control: CallControl) -> CallResult:
         tell = _teller(control)
-        environment = self._build(specs, tell)
+        environment = self._build(specs, overrides, tell)
         try:
             source = self._one_plugin(environment, None)
             name = source.name
@@ -114,10 +119,14 @@ class Installs:
         self._show(name)
         return _done(name, source, "installed", status.state)
 
-    def upgrade(self, name: str, specs: list[str] | None, control: CallControl) -> CallResult:
+    def upgrade(
+        self, name: str, specs: list[str] | None, overrides: list[str], control: CallControl
+    ) -> CallResult:
         tell = _teller(control)
         current = self._own(name)
-        environment = self._build(specs or list(current.specs), tell)
+        if not specs:  # what it came from, resolved again
+            specs, overrides = list(current.specs), list(current.overrides)
+        environment = self._build(specs, overrides, tell)
         try:
             source = self._one_plugin(environment, name)
             return self._switch_to(name, source, environment, tell, probation=True)
@@ -149,8 +158,10 @@ class Installs:
 
     # -- the steps -----------------------------------------------------------------
 
-    def _build(self, specs: list[str], tell: Callable[[str, str], None]) -> PluginEnvironment:
-        plan = InstallPlan.of(tuple(specs), self.config.server.allow_sdist)
+    def _build(
+        self, specs: list[str], overrides: list[str], tell: Callable[[str, str], None]
+    ) -> PluginEnvironment:
+        plan = InstallPlan.of(tuple(specs), self.config.server.allow_sdist, tuple(overrides))
         return self.store.build(plan, tell)
 
     def _own(self, name: str) -> _Installed:
@@ -162,7 +173,7 @@ class Installs:
                 f"Plugin '{name}' is installed in the host's own environment (with pip), not "
                 "with plugwarden install: upgrade or remove it with pip, then restart the server."
             )
-        return _Installed(environment, self.store.specs(environment.id))
+        return _Installed(environment, *self.store.specs(environment.id))
 
     def _one_plugin(self, environment: PluginEnvironment, name: str | None) -> PluginSource:
         found = discover(environment=environment)
@@ -228,9 +239,12 @@ class Installs:
 
 
 class _Installed:
-    def __init__(self, environment: PluginEnvironment, specs: tuple[str, ...]) -> None:
+    def __init__(
+        self, environment: PluginEnvironment, specs: tuple[str, ...], overrides: tuple[str, ...]
+    ) -> None:
         self.environment = environment
         self.specs = specs
+        self.overrides = overrides
 
 
 def _version_of(environment: PluginEnvironment, name: str) -> str:

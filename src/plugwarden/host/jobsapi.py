@@ -31,16 +31,21 @@ class HostJobs:
 
     # -- installs (README, "Environments and live installs") ----------------------------
 
-    def install(self, specs: Sequence[str]) -> Job:
+    def install(self, specs: Sequence[str], overrides: Sequence[str] = ()) -> Job:
         """A job that installs a plugin into an environment of its own and
-        starts it. ``specs``: requirements, wheels or project directories."""
-        return self._host_job("plugwarden", "install", None, [str(spec) for spec in specs])
+        starts it. ``specs``: requirements and wheels (a project directory
+        with ``[server] allow_sdist``); ``overrides``: requirements that win
+        over every dependency's pins."""
+        return self._host_job("plugwarden", "install", None, list(map(str, specs)), overrides)
 
-    def upgrade(self, name: str, specs: Sequence[str] | None = None) -> Job:
+    def upgrade(
+        self, name: str, specs: Sequence[str] | None = None, overrides: Sequence[str] = ()
+    ) -> Job:
         """A job that upgrades ``name`` to ``specs`` (default: what it was
         installed from, resolved again): started beside the old version,
         switched to once checked, rolled back if it fails in probation."""
-        return self._host_job(name, "upgrade", name, [str(s) for s in specs] if specs else None)
+        wanted = list(map(str, specs)) if specs else None
+        return self._host_job(name, "upgrade", name, wanted, overrides)
 
     def rollback(self, name: str) -> Job:
         """A job that switches ``name`` back to its previous version."""
@@ -50,11 +55,22 @@ class HostJobs:
         """A job that stops ``name`` and removes its environment."""
         return self._host_job(name, "uninstall", name, None)
 
-    def _host_job(self, label: str, operation: str, name: str | None, specs: Any) -> Job:
-        def work(control: CallControl) -> CallResult:
-            return self._installs.run(operation, name, specs, control)
+    def _host_job(
+        self,
+        label: str,
+        operation: str,
+        name: str | None,
+        specs: list[str] | None,
+        overrides: Sequence[str] = (),
+    ) -> Job:
+        lines = list(map(str, overrides))
 
-        args = {} if specs is None else {"spec": specs}
+        def work(control: CallControl) -> CallResult:
+            return self._installs.run(operation, name, specs, lines, control)
+
+        args: dict[str, Any] = {} if specs is None else {"spec": specs}
+        if lines:
+            args["overrides"] = lines
         return self._jobs.submit_work(label, operation, args, work, INSTALL_TIMEOUT_S)
 
     # -- jobs ------------------------------------------------------------------------

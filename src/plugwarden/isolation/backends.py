@@ -130,7 +130,13 @@ class Backends:
         key = (python, tuple(path), preload)
         services = self._own.get(key)
         if services is None:
-            zygote = Zygote(python, path, preload, isolated=environment is not None)
+            zygote = Zygote(
+                python,
+                path,
+                preload,
+                isolated=environment is not None,
+                sites=environment.site_packages if environment is not None else (),
+            )
             services = self._own[key] = ProcessServices(zygote, shared.pump, shared.results)
         return services
 

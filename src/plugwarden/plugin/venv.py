@@ -30,6 +30,8 @@ class PluginEnvironment:
     packages: tuple[tuple[str, str], ...] = ()  # (name, version) of what it holds
     # The plugin's versions as installed here, oldest first: {at, event, version, environment}
     versions: tuple[dict[str, str], ...] = ()
+    # Packages resolved with an override (their pins elsewhere do not hold here).
+    overridden: frozenset[str] = frozenset()
 
     @property
     def site_packages(self) -> tuple[str, ...]:
@@ -44,5 +46,6 @@ class PluginEnvironment:
             "path": self.root,
             "python": self.python,
             "packages": dict(self.packages),
+            "overridden": sorted(self.overridden),
             "versions": [dict(entry) for entry in self.versions],
         }

@@ -42,6 +42,13 @@ def _build_index(context: PreflightContext) -> dict[str, str]:
     return index
 
 
+def _overridden(context: PreflightContext, name: str) -> bool:
+    """Whether the plugin's own environment was resolved with an override
+    for ``name`` (the operator's or the project's word over its pins)."""
+    environment = context.source.environment
+    return environment is not None and canonicalize_name(name) in environment.overridden
+
+
 def import_search(context: PreflightContext) -> list[str]:
     """What the plugin's import will see: its own path, then the host's; in
     an environment of its own, that environment's path alone."""
@@ -78,8 +85,10 @@ def check_requirements(context: PreflightContext) -> list[Problem]:
                     f"Missing package '{requirement.name}'. Install with: {hint}",
                 )
             )
-        elif requirement.specifier and not requirement.specifier.contains(
-            version, prereleases=True
+        elif (
+            requirement.specifier
+            and not requirement.specifier.contains(version, prereleases=True)
+            and not _overridden(context, requirement.name)
         ):
             problems.append(
                 Problem(

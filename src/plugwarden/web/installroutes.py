@@ -25,58 +25,62 @@ MAX_SPECS = 32  # requirements in one install
 
 
 async def install(request: Request) -> Response:
-    specs = await _specs(request, required=True)
-    if isinstance(specs, Response):
-        return specs
-    return await _submit(request, "install", None, specs)
+    wanted = await _wanted(request, required=True)
+    if isinstance(wanted, Response):
+        return wanted
+    return await _submit(request, "install", None, *wanted)
 
 
 async def upgrade(request: Request) -> Response:
-    specs = await _specs(request, required=False)
-    if isinstance(specs, Response):
-        return specs
-    return await _submit(request, "upgrade", request.path_params["name"], specs or None)
+    wanted = await _wanted(request, required=False)
+    if isinstance(wanted, Response):
+        return wanted
+    specs, overrides = wanted
+    return await _submit(request, "upgrade", request.path_params["name"], specs or None, overrides)
 
 
 async def rollback(request: Request) -> Response:
     denied = authorise(request, request.app.state.token)
-    return denied or await _submit(request, "rollback", request.path_params["name"], None)
+    return denied or await _submit(request, "rollback", request.path_params["name"], None, [])
 
 
 async def uninstall(request: Request) -> Response:
     denied = authorise(request, request.app.state.token)
-    return denied or await _submit(request, "uninstall", request.path_params["name"], None)
+    return denied or await _submit(request, "uninstall", request.path_params["name"], None, [])
 
 
-async def _specs(request: Request, *, required: bool) -> list[str] | Response:
-    """The body's ``spec`` (a string or a list of them), or the answer
-    that refuses the request."""
+async def _wanted(request: Request, *, required: bool) -> tuple[list[str], list[str]] | Response:
+    """The body's ``spec`` and ``overrides`` (each a string or a list of
+    them), or the answer that refuses the request."""
     state = request.app.state
     denied = authorise(request, state.token)
     if denied is not None:
         return denied
     if not required and not await _has_body(request):
-        return []
+        return [], []
     body = await json_body(request, state.server.max_body_bytes, state.server.body_timeout_s)
     if isinstance(body, Response):
         return body
-    problem = body_problem(body, ("spec",))
+    problem = body_problem(body, ("spec", "overrides"))
     if problem is None and required and "spec" not in body:
-        problem = 'Missing "spec": a requirement, a wheel or a project directory (or a list).'
+        problem = 'Missing "spec": a requirement or a wheel (or a list of them).'
     if problem is not None:
         return error(problem, ErrorType.INVALID_REQUEST)
-    found: Any = body.get("spec", [])
-    specs = [found] if isinstance(found, str) else found
-    if (
-        not isinstance(specs, list)
-        or not 0 < len(specs) <= MAX_SPECS
-        or (problem := next((p for p in map(spec_problem, specs) if p), None))
-    ):
-        return error(
-            problem or f'"spec" must be a string or a list of 1 to {MAX_SPECS} strings.',
-            ErrorType.INVALID_REQUEST,
-        )
-    return specs
+    found = [_lines(body, key) for key in ("spec", "overrides")]
+    for key, lines in zip(("spec", "overrides"), found, strict=True):
+        if isinstance(lines, str):
+            return error(f'"{key}": {lines}', ErrorType.INVALID_REQUEST)
+    specs, overrides = found
+    return list(specs), list(overrides)
+
+
+def _lines(body: dict[str, Any], key: str) -> list[str] | str:
+    """``body[key]`` as a list of requirement lines, or what is wrong with it."""
+    found: Any = body.get(key, [])
+    lines = [found] if isinstance(found, str) else found
+    if not isinstance(lines, list) or len(lines) > MAX_SPECS or (key == "spec" and not lines):
+        return f"expected a string or a list of 1 to {MAX_SPECS} strings"
+    return next((p for p in map(spec_problem, lines) if p), None) or lines
 
 
 async def _has_body(request: Request) -> bool:
@@ -85,13 +89,17 @@ async def _has_body(request: Request) -> bool:
 
 
 async def _submit(
-    request: Request, operation: str, name: str | None, specs: list[str] | None
+    request: Request,
+    operation: str,
+    name: str | None,
+    specs: list[str] | None,
+    overrides: list[str],
 ) -> Response:
     host = request.app.state.host
     try:
         if name is not None:
             await run_in_threadpool(host.status, name)
-        job = await run_in_threadpool(_start, host, operation, name, specs)
+        job = await run_in_threadpool(_start, host, operation, name, specs, overrides)
     except UnknownPlugin as exc:
         return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
     except JobRefused as exc:
@@ -100,11 +108,13 @@ async def _submit(
     return Response(job.to_json(), 202, headers, media_type="application/json")
 
 
-def _start(host: Any, operation: str, name: str | None, specs: list[str] | None) -> Any:
+def _start(
+    host: Any, operation: str, name: str | None, specs: list[str] | None, overrides: list[str]
+) -> Any:
     if operation == "install":
-        return host.install(specs or [])
+        return host.install(specs or [], overrides)
     if operation == "upgrade":
-        return host.upgrade(name, specs)
+        return host.upgrade(name, specs, overrides)
     return host.rollback(name) if operation == "rollback" else host.uninstall(name)
 
 

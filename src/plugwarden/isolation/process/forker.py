@@ -39,6 +39,7 @@ import json
 import os
 import selectors
 import signal
+import site
 import socket
 import sys
 import time
@@ -82,7 +83,7 @@ def main(fd: int, options: str = "{}") -> None:
     injection.configure(given.get("faults"))
     containment.force(given.get("containment"))
     worker.warm()
-    refusal = preload(given.get("preload") or [])
+    refusal = preload(given.get("preload") or [], given.get("sites") or [])
 
     # The host decides when to stop: a Ctrl-C, or a SIGTERM to the server's
     # whole process group (timeout, job control, kill -- -PGID), drains the
@@ -95,11 +96,14 @@ def main(fd: int, options: str = "{}") -> None:
     _Forker(socket.socket(fileno=fd), worker.serve, refusal).run()
 
 
-def preload(modules: list[str]) -> str | None:
+def preload(modules: list[str], sites: list[str]) -> str | None:
     """Import the manifest's ``preload`` modules (README, "Warm starts"),
-    so that every worker forked later has them; why not, or None. A module
-    that initialises CUDA is refused: a forked child cannot use a CUDA
-    context it inherited."""
+    so that every worker forked later has them; why not, or None. ``sites``:
+    the plugin's own environment's site-packages, read first (the operator
+    trusts its code here by allowing preload). A module that initialises
+    CUDA is refused: a forked child cannot use a CUDA context it inherited."""
+    for folder in sites if modules else ():
+        site.addsitedir(folder)
     for name in modules:
         try:
             importlib.import_module(name)

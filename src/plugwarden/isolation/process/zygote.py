@@ -75,6 +75,7 @@ class Zygote:
         preload: tuple[str, ...] = (),
         *,
         isolated: bool = False,
+        sites: tuple[str, ...] = (),
     ) -> None:
         self.python = python or sys.executable
         self.path = list(sys.path if path is None else path)
@@ -82,6 +83,7 @@ class Zygote:
         # A plugin's own environment: no site-packages at boot, so none of its
         # code (a .pth file) runs here; its workers read them in their sandbox.
         self.isolated = isolated
+        self.sites = sites  # read (with their .pth files) only to preload
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._socket: socket.socket | None = None
@@ -110,6 +112,7 @@ class Zygote:
                 "faults": os.environ.get(FAULTS_ENV, ""),
                 "containment": os.environ.get(containment.FORCE_ENV, ""),
                 "preload": list(self.preload),
+                "sites": list(self.sites),
             }
             self._process = subprocess.Popen(
                 [
