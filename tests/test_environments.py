@@ -105,6 +105,12 @@ class TestBuild:
         assert packages["six"] == "1.17.0"  # the override won over its own pin
         assert {"iniconfig", "tomli_w"} <= {name.replace("-", "_") for name in packages}
 
+    def test_a_built_project_with_extras_installs_as_a_requirement_line(self, store, tmp_path):
+        wheel = make_wheel(tmp_path, "extrasy", requires=('six==1.16.0; extra == "more"',))
+        line = f"extrasy[more] @ {wheel.as_uri()}"
+        environment = store.build(InstallPlan.of((line,), False), said)
+        assert dict(environment.packages)["six"] == "1.16.0"
+
     def test_an_sdist_is_refused_unless_the_operator_allows_it(self, store, tmp_path):
         sdist = tiny_sdist(tmp_path)
         with pytest.raises(InstallFailed) as refused:

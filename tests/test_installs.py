@@ -145,6 +145,14 @@ class TestLiveInstall:
         phases = job.progress.message
         assert phases.startswith("starting") or phases.startswith("checking"), phases
 
+    def test_an_operator_isolation_other_than_process_is_refused_with_the_reason(
+        self, installing, wheels
+    ):
+        host = installing(plugins={"inhost": {"isolation": "inline"}})
+        job = finished(host, host.install([str(wheels("inhost", requires=(SIX_OLD,)))]))
+        assert job.state == "failed"
+        assert "is not available to a plugin in an environment of its own" in job.outcome["error"]
+
     def test_a_name_already_installed_is_refused_and_nothing_changes(self, installing, wheels):
         host = installing()
         installed(host, wheels("steady", requires=(SIX_OLD,)))

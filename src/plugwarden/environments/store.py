@@ -232,7 +232,7 @@ class EnvironmentStore:
                 specs.extend(built.specs)
                 overrides.extend(built.overrides)
             else:
-                specs.append(os.path.abspath(spec) if spec.endswith(".whl") else spec)
+                specs.append(os.path.abspath(spec) if os.path.isfile(spec) else spec)
         return specs, overrides
 
     # -- naming ----------------------------------------------------------------------
