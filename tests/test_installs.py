@@ -16,9 +16,22 @@ import pytest
 
 from plugwarden import ErrorType, State, UnknownPlugin
 from tests.conftest import plugin_source, wait_for
+from tests.envkit import PINNED as PINNED_SOURCE
 from tests.envkit import calling, make_wheel
 
 SIX_OLD, SIX_NEW = "six==1.16.0", "six==1.17.0"
+# Healthy for its smoke check, sick at the next health check.
+SICKENS = """
+CHECKS = [0]
+
+
+@hookimpl
+def health():
+    CHECKS[0] += 1
+    if CHECKS[0] > 1:
+        raise RuntimeError("sick")
+    return {"fine": True}
+"""
 
 
 def processes_of(root: str) -> list[int]:
@@ -52,11 +65,12 @@ def finished(host, job, timeout_s: float = 180.0):
 def installing(plugwarden_host, tmp_path):
     """``make(probation_s=60) -> Host`` with plugins_dir in ``tmp_path``."""
 
-    def make(probation_s: float = 60.0, plugins=None, **server):
+    def make(probation_s: float = 60.0, plugins=None, defaults=None, **server):
         folder = tmp_path / "plugins"
         config = {
             "server": {"plugins_dir": str(folder), "probation_s": probation_s, **server},
             "plugins": plugins or {},
+            "defaults": defaults or {},
         }
         return plugwarden_host(config)
 
@@ -177,7 +191,9 @@ class TestLiveInstall:
 
 
 class TestUpgrade:
-    def test_an_upgrade_whose_validate_fails_keeps_the_old_version(self, installing, wheels):
+    def test_an_upgrade_whose_validate_fails_keeps_the_old_version(
+        self, installing, wheels, tmp_path
+    ):
         host = installing()
         installed(host, wheels("steady", requires=(SIX_OLD,)))
         broken = wheels("steady", "2.0", (SIX_NEW,), valid="refuses to start")
@@ -189,6 +205,10 @@ class TestUpgrade:
         assert host.call("steady", "which", {}).result["version"] == "1.0"
         history = [t.reason for t in host.status("steady").history]
         assert any("Upgrade to steady 2.0 refused" in reason for reason in history), history
+        # The refused version's zygote is gone with it: only the serving one's remains.
+        serving = host.status("steady").to_dict()["environment"]["path"]
+        envs = str(Path(serving).parent)
+        wait_for(lambda: processes_of(envs) == processes_of(serving), 30)
 
     def test_an_upgrade_that_crashes_in_probation_is_rolled_back_with_no_failed_call(
         self, installing, wheels
@@ -210,6 +230,19 @@ class TestUpgrade:
             ("1.0", "installed"),
             ("2.0", "rolled back"),
         ]
+
+    def test_an_upgrade_that_turns_unhealthy_in_probation_is_rolled_back(self, installing, wheels):
+        host = installing(probation_s=120, defaults={"health_interval_s": 0.1})
+        host.start_health_checks()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        sick = PINNED_SOURCE.format(version="2.0", valid=True, crash_on=0) + SICKENS
+        upgrade = wheels("steady", "2.0", (SIX_NEW,), source=sick)
+        with calling(lambda: host.call("steady", "which", {})) as failures:
+            job = finished(host, host.upgrade("steady", [str(upgrade)]))
+        assert failures == []
+        assert job.outcome["error_type"] == ErrorType.ROLLED_BACK
+        assert "health check failed" in job.outcome["error"] and "sick" in job.outcome["error"]
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
 
     def test_a_version_that_answers_a_tool_it_lacks_is_refused(self, installing, wheels):
         """The smoke check: PW008, an unknown tool must be a per-call error."""

@@ -134,13 +134,17 @@ class Uv:
             text=True,
             errors="replace",
         ) as process:
-            for line in process.stderr or ():
-                line = line.rstrip()
-                said.append(line)
-                del said[:-200]
-                word = line.split(" ", 1)[0]
-                if tell is not None and word in NEXT_PHASE:
-                    tell(NEXT_PHASE[word], line)
+            try:
+                for line in process.stderr or ():
+                    line = line.rstrip()
+                    said.append(line)
+                    del said[:-200]
+                    word = line.split(" ", 1)[0]
+                    if tell is not None and word in NEXT_PHASE:
+                        tell(NEXT_PHASE[word], line)
+            except BaseException:  # a cancel (raised by tell): uv stops too
+                process.kill()
+                raise
         if process.returncode != 0:
             raise InstallFailed(_reason(said, process.returncode))
 

@@ -114,6 +114,7 @@ class Installs:
         status = self.supervisor.add(source)
         if not status.available:
             self.supervisor.remove(name, ErrorType.UNINSTALLED)
+            self.backends.retire(environment)
             self.store.forget(name)
             raise InstallFailed(f"{source.origin} is {status.state.value}: {status.reason}")
         self._show(name)
@@ -133,6 +134,7 @@ class Installs:
         except InstallFailed as exc:
             event = "rolled back" if exc.error_type == ErrorType.ROLLED_BACK else "refused"
             self.store.note(name, environment.id, _version_of(environment, name), event)
+            self.backends.retire(environment)  # its trial's zygote, once no runner uses it
             self.store.discard(environment.id)
             self._show(name)
             raise
@@ -256,6 +258,8 @@ def _teller(control: CallControl) -> Callable[[str, str], None]:
     control.starting()
 
     def tell(phase: str, message: str) -> None:
+        if control.cancel_requested:  # between two steps: nothing is half made
+            raise InstallFailed(f"Cancelled by request (before {phase}).", ErrorType.CANCELLED)
         step = PHASES.index(phase) + 1 if phase in PHASES else 0
         control.progress(step, len(PHASES), f"{phase}: {message}")
 
