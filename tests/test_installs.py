@@ -34,6 +34,10 @@ def health():
 """
 
 
+def six_file(host, name: str) -> str:
+    return host.call(name, "which", {}).result["six_file"]
+
+
 def processes_of(root: str) -> list[int]:
     """Processes running a Python of the environment at ``root``."""
     found = []
@@ -125,6 +129,19 @@ class TestOwnEnvironments:
         assert host.call("pth", "which", {}).ok
         ran = marker.read_text().split()
         assert ran and all(line.startswith("True:") for line in ran), ran  # in workers only
+
+    def test_its_workers_are_sandboxed_and_see_nothing_of_the_hosts_environment(
+        self, installing, wheels
+    ):
+        host = installing()
+        installed(host, wheels("boxed", requires=(SIX_OLD,)))
+        protections = host.status("boxed").to_dict()["protections"]
+        if not protections.get("filesystem", "").startswith("enforced"):
+            pytest.skip(f"no Landlock here: {protections.get('filesystem')}")
+        hosts_own = importlib.util.find_spec("starlette").origin  # a package of the host's
+        refused = host.call("boxed", "read", {"path": hosts_own})
+        assert not refused.ok and refused.error_type == "PermissionError", refused
+        assert host.call("boxed", "read", {"path": six_file(host, "boxed")}).ok
 
     def test_its_zygote_preloads_from_its_own_environment(self, installing, wheels, tmp_path):
         log = tmp_path / "imports.log"

@@ -21,9 +21,12 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from plugwarden.environments.uvtool import Phase, Uv
 from plugwarden.exceptions import InstallFailed
+
+if TYPE_CHECKING:
+    from plugwarden.environments.uvtool import Phase, Uv
 
 __all__ = ["BuiltProject", "ProjectEnvironment", "build_project", "project_environment"]
 

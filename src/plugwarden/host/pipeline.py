@@ -25,6 +25,7 @@ from plugwarden.isolation.runner import Runner
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.lifecycle import State
 from plugwarden.plugin.manifest import RAY_ISOLATIONS, Manifest, read_manifest
+from plugwarden.plugin.venv import PluginEnvironment
 from plugwarden.preflight.causes import REINSTALL
 from plugwarden.preflight.context import Check, PreflightContext, run_preflight
 from plugwarden.preflight.gpu import check_gpu
@@ -137,6 +138,7 @@ class Pipeline:
         slot.sandbox = Sandbox.draw(
             grants=settings.grants,
             search_path=import_path(self.source),
+            prefixes=None if environment is None else python_prefixes(environment),
             extra_read=[str(path) for path in context.facts.get("models", {}).values()],
             secrets=host_secrets(config),
             home=plugin_home(name, settings.limits.worker_user),
@@ -176,6 +178,12 @@ class Pipeline:
             protections={} if runner is None else dict(runner.protections),
             environment=None if environment is None else environment.summary(),
         )
+
+
+def python_prefixes(environment: PluginEnvironment) -> tuple[str, ...]:
+    """A plugin's own environment's Python: the environment and the base
+    installation it was made from (never the host's environment)."""
+    return (environment.root, sys.base_prefix, sys.base_exec_prefix)
 
 
 def import_path(source: PluginSource) -> list[str]:

@@ -108,17 +108,21 @@ class Sandbox:
         gpu: bool,
         limits: Limits,
         env: dict[str, str],
+        prefixes: tuple[str, ...] | None = None,
     ) -> Sandbox:
         """The sandbox of a plugin whose private directories live in
         ``home``: its ``grants``, its import path, its model files
-        (``extra_read``), the host's secrets, its own ``env`` table."""
+        (``extra_read``), the host's secrets, its own ``env`` table.
+        ``prefixes``: its Python's installation (default: the host's; a
+        plugin's own environment and the base Python under it)."""
         state_dir, tmp_dir = os.path.join(home, "state"), os.path.join(home, "tmp")
         if limits.worker_user:  # the folders above are for that user to pass through
             os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
         for made in (state_dir, tmp_dir):
             os.makedirs(made, mode=0o700, exist_ok=True)
             _give(made, limits.worker_user)
-        python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        python = set(prefixes or (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                   sys.base_exec_prefix))  # fmt: skip
         here = os.getcwd()
         imports = [p for p in search_path if p and os.path.abspath(p) != here]
         read = [*SYSTEM_READ, *sorted(python), *imports, *extra_read, *grants.read]
