@@ -249,7 +249,13 @@ class TestUpgrade:
         ]
 
     def test_an_upgrade_that_turns_unhealthy_in_probation_is_rolled_back(self, installing, wheels):
-        host = installing(probation_s=120, defaults={"health_interval_s": 0.1})
+        # Two workers: the caller holds one at a time, the health checks find the other
+        # (a health check skips a plugin whose workers are all busy).
+        host = installing(
+            probation_s=120,
+            defaults={"health_interval_s": 0.1},
+            plugins={"steady": {"workers": 2}},
+        )
         host.start_health_checks()
         installed(host, wheels("steady", requires=(SIX_OLD,)))
         sick = PINNED_SOURCE.format(version="2.0", valid=True, crash_on=0) + SICKENS
