@@ -164,13 +164,24 @@ class TestNaming:
                             ("2.0", "rolled back")]  # fmt: skip
 
     def test_sweep_removes_what_a_dead_install_left(self, store, tmp_path):
-        orphan = tmp_path / "plugins" / "envs" / "123-abc"
+        orphan = tmp_path / "plugins" / "envs" / "123-abcdef"
         orphan.mkdir(parents=True)
         store.sweep()
         assert not orphan.exists()
 
+    def test_an_edited_index_cannot_name_a_folder_outside(self, store, tmp_path):
+        outside = tmp_path / "precious"
+        outside.mkdir()
+        (tmp_path / "plugins").mkdir()
+        (tmp_path / "plugins" / "installed.json").write_text(
+            json.dumps({"plugins": {"p": {"current": "../../precious", "previous": None}}})
+        )
+        assert store.current() == {}
+        store.forget("p")
+        assert outside.exists()
+
     def test_a_damaged_index_names_no_environment(self, store, tmp_path):
-        kept = tmp_path / "plugins" / "envs" / "123-abc"
+        kept = tmp_path / "plugins" / "envs" / "123-abcdef"
         kept.mkdir(parents=True)
         (tmp_path / "plugins" / "installed.json").write_text("{not json")
         assert store.current() == {}

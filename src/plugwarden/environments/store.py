@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ __all__ = ["EnvironmentStore", "InstallPlan", "spec_problem"]
 log = logging.getLogger("plugwarden.environments")
 
 INDEX = "installed.json"
+ENV_ID = re.compile(r"[0-9]+-[0-9a-f]{6}")  # time, then a random part
 ABOUT = "plugwarden-env.json"
 # Run with -S: no site-packages, so none of the environment's code (a .pth
 # file) runs in the host's process tree; its site-packages are added apart.
@@ -138,7 +140,7 @@ class EnvironmentStore:
 
     def environment(self, env_id: str) -> PluginEnvironment:
         """The environment ``env_id``; raises :class:`InstallFailed` when it is gone."""
-        root = self.root / "envs" / env_id
+        root = self._folder(env_id)
         try:
             about = json.loads((root / ABOUT).read_text())
         except (OSError, ValueError) as exc:
@@ -156,7 +158,7 @@ class EnvironmentStore:
     def specs(self, env_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """What ``env_id`` was installed from: its specs and overrides."""
         try:
-            about = json.loads((self.root / "envs" / env_id / ABOUT).read_text())
+            about = json.loads((self._folder(env_id) / ABOUT).read_text())
         except (OSError, ValueError):
             return (), ()
         return tuple(about.get("specs", ())), tuple(about.get("overrides", ()))
@@ -283,7 +285,17 @@ class EnvironmentStore:
                 self.discard(env_id)
 
     def discard(self, env_id: str) -> None:
-        shutil.rmtree(self.root / "envs" / env_id, ignore_errors=True)
+        try:
+            shutil.rmtree(self._folder(env_id), ignore_errors=True)
+        except InstallFailed as exc:  # not one of ours: nothing to remove
+            log.error("%s", exc.reason)
+
+    def _folder(self, env_id: str) -> Path:
+        """The folder of ``env_id``; an id that is not one this store makes
+        (a damaged or edited index) names no folder."""
+        if not ENV_ID.fullmatch(env_id):
+            raise InstallFailed(f"{env_id!r} in {self.root / INDEX} is not an environment's id.")
+        return self.root / "envs" / env_id
 
     def sweep(self) -> None:
         """Remove environments no plugin names (an install the host died
