@@ -66,3 +66,21 @@ class TestPreload:
         assert status.state is State.FAILED
         assert "preload of 'no_such_mod' failed: ModuleNotFoundError" in status.reason
         assert host.call("other", "x", {}).result == 2  # its own zygote: the others unharmed
+
+    def test_a_module_that_initialises_cuda_is_refused_naming_it(
+        self, plugwarden_plugin, plugwarden_host, plugwarden_site
+    ):
+        """No GPU here: the module stands in for a library that calls
+        torch.cuda.init() at import (the kit's fake GPU does the same for NVML)."""
+        (plugwarden_site / "eager_cuda.py").write_text(
+            "import sys, types\n"
+            "cuda = types.SimpleNamespace(is_initialized=lambda: True)\n"
+            "sys.modules['torch'] = types.SimpleNamespace(cuda=cuda)\n"
+        )
+        plugwarden_plugin("eager", plugin_source("return 1"), manifest={"preload": ["eager_cuda"]})
+        host = plugwarden_host({"plugins": {"eager": {"preload": True}}})
+        status = host.status("eager")
+        assert status.state is State.FAILED
+        assert "preloading 'eager_cuda' initialised CUDA (torch.cuda is initialised)" in (
+            status.reason
+        )
