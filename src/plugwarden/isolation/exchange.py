@@ -34,11 +34,13 @@ CRASH_HINT = (
 PROGRESS_BURST, PROGRESS_RATE = 20, 20
 
 
-def cancelled_reason(control: CallControl) -> str:
+def cancelled_reason(control: CallControl, where: str | None = None) -> str:
+    """``where``: where the plugin was stuck when its worker was killed."""
+    stuck = f" (stuck {where})" if where else ""
     return (
         f"Cancelled: the plugin did not stop within cancel_grace_s ({control.grace_s:g}s) of "
-        "the cancel, so its worker was killed; a fresh one replaces it. A plugin stops sooner "
-        "by checking plugwarden.cancelled()."
+        f"the cancel{stuck}, so its worker was killed; a fresh one replaces it. A plugin stops "
+        "sooner by checking plugwarden.cancelled()."
     )
 
 
@@ -78,7 +80,8 @@ def lost_call(
     closing: str | None,
     limits: Limits,
 ) -> CallResult:
-    """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost."""
+    """The result of ``call`` (e.g. ``run('tool')``) whose worker was lost
+    (with where it was stuck, when the host killed it for not ending)."""
     what = call.partition("(")[0]
     if status == Fate.DIED and worker.killed_by is None:
         # Not ended by the host: the zygote's exit report follows the EOF,
@@ -89,12 +92,15 @@ def lost_call(
         return CallResult.failure(ENDED[closing], closing, hook=what, duration_ms=elapsed)
     if control is not None and not timed_out and worker.killed_by == KillCause.CANCEL:
         return CallResult.failure(
-            cancelled_reason(control), ErrorType.CANCELLED, hook=what, duration_ms=elapsed
+            cancelled_reason(control, worker.stuck),
+            ErrorType.CANCELLED,
+            hook=what,
+            duration_ms=elapsed,
         )
     guard: Guard
     if timed_out:
         knob = None if control is None else control.timeout_knob
-        error, error_type = timeout_reason(what, timeout_s, knob), ErrorType.TIMEOUT
+        error, error_type = timeout_reason(what, timeout_s, knob, worker.stuck), ErrorType.TIMEOUT
         guard = "timeout"
     elif worker.killed_by == KillCause.MEMORY:
         error = memory_reason(limits.memory_mb, worker.peak_bytes)

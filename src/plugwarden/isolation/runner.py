@@ -160,10 +160,14 @@ class RunnerFactory(Protocol):
         """Close every runner made here (calls in flight end with ``why``)."""
 
 
-def timeout_reason(hook: str, timeout_s: float, knob: str | None = None) -> str:
+def timeout_reason(
+    hook: str, timeout_s: float, knob: str | None = None, where: str | None = None
+) -> str:
+    """``where``: where the call was stuck ("in track at pipeline.py:88")."""
     knob = knob or {"run": "timeout_s", "health": "health_timeout_s"}.get(hook, "load_timeout_s")
     what = "Plugin execution" if hook == "run" else f"Plugin {hook}"
-    return f"{what} timed out after {timeout_s:g}s. Increase {knob} if needed."
+    stuck = f" (stuck {where})" if where else ""
+    return f"{what} timed out after {timeout_s:g}s{stuck}. Increase {knob} if needed."
 
 
 def memory_reason(limit_mb: float, peak_bytes: int) -> str:

@@ -75,6 +75,7 @@ class WorkerProcess:
         self.max_reply_bytes = max_reply_bytes
         self.died_with: str | None = None  # why, when it died with the zygote
         self.tail = OutputTail(label)
+        self.stuck: str | None = None  # where its call was stuck when the host killed it
         self.exit_code: int | None = None
         self.exited = threading.Event()
         self.killed_by: KillCauseName | None = None

@@ -38,6 +38,31 @@ class OutputTail:
         self._in_window = 0
         self.dropped = 0
         self.closed = threading.Event()
+        # A capture in progress (stacks asked for): its lines, not logged one by one.
+        self._capture_lock = threading.Lock()
+        self._capture: list[str] | None = None
+        self._capture_limit = 0
+        self._captured_at: float | None = None
+
+    def start_capture(self, limit: int) -> None:
+        """Keep the next lines (at most ``limit``) for :meth:`stop_capture`."""
+        with self._capture_lock:
+            self._capture, self._capture_limit, self._captured_at = [], limit, None
+
+    def captured_count(self) -> int:
+        with self._capture_lock:
+            return len(self._capture or ())
+
+    def quiet_for(self) -> float | None:
+        """Seconds since the last captured line (None: none yet)."""
+        with self._capture_lock:
+            at = self._captured_at
+        return None if at is None else time.monotonic() - at
+
+    def stop_capture(self) -> list[str]:
+        with self._capture_lock:
+            lines, self._capture = self._capture or [], None
+        return lines
 
     def feed(self, data: bytes) -> None:
         data = self._partial + data
@@ -59,6 +84,12 @@ class OutputTail:
     def _line(self, line: str) -> None:
         if len(line) > LINE_LIMIT:
             line = line[:LINE_LIMIT] + f"... [{len(line) - LINE_LIMIT} more characters]"
+        with self._capture_lock:
+            if self._capture is not None:
+                if len(self._capture) < self._capture_limit:
+                    self._capture.append(line)
+                self._captured_at = time.monotonic()
+                return
         record = parse_record(line)
         level, text = logging.INFO, line
         if record is not None:

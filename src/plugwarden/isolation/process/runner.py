@@ -20,12 +20,13 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.isolation import wire
 from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
-from plugwarden.isolation.fates import Fate, KillCause
+from plugwarden.isolation.fates import Fate, KillCause, KillCauseName
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.sandbox import Sandbox
+from plugwarden.isolation.process.stacks import stuck_at, take_stacks
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import (
@@ -190,11 +191,17 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             if status == Fate.SENT and control is not None:
                 control.started(
                     lambda force: (
-                        worker.kill(KillCause.CANCEL) if force else worker.send_cancel(request_id)
+                        self._kill_stuck(worker, KillCause.CANCEL)
+                        if force
+                        else worker.send_cancel(request_id)
                     )
                 )
             if status == Fate.SENT:
                 status, reply = await_reply(worker, request_id, deadline, control)
+            if status == Fate.MESSAGE and worker.killed_by == KillCause.CANCEL:
+                # A forced cancel took it (its stacks' signal may end a C sleep
+                # early): the late answer is dropped, the call is cancelled.
+                status = Fate.DIED
             if status == Fate.MESSAGE:
                 return cast(dict[str, Any], reply)  # checked by wire.decode; no copy
             if status == Fate.VIOLATION:
@@ -221,7 +228,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                     hook=what,
                 )
             if status == Fate.TIMEOUT:
-                worker.kill(KillCause.TIMEOUT)
+                self._kill_stuck(worker, KillCause.TIMEOUT)
             elapsed = (time.perf_counter() - start) * 1000
             failed = lost_call(
                 worker, status, f"run('{tool}')" if what == "run" else f"{what}()",
@@ -236,6 +243,14 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             worker.busy = False
             if control is not None:
                 control.finished()
+
+    def _kill_stuck(self, worker: WorkerProcess, why: KillCauseName) -> None:
+        """Kill a worker whose call would not end (a timeout, a cancel past
+        its grace), after noting where it was stuck (``worker.stuck``)."""
+        if worker.killed_by is None:
+            worker.killed_by = why  # from now on its answer no longer counts
+            worker.stuck = stuck_at(take_stacks(worker), self.source.package_dir)
+        worker.kill(why)
 
     def _violation(
         self, worker: WorkerProcess, reason: str, what: str, elapsed: float

@@ -9,6 +9,7 @@ host, and the kernel kills it when the zygote goes (``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import select
@@ -29,6 +30,7 @@ from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.privileges import give_up_privileges
 from plugwarden.isolation.process.sandbox import limit_inotify, switch_user
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
+from plugwarden.isolation.process.stacks import STACKS_SIGNAL
 from plugwarden.isolation.process.undeclared import watch_undeclared
 from plugwarden.isolation.runner import validate_verdict
 from plugwarden.logs import WorkerRecordFormatter
@@ -86,6 +88,8 @@ def serve(
     os.close(output_fd)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Where a stuck call is stuck: the host asks before it kills (stacks.py).
+    faulthandler.register(STACKS_SIGNAL, file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(WorkerRecordFormatter())  # one line per record, for the host
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
