@@ -28,7 +28,7 @@ __all__ = ["STACKS_SIGNAL", "stuck_at", "take_stacks"]
 log = logging.getLogger("plugwarden.stacks")
 
 STACKS_SIGNAL = signal.SIGRTMIN + 7  # a real-time signal no library claims
-WAIT_S = 1.0  # for the dump to arrive
+WAIT_S = 2.0  # for the dump to arrive
 QUIET_S = 0.1  # no new line for this long: the dump is complete
 MAX_LINES = 400
 _FRAME = re.compile(r'\s*File "(?P<file>.*)", line (?P<line>\d+) in (?P<function>.*)')
