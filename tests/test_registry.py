@@ -105,6 +105,22 @@ class TestCalls:
         assert after.metrics["success_count"] == 1
         assert after.to_dict()["success_count"] == 1
 
+    def test_calls_in_flight_across_two_switches_count_until_they_end(self):
+        """An upgrade, then its rollback: calls begun on either earlier
+        version still read RUNNING until they end, then the count is zero."""
+        registry = ready(Registry())
+        info = registry.status("p").info
+        first = registry.begin_call("p")
+        registry.switch("p", "Switched to 2.0", info)
+        second = registry.begin_call("p")
+        registry.switch("p", "Rolled back to 1.0", info)
+        assert registry.status("p").in_flight == 2
+        for ticket in (first, second):
+            registry.end_call("p", CallResult(ok=True, plugin="p"), ticket)
+        assert registry.status("p").in_flight == 0
+        assert registry.status("p").state is State.INITIALIZED
+        assert registry.status("p").metrics["success_count"] == 2
+
     def test_begin_call_on_a_failed_plugin_returns_its_status(self):
         registry = Registry()
         registry.transition("p", State.FAILED, "broke")

@@ -54,7 +54,9 @@ class PluginRecord:
     health_failures: int = 0  # failed health checks in a row
     healthy: bool = True
     generation: int = 0  # bumped by every bring-up; stale reports are ignored
-    carried: int = -1  # the generation before a switch of version: its calls still count
+    # Generations switched away from (an upgrade, a rollback) whose calls may
+    # still be in flight: they count until they end (cleared when none is).
+    carried: set[int] = field(default_factory=set)
     cached: PluginStatus | None = None  # the snapshot, until the record changes
     runner: Runner | None = None
     route: Any = None  # where the runner reports lost workers (supervisor.LossRoute)

@@ -75,7 +75,7 @@ class Registry:
         reason = bounded_reason(reason)
         with self._lock.write(self.lock_timeout_s):
             entry = self._entry(name)
-            entry.carried = entry.generation
+            entry.carried.add(entry.generation)
             entry.generation += 1
             entry.move(State.INITIALIZED, reason)
             entry.info = info
@@ -133,7 +133,7 @@ class Registry:
             if restart:
                 entry.generation = generation or entry.generation + 1
                 entry.in_flight = 0
-                entry.carried = -1
+                entry.carried.clear()
                 entry.health = None
                 entry.health_failures = 0
                 entry.healthy = True
@@ -225,9 +225,11 @@ class Registry:
             entry = self._entry(name)
             entry.cached = None
             entry.metrics.record(result)
-            if entry.stale(generation) and generation != entry.carried:
+            if entry.stale(generation) and generation not in entry.carried:
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
+            if not entry.in_flight:
+                entry.carried.clear()
         finally:
             self._lock.release_write()
         if self._idle_waiters:
