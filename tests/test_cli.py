@@ -171,6 +171,19 @@ class TestRemote:
         assert "grants" in done.stdout and "network false; read " in done.stdout
         assert "protections" in done.stdout and "enforced:" in done.stdout
 
+    def test_health_prints_the_plugins_report_as_json(
+        self, cli, plugwarden_plugin, plugwarden_server
+    ):
+        plugwarden_plugin(
+            "reporting",
+            ECHO + "\n@hookimpl\ndef health():\n    return {'queue': 3, 'warm': True}\n",
+        )
+        server = plugwarden_server()
+        server.host.check_health("reporting")
+        shown = cli("health", "reporting", url=server.url).stdout
+        assert '{"queue": 3, "warm": true}' in shown
+        assert "'queue'" not in shown  # not a Python repr
+
     def test_no_server_is_a_clear_message_and_a_non_zero_exit(self, cli):
         done = cli("list")
         assert done.returncode == 2

@@ -26,6 +26,20 @@ class TestHookChecks:
         assert status.state is State.FAILED
         assert "required hook(s) 'run(tool, args)'" in status.reason
 
+    def test_a_hook_without_hookimpl_is_named_as_unmarked(
+        self, plugwarden_plugin, plugwarden_host, isolation
+    ):
+        plugwarden_plugin(
+            "unmarked",
+            "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n    return True\n\n"
+            "def run(tool, args):\n    return 1\n",
+        )
+        host = plugwarden_host({"defaults": {"isolation": isolation}})
+        status = host.status("unmarked")
+        assert status.state is State.FAILED
+        assert status.reason.startswith("run() is defined but not marked @hookimpl")
+        assert "does not implement" not in status.reason
+
     def test_hook_with_an_argument_the_spec_lacks_is_failed(
         self, plugwarden_plugin, plugwarden_host, isolation
     ):

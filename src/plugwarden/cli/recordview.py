@@ -4,6 +4,7 @@ worker memory, and its history as a timeline with relative times."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -41,7 +42,10 @@ def print_record(record: dict[str, Any], console: Console) -> None:
         row("health", "not checked yet")
     else:
         verdict = "healthy" if healthy else "UNHEALTHY"
-        detail = health.get("report") if health.get("ok") else health.get("error")
+        report = health.get("report")
+        # The plugin's report as JSON (as the API gives it), not a Python repr.
+        shown = json.dumps(report, sort_keys=True) if report is not None else "no report"
+        detail = shown if health.get("ok") else health.get("error")
         row("health", f"{verdict}; last check {ago(health.get('checked_at'))}: {detail}")
     row(
         "calls",

@@ -94,6 +94,15 @@ def load_plugin(
         ) from None
     implemented = frozenset(hook for hook in HOOKS if getattr(manager.hook, hook).get_hookimpls())
     missing = [hook for hook in hookspecs.REQUIRED_HOOKS if hook not in implemented]
+    unmarked = [hook for hook in missing if _defined(holder, hook)]  # the likely cause
+    if unmarked:
+        names = " and ".join(f"{hook}()" for hook in unmarked)
+        raise LoadError(
+            f"{names} {'is' if len(unmarked) == 1 else 'are'} defined but not marked "
+            "@hookimpl, so pluggy does not see it: put @hookimpl (from plugwarden import "
+            f"hookimpl) on {'it' if len(unmarked) == 1 else 'each'}, then {REINSTALL}.",
+            ErrorType.MISSING_HOOK,
+        )
     if missing:
         raise LoadError(
             "Plugin does not implement required hook(s) "
@@ -102,6 +111,16 @@ def load_plugin(
             ErrorType.MISSING_HOOK,
         )
     return LoadedPlugin(name, manager, implemented, _direct(manager, implemented))
+
+
+def _defined(holder: object, hook: str) -> bool:
+    """Whether ``holder`` has a function named ``hook`` (read without
+    running any of its code: no property or __getattr__ is called)."""
+    try:
+        found = inspect.getattr_static(holder, hook)
+    except AttributeError:
+        return False
+    return inspect.isfunction(found) or inspect.ismethod(found) or isinstance(found, staticmethod)
 
 
 def _direct(
