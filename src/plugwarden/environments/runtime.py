@@ -22,7 +22,7 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-__all__ = ["WORKER_REQUIRES", "HostRuntime", "host_runtime"]
+__all__ = ["WORKER_PACKAGES", "WORKER_REQUIRES", "HostRuntime", "host_runtime"]
 
 # What the worker side needs in an environment: the hook markers and the guards.
 WORKER_REQUIRES = ("pluggy>=1.5", "wrapt>=1.16")

@@ -167,13 +167,25 @@ class EnvironmentStore:
         """Each installed plugin's current environment (a damaged one is logged, left out)."""
         found = {}
         for name, entry in self.index().items():
-            try:
-                environment = self.environment(str(entry.get("current")))
-                history = tuple(v for v in entry.get("history", []) if isinstance(v, dict))
-                found[name] = dataclasses.replace(environment, versions=history)
-            except InstallFailed as exc:
-                log.error("plugin %r: %s Reinstall it (plugwarden install).", name, exc.reason)
+            environment = self._current_of(name, entry)
+            if environment is not None:
+                found[name] = environment
         return found
+
+    def installed(self, name: str) -> PluginEnvironment | None:
+        """``name``'s current environment; None when it has none here."""
+        entry = self.index().get(name)
+        return None if entry is None else self._current_of(name, entry)
+
+    def _current_of(self, name: str, entry: dict[str, Any]) -> PluginEnvironment | None:
+        """The current environment of index ``entry``, with its version history."""
+        try:
+            environment = self.environment(str(entry.get("current")))
+        except InstallFailed as exc:
+            log.error("plugin %r: %s Reinstall it (plugwarden install).", name, exc.reason)
+            return None
+        history = tuple(v for v in entry.get("history", []) if isinstance(v, dict))
+        return dataclasses.replace(environment, versions=history)
 
     def previous(self, name: str) -> PluginEnvironment | None:
         entry = self.index().get(name) or {}

@@ -169,7 +169,7 @@ class Installs:
     def _own(self, name: str) -> _Installed:
         """``name``'s current environment; refuses a plugin it does not hold."""
         self.supervisor.slot(name)  # UnknownPlugin for a name never seen
-        environment = self.store.current().get(name)
+        environment = self.store.installed(name)
         if environment is None:
             raise InstallFailed(
                 f"Plugin '{name}' is installed in the host's own environment (with pip), not "
@@ -233,7 +233,7 @@ class Installs:
 
     def _show(self, name: str) -> None:
         """The record shows the environment with its version history."""
-        current = self.store.current().get(name)
+        current = self.store.installed(name)
         registry = self.supervisor.registry
         if current is not None:
             info = registry.status(name).info

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plugwarden.config import HostConfig
+from plugwarden.environments.runtime import WORKER_PACKAGES
 from plugwarden.exceptions import LoadError, ManifestError
 from plugwarden.host.record import PluginRecord
 from plugwarden.host.registry import Registry
@@ -194,5 +195,5 @@ def import_path(source: PluginSource) -> list[str]:
     if environment is None:
         return [*sys.path, *source.search_path]
     runtime = environment.runtime
-    linked = [os.path.realpath(os.path.join(runtime, name)) for name in os.listdir(runtime)]
-    return [*environment.sys_path, runtime, *(p for p in linked if os.path.isdir(p))]
+    linked = [os.path.realpath(os.path.join(runtime, name)) for name in WORKER_PACKAGES]
+    return [*environment.sys_path, runtime, *linked]
