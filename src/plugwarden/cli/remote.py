@@ -220,16 +220,7 @@ class LocalHost:
     def change(
         self, operation: str, name: str | None, specs: list[str], overrides: list[str]
     ) -> dict[str, Any]:
-        host = self._host
-        if operation == "install":
-            return host.install(specs, overrides).to_dict()
-        if name is None:
-            raise ValueError(f"{operation} needs a plugin name")
-        host.status(name)  # an unknown name is a usage error
-        if operation == "upgrade":
-            return host.upgrade(name, specs or None, overrides).to_dict()
-        job = host.rollback(name) if operation == "rollback" else host.uninstall(name)
-        return job.to_dict()
+        return self._host.change(operation, name, specs, overrides).to_dict()
 
     def follow(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job after each change, the last one finished."""

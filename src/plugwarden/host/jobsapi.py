@@ -9,13 +9,15 @@ from typing import Any
 
 from plugwarden.exceptions import PlugwardenError
 from plugwarden.host.installs import Installs
+from plugwarden.host.status import PluginStatus
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.jobs.job import Job, JobFigures
 from plugwarden.jobs.queue import JobQueue
 from plugwarden.result import CallResult
 
-__all__ = ["HostJobs"]
+__all__ = ["OPERATIONS", "HostJobs"]
 
+OPERATIONS = ("install", "upgrade", "rollback", "uninstall")
 INSTALL_TIMEOUT_S = 3600.0  # an install's job: uv's downloads may take long
 
 
@@ -29,7 +31,30 @@ class HostJobs:
     def started(self) -> bool:
         raise NotImplementedError
 
+    def status(self, name: str, lock_timeout: float | None = None) -> PluginStatus:
+        raise NotImplementedError
+
     # -- installs (README, "Environments and live installs") ----------------------------
+
+    def change(
+        self,
+        operation: str,
+        name: str | None = None,
+        specs: Sequence[str] | None = None,
+        overrides: Sequence[str] = (),
+    ) -> Job:
+        """The job of ``operation`` (install, upgrade, rollback, uninstall),
+        as the CLI and HTTP name it. Raises ValueError for another operation
+        or a missing name, :class:`~plugwarden.exceptions.UnknownPlugin` for
+        a plugin the host does not have."""
+        if operation == "install":
+            return self.install(specs or [], overrides)
+        if operation not in OPERATIONS or name is None:
+            raise ValueError(f"{operation!r} with plugin {name!r}: expected one of {OPERATIONS}")
+        self.status(name)
+        if operation == "upgrade":
+            return self.upgrade(name, specs or None, overrides)
+        return self.rollback(name) if operation == "rollback" else self.uninstall(name)
 
     def install(self, specs: Sequence[str], overrides: Sequence[str] = ()) -> Job:
         """A job that installs a plugin into an environment of its own and

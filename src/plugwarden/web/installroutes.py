@@ -97,25 +97,13 @@ async def _submit(
 ) -> Response:
     host = request.app.state.host
     try:
-        if name is not None:
-            await run_in_threadpool(host.status, name)
-        job = await run_in_threadpool(_start, host, operation, name, specs, overrides)
+        job = await run_in_threadpool(host.change, operation, name, specs, overrides)
     except UnknownPlugin as exc:
         return error(str(exc), ErrorType.UNKNOWN_PLUGIN)
     except JobRefused as exc:
         return error(str(exc), exc.error_type)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     return Response(job.to_json(), 202, headers, media_type="application/json")
-
-
-def _start(
-    host: Any, operation: str, name: str | None, specs: list[str] | None, overrides: list[str]
-) -> Any:
-    if operation == "install":
-        return host.install(specs or [], overrides)
-    if operation == "upgrade":
-        return host.upgrade(name, specs, overrides)
-    return host.rollback(name) if operation == "rollback" else host.uninstall(name)
 
 
 INSTALL_ROUTES = [
