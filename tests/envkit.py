@@ -3,6 +3,7 @@ that says which six it imports and which version it is, and a caller loop."""
 
 from __future__ import annotations
 
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,19 @@ def make_wheel(
     """A wheel of plugin ``name`` (by default the PINNED plugin at ``version``)."""
     code = source or PINNED.format(version=version, valid=valid, crash_on=crash_on)
     return write_wheel(out, name, code, version=version, requires=requires, files=extra)
+
+
+def write_project(folder: Path, name: str, source: str = "", tail: str = "") -> Path:
+    """A setuptools project in ``folder``: package ``name`` (src layout) whose
+    ``__init__`` is ``source``; ``tail``: pyproject.toml lines after the
+    project's name and version (dependencies, entry points, tables)."""
+    (folder / "src" / name).mkdir(parents=True)
+    (folder / "src" / name / "__init__.py").write_text(source)
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\n{textwrap.dedent(tail)}'
+    )
+    return folder
 
 
 @contextmanager

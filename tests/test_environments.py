@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import tarfile
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from plugwarden.environments.runtime import PACKAGE, WORKER_REQUIRES
 from plugwarden.environments.uvtool import Uv, uv_environment
 from plugwarden.exceptions import InstallFailed
 from plugwarden.plugin.discovery import discover
-from tests.envkit import make_wheel
+from tests.envkit import make_wheel, write_project
 
 
 def said(phase: str, message: str) -> None:
@@ -39,19 +38,7 @@ def run_in(environment, code: str) -> str:
 
 def tiny_sdist(folder: Path) -> Path:
     """A source distribution of a one-module project (building it runs setuptools)."""
-    project = folder / "tinysdist-1.0"
-    (project / "tinysdist").mkdir(parents=True)
-    (project / "tinysdist" / "__init__.py").write_text("VALUE = 42\n")
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "tinysdist"
-        version = "1.0"
-        """)
-    )
+    project = write_project(folder / "tinysdist-1.0", "tinysdist", "VALUE = 42\n")
     (project / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: tinysdist\nVersion: 1.0\n")
     archive = folder / "tinysdist-1.0.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -75,17 +62,10 @@ class TestBuild:
         assert plugin.name == "pinned" and plugin.environment == environment
 
     def test_a_project_directory_is_built_only_if_allowed_with_what_it_asks(self, store, tmp_path):
-        project = tmp_path / "project"
-        (project / "src" / "overridden").mkdir(parents=True)
-        (project / "src" / "overridden" / "__init__.py").write_text("")
-        (project / "pyproject.toml").write_text(
-            textwrap.dedent("""
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "overridden"
-            version = "1.0"
+        project = write_project(
+            tmp_path / "project",
+            "overridden",
+            tail="""
             dependencies = ["six==1.16.0"]
             [project.entry-points."plugwarden.plugins"]
             overridden = "overridden"
@@ -95,7 +75,7 @@ class TestBuild:
             extras = ["more"]
             requires = ["tomli-w"]
             overrides = ["six==1.17.0"]
-            """)
+            """,
         )
         with pytest.raises(InstallFailed) as refused:  # building runs its code on the server
             InstallPlan.of((str(project),), False)

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.envkit import PINNED, make_wheel
+from tests.envkit import PINNED, make_wheel, write_project
 from tests.test_cli import TOKEN, cli  # noqa: F401 - the cli fixture
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -133,15 +133,17 @@ class TestCommands:
         served,
         tmp_path,
     ):
-        project = tmp_path / "project"
-        (project / "src" / "fromdir").mkdir(parents=True)
-        (project / "src" / "fromdir" / "__init__.py").write_text(PINNED_SOURCE)
-        (project / "pyproject.toml").write_text(
-            '[build-system]\nrequires = ["setuptools>=61"]\n'
-            'build-backend = "setuptools.build_meta"\n'
-            '[project]\nname = "fromdir"\nversion = "1.0"\ndependencies = ["six==1.16.0"]\n'
-            '[project.entry-points."plugwarden.plugins"]\nfromdir = "fromdir"\n'
-            '[tool.plugwarden.environment]\noverrides = ["six==1.17.0"]\n'
+        project = write_project(
+            tmp_path / "project",
+            "fromdir",
+            PINNED_SOURCE,
+            tail="""
+            dependencies = ["six==1.16.0"]
+            [project.entry-points."plugwarden.plugins"]
+            fromdir = "fromdir"
+            [tool.plugwarden.environment]
+            overrides = ["six==1.17.0"]
+            """,
         )
         done = cli("install", str(project), "--token", TOKEN, "--json", url=served.url)
         assert done.returncode == 0, done.stderr
