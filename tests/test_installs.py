@@ -141,6 +141,9 @@ class TestOwnEnvironments:
         hosts_own = importlib.util.find_spec("starlette").origin  # a package of the host's
         refused = host.call("boxed", "read", {"path": hosts_own})
         assert not refused.ok and refused.error_type == "PermissionError", refused
+        # The job database is hidden (an empty file in its place) or refused, as for any plugin.
+        database = host.call("boxed", "read", {"path": host.config.jobs.database()})
+        assert not database.ok or database.result == "", database
         assert host.call("boxed", "read", {"path": six_file(host, "boxed")}).ok
 
     def test_its_zygote_preloads_from_its_own_environment(self, installing, wheels, tmp_path):
