@@ -557,7 +557,7 @@ class TestConnection:
         fresh: list[tuple[socket.socket, socket.socket]] = []
         try:
             assert (
-                worker.send(Load.encode(1, "x", "json", None, [], 1000), time.monotonic() + 30)
+                worker.send(Load.encode(1, "x", "json", None, [], 1000, 0), time.monotonic() + 30)
                 is None
             )
             wait_for(at_read.is_set, what="the reader to reach its read")

@@ -38,6 +38,7 @@ LAYERS = {
     "plugwarden.console": 0,
     "plugwarden.result": 0,
     "plugwarden.encoding": 0,
+    "plugwarden.blob": 0,
     "plugwarden.plugin": 1,
     "plugwarden.config": 2,
     "plugwarden.sections": 2,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugwarden.blob import answer_json, summary_json
 from plugwarden.encoding import compact_json
 from plugwarden.error_types import GUARDS, ErrorType, Guard
 from plugwarden.exceptions import describe
@@ -91,6 +92,8 @@ class CallResult:
             text = compact_json(value)  # what crosses the wire, and what HTTP answers
         # Plugin objects may fail to encode in any way (a __str__ that raises).
         except Exception as exc:  # noqa: BLE001
+            if hook == "run" and _binary(value):  # travels apart (plugwarden.blob)
+                return cls(True, hook=hook, result=value, duration_ms=elapsed)
             return cls(
                 False,
                 hook=hook,
@@ -165,8 +168,13 @@ class CallResult:
         decoded nor copied."""
         record = self.to_dict()
         if not isinstance(self.encoded, memoryview):
-            return [compact_json(record).encode()]
+            try:
+                return [compact_json(record).encode()]
+            except TypeError:  # binary values: the result's whole, the args' described
+                record["args"] = json.loads(summary_json(self.args))
+                return [answer_json(record).encode()]
         del record["result"]
+        record["args"] = json.loads(summary_json(self.args))
         return [f'{compact_json(record)[:-1]},"result":'.encode(), self.encoded, b"}"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,3 +191,13 @@ class CallResult:
             "guard_tripped": self.guard_tripped,
             "guard": self.guard,
         }
+
+
+def _binary(value: Any) -> bool:
+    """Whether ``value`` is JSON data but for binary values (bytes, arrays)."""
+    try:
+        summary_json(value)
+    # The same objects that failed to encode may fail again in any way.
+    except Exception:  # noqa: BLE001
+        return False
+    return True

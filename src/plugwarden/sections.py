@@ -38,6 +38,9 @@ class ServerConfig:
     port: int = 8765
     token: str | None = None
     max_body_bytes: int = 1_048_576
+    # a call's binary values (its shared memory's room for arguments, and an
+    # HTTP multipart or octet-stream body)
+    max_blob_bytes: int = 64 * 2**20
     drain_timeout_s: float = 30.0
     idle_timeout_s: float = 15.0  # a connection must send a request's headers within this
     max_connections: int = 1024  # uvicorn's limit_concurrency: past it, 503
@@ -123,7 +126,7 @@ def server_table(table: dict[str, Any], fail: Fail) -> ServerConfig:
             raise fail(where, f"expected true or false, got {value!r}")
         if key in ("port", "probe_port"):
             value = _port(value, where, fail)
-        elif key == "max_body_bytes":
+        elif key in ("max_body_bytes", "max_blob_bytes"):
             value = numbers.whole(value, where, fail, high=numbers.MAX_BYTES)
         elif key == "max_connections":
             value = numbers.whole(value, where, fail)

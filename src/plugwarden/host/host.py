@@ -77,7 +77,9 @@ class Host(HostJobs):
         self._only = None if only is None else frozenset(only)
         self._registry = Registry(self.config.lock_timeout_s)
         result_bytes = int(self.config.server.result_memory_mb * 2**20)
-        self._backends = Backends(self.config.ray, zygote, result_bytes)
+        self._backends = Backends(
+            self.config.ray, zygote, result_bytes, self.config.server.max_blob_bytes
+        )
         self._supervisor = Supervisor(self.config, self._registry, self._backends)
         self._admission = Admission(self._registry.loadable, self._registry.names)
         self._calls = Calls(

@@ -57,8 +57,10 @@ class Backends:
         ray: RayConfig | None = None,
         zygote: Zygote | None = None,
         result_bytes: int = 512 * 2**20,
+        blob_bytes: int = 64 * 2**20,
     ) -> None:
         self._ray_config = ray or RayConfig()
+        self._blob_bytes = blob_bytes  # each worker's room for binary arguments
         self._result_bytes = result_bytes  # long replies held at once (server.result_memory_mb)
         self._zygote = zygote
         self._ray: RayCluster | None = None
@@ -114,7 +116,10 @@ class Backends:
     def _process_services(self) -> ProcessServices:
         if self._process is None:
             self._process = ProcessServices(
-                self._zygote or Zygote(), OutputPump(), ResultMemory(self._result_bytes)
+                self._zygote or Zygote(),
+                OutputPump(),
+                ResultMemory(self._result_bytes),
+                self._blob_bytes,
             )
         return self._process
 
@@ -137,7 +142,9 @@ class Backends:
                 isolated=environment is not None,
                 sites=environment.site_packages if environment is not None else (),
             )
-            services = self._own[key] = ProcessServices(zygote, shared.pump, shared.results)
+            services = self._own[key] = ProcessServices(
+                zygote, shared.pump, shared.results, shared.blob_bytes
+            )
         return services
 
     def retire(self, environment: PluginEnvironment) -> None:

@@ -23,10 +23,11 @@ Requests: :class:`Load`, :class:`Call`, :class:`Validate` and
 :class:`Cancel` (a job's, while it runs; no reply), each with an
 ``encode(fields...)`` making the plain tuple that is pickled (pickling a
 class costs ~5 us a call) and :func:`decode_request` making the typed
-message again in the worker; the Ray agent's :class:`AgentCall` likewise. A
+message again in the worker (the Ray agent's: :mod:`plugwarden.isolation.ray.messages`). A
 reply's header: ``{"v": 1, "id": ..., "pid": ..., "kind": ...}`` plus, by
 kind, ``loaded`` (``hooks``), ``load_error`` (``reason``, ``error_type``),
-``outcome`` (``ok``, ``hook``, ``error``, ``error_type``, ``ms``) or a job's
+``outcome`` (``ok``, ``hook``, ``error``, ``error_type``, ``ms``; ``blobs``:
+:mod:`~plugwarden.isolation.process.segment`) or a job's
 ``progress`` (``done``, ``total``, ``message``; throttled by the worker, a
 flood of them is a violation).
 """
@@ -48,8 +49,6 @@ __all__ = [
     "MAX_DEPTH",
     "RAW_ABOVE",
     "VERSION",
-    "AgentCall",
-    "AgentReply",
     "Call",
     "Cancel",
     "Encoded",
@@ -107,12 +106,19 @@ class Load(NamedTuple):
     attr: str | None
     search_path: list[str]
     max_result_bytes: int
+    blob_bytes: int  # the arguments' area of its shared memory
 
     @staticmethod
     def encode(
-        id: int, name: str, module: str, attr: str | None, search_path: list[str], cap: int
+        id: int,
+        name: str,
+        module: str,
+        attr: str | None,
+        search_path: list[str],
+        cap: int,
+        blob_bytes: int,
     ) -> Encoded:
-        return ("load", id, name, module, attr, search_path, cap)
+        return ("load", id, name, module, attr, search_path, cap, blob_bytes)
 
 
 class Call(NamedTuple):
@@ -163,48 +169,6 @@ def decode_request(raw: Encoded) -> Request:
     return _REQUESTS[raw[0]]._make(raw[1:])
 
 
-class AgentCall(NamedTuple):
-    """A hook call for a Ray actor's agent, which runs it in its own worker."""
-
-    hook: str
-    kwargs: dict[str, Any]
-    timeout_s: float
-    job: bool
-
-    def encode(self) -> tuple[Any, ...]:
-        return tuple(self)
-
-    @classmethod
-    def decode(cls, raw: tuple[Any, ...]) -> AgentCall:
-        return cls(*raw)
-
-
-class AgentReply(NamedTuple):
-    """A Ray actor's answer: the guard that tripped, the worker's memory,
-    and the call's record as an outcome frame (checked with :func:`decode`)."""
-
-    guard: str | None
-    resident_bytes: int | None
-    frame: bytes
-
-    def encode(self) -> tuple[Any, ...]:
-        return tuple(self)
-
-    @classmethod
-    def decode(cls, raw: object) -> AgentReply:
-        """Raises :class:`ProtocolViolation` for anything but the three fields."""
-        if not isinstance(raw, tuple) or len(raw) != 3:
-            raise ProtocolViolation("not a reply")
-        guard, memory, frame = raw
-        if guard is not None and not isinstance(guard, str):
-            raise ProtocolViolation("reply's guard is not a string")
-        if isinstance(memory, bool) or not isinstance(memory, int | None):
-            memory = None  # a reading it cannot trust counts as none
-        if not isinstance(frame, bytes):
-            raise ProtocolViolation("reply's frame is not bytes")
-        return cls(guard, memory, frame)
-
-
 class Progress(NamedTuple):
     """A job's report, as a ``progress`` frame carries it."""
 
@@ -239,8 +203,11 @@ def encode_progress(
     return f"{_envelope(request_id, pid, 'progress')},{body[1:]}".encode()
 
 
-def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_bytes: int) -> bytes:
-    """A hook's record as a reply: its header, a newline, and the result as
+def encode_outcome(
+    request_id: int, pid: int, result: CallResult, max_result_bytes: int, blobs: Any = None
+) -> bytes:
+    """A hook's record as a reply: its header (with ``blobs``, the references
+    to binary values in shared memory, if any), a newline, and the result as
     the JSON text the guard already made (a value that was not encoded, of
     init or validate, must be plain already). A result over
     ``max_result_bytes`` is ResultTooLarge, one nesting past MAX_DEPTH
@@ -280,6 +247,8 @@ def encode_outcome(request_id: int, pid: int, result: CallResult, max_result_byt
         fields = _dumps({"ok": result.ok, "hook": result.hook, "ms": ms,
                          "error": None if error is None else error[:MAX_TEXT],
                          "error_type": None if kind is None else kind[:200]})[1:-1]  # fmt: skip
+    if blobs and result.ok:
+        fields += f',"blobs":{_dumps(blobs)}'
     head = f"{_envelope(request_id, pid, 'outcome')},{fields}}}\n"
     return b"".join((head.encode(), payload))
 

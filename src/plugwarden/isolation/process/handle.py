@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import select
 import socket
 import struct
@@ -24,11 +23,13 @@ from typing import Any
 
 import psutil
 
+from plugwarden.error_types import ErrorType
 from plugwarden.exits import exit_reason
 from plugwarden.isolation.fates import Fate, FateName, KillCause, KillCauseName
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.frames import FrameReader, ResultMemory
 from plugwarden.isolation.process.output import OutputPump, OutputTail
+from plugwarden.isolation.process.segment import BlobsTooLarge, Segment, place
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.treememory import TreeMemory
 from plugwarden.isolation.process.zygote import Zygote
@@ -69,6 +70,7 @@ class WorkerProcess:
         on_death: Callable[[WorkerProcess], None],
         sandbox: dict[str, Any] | None = None,
         results: ResultMemory | None = None,
+        segment: Segment | None = None,
     ) -> None:
         self.label = label
         self.limit_bytes = limit_bytes
@@ -96,9 +98,11 @@ class WorkerProcess:
         control, child_control = socket.socketpair()
         lifeline_r, self._lifeline_w = os.pipe()
         output_r, output_w = os.pipe()
+        # Its shared memory for binary values (segment.py): the worker's own.
+        self.segment = segment or Segment(0, max_reply_bytes)
         try:
             spawned = zygote.spawn(
-                [child_control.fileno(), lifeline_r, output_w],
+                [child_control.fileno(), lifeline_r, output_w, self.segment.fd or -1],
                 label,
                 self._exited,
                 limit_bytes=limit_bytes,
@@ -109,8 +113,10 @@ class WorkerProcess:
             for fd in (self._death_r, self._death_w, self._lifeline_w, output_r):
                 os.close(fd)
             control.close()
+            self.segment.close()
             raise
         finally:
+            self.segment.release_fd()  # the worker has its own
             child_control.close()
             os.close(lifeline_r)
             os.close(output_w)
@@ -165,19 +171,24 @@ class WorkerProcess:
         worker is untouched), (TIMEOUT, None) when the worker did not take
         it in time (it stopped reading: stopped, or a thread of the plugin
         holding its GIL), or (DIED, None)."""
-        try:
-            data = pickle.dumps(message)
-        # A caller's arguments may refuse to pickle in any way (a lambda, a
-        # socket, a cycle too deep, a __reduce__ that raises).
-        except Exception as exc:  # noqa: BLE001
-            return Fate.UNSENDABLE, f"{type(exc).__name__}: {exc}"
-        size = len(data)  # multiprocessing.Connection's framing, which the worker reads
-        head = _LENGTH.pack(size) if size <= _LONGEST else _LENGTH.pack(-1) + _LONG.pack(size)
-        # A cancel may be sent from another thread: frames never interleave.
+        # A cancel may be sent from another thread: frames never interleave
+        # (and the arguments' area of the segment holds one call's at a time).
         with self._send_lock:
             if not self._enter():
                 return Fate.DIED, None
             try:
+                try:
+                    data = self.segment.dumps(message)
+                except BlobsTooLarge as exc:
+                    return Fate.UNSENDABLE, (ErrorType.PAYLOAD_TOO_LARGE, str(exc))
+                # A caller's arguments may refuse to pickle in any way (a lambda,
+                # a socket, a cycle too deep, a __reduce__ that raises).
+                except Exception as exc:  # noqa: BLE001
+                    return Fate.UNSENDABLE, (None, f"{type(exc).__name__}: {exc}")
+                size = len(data)  # multiprocessing.Connection's framing, which the worker reads
+                head = _LENGTH.pack(size)
+                if size > _LONGEST:
+                    head = _LENGTH.pack(-1) + _LONG.pack(size)
                 return self._write(memoryview(b"".join((head, data))), deadline)
             finally:
                 self._leave()
@@ -222,6 +233,17 @@ class WorkerProcess:
             events = dict(self._room.poll(remaining * 1000))
             if self._death_r in events:
                 return Fate.DIED, None
+
+    def blobs(self, result: Any, refs: object, max_bytes: int) -> Any:
+        """``result`` with the binary values its reply's ``refs`` name
+        (:func:`~plugwarden.isolation.process.segment.place`); raises
+        ValueError for a reference that breaks the rules, or a closed worker."""
+        if not self._enter():
+            raise ValueError("the worker was closed")
+        try:
+            return place(result, refs, self.segment, max_bytes)
+        finally:
+            self._leave()
 
     def send_cancel(self, request_id: int) -> None:
         """Ask the job running as request ``request_id`` to stop (no reply)."""
@@ -334,6 +356,7 @@ class WorkerProcess:
     def _release(self) -> None:
         for fd in (self._control_fd, self._lifeline_w, self._death_r, self._death_w):
             os.close(fd)
+        self.segment.close()
 
     def death_reason(self) -> str:
         reason = self.died_with or exit_reason(self.exit_code)

@@ -26,6 +26,7 @@ from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.sandbox import Sandbox
+from plugwarden.isolation.process.segment import Segment
 from plugwarden.isolation.process.stacks import stuck_at, take_stacks
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
@@ -49,6 +50,7 @@ class ProcessServices:
     zygote: Zygote
     pump: OutputPump
     results: ResultMemory = field(default_factory=lambda: ResultMemory(2**62))
+    blob_bytes: int = 64 * 2**20  # each worker's room for a call's binary arguments
 
 
 class ProcessRunner(PooledRunner[WorkerProcess]):
@@ -98,6 +100,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 self._died,
                 self._sandbox,
                 services.results,
+                Segment(services.blob_bytes, limits.max_result_bytes),
             )
         except OSError as exc:
             raise LoadError(
@@ -112,6 +115,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             source.attr,
             list(source.search_path),
             limits.max_result_bytes,
+            services.blob_bytes,
         )
         reply = self._exchange(worker, request_id, load, "import", limits.load_timeout_s)
         if isinstance(reply, CallResult):
@@ -164,9 +168,18 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         if isinstance(reply, CallResult):
             return reply
         try:
-            return wire.outcome(reply)
+            result = wire.outcome(reply)
         except wire.ProtocolViolation as exc:
             return self._violation(worker, exc.reason, hook, 0.0)
+        refs = reply.get("blobs")
+        if refs is None or not result.ok or hook != "run":
+            return result
+        try:  # binary values, copied out of the worker's shared memory
+            result = result.decoded()
+            value = worker.blobs(result.result, refs, self.limits.max_result_bytes)
+        except ValueError as exc:
+            return self._violation(worker, f"blob reference: {exc}", hook, result.duration_ms)
+        return CallResult(True, hook=hook, result=value, duration_ms=result.duration_ms)
 
     def _exchange(
         self,
@@ -221,9 +234,12 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                     hook=what,
                 )
             if status == Fate.UNSENDABLE:
+                kind, why = reply
+                if kind is not None:  # binary values over their room
+                    return CallResult.failure(why, kind, hook=what)
                 return CallResult.failure(
-                    f"The arguments cannot be sent to the plugin's worker ({reply}). "
-                    "Pass plain data: dicts, lists, strings, numbers, booleans, None.",
+                    f"The arguments cannot be sent to the plugin's worker ({why}). Pass plain "
+                    "data (dicts, lists, strings, numbers, booleans, None) and binary values.",
                     ErrorType.INVALID_ARGUMENTS,
                     hook=what,
                 )

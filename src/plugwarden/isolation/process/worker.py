@@ -29,6 +29,7 @@ from plugwarden.isolation.loader import LoadedPlugin, load_plugin, plugin_manage
 from plugwarden.isolation.process import containment
 from plugwarden.isolation.process.privileges import give_up_privileges
 from plugwarden.isolation.process.sandbox import limit_inotify, switch_user
+from plugwarden.isolation.process.segment import BlobsTooLarge, Segment, encode_result
 from plugwarden.isolation.process.spin import SPIN_S, AdaptiveSpin
 from plugwarden.isolation.process.stacks import STACKS_SIGNAL
 from plugwarden.isolation.process.undeclared import watch_undeclared
@@ -56,13 +57,15 @@ def serve(
     control_fd: int,
     lifeline_fd: int,
     output_fd: int,
+    segment_fd: int = -1,
     *,
     label: str,
     env: dict[str, str] | None = None,
     plan: dict[str, Any] | None = None,
     mounts: dict[str, str] | None = None,
 ) -> NoReturn:
-    """Serve the host's requests until it goes. ``plan``: the worker's
+    """Serve the host's requests until it goes. ``segment_fd``: its shared
+    memory (:mod:`~plugwarden.isolation.process.segment`); ``plan``: the worker's
     sandbox; ``mounts``: what its init set up, where it has one. Its parent
     (that init, or a keeper) reaps the plugin's orphans."""
     # The plugin's own variables (its operator's env table), over the
@@ -114,6 +117,7 @@ def serve(
     connection = Connection(control_fd)
     me = os.getpid()
     plugin: LoadedPlugin | None = None
+    segment: Segment | None = None
     max_result = 0
     poller = select.poll()
     poller.register(control_fd, select.POLLIN | select.POLLHUP)
@@ -122,7 +126,10 @@ def serve(
         if spin.should_spin():
             spin.caught(_await_briefly(poller))
         try:
-            request = wire.decode_request(connection.recv())
+            raw = connection.recv()
+            if raw[0] == "blobs" and segment is not None:  # binary values in shared memory
+                raw = segment.loads(raw)
+            request = wire.decode_request(raw)
         except (EOFError, OSError):
             _exit_group()
         if type(request) is wire.Call and plugin is not None:
@@ -138,11 +145,13 @@ def serve(
                     error_type=result.error_type,
                     duration_ms=result.duration_ms,
                 )
-            reply = wire.encode_outcome(request.id, me, result, max_result)
+            reply = _outcome(request.id, me, result, max_result, segment)
         elif type(request) is wire.Cancel:
             continue  # for a job that ended before the cancel arrived
         elif type(request) is wire.Load:
             max_result = request.max_result_bytes
+            if segment is None and segment_fd >= 0:
+                segment = Segment(request.blob_bytes, max_result, segment_fd)
             if refusal is not None:
                 reply = wire.encode_load_error(request.id, me, refusal, ErrorType.WORKER_START)
                 _send(connection, reply, me)
@@ -164,6 +173,28 @@ def serve(
             )
             reply = wire.encode_outcome(request.id, me, failure, max_result)
         _send(connection, reply, me)
+
+
+def _outcome(
+    request_id: int, me: int, result: CallResult, max_result: int, segment: Segment | None
+) -> bytes:
+    """A call's reply: a result with binary values (the guard left it
+    unencoded) sends them through shared memory, referenced in its header."""
+    if not (result.ok and result.encoded is None and result.hook == "run" and segment):
+        return wire.encode_outcome(request_id, me, result, max_result)
+    try:
+        text, blobs = encode_result(result.result)
+        refs = segment.write_result(blobs)
+    except BlobsTooLarge as exc:
+        failure = CallResult.failure(str(exc), ErrorType.RESULT_TOO_LARGE, hook="run",
+                                     duration_ms=result.duration_ms)  # fmt: skip
+        return wire.encode_outcome(request_id, me, failure, max_result)
+    # What failed to encode fails again, in encode_outcome, with the reason.
+    except Exception:  # noqa: BLE001
+        return wire.encode_outcome(request_id, me, result, max_result)
+    sent = CallResult(True, hook="run", result=result.result, duration_ms=result.duration_ms,
+                      encoded=text)  # fmt: skip
+    return wire.encode_outcome(request_id, me, sent, max_result, refs)
 
 
 class _JobReporter:

@@ -37,6 +37,7 @@ from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
 from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.process.zygote import Zygote
+from plugwarden.isolation.ray.messages import AgentCall, AgentReply
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import Runner, WorkerLoss
 from plugwarden.plugin.discovery import PluginSource
@@ -108,17 +109,17 @@ class Agent:
         return self._runner.initialise(config)
 
     def call(self, request: bytes) -> tuple[Any, ...]:
-        """``request``: the host's pickled :class:`~plugwarden.isolation.wire.AgentCall`
+        """``request``: the host's pickled :class:`~plugwarden.isolation.ray.messages.AgentCall`
         (one argument: Ray serialises each one apart). The reply: the guard
         that tripped, the worker's memory, and the record as a wire outcome
         frame (:mod:`plugwarden.isolation.wire`), which the host checks as it
         checks a process worker's."""
-        asked = wire.AgentCall.decode(pickle.loads(request))
+        asked = AgentCall.decode(pickle.loads(request))
         hook, kwargs, timeout_s = asked.hook, asked.kwargs, asked.timeout_s
         if self._runner is None:
             failure = CallResult.failure("no plugin loaded", ErrorType.INTERNAL, hook=hook)
             frame = wire.encode_outcome(REPLY_ID, self._pid, failure, 0)
-            return wire.AgentReply(None, None, frame).encode()
+            return AgentReply(None, None, frame).encode()
         control = None
         if asked.job:
             control = CallControl(self._report, lambda: None, 0.0)
@@ -131,7 +132,7 @@ class Agent:
                 self._control = None
         frame = wire.encode_outcome(REPLY_ID, self._pid, result, self._max_result)
         memory = self.memory() if self._inline else self._runner.last_resident_bytes()
-        return wire.AgentReply(result.guard, memory, frame).encode()
+        return AgentReply(result.guard, memory, frame).encode()
 
     # -- the control group: answers while a call runs -------------------------------
 

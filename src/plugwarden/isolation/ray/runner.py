@@ -30,6 +30,7 @@ from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.sandbox import Sandbox
 from plugwarden.isolation.ray.agent import REPLY_ID
 from plugwarden.isolation.ray.cluster import RayCluster, death_reason, shortfall
+from plugwarden.isolation.ray.messages import AgentCall, AgentReply
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import ENDED, LossHandler, timeout_reason
 from plugwarden.plugin.discovery import PluginSource
@@ -176,7 +177,7 @@ class RayRunner(PooledRunner[_Actor]):
                 control.starting()
             try:
                 request = pickle.dumps(
-                    wire.AgentCall(hook, kwargs, timeout_s, control is not None).encode()
+                    AgentCall(hook, kwargs, timeout_s, control is not None).encode()
                 )
             except Exception as exc:  # noqa: BLE001 - whatever pickling an argument raised
                 return CallResult.failure(
@@ -316,7 +317,7 @@ def _result(actor: _Actor, reply: Any, hook: str) -> CallResult:
     """The actor's reply as a CallResult: its frame checked like a process
     worker's (size, depth, plain JSON, request id and pid)."""
     try:
-        answer = wire.AgentReply.decode(reply)
+        answer = AgentReply.decode(reply)
         result = wire.outcome(wire.decode(answer.frame, REPLY_ID, actor.pid))
     except (ValueError, TypeError, AttributeError, wire.ProtocolViolation) as exc:
         reason = exc.reason if isinstance(exc, wire.ProtocolViolation) else "not a reply"
