@@ -22,6 +22,7 @@ from plugwarden.testing.dists import write_plugin
 
 TOKEN = "s3cret-token-of-the-host"
 VICTIM_SECRET = "victim-secret-in-memory"
+BLOB_MARKER = "victim-binary-argument"
 
 ATTACKER = r"""
 import ctypes, errno, json, os, signal, socket, sqlite3, threading, time
@@ -150,6 +151,24 @@ def _mount():
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return "mounted"
 
+def _segments(pids, marker):
+    # Every worker segment (memfd) the host's or the victim's descriptors
+    # and mappings lead to, read for the victim's argument.
+    found = []
+    for pid in pids:
+        for folder in (f"/proc/{pid}/fd", f"/proc/{pid}/map_files"):
+            for entry in os.listdir(folder):
+                path = os.path.join(folder, entry)
+                try:
+                    if "plugwarden-blobs" not in os.readlink(path):
+                        continue
+                    with open(path, "rb") as segment:
+                        if marker.encode() in segment.read():
+                            found.append(path)
+                except OSError:
+                    continue
+    return found
+
 def _shm(name):
     with open(f"/dev/shm/{name}", "wb") as file:
         file.write(b"x" * 4096)
@@ -183,6 +202,7 @@ def run(tool, args):
         "status": _status,
         "orphans": _orphans,
         "shm": lambda: _shm(a["shm"]),
+        "sibling_segment": lambda: _segments([a["host"], a["victim"]], a["blob_marker"]),
         "state_dir_write": lambda: _write(os.path.join(STATE, "mine"), "ok"),
         "tmp_write": lambda: _write(os.path.join(os.environ["TMPDIR"], "mine"), "ok"),
         "inotify": _inotify,
@@ -244,6 +264,8 @@ def run_attacks(workdir: Path) -> dict[str, Any]:
         host.start()
         sqlite3.connect(db).execute("CREATE TABLE IF NOT EXISTS seen (x)").connection.commit()
         victim_pid = host.worker_pids("victim")[0]
+        # A binary argument: it waits in the victim's shared memory now.
+        host.call("victim", "t", {"frame": BLOB_MARKER.encode() * 8192})
         args = {
             "token": TOKEN,
             "config": str(config_file),
@@ -255,6 +277,7 @@ def run_attacks(workdir: Path) -> dict[str, Any]:
             "venv_site": venv_site,
             "port": port,
             "shm": f"plugwarden-hostile-{os.getpid()}",
+            "blob_marker": BLOB_MARKER,
         }
         outcome: dict[str, Any] = host.call("attacker", "all", args).result or {}
         outcome["host_pid"] = os.getpid()

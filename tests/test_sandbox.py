@@ -126,6 +126,12 @@ class TestOtherProcesses:
             assert _failed(outcome[attack]), (attack, outcome[attack])
         assert outcome["victim_after"] == VICTIM_SECRET  # the victim serves on
 
+    def test_no_other_workers_shared_memory_is_in_reach(self, outcome):
+        """The victim's binary argument waits in its segment (a memfd the host
+        and the victim hold): neither's descriptors or mappings lead there."""
+        found = outcome["sibling_segment"]
+        assert _failed(found) or found["got"] == "[]", found
+
     def test_in_its_own_pid_namespace_it_sees_only_its_own_processes(self, outcome):
         seen = json.loads(outcome["processes_seen"]["got"])
         if outcome["protections"].get("own_proc") == "enforced":
