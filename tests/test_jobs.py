@@ -328,7 +328,7 @@ class TestGuardsAndQueue:
     @pytest.mark.parametrize(
         ("tool", "args", "error_type"),
         [("", {}, ErrorType.INVALID_ARGUMENTS), ("t", [1], ErrorType.INVALID_ARGUMENTS),
-         ("t", {"b": b"x"}, ErrorType.INVALID_ARGUMENTS)],
+         ("t", {"s": {1, 2}}, ErrorType.INVALID_ARGUMENTS)],
     )  # fmt: skip
     def test_bad_submissions_are_refused_before_anything_is_stored(
         self, steps, plugwarden_host, tool, args, error_type

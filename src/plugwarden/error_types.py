@@ -62,6 +62,7 @@ class ErrorType:
     INVALID_JSON: Final = "InvalidJSON"
     INVALID_REQUEST: Final = "InvalidRequest"
     PAYLOAD_TOO_LARGE: Final = "PayloadTooLarge"
+    UNSUPPORTED_MEDIA_TYPE: Final = "UnsupportedMediaType"  # not JSON, multipart or octets
     CLIENT_DISCONNECT: Final = "ClientDisconnect"
     REQUEST_TIMEOUT: Final = "RequestTimeout"  # a body slower than server.body_timeout_s
     MUTATIONS_DISABLED: Final = "MutationsDisabled"
@@ -105,6 +106,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = {
     ErrorType.JOB_NOT_FINISHED: 409,
     ErrorType.REQUEST_TIMEOUT: 408,
     ErrorType.PAYLOAD_TOO_LARGE: 413,
+    ErrorType.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorType.INVALID_REQUEST: 422,
     ErrorType.INVALID_ARGUMENTS: 422,
     ErrorType.UNKNOWN_TOOL: 422,

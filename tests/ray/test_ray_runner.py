@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from plugwarden import HostConfig, State
+from plugwarden.blob import Blob
 from plugwarden.cli.doctor import ray_cluster as describe_cluster
 from plugwarden.web.prometheus import collector_registry, exposition
 from tests.conftest import wait_for
@@ -41,6 +42,9 @@ def run(tool, args):
         while True:
             blocks.append(bytearray(16 * 2**20))
             time.sleep(0.01)
+    if tool == "binary":
+        import numpy
+        return {"bytes": args["b"], "array": args["a"] * 2, "kind": type(args["a"]).__name__}
     if tool == "subclass":
         class Crafted(dict):
             pass
@@ -105,6 +109,22 @@ class TestCalls:
         assert not result.ok
         assert result.error_type == "InvalidArguments"
         assert host.call("alpha", "echo", {}).ok
+
+    @pytest.mark.parametrize("isolation", ["ray", "ray-inline"])
+    def test_binary_values_round_trip_through_the_cluster(self, ray_host, isolation):
+        """Bytes and arrays reach the plugin as themselves and come back as
+        bytes and a Blob, as from a process worker."""
+        import numpy as np
+
+        host = ray_host(isolation=isolation)
+        array = np.arange(12, dtype="<f4").reshape(3, 4)
+        result = host.call("alpha", "binary", {"b": b"\x00\x01" * 50_000, "a": array})
+        assert result.ok, result.error
+        assert result.result["kind"] == "ndarray"
+        assert result.result["bytes"] == b"\x00\x01" * 50_000
+        back = result.result["array"]
+        assert isinstance(back, Blob) and back.shape == (3, 4)
+        np.testing.assert_array_equal(np.asarray(back), array * 2)
 
     def test_metrics_count_workers_by_node(self, ray_host):
         host = ray_host(alpha={"workers": 2, "num_cpus": 0})

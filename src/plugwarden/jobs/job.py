@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from plugwarden.blob import answer_json, summary_json
 from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused
@@ -192,7 +193,7 @@ def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | N
         size = len(result.encoded)
         raw = result.encoded.tobytes() if size <= cap else b""
     else:
-        text = result.encoded if isinstance(result.encoded, str) else compact_json(result.result)
+        text = result.encoded if isinstance(result.encoded, str) else answer_json(result.result)
         raw = text.encode()
         size = len(raw)
     if size > cap:
@@ -212,8 +213,10 @@ def job_outcome(result: CallResult, cap: int) -> tuple[dict[str, Any], bytes | N
 
 def storable_arguments(
     plugin: str, args: Mapping[str, Any] | None, timeout_s: object
-) -> dict[str, Any]:
-    """A job's args as stored (plain JSON data), its timeout checked; raises
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A job's args as stored (plain JSON data: binary values described,
+    see :mod:`plugwarden.blob`) and, where they hold binary values, the args
+    the call takes (None: the same); its timeout checked. Raises
     :class:`JobRefused` (InvalidArguments) for what cannot be a job."""
     if timeout_s is not None and (
         isinstance(timeout_s, bool)
@@ -228,12 +231,16 @@ def storable_arguments(
     arguments = dict(args or {})
     try:
         json.dumps(arguments, allow_nan=False)
+        return arguments, None
     except (TypeError, ValueError) as exc:
+        problem = exc
+    try:
+        return json.loads(summary_json(arguments)), arguments
+    except (TypeError, ValueError):
         raise JobRefused(
-            plugin, f"A job's args must be plain JSON data to be stored ({exc}).",
+            plugin, f"A job's args must be JSON data and binary values to be stored ({problem}).",
             ErrorType.INVALID_ARGUMENTS,
         ) from None  # fmt: skip
-    return arguments
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.jobs.job import Job
@@ -29,6 +30,9 @@ class Live:
     watchers: list[Watcher] = field(default_factory=list)
     lane: str = ""  # its lane's key: the plugin's name, or HOST_LANE
     work: HostWork | None = None  # None: a call of the plugin's tool
+    # The call's args with their binary values, until it runs (the job's own
+    # args, stored, only describe them)
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -96,10 +96,10 @@ class JobQueue:
         if refused is not None:
             raise JobRefused(name, refused.error or "refused", refused.error_type or "")
         self._check_open(name)
-        arguments = storable_arguments(name, args, timeout_s)
+        arguments, payload = storable_arguments(name, args, timeout_s)
         limits = self._limits_of(name)
         timeout = float(timeout_s or limits.job_timeout_s)
-        return self._queue(name, tool, arguments, timeout, name, None, limits.workers)
+        return self._queue(name, tool, arguments, timeout, name, None, limits.workers, payload)
 
     def _check_open(self, name: str) -> None:
         if self._refusing is not None or not self._opened:
@@ -116,7 +116,7 @@ class JobQueue:
 
     def _queue(
         self, name: str, tool: str, arguments: dict[str, Any], timeout_s: float,
-        key: str, work: HostWork | None, threads: int,
+        key: str, work: HostWork | None, threads: int, payload: dict[str, Any] | None = None,
     ) -> Job:  # fmt: skip
         job = Job(uuid.uuid4().hex, name, tool, arguments, JobState.QUEUED, time.time(), timeout_s)
         with self._lock:
@@ -134,7 +134,7 @@ class JobQueue:
                 self.store.insert(job)
             except JobStoreError as exc:
                 raise JobRefused(name, str(exc), ErrorType.JOB_STORE) from None
-            live = Live(job, self._control_for(job), lane=key, work=work)
+            live = Live(job, self._control_for(job), lane=key, work=work, payload=payload)
             self._live[job.id] = live
             lane.queued.append(live)
             spawn = lane.active < max(1, threads)
@@ -206,7 +206,8 @@ class JobQueue:
             if live.work is not None:
                 result = live.work(control)
             else:
-                result = self._call(job.plugin, job.tool, job.args, job.timeout_s, control)
+                args, live.payload = live.payload or job.args, None
+                result = self._call(job.plugin, job.tool, args, job.timeout_s, control)
         # The job's thread must end the job whatever happened on the way.
         except Exception as exc:
             log.exception("job %s: internal error", job.id)

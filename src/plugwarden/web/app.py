@@ -39,7 +39,8 @@ from plugwarden.web.installroutes import INSTALL_ROUTES
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
-from plugwarden.web.requests import authorise, body_problem, json_body
+from plugwarden.web.payloads import mixed_answer, run_body, wants_parts
+from plugwarden.web.requests import authorise, body_problem
 
 if TYPE_CHECKING:  # the app is handed a Host; it never makes one
     from plugwarden.host.host import Host
@@ -133,7 +134,7 @@ def create_app(
         denied = authorise(request, token)
         if denied is not None:
             return denied
-        body = await json_body(request, max_body, server.body_timeout_s)
+        body = await run_body(request, max_body, server.max_blob_bytes, server.body_timeout_s)
         if isinstance(body, Response):
             return body
         problem = body_problem(body)
@@ -143,10 +144,11 @@ def create_app(
         refused = host.refusal(name, tool, args)
         if refused is not None:
             return error(refused.error or "Refused", refused.error_type or ErrorType.INTERNAL)
-        answer: tuple[CallResult, list[bytes | memoryview]] | None = None
+        answer: tuple[CallResult, list[bytes | memoryview] | None] | None = None
+        mixed = wants_parts(request)
         with anyio.move_on_after(deadline.left()):  # only the wait for a thread is cancelled
             answer = await anyio.to_thread.run_sync(
-                _call_encoded, host, name, tool, args, deadline, limiter=run_limiters[name]
+                _call_encoded, host, name, tool, args, deadline, mixed, limiter=run_limiters[name]
             )
         if answer is None:
             return error(
@@ -231,22 +233,26 @@ def _with(record_json: str, fields: dict[str, Any]) -> str:
 
 
 def _call_encoded(
-    host: Host, name: str, tool: str, args: Any, deadline: Deadline
-) -> tuple[CallResult, list[bytes | memoryview]]:
+    host: Host, name: str, tool: str, args: Any, deadline: Deadline, mixed: bool
+) -> tuple[CallResult, list[bytes | memoryview] | None]:
     """A call and its JSON, both on a worker thread: a large result is never
-    encoded (or decoded) on the event loop."""
+    encoded (or decoded) on the event loop. ``mixed``: the answer will be
+    multipart (web/payloads.py), encoded apart."""
     result = host.call(name, tool, args, deadline=deadline, decode=False)
-    return result, result.json_parts()
+    return result, None if mixed else result.json_parts()
 
 
-def _answer(result: CallResult, parts: list[bytes | memoryview]) -> Response:
+def _answer(result: CallResult, parts: list[bytes | memoryview] | None) -> Response:
     """A run's answer: the result record of a call that ran, or was in
     flight when the host ended it (a drain: 503 with ``Retry-After``); the
-    error body of one that never got a worker (``Busy``: 429)."""
+    error body of one that never got a worker (``Busy``: 429). ``parts``
+    None: as ``multipart/mixed``, binary values in parts of their own."""
     status = ErrorType.http_status(result.error_type)
     if status != 200 and result.error_type not in ErrorType.ENDED_BY_HOST:
         return error(result.error or "Refused", result.error_type or ErrorType.INTERNAL)
     headers = retry_headers(status)
+    if parts is None:
+        return mixed_answer(result, status, headers)
     if len(parts) == 1:
         return Response(parts[0], status, headers, media_type="application/json")
     headers["Content-Length"] = str(sum(len(part) for part in parts))

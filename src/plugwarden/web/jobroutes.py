@@ -19,7 +19,8 @@ from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import JobRefused, JobStoreError, UnknownJob
 from plugwarden.jobs.job import HEARTBEAT_S, Job, JobState, valid_job_id
 from plugwarden.web.errors import error
-from plugwarden.web.requests import authorise, body_problem, json_body
+from plugwarden.web.payloads import run_body
+from plugwarden.web.requests import authorise, body_problem
 
 if TYPE_CHECKING:  # the app is handed a Host; it never makes one
     from plugwarden.host.host import Host
@@ -40,7 +41,9 @@ def job_routes(host: Host, token: bytes | None, server: ServerConfig) -> list[Ro
         if denied is not None:
             return denied
         name = request.path_params["name"]
-        body = await json_body(request, server.max_body_bytes, server.body_timeout_s)
+        body = await run_body(
+            request, server.max_body_bytes, server.max_blob_bytes, server.body_timeout_s
+        )
         if isinstance(body, Response):
             return body
         problem = body_problem(body, ("tool", "args", "timeout_s"))

@@ -21,7 +21,7 @@ from plugwarden.isolation.plainjson import depth_within
 from plugwarden.isolation.wire import MAX_DEPTH
 from plugwarden.web.errors import error
 
-__all__ = ["authorise", "body_problem", "json_body"]
+__all__ = ["authorise", "body_problem", "decode_json", "json_body", "read_body"]
 
 
 def authorise(request: Request, token: bytes | None) -> Response | None:
@@ -77,6 +77,16 @@ async def json_body(request: Request, limit: int, timeout_s: float) -> Any:
     """The parsed JSON body, or the 4xx Response that says what is wrong.
     Numbers must be finite and of sane length, nesting at most MAX_DEPTH;
     the whole body must arrive within ``timeout_s``."""
+    raw = await read_body(request, limit, timeout_s)
+    return raw if isinstance(raw, Response) else decode_json(raw)
+
+
+async def read_body(
+    request: Request, limit: int, timeout_s: float, knob: str = "max_body_bytes"
+) -> bytes | Response:
+    """The whole body, or the 4xx Response that says what is wrong: over
+    ``limit`` bytes (the config key ``knob``), not all there within
+    ``timeout_s``, or the client gone."""
     declared = request.headers.get("content-length")
     too_large = declared is not None and (not declared.isdigit() or int(declared) > limit)
     chunks: list[bytes] = []
@@ -106,22 +116,27 @@ async def json_body(request: Request, limit: int, timeout_s: float) -> Any:
     if too_large:
         headers = {"Connection": "close"} if size > DRAIN_LIMIT else {}
         return error(
-            f"Request body over {limit} bytes (max_body_bytes). Send less.",
+            f"Request body over {limit} bytes ({knob}). Send less.",
             ErrorType.PAYLOAD_TOO_LARGE,
             headers=headers,
         )
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return error('Empty body: send {"tool": ..., "args": {...}}.', ErrorType.INVALID_JSON)
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes | memoryview, what: str = "Request body") -> Any:
+    """``raw`` as JSON data, or the 4xx Response that says what is wrong."""
+    if not bytes(raw).strip():
+        return error(f'Empty {what.lower()}: send {{"tool": ..., "args": {{...}}}}.',
+                     ErrorType.INVALID_JSON)  # fmt: skip
     try:
-        body = _body_decoder.decode(raw.decode("utf-8"))
+        body = _body_decoder.decode(bytes(raw).decode("utf-8"))
         deep = not depth_within(body, MAX_DEPTH)
     except (ValueError, UnicodeDecodeError) as exc:
-        return error(f"Request body is not valid JSON: {exc}", ErrorType.INVALID_JSON)
+        return error(f"{what} is not valid JSON: {exc}", ErrorType.INVALID_JSON)
     except RecursionError:
         deep = True
     if deep:
-        return error(f"Request body nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON)
+        return error(f"{what} nests deeper than {MAX_DEPTH} levels.", ErrorType.INVALID_JSON)
     return body
 
 

@@ -41,7 +41,7 @@ from plugwarden import blob
 from plugwarden.blob import BYTES, Blob, buffer_of, itemsize
 from plugwarden.exceptions import PlugwardenError
 
-__all__ = ["MEMFD_NAME", "BlobsTooLarge", "Segment", "encode_result", "place"]
+__all__ = ["MEMFD_NAME", "BlobsTooLarge", "Joined", "Segment", "encode_result", "place"]
 
 MEMFD_NAME = "plugwarden-blobs"
 ALIGN = 64
@@ -224,6 +224,39 @@ class Segment:
         ]
 
 
+class Joined:
+    """Binary values one after another in one bytes object, each at an
+    aligned offset: how a Ray actor's answer carries them (no shared memory
+    between nodes). Read by :func:`place` as a segment's results' area."""
+
+    args_end = 0
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    @classmethod
+    def of(cls, blobs: list[tuple[Any, ...]], max_bytes: int) -> tuple[Joined, list[list[Any]]]:
+        """``blobs`` (path, view, kind, dtype, shape) joined, and their
+        references; raises :class:`BlobsTooLarge` past ``max_bytes``."""
+        parts, refs, offset = bytearray(), [], 0
+        for path, view, kind, dtype, shape in blobs:
+            parts += bytes(_aligned(offset) - offset)
+            offset = _aligned(offset)
+            parts += view
+            refs.append([path, offset, view.nbytes, kind, dtype, list(shape)])
+            offset += view.nbytes
+            if offset > max_bytes:
+                raise BlobsTooLarge(
+                    f"The result's binary values are over {max_bytes} bytes (max_result_bytes). "
+                    "Return less, or raise the cap."
+                )
+        return cls(bytes(parts)), refs
+
+    def copy(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+
 def encode_result(value: Any) -> tuple[str, list[tuple[Any, ...]]]:
     """``value`` as JSON with ``null`` for each binary value, and those
     values with their paths, in the order the JSON holds them. Raises
@@ -265,7 +298,7 @@ def _json_key(key: object) -> str:
     return float.__repr__(key) if isinstance(key, float) else str(key)
 
 
-def place(result: Any, refs: object, segment: Segment, max_bytes: int) -> Any:
+def place(result: Any, refs: object, segment: Segment | Joined, max_bytes: int) -> Any:
     """``result`` with the binary values ``refs`` name copied out of
     ``segment`` into their places; raises ValueError saying which rule a
     reference breaks (the caller's protocol violation)."""
@@ -286,7 +319,7 @@ def place(result: Any, refs: object, segment: Segment, max_bytes: int) -> Any:
     return result
 
 
-def _checked(ref: object, segment: Segment) -> tuple[Any, ...]:
+def _checked(ref: object, segment: Segment | Joined) -> tuple[Any, ...]:
     if not isinstance(ref, list) or len(ref) != 6:
         raise ValueError("a blob reference is not [path, offset, length, kind, dtype, shape]")
     path, offset, length, kind, dtype, shape = ref

@@ -36,6 +36,7 @@ from plugwarden.isolation.inline import HostMemoryWatch, InlineRunner
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
 from plugwarden.isolation.process.sandbox import Sandbox
+from plugwarden.isolation.process.segment import BlobsTooLarge, Joined, encode_result
 from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.ray.messages import AgentCall, AgentReply
 from plugwarden.isolation.reporting import CallControl
@@ -119,7 +120,7 @@ class Agent:
         if self._runner is None:
             failure = CallResult.failure("no plugin loaded", ErrorType.INTERNAL, hook=hook)
             frame = wire.encode_outcome(REPLY_ID, self._pid, failure, 0)
-            return AgentReply(None, None, frame).encode()
+            return AgentReply(None, None, frame, b"").encode()
         control = None
         if asked.job:
             control = CallControl(self._report, lambda: None, 0.0)
@@ -130,9 +131,28 @@ class Agent:
         finally:
             with self._lock:
                 self._control = None
-        frame = wire.encode_outcome(REPLY_ID, self._pid, result, self._max_result)
+        frame, blobs = self._outcome(result)
         memory = self.memory() if self._inline else self._runner.last_resident_bytes()
-        return AgentReply(result.guard, memory, frame).encode()
+        return AgentReply(result.guard, memory, frame, blobs).encode()
+
+    def _outcome(self, result: CallResult) -> tuple[bytes, bytes]:
+        """The call's outcome frame, and the binary values of its result
+        joined (a ``run`` result the guard left unencoded holds some)."""
+        cap = self._max_result
+        if not (result.ok and result.encoded is None and result.hook == "run"):
+            return wire.encode_outcome(REPLY_ID, self._pid, result, cap), b""
+        try:
+            text, found = encode_result(result.result)
+            joined, refs = Joined.of(found, cap)
+        except BlobsTooLarge as exc:
+            failure = CallResult.failure(str(exc), ErrorType.RESULT_TOO_LARGE, hook="run")
+            return wire.encode_outcome(REPLY_ID, self._pid, failure, cap), b""
+        # What failed to encode fails again, in encode_outcome, with the reason.
+        except Exception:  # noqa: BLE001
+            return wire.encode_outcome(REPLY_ID, self._pid, result, cap), b""
+        sent = CallResult(True, hook="run", result=result.result, encoded=text,
+                          duration_ms=result.duration_ms)  # fmt: skip
+        return wire.encode_outcome(REPLY_ID, self._pid, sent, cap, refs), joined.data
 
     # -- the control group: answers while a call runs -------------------------------
 

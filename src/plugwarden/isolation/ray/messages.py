@@ -29,25 +29,28 @@ class AgentCall(NamedTuple):
 
 class AgentReply(NamedTuple):
     """A Ray actor's answer: the guard that tripped, the worker's memory,
-    and the call's record as an outcome frame (checked with :func:`decode`)."""
+    the call's record as an outcome frame (checked with :func:`decode`), and
+    the binary values its ``blobs`` refer to, one after another (see
+    :class:`~plugwarden.isolation.process.segment.Joined`)."""
 
     guard: str | None
     resident_bytes: int | None
     frame: bytes
+    blobs: bytes = b""
 
     def encode(self) -> tuple[Any, ...]:
         return tuple(self)
 
     @classmethod
     def decode(cls, raw: object) -> AgentReply:
-        """Raises :class:`ProtocolViolation` for anything but the three fields."""
-        if not isinstance(raw, tuple) or len(raw) != 3:
+        """Raises :class:`ProtocolViolation` for anything but the four fields."""
+        if not isinstance(raw, tuple) or len(raw) != 4:
             raise ProtocolViolation("not a reply")
-        guard, memory, frame = raw
+        guard, memory, frame, blobs = raw
         if guard is not None and not isinstance(guard, str):
             raise ProtocolViolation("reply's guard is not a string")
         if isinstance(memory, bool) or not isinstance(memory, int | None):
             memory = None  # a reading it cannot trust counts as none
-        if not isinstance(frame, bytes):
-            raise ProtocolViolation("reply's frame is not bytes")
-        return cls(guard, memory, frame)
+        if not isinstance(frame, bytes) or not isinstance(blobs, bytes):
+            raise ProtocolViolation("reply's frame or blobs are not bytes")
+        return cls(guard, memory, frame, blobs)

@@ -28,6 +28,7 @@ from plugwarden.exceptions import LoadError, describe
 from plugwarden.isolation import wire
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.sandbox import Sandbox
+from plugwarden.isolation.process.segment import Joined, place
 from plugwarden.isolation.ray.agent import REPLY_ID
 from plugwarden.isolation.ray.cluster import RayCluster, death_reason, shortfall
 from plugwarden.isolation.ray.messages import AgentCall, AgentReply
@@ -219,7 +220,7 @@ class RayRunner(PooledRunner[_Actor]):
             actor.busy = False
             if control is not None:
                 control.finished()
-        result = _result(actor, reply, hook)
+        result = _result(actor, reply, hook, self.limits.max_result_bytes)
         if result.guard is not None or result.error_type in (
             ErrorType.CANCELLED,
             ErrorType.PLUGIN_NOT_AVAILABLE,  # its worker was lost just before this call
@@ -313,12 +314,21 @@ class RayRunner(PooledRunner[_Actor]):
         return [actor.address for actor in list(self._pool.serving)]
 
 
-def _result(actor: _Actor, reply: Any, hook: str) -> CallResult:
+def _result(actor: _Actor, reply: Any, hook: str, max_bytes: int) -> CallResult:
     """The actor's reply as a CallResult: its frame checked like a process
-    worker's (size, depth, plain JSON, request id and pid)."""
+    worker's (size, depth, plain JSON, request id and pid), its binary
+    values' references like a segment's."""
     try:
         answer = AgentReply.decode(reply)
-        result = wire.outcome(wire.decode(answer.frame, REPLY_ID, actor.pid))
+        message = wire.decode(answer.frame, REPLY_ID, actor.pid)
+        result = wire.outcome(message)
+        if message.get("blobs") is not None and result.ok and hook == "run":
+            try:
+                value = place(result.decoded().result, message["blobs"], Joined(answer.blobs),
+                              max_bytes)  # fmt: skip
+            except ValueError as exc:
+                raise wire.ProtocolViolation(f"blob reference: {exc}") from None
+            result = CallResult(True, hook=hook, result=value, duration_ms=result.duration_ms)
     except (ValueError, TypeError, AttributeError, wire.ProtocolViolation) as exc:
         reason = exc.reason if isinstance(exc, wire.ProtocolViolation) else "not a reply"
         return CallResult.failure(
