@@ -92,7 +92,7 @@ class Calls:
                 not result.ok
                 and result.error_type in RETRIED
                 and again is not None
-                and again is not runner
+                and again.source.dist_version != runner.source.dist_version
             ):
                 # The version it ran on was switched away from meanwhile (an
                 # upgrade rolled back in probation): once more on the one serving.

@@ -85,6 +85,7 @@ class LossRoute:
 
 
 class Runner(Protocol):
+    source: PluginSource
     limits: Limits
     # What confines its workers: protection -> "enforced", "granted", or
     # "not available here: <why>" (README, "What a plugin may reach").
