@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import ECHO, free_port, plugin_source, wait_for
+from tests.test_segment import BINARY
 
 TOKEN = "cli-test-token-0123456789"
 
@@ -151,6 +152,32 @@ class TestRemote:
         assert "--token" in refused.stderr and "PLUGWARDEN_TOKEN" in refused.stderr
         wrong = cli("run", "good", "echo", "--token", "nope", url=served.url)
         assert wrong.returncode == 2 and "Wrong token" in wrong.stderr
+
+    @pytest.mark.parametrize("where", ["server", "local"])
+    def test_run_sends_files_as_binary_arguments(
+        self, cli, plugwarden_server, plugwarden_plugin, tmp_path, where
+    ):
+        """--file NAME=PATH: the file's bytes as argument NAME, or as the
+        array an --args reference with dtype and shape makes of them."""
+        plugwarden_plugin("binary", BINARY)
+        served = plugwarden_server({"server": {"token": TOKEN}})
+        (tmp_path / "data.bin").write_bytes(b"\x00\x01" * 600)
+        (tmp_path / "frame.raw").write_bytes(bytes(range(24)))
+        ref = '{"frame": {"$blob": "raw", "dtype": "|u1", "shape": [2, 3, 4]}}'
+        files = ["--file", "data=data.bin", "--file", "raw=frame.raw"]
+        where_args = ["--local"] if where == "local" else ["--token", TOKEN]
+        done = cli("run", "binary", "kinds", "--args", ref, *files, "--json", *where_args,
+                   url=served.url)  # fmt: skip
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert json.loads(done.stdout)["result"] == {
+            "data": ["bytes", "", []], "frame": ["ndarray", "uint8", [2, 3, 4]]}  # fmt: skip
+        echoed = cli("run", "binary", "echo", "--args", '{"value": {"$blob": "data"}}', *files[:2],
+                     *where_args, url=served.url)  # fmt: skip
+        assert echoed.returncode == 0, echoed.stderr
+        assert '"<1200 bytes>"' in echoed.stdout  # said, not printed as base64
+        missing = cli("run", "binary", "echo", "--file", "x=nope.bin", *where_args,
+                      url=served.url)  # fmt: skip
+        assert missing.returncode == 2 and "cannot read nope.bin" in missing.stderr
 
     def test_an_unknown_plugin_names_the_known_ones_and_how_new_ones_are_found(self, cli, served):
         done = cli("restart", "newcomer", "--token", TOKEN, url=served.url)

@@ -21,7 +21,7 @@ import importlib.util
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -30,8 +30,10 @@ __all__ = [
     "answer_json",
     "buffer_of",
     "itemsize",
+    "part_value",
     "rebuild",
     "summary_json",
+    "with_parts",
 ]
 
 BYTES = "bytes"  # a blob of plain bytes: bytes on the host, the sender's type in a worker
@@ -159,6 +161,39 @@ def rebuild(buffer: memoryview, kind: str, dtype: str, shape: tuple[int, ...]) -
     if _numpy is False:
         return Blob(buffer, dtype, shape)
     return _numpy.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def with_parts(value: Any, parts: Mapping[str, memoryview], used: set[str]) -> Any:
+    """``value`` (JSON data) with each ``{"$blob": NAME}`` replaced by part
+    NAME's bytes, or by an array where ``dtype`` or ``shape`` sit beside it
+    (the form HTTP bodies and the CLI's ``--file`` use); the names taken go
+    into ``used``. Raises ValueError naming what is wrong."""
+    if isinstance(value, dict):
+        if "$blob" in value:
+            name = value["$blob"]
+            if set(value) - {"$blob", "dtype", "shape"} or not isinstance(name, str):
+                raise ValueError('a reference to a part is {"$blob": NAME} with at most '
+                                 '"dtype" and "shape" beside it')  # fmt: skip
+            if name not in parts:
+                raise ValueError(f"an argument refers to part {name!r}, which was not sent")
+            used.add(name)
+            return part_value(parts[name], value.get("dtype"), value.get("shape"))
+        return {key: with_parts(item, parts, used) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_parts(item, parts, used) for item in value]
+    return value
+
+
+def part_value(data: memoryview, dtype: object = None, shape: object = None) -> Any:
+    """A part's bytes as an argument: bytes, or a :class:`Blob` of ``dtype``
+    and ``shape`` (a list of sizes). Raises ValueError for ones that do not fit."""
+    if dtype is None and shape is None:
+        return bytes(data)  # a plugin takes a file's bytes as bytes
+    if dtype is not None and not isinstance(dtype, str):
+        raise ValueError("a blob's dtype must be a string such as '|u1' or '<f4'")
+    if shape is not None and (not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS):
+        raise ValueError("a blob's shape must be a list of sizes")
+    return Blob(data, dtype or "|u1", None if shape is None else tuple(shape))
 
 
 def _answer_form(value: object) -> Any:

@@ -114,14 +114,15 @@ def _cmd_restart(args: argparse.Namespace, config: HostConfig, console: Console)
 
 def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
     tool_args = _json_object(args.args, "--args")
+    files = _files(args.file, tool_args)
     if args.job:
-        return _run_job(args, config, console, tool_args)
+        return _run_job(args, config, console, tool_args, files)
     with _plugins(args, config) as plugins:
-        result = plugins.run(args.name, args.tool, tool_args)
+        result = plugins.run(args.name, args.tool, tool_args, files)
     if args.json:
         _emit_json(result)
     elif result.get("ok"):
-        console.print_json(json.dumps(result.get("result")))
+        console.print_json(json.dumps(_described(result.get("result"))))
     else:
         console.print(
             f"[red]{escape(str(result.get('error_type')))}:[/red] "
@@ -132,10 +133,45 @@ def _cmd_run(args: argparse.Namespace, config: HostConfig, console: Console) -> 
 
 
 def _run_job(
-    args: argparse.Namespace, config: HostConfig, console: Console, tool_args: dict[str, Any]
+    args: argparse.Namespace,
+    config: HostConfig,
+    console: Console,
+    tool_args: dict[str, Any],
+    files: dict[str, bytes],
 ) -> int:
     with _plugins(args, config) as plugins:
-        return _to_its_end(plugins, plugins.submit(args.name, args.tool, tool_args), args, console)
+        job = plugins.submit(args.name, args.tool, tool_args, files)
+        return _to_its_end(plugins, job, args, console)
+
+
+def _files(given: list[str], tool_args: dict[str, Any]) -> dict[str, bytes]:
+    """``--file NAME=PATH`` values read; an argument NAME that --args does
+    not refer to as ``{"$blob": NAME}`` anywhere is added as one."""
+    files: dict[str, bytes] = {}
+    for spec in given:
+        name, equals, path = spec.partition("=")
+        if not equals or not name or not path:
+            raise ValueError(f"--file takes NAME=PATH, got {spec!r}")
+        try:
+            files[name] = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise ValueError(f"--file {name}: cannot read {path}: {exc.strerror}") from None
+        if f'"$blob": {json.dumps(name)}' not in json.dumps(tool_args):
+            tool_args[name] = {"$blob": name}
+    return files
+
+
+def _described(value: Any) -> Any:
+    """A result for the terminal: binary values (base64) said, not printed."""
+    if isinstance(value, dict):
+        if "$base64" in value:
+            size = len(value["$base64"]) * 3 // 4
+            shape = f", {value.get('dtype')} {value.get('shape')}" if "dtype" in value else ""
+            return f"<{size} bytes{shape}>"
+        return {key: _described(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_described(item) for item in value]
+    return value
 
 
 def _to_its_end(

@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the tool's arguments as a JSON object (default {})",
     )
     run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="send a file's bytes as argument NAME (or as the part an --args value refers "
+        'to as {"$blob": "NAME", "dtype": ..., "shape": [...]}); repeatable',
+    )
+    run.add_argument(
         "--job",
         action="store_true",
         help="run it as a job: show its progress until it ends (Ctrl-C offers to cancel)",

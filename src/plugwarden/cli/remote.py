@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from plugwarden.blob import with_parts
 from plugwarden.config import URL_ENV, HostConfig
 from plugwarden.exceptions import PlugwardenError, UnknownJob, UnknownPlugin
 from plugwarden.host.host import Host
@@ -106,19 +107,23 @@ class RemoteHost:
         record: dict[str, Any] = self._request("GET", f"/v1/plugins/{name}")
         return record
 
-    def run(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        self, name: str, tool: str, args: dict[str, Any], files: dict[str, bytes] | None = None
+    ) -> dict[str, Any]:
         self.record(name)  # an unknown name is a usage error, not a failed call
-        body = {"tool": tool, "args": args}
-        result: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/run", json=body)
+        body = _body(tool, args, files)
+        result: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/run", **body)
         return result
 
     def restart(self, name: str) -> dict[str, Any]:
         record: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/restart")
         return record
 
-    def submit(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        body = {"tool": tool, "args": args}
-        job: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/jobs", json=body)
+    def submit(
+        self, name: str, tool: str, args: dict[str, Any], files: dict[str, bytes] | None = None
+    ) -> dict[str, Any]:
+        body = _body(tool, args, files)
+        job: dict[str, Any] = self._request("POST", f"/v1/plugins/{name}/jobs", **body)
         return job
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -197,16 +202,23 @@ class LocalHost:
     def record(self, name: str) -> dict[str, Any]:
         return self._host.status(name).to_dict()
 
-    def run(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        self, name: str, tool: str, args: dict[str, Any], files: dict[str, bytes] | None = None
+    ) -> dict[str, Any]:
         self._host.status(name)  # an unknown name is a usage error, not a failed call
-        return self._host.call(name, tool, args).to_dict()
+        result = self._host.call(name, tool, _with_files(args, files))
+        # Binary values as the server answers them (base64).
+        record: dict[str, Any] = json.loads(b"".join(bytes(p) for p in result.json_parts()))
+        return record
 
     def restart(self, name: str) -> dict[str, Any]:
         return self._host.restart(name).to_dict()
 
-    def submit(self, name: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    def submit(
+        self, name: str, tool: str, args: dict[str, Any], files: dict[str, bytes] | None = None
+    ) -> dict[str, Any]:
         self._host.status(name)  # an unknown name is a usage error
-        return self._host.submit(name, tool, args).to_dict()
+        return self._host.submit(name, tool, _with_files(args, files)).to_dict()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._host.job(job_id).to_dict()
@@ -248,3 +260,26 @@ class LocalHost:
         tb: TracebackType | None,
     ) -> None:
         self._host.close()
+
+
+def _body(tool: str, args: dict[str, Any], files: dict[str, bytes] | None) -> dict[str, Any]:
+    """A run's or job's body for httpx: JSON, or multipart with ``files``."""
+    body = {"tool": tool, "args": args}
+    if not files:
+        return {"json": body}
+    parts = {name: (name, data, "application/octet-stream") for name, data in files.items()}
+    return {"data": {"request": json.dumps(body)}, "files": parts}
+
+
+def _with_files(args: dict[str, Any], files: dict[str, bytes] | None) -> dict[str, Any]:
+    """``args`` with the ``{"$blob": NAME}`` references to ``files`` resolved
+    (as the server resolves a multipart body's)."""
+    if not files:
+        return args
+    try:
+        resolved: dict[str, Any] = with_parts(
+            args, {name: memoryview(data) for name, data in files.items()}, set()
+        )
+    except ValueError as exc:
+        raise ServerError(422, str(exc), "InvalidRequest") from None
+    return resolved

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from plugwarden.blob import Blob, buffer_of, summary_json
+from plugwarden.blob import buffer_of, part_value, summary_json, with_parts
 from plugwarden.error_types import ErrorType
 from plugwarden.result import CallResult
 from plugwarden.web.errors import error
@@ -96,7 +96,8 @@ async def run_body(request: Request, max_body: int, max_blob: int, timeout_s: fl
         if isinstance(body, Response) or not isinstance(body, dict):
             return body
         used: set[str] = set()
-        body["args"] = _resolve(body.get("args"), parts, used)
+        views = {name: part.data for name, part in parts.items()}
+        body["args"] = with_parts(body.get("args"), views, used)
         unused = sorted(set(parts) - used)
         if unused:
             raise ValueError(f"part {unused[0]!r} is not referred to by any argument "
@@ -119,18 +120,8 @@ def _octets(request: Request, raw: memoryview) -> dict[str, Any]:
         raise ValueError("the query's args must be a JSON object")
     shape = query.get("shape")
     dims = [int(n) for n in shape.split(",")] if shape else None
-    args[arg] = _value(raw, query.get("dtype"), dims)
+    args[arg] = part_value(raw, query.get("dtype"), dims)
     return {"tool": tool, "args": args}
-
-
-def _value(data: memoryview, dtype: object, shape: object) -> Any:
-    if dtype is None and shape is None:
-        return bytes(data)  # a plugin takes a file's bytes as bytes
-    if dtype is not None and not isinstance(dtype, str):
-        raise ValueError("a blob's dtype must be a string such as '|u1' or '<f4'")
-    if shape is not None and (not isinstance(shape, list) or len(shape) > 32):
-        raise ValueError("a blob's shape must be a list of sizes")
-    return Blob(data, dtype or "|u1", None if shape is None else tuple(shape))
 
 
 def _multipart(body: memoryview, boundary: str) -> dict[str, Part]:
@@ -173,26 +164,6 @@ def _headers(block: bytes) -> dict[str, str]:
             raise ValueError(f"a part's header line {line[:40]!r} has no colon")
         headers[key.strip().lower()] = value.strip()
     return headers
-
-
-def _resolve(value: Any, parts: dict[str, Part], used: set[str]) -> Any:
-    """``value`` with each ``{"$blob": PART, ...}`` replaced by that part."""
-    if isinstance(value, dict):
-        if "$blob" in value:
-            extra = set(value) - {"$blob", "dtype", "shape"}
-            name = value["$blob"]
-            if extra or not isinstance(name, str):
-                raise ValueError('a reference to a part is {"$blob": NAME} with at most '
-                                 '"dtype" and "shape" beside it')  # fmt: skip
-            part = parts.get(name)
-            if part is None:
-                raise ValueError(f"an argument refers to part {name!r}, which was not sent")
-            used.add(name)
-            return _value(part.data, value.get("dtype"), value.get("shape"))
-        return {key: _resolve(item, parts, used) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_resolve(item, parts, used) for item in value]
-    return value
 
 
 # -- answers -------------------------------------------------------------------
