@@ -22,6 +22,7 @@ from benchmarks import (
     bench_http,
     bench_isolation,
     bench_jobs,
+    bench_payloads,
     bench_results,
     bench_sandbox,
     bench_start,
@@ -41,6 +42,7 @@ SUITES = {
     "sandbox": (bench_sandbox.run, "The sandbox's cost (issue 24)"),
     "results": (bench_results.run, "Host memory for large results (issue 25)"),
     "environments": (bench_environments.run, "Plugins' own environments (issue 26)"),
+    "payloads": (bench_payloads.run, "Binary payloads (issue 27)"),
 }
 
 

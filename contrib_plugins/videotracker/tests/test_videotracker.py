@@ -163,6 +163,86 @@ class TestTrackingQuality:
         assert boxes.ok and len(boxes.result["boxes"]) == 2
 
 
+def video_frames(count: int | None = None) -> list[Any]:
+    """The synthetic video's frames, decoded here as RGB arrays."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(VIDEO))
+    frames = []
+    while count is None or len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+class TestFrames:
+    """Images and live streams sent as binary values, not paths."""
+
+    def test_detect_takes_encoded_bytes_and_raw_arrays_alike(self, host, tmp_path):
+        import cv2
+
+        frame = video_frames(4)[3]
+        path = tmp_path / "frame.png"
+        cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        by_path = host.call("videotracker", "detect", {"image": str(path)})
+        by_bytes = host.call("videotracker", "detect", {"image": path.read_bytes()})
+        by_array = host.call("videotracker", "detect", {"image": frame})
+        assert by_path.ok and len(by_path.result["boxes"]) == 2, by_path.error
+        assert by_bytes.result == by_path.result == by_array.result
+
+    def test_track_frames_gives_what_track_gives_on_the_same_video(self, host):
+        """Fed one frame per call, a stream gets the same ids and boxes as
+        the whole video tracked in one call."""
+        whole = host.call("videotracker", "track", {"video": str(VIDEO)}).result
+        frames = video_frames()
+        streamed = []
+        for index, frame in enumerate(frames):
+            args = {"stream": "cam-1", "frame": frame, "fps": 15.0, "end": index == len(frames) - 1}
+            answer = host.call("videotracker", "track_frames", args)
+            assert answer.ok, answer.error
+            assert answer.result["index"] == index
+            streamed.append({"index": index, "tracks": answer.result["tracks"]})
+        assert streamed == whole["frames"]
+        quality = score({"frames": streamed}, TRUTH)
+        assert quality["id_switches"] == 0 and quality["matched"] >= 0.9, quality
+        assert host.check_health("videotracker")["report"]["streams"] == 0  # ended
+
+    def test_interleaved_streams_keep_their_own_ids(self, host):
+        frames = video_frames(12)
+        alone = [host.call("videotracker", "track_frames", {"stream": "solo", "frame": f}).result
+                 for f in frames]  # fmt: skip
+        mixed: dict[str, list[Any]] = {"x": [], "y": []}
+        for frame in frames:
+            for name in ("x", "y"):
+                answer = host.call("videotracker", "track_frames", {"stream": name, "frame": frame})
+                mixed[name].append(answer.result["tracks"])
+        expected = [result["tracks"] for result in alone]
+        assert mixed["x"] == expected and mixed["y"] == expected
+
+    @pytest.mark.parametrize(
+        ("frame", "message"),
+        [
+            (b"\x00\x01 not an image", "OpenCV cannot decode as an image"),
+            (b"", "0 bytes that OpenCV cannot decode"),
+            ("zeros(8, 8)", "raw frame must be RGB uint8 of shape [height, width, 3]"),
+            ("zeros(8, 8, 3)f4", "got float32 [8, 8, 3]"),
+            (None, "args.frame must be an image"),
+        ],
+    )
+    def test_a_bad_frame_is_a_clear_per_call_error(self, host, frame, message):
+        import numpy as np
+
+        if isinstance(frame, str):
+            shape = tuple(int(n) for n in frame[6:].split(")")[0].split(","))
+            frame = np.zeros(shape, np.float32 if frame.endswith("f4") else np.uint8)
+        answer = host.call("videotracker", "track_frames", {"stream": "bad", "frame": frame})
+        assert not answer.ok and message in answer.error, answer.error
+        assert answer.guard is None and host.status("videotracker").available
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     """Bad sources, one per hardening case."""

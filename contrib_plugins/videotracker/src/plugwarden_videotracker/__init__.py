@@ -9,15 +9,22 @@ there only (never in the host). Settings ([plugins.videotracker]): ``device``
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import plugwarden
 from plugwarden import hookimpl
-from plugwarden_videotracker.frames import VideoError, open_source, read_image
-from plugwarden_videotracker.pipeline import DETECTORS, TRACKERS, Detector, track
+from plugwarden_videotracker.frames import VideoError, as_image, open_source
+from plugwarden_videotracker.pipeline import DETECTORS, TRACKERS, Detector, Stream, track
 
 _state: dict[str, Any] = {"frames": 0, "calls": 0}
 _detectors: dict[str, Detector] = {}
+# track_frames: one tracker per stream id, in this worker (README, "Live
+# streams"): at most MAX_STREAMS, the least recently fed one dropped first,
+# any left unfed for STREAM_IDLE_S dropped.
+_streams: dict[str, Stream] = {}
+MAX_STREAMS = 64
+STREAM_IDLE_S = 600.0
 
 
 @hookimpl
@@ -71,10 +78,11 @@ def run(tool: str, args: dict[str, Any]) -> Any:
     try:
         if tool == "track":
             return _track(args)
+        if tool == "track_frames":
+            return _track_frame(args)
         if tool == "detect":
             detector = _detector(_option(args, "detector", str, _state["detector"]))
-            image = read_image(_option(args, "image", str, None) or "")
-            boxes, scores = detector.detect(image)
+            boxes, scores = detector.detect(as_image(args.get("image")))
             confidence = _option(args, "confidence", float, _state["confidence"])
             return {
                 "boxes": [
@@ -86,7 +94,36 @@ def run(tool: str, args: dict[str, Any]) -> Any:
             }
     except VideoError as exc:
         raise ValueError(str(exc)) from None
-    raise ValueError(f"Unknown tool {tool!r}: videotracker has track and detect")
+    raise ValueError(f"Unknown tool {tool!r}: videotracker has track, track_frames and detect")
+
+
+def _track_frame(args: dict[str, Any]) -> dict[str, Any]:
+    """One frame of a live stream: its tracks, with ids kept across the
+    stream's frames (its first frame sets its detector, tracker, confidence
+    and fps; ``end`` drops it after this frame)."""
+    name = _option(args, "stream", str, None)
+    if not name:
+        raise VideoError("args.stream is required: any id naming the stream this frame is of")
+    frame = as_image(args.get("frame"), "args.frame")
+    stream = _streams.pop(name, None)
+    if stream is None:
+        now = time.monotonic()
+        for idle in [key for key, kept in _streams.items() if now - kept.used > STREAM_IDLE_S]:
+            del _streams[idle]
+        while len(_streams) >= MAX_STREAMS:
+            del _streams[next(iter(_streams))]  # the least recently fed
+        stream = Stream(
+            _detector(_option(args, "detector", str, _state["detector"])),
+            _option(args, "tracker", str, _state["tracker"]),
+            _option(args, "confidence", float, _state["confidence"]),
+            _option(args, "fps", float, 30.0),
+        )
+    tracks = stream.update(frame)
+    if not args.get("end"):
+        _streams[name] = stream  # last: the most recently fed
+    _state["frames"] += 1
+    return {"stream": name, "index": stream.frames - 1, "tracks": tracks,
+            "unique_ids": len(stream.ids)}  # fmt: skip
 
 
 def _track(args: dict[str, Any]) -> dict[str, Any]:
@@ -122,5 +159,6 @@ def health() -> dict[str, Any]:
         "device": _state.get("device"),
         "detectors_loaded": sorted(_detectors),
         "frames_processed": _state["frames"],
+        "streams": len(_streams),
         "calls": _state["calls"],
     }

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_PIXELS", "FrameSource", "VideoError", "open_source", "read_image"]
+__all__ = ["MAX_PIXELS", "FrameSource", "VideoError", "as_image", "open_source", "read_image"]
 
 MAX_PIXELS = 4096 * 4096  # a frame past this is refused: downscale first
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -49,6 +49,48 @@ def read_image(path: str) -> Any:
             f"Not an image OpenCV can read: {path} (empty, truncated or another format)."
         )
     return _checked(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), path)
+
+
+def as_image(value: Any, what: str = "args.image") -> Any:
+    """An RGB uint8 frame from what a caller sent: a path the worker can
+    read, an encoded image's bytes (JPEG, PNG...), or a raw RGB array of
+    shape (height, width, 3), as binary values arrive (README, "Binary
+    payloads")."""
+    import numpy as np
+
+    if isinstance(value, str) and value:
+        return read_image(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return decode_image(value, what)
+    if not hasattr(value, "__array_interface__"):
+        raise VideoError(
+            f"{what} must be an image: a path, encoded image bytes (JPEG, PNG) or a raw RGB "
+            "frame (uint8, shape [height, width, 3])."
+        )
+    frame = np.asarray(value)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise VideoError(
+            f"{what} as a raw frame must be RGB uint8 of shape [height, width, 3]; got "
+            f"{frame.dtype} {list(frame.shape)}. Send dtype '|u1' and that shape, or the "
+            "encoded image's bytes."
+        )
+    return _checked(frame, what)
+
+
+def decode_image(data: bytes | bytearray | memoryview, what: str = "args.image") -> Any:
+    """An encoded image's bytes as an RGB uint8 frame."""
+    import cv2
+    import numpy as np
+
+    encoded = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
+    if image is None:
+        raise VideoError(
+            f"{what}: {encoded.size} bytes that OpenCV cannot decode as an image (JPEG, PNG...). "
+            "Send an encoded image's bytes, or a raw frame with dtype '|u1' and shape "
+            "[height, width, 3]."
+        )
+    return _checked(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), what)
 
 
 def open_source(path: str, stride: int = 1, max_frames: int | None = None) -> FrameSource:

@@ -15,7 +15,7 @@ from typing import Any
 
 from plugwarden_videotracker.frames import FrameSource, VideoError
 
-__all__ = ["DETECTORS", "TRACKERS", "Detector", "make_tracker", "track"]
+__all__ = ["DETECTORS", "TRACKERS", "Detector", "Stream", "make_tracker", "track"]
 
 DETECTORS = ("mtcnn", "ssdlite")
 TRACKERS = ("bytetrack", "sort", "ocsort")
@@ -91,6 +91,51 @@ def make_tracker(kind: str, fps: float) -> Any:
     return made()
 
 
+class Stream:
+    """A tracker fed one frame at a time: :meth:`update` is a frame's
+    confirmed tracks. ``track`` runs one over a video; the ``track_frames``
+    tool keeps one per stream id."""
+
+    def __init__(self, detector: Detector, tracker_kind: str, confidence: float, fps: float):
+        self.detector = detector
+        self.tracker_kind = tracker_kind
+        self.confidence = confidence
+        self.tracker = make_tracker(tracker_kind, fps)
+        self.ids: set[int] = set()
+        self.frames = 0
+        self.used = time.monotonic()
+
+    def update(self, frame: Any) -> list[dict[str, Any]]:
+        import numpy as np
+        import supervision as sv
+
+        self.used = time.monotonic()
+        boxes, scores = self.detector.detect(frame)
+        keep = scores >= self.confidence
+        detections = sv.Detections(
+            xyxy=boxes[keep].reshape(-1, 4).astype(np.float32),
+            confidence=scores[keep].astype(np.float32),
+            class_id=np.zeros(int(keep.sum()), dtype=int),
+        )
+        tracked = self.tracker.update(detections)
+        tracks = []
+        for box, score, track_id in zip(
+            tracked.xyxy, tracked.confidence, tracked.tracker_id, strict=True
+        ):
+            if track_id is None or int(track_id) < 0:
+                continue  # not confirmed yet
+            self.ids.add(int(track_id))
+            tracks.append(
+                {
+                    "id": int(track_id),
+                    "box": [round(float(v), 1) for v in box],
+                    "score": round(float(score), 4),
+                }
+            )
+        self.frames += 1
+        return tracks
+
+
 def track(
     source: FrameSource,
     detector: Detector,
@@ -100,48 +145,22 @@ def track(
     cancelled: Callable[[], bool],
 ) -> dict[str, Any]:
     """Detect and track over ``source``; per-frame tracks and a summary."""
-    import numpy as np
-    import supervision as sv
-
-    tracker = make_tracker(tracker_kind, source.fps or 30.0)
+    stream = Stream(detector, tracker_kind, confidence, source.fps or 30.0)
     frames: list[dict[str, Any]] = []
-    ids: set[int] = set()
     started = time.perf_counter()
     stopped = False
     for done, (index, frame) in enumerate(source.frames):
         if cancelled():
             stopped = True
             break
-        boxes, scores = detector.detect(frame)
-        keep = scores >= confidence
-        detections = sv.Detections(
-            xyxy=boxes[keep].reshape(-1, 4).astype(np.float32),
-            confidence=scores[keep].astype(np.float32),
-            class_id=np.zeros(int(keep.sum()), dtype=int),
-        )
-        tracked = tracker.update(detections)
-        tracks = []
-        for box, score, track_id in zip(
-            tracked.xyxy, tracked.confidence, tracked.tracker_id, strict=True
-        ):
-            if track_id is None or int(track_id) < 0:
-                continue  # not confirmed yet
-            ids.add(int(track_id))
-            tracks.append(
-                {
-                    "id": int(track_id),
-                    "box": [round(float(v), 1) for v in box],
-                    "score": round(float(score), 4),
-                }
-            )
-        frames.append({"index": index, "tracks": tracks})
+        frames.append({"index": index, "tracks": stream.update(frame)})
         progress(done + 1, source.total)
     elapsed = time.perf_counter() - started
     return {
         "frames": frames,
         "summary": {
             "frames": len(frames),
-            "unique_ids": len(ids),
+            "unique_ids": len(stream.ids),
             "fps": round(len(frames) / elapsed, 2) if elapsed > 0 else None,
             "device": detector.device,
             "detector": detector.kind,
