@@ -9,8 +9,17 @@ there only (never in the host). Settings ([plugins.videotracker]): ``device``
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
+
+# Before torch loads: its OpenMP threads sleep between parallel regions
+# instead of spinning. Spinning starves the server of a CPU when another is
+# busy (0.8 frames/s over HTTP beside one busy CPU, against 8.4 passive), at
+# the price of ~1/3 of the frames a second on an idle machine: an operator
+# with CPUs to spare sets env = { OMP_WAIT_POLICY = "ACTIVE" } (the env
+# table wins; with preload, torch loads in the zygote, before this line).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import plugwarden
 from plugwarden import hookimpl
