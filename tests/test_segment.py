@@ -193,6 +193,40 @@ class TestForgedReferences:
         assert host.call("sibling", "t", {"n": 1}).ok
 
 
+TOUCHER = plugin_source(
+    """
+import time
+total = int(args["a"].sum()) if "a" in args else 0
+time.sleep(args.get("hold_s", 0))
+return total
+"""
+)
+
+
+class TestMemoryGuard:
+    def test_a_segment_the_plugin_reads_counts_against_its_memory_limit(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """96 MiB of arguments read by a worker limited to 100 MB: killed."""
+        plugwarden_plugin("toucher", TOUCHER)
+        host = plugwarden_host({"server": {"max_blob_bytes": 128 << 20},
+                                "plugins": {"toucher": {"memory_mb": 100}}})  # fmt: skip
+        result = host.call("toucher", "t", {"a": np.ones(96 << 20, np.uint8), "hold_s": 5})
+        assert result.error_type == ErrorType.MEMORY_LIMIT, result.error
+
+    def test_it_counts_once_between_calls_too(self, plugwarden_plugin, plugwarden_host):
+        """Read pages are in the worker's resident set: the zygote's sweep
+        does not add the segment's file on top (96 MiB twice would pass 200)."""
+        plugwarden_plugin("toucher", TOUCHER)
+        host = plugwarden_host({"server": {"max_blob_bytes": 128 << 20},
+                                "plugins": {"toucher": {"memory_mb": 200}}})  # fmt: skip
+        assert host.call("toucher", "t", {"a": np.ones(96 << 20, np.uint8)}).result == 96 << 20
+        pid = host.worker_pids("toucher")
+        held = host.call("toucher", "t", {"hold_s": 2})  # ~8 of the zygote's sweeps
+        assert held.ok, held.error
+        assert host.worker_pids("toucher") == pid
+
+
 class TestSegmentLifetime:
     def test_each_worker_has_one_segment_and_a_killed_one_leaves_none(
         self, plugwarden_plugin, plugwarden_host

@@ -74,3 +74,22 @@ class TestTreeMemory:
         finally:
             for child in children:
                 child.communicate("")
+
+    def test_shared_memory_files_count_once_each_and_one_can_be_skipped(self):
+        """Written memfds count by their pages; the one named by its inode
+        (a worker's own segment, counted through its resident set) does not."""
+        memory = TreeMemory(os.getpid(), include_root=True, refresh_s=0.0)
+        memory.read()
+        before = memory.shared_bytes()
+        first, second = os.memfd_create("one"), os.memfd_create("two")
+        try:
+            for fd in (first, second):
+                os.write(fd, b"x" * 2**20)
+            assert memory.shared_bytes() - before == 2 * 2**20
+            found = os.fstat(second)
+            skipped = memory.shared_bytes(skip=(found.st_dev, found.st_ino))
+            assert skipped - before == 2**20
+        finally:
+            os.close(first)
+            os.close(second)
+            memory.close()

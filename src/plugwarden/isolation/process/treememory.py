@@ -85,10 +85,15 @@ class TreeMemory:
                 continue  # it exited
         return total
 
-    def shared_bytes(self, prefixes: tuple[str, ...] = ("/memfd:", "/dev/shm/")) -> int:
+    def shared_bytes(
+        self,
+        prefixes: tuple[str, ...] = ("/memfd:", "/dev/shm/"),
+        skip: tuple[int, int] | None = None,
+    ) -> int:
         """Bytes of the shared memory files (memfd, ``/dev/shm``) the tree's
         processes hold open, each file counted once: written, never mapped,
-        they are in no process's resident set."""
+        they are in no process's resident set. ``skip``: the (device, inode)
+        of one not to count."""
         with self._lock:
             pids = [*self._fds, *self._others]
         seen: dict[tuple[int, int], int] = {}
@@ -106,6 +111,8 @@ class TreeMemory:
                 except OSError:
                     continue
                 seen[(stats.st_dev, stats.st_ino)] = stats.st_blocks * 512
+        if skip is not None:
+            seen.pop(skip, None)
         return sum(seen.values())
 
     def _refresh(self) -> None:
