@@ -107,6 +107,26 @@ class TestOwnEnvironments:
         assert new.result["six_file"].startswith(roots[1] + os.sep)
         assert importlib.util.find_spec("six") is None  # the host's environment has neither
 
+    def test_an_array_reaches_a_plugin_without_numpy_as_a_blob(self, installing, wheels):
+        """Its environment has no numpy: the array arrives as a Blob (dtype,
+        shape, bytes), and one it returns comes back as a Blob too."""
+        import numpy as np
+
+        source = (
+            "from plugwarden import hookimpl\n\n@hookimpl\ndef validate():\n    return True\n\n"
+            "@hookimpl\ndef run(tool, args):\n    blob = args['a']\n"
+            "    return {'type': type(blob).__name__, 'dtype': blob.dtype, "
+            "'shape': list(blob.shape), 'back': blob}\n"
+        )
+        host = installing()
+        installed(host, wheels("nonumpy", source=source))
+        array = np.arange(6, dtype="<i4").reshape(2, 3)
+        result = host.call("nonumpy", "t", {"a": array})
+        assert result.ok, result.error
+        assert {k: result.result[k] for k in ("type", "dtype", "shape")} == {
+            "type": "Blob", "dtype": "<i4", "shape": [2, 3]}  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(result.result["back"]), array)
+
     def test_the_record_shows_the_environment_and_its_packages(self, installing, wheels):
         host = installing()
         installed(host, wheels("oldsix", requires=(SIX_OLD,)))

@@ -121,20 +121,23 @@ class Segment:
     then the rest for its result. ``fd`` None: make one (the host)."""
 
     def __init__(self, args_bytes: int, result_bytes: int, fd: int | None = None) -> None:
+        own = fd is None
         if fd is None:
             size = _aligned(args_bytes) + max(result_bytes, 1)
             fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-            try:
+        try:
+            if own:
                 os.ftruncate(fd, size)
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-            except OSError:
+            else:
+                size = os.fstat(fd).st_size
+            self._map: mmap.mmap | None = mmap.mmap(fd, size)
+        except OSError:
+            if own:
                 os.close(fd)
-                raise
-        else:
-            size = os.fstat(fd).st_size
+            raise
         self.size = size
         self.args_end = _aligned(args_bytes)
-        self._map: mmap.mmap | None = mmap.mmap(fd, size)
         self.fd: int | None = fd
         self._out = io.BytesIO()
         self._buffers: list[pickle.PickleBuffer] = []
