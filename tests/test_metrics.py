@@ -25,6 +25,7 @@ class TestPluginMetrics:
             "tasks": 0,
             "crash": 0,
             "protocol": 0,
+            "gpu_memory": 0,
         }
         used = datetime.fromisoformat(snap["last_used"].replace("Z", "+00:00"))
         assert used.tzinfo == UTC

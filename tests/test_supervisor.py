@@ -246,6 +246,7 @@ class TestGenerations:
             "tasks": 0,
             "crash": 0,
             "protocol": 0,
+            "gpu_memory": 0,
         }
         assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
         release.write_text("1")

@@ -15,8 +15,8 @@ __all__ = ["GUARDS", "ErrorType", "Guard"]
 
 # The guards a call can trip: a trip counts under its name in the metrics
 # (plugwarden_plugin_guard_trips_total{guard}) and in a result's ``guard``.
-Guard = Literal["timeout", "memory", "tasks", "crash", "protocol"]
-GUARDS: tuple[Guard, ...] = ("timeout", "memory", "tasks", "crash", "protocol")
+Guard = Literal["timeout", "memory", "tasks", "crash", "protocol", "gpu_memory"]
+GUARDS: tuple[Guard, ...] = ("timeout", "memory", "tasks", "crash", "protocol", "gpu_memory")
 
 
 class ErrorType:
@@ -41,6 +41,7 @@ class ErrorType:
     TIMEOUT: Final = "Timeout"
     MEMORY_LIMIT: Final = "MemoryLimitExceeded"
     TASK_LIMIT: Final = "TaskLimitExceeded"  # threads plus processes past max_tasks
+    GPU_MEMORY_LIMIT: Final = "GpuMemoryLimitExceeded"  # its GPU memory (NVML) past gpu_memory_mb
     WORKER_DIED: Final = "WorkerDied"
     # The plugin answered, but not with something the host can pass on.
     RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"

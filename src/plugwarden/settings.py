@@ -123,7 +123,7 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
 # Guards where more is more: a manifest may lower each, never raise it past
 # the operator's [defaults] unless the operator's own [plugins.NAME] sets it.
 CEILINGS = ("timeout_s", "load_timeout_s", "memory_mb", "workers", "max_result_bytes",
-            "job_timeout_s", "max_tasks")  # fmt: skip
+            "job_timeout_s", "max_tasks", "gpu_memory_mb")  # fmt: skip
 
 
 def _within_defaults(
@@ -136,6 +136,8 @@ def _within_defaults(
     for key in CEILINGS:
         value, ceiling = getattr(asked, key), getattr(defaults, key)
         if value is None or getattr(operator, key) is not None or value <= ceiling:
+            continue
+        if key == "gpu_memory_mb" and not ceiling:  # no GPU budget by default: no ceiling
             continue
         capped[key] = ceiling
         notes.append(

@@ -242,6 +242,12 @@ class Host(HostJobs):
         runner = self._runner_of(name)
         return runner.resident_bytes() if runner is not None else None
 
+    def gpu_bytes(self, name: str) -> int | None:
+        """GPU memory of a plugin's workers as its GPU budget's guard last
+        read it from NVML (None: no budget, or no worker processes)."""
+        read = getattr(self._runner_of(name), "gpu_bytes", None)
+        return read() if read is not None else None
+
     def memory_seen(self) -> dict[str, int]:
         """Each process plugin's worker memory as last read by its guards
         (the zygote's sweep or a call): for listings, with no /proc read."""

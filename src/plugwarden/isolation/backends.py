@@ -143,7 +143,7 @@ class Backends:
                 sites=environment.site_packages if environment is not None else (),
             )
             services = self._own[key] = ProcessServices(
-                zygote, shared.pump, shared.results, shared.blob_bytes
+                zygote, shared.pump, shared.results, shared.blob_bytes, shared.gpu
             )
         return services
 
@@ -204,6 +204,7 @@ class Backends:
             services.zygote.close()
         if process is not None:
             process.pump.close()
+            process.gpu.close()
         if inline is not None:
             inline[0].close()
             inline[1].close()

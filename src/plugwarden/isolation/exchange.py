@@ -16,7 +16,13 @@ from plugwarden.error_types import ErrorType
 from plugwarden.isolation import wire
 from plugwarden.isolation.fates import Fate, FateName, KillCause
 from plugwarden.isolation.reporting import CallControl
-from plugwarden.isolation.runner import ENDED, memory_reason, tasks_reason, timeout_reason
+from plugwarden.isolation.runner import (
+    ENDED,
+    gpu_memory_reason,
+    memory_reason,
+    tasks_reason,
+    timeout_reason,
+)
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult, Guard
 
@@ -108,6 +114,9 @@ def lost_call(
     elif worker.killed_by == KillCause.TASKS:
         error = tasks_reason(limits.max_tasks, worker.peak_tasks)
         error_type, guard = ErrorType.TASK_LIMIT, "tasks"
+    elif worker.killed_by == KillCause.GPU_MEMORY:
+        error = gpu_memory_reason(limits.gpu_memory_mb, worker.gpu_peak_bytes)
+        error_type, guard = ErrorType.GPU_MEMORY_LIMIT, "gpu_memory"
     else:
         worker.exited.wait(2.0)
         error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"

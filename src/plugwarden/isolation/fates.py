@@ -11,7 +11,7 @@ __all__ = ["Fate", "FateName", "KillCause", "KillCauseName"]
 FateName = Literal[
     "sent", "reply", "message", "timeout", "died", "oversize", "violation", "unsendable", "shed"
 ]
-KillCauseName = Literal["timeout", "memory", "tasks", "cancel", "close", "protocol"]
+KillCauseName = Literal["timeout", "memory", "tasks", "cancel", "close", "protocol", "gpu_memory"]
 
 
 class Fate:
@@ -37,3 +37,4 @@ class KillCause:
     CANCEL: Final = "cancel"  # a job's cancel, forced after its grace
     CLOSE: Final = "close"  # the runner closed
     PROTOCOL: Final = "protocol"  # it broke the protocol
+    GPU_MEMORY: Final = "gpu_memory"  # its tree's GPU memory (NVML) passed gpu_memory_mb

@@ -178,6 +178,14 @@ def memory_reason(limit_mb: float, peak_bytes: int) -> str:
     )
 
 
+def gpu_memory_reason(limit_mb: float, peak_bytes: int) -> str:
+    return (
+        f"Plugin exceeded {limit_mb:g} MB GPU memory limit (peak seen by NVML "
+        f"{peak_bytes / 2**20:.0f} MB); the worker was killed. Increase gpu_memory_mb if "
+        "needed, or cap the plugin's allocator (e.g. torch's per-process memory fraction)."
+    )
+
+
 def tasks_reason(limit: int, counted: int) -> str:
     return (
         f"Plugin exceeded its {limit} task limit ({counted} threads and processes counted); "

@@ -26,3 +26,4 @@ class Limits:
     max_tasks: int = 512  # threads plus processes of a worker's tree; past it: TaskLimitExceeded
     sandbox: bool = True  # the operator's: false runs its workers unconfined (README)
     worker_user: str = ""  # the operator's: as root, the user its workers run as ("": the host's)
+    gpu_memory_mb: float = 0.0  # its workers' GPU memory (NVML) past it: killed (0: no budget)

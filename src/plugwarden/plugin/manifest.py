@@ -63,6 +63,7 @@ class GuardSettings:
     max_tasks: int | None = None
     sandbox: bool | None = None
     worker_user: str | None = None
+    gpu_memory_mb: float | None = None
 
     def merged_over(self, base: GuardSettings) -> GuardSettings:
         """These values where set, ``base`` elsewhere."""
@@ -288,9 +289,9 @@ def guard_settings(
             if key not in known:
                 raise fail(f"{where}.{key}", f"unknown guard key; expected one of {sorted(known)}")
     values: dict[str, Any] = {}
-    for key in ("timeout_s", "load_timeout_s", "memory_mb", "job_timeout_s"):
+    for key in ("timeout_s", "load_timeout_s", "memory_mb", "job_timeout_s", "gpu_memory_mb"):
         value = table.get(key)
-        high = numbers.MAX_AMOUNT * 16 if key == "memory_mb" else numbers.MAX_SECONDS
+        high = numbers.MAX_AMOUNT * 16 if key.endswith("memory_mb") else numbers.MAX_SECONDS
         values[key] = (
             None if value is None else numbers.positive(value, f"{where}.{key}", fail, high=high)
         )

@@ -9,10 +9,11 @@ from typing import Any
 
 from plugwarden.testing.assertions import assert_state, wait_for, wait_for_state
 from plugwarden.testing.dists import ECHO_PLUGIN, plugin_source, write_plugin, write_wheel
-from plugwarden.testing.faults import FaultPlan, fake_gpu
+from plugwarden.testing.faults import FakeNvml, FaultPlan, fake_gpu
 
 __all__ = [
     "ECHO_PLUGIN",
+    "FakeNvml",
     "FaultPlan",
     "LiveServer",
     "PluginConformance",

@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from plugwarden.isolation.gpu import FAKE_NVML_ENV
 from plugwarden.isolation.injection import FAULTS_ENV, KINDS
 from plugwarden.preflight.gpu import FAKE_GPU_ENV, FAKE_GPUS
 
-__all__ = ["KINDS", "FaultPlan", "fake_gpu"]
+__all__ = ["KINDS", "FakeNvml", "FaultPlan", "fake_gpu"]
 
 
 class FaultPlan:
@@ -110,3 +111,41 @@ def fake_gpu(kind: str) -> Iterator[None]:
             os.environ.pop(FAKE_GPU_ENV, None)
         else:
             os.environ[FAKE_GPU_ENV] = previous
+
+
+class FakeNvml:
+    """What NVML shows hosts started in a ``with`` block (README, "GPU
+    memory"): GPU memory used per process, written to ``path`` as the test
+    sets it (a process id as the host sees it: ``host.worker_pids(name)``).
+    Only the host's GPU guard is fooled; a plugin's own CUDA calls see this
+    machine."""
+
+    def __init__(self, path: str | os.PathLike[str], total_mb: float = 81920.0) -> None:
+        self.path = Path(path)
+        self.total = int(total_mb * 2**20)
+        self.used: dict[int, int] = {}
+        self._previous: str | None = None
+
+    def use(self, pid: int, mb: float) -> None:
+        """Show process ``pid`` using ``mb`` MiB of the GPU (0: none)."""
+        if mb:
+            self.used[pid] = int(mb * 2**20)
+        else:
+            self.used.pop(pid, None)
+        state = {"gpus": [{"name": "Fake GPU", "total": self.total,
+                           "processes": {str(p): b for p, b in self.used.items()}}]}  # fmt: skip
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state), encoding="utf-8")
+        temporary.replace(self.path)  # a sweep reads it whole or not at all
+
+    def __enter__(self) -> FakeNvml:
+        self.use(0, 0)
+        self._previous = os.environ.get(FAKE_NVML_ENV)
+        os.environ[FAKE_NVML_ENV] = str(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is None:
+            os.environ.pop(FAKE_NVML_ENV, None)
+        else:
+            os.environ[FAKE_NVML_ENV] = self._previous

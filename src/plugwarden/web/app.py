@@ -123,7 +123,11 @@ def create_app(
         # The full record also carries the workers' memory, read now (/proc),
         # and where they run (a Ray plugin's nodes).
         memory = await run_in_threadpool(host.resident_bytes, name)
-        extra = {"worker_resident_bytes": memory, "worker_nodes": host.worker_nodes(name)}
+        extra = {
+            "worker_resident_bytes": memory,
+            "worker_gpu_bytes": host.gpu_bytes(name),
+            "worker_nodes": host.worker_nodes(name),
+        }
         return Response(_with(status.to_json(), extra), media_type="application/json")
 
     async def run(request: Request) -> Response:

@@ -21,6 +21,7 @@ from plugwarden.exceptions import LoadError
 from plugwarden.isolation import wire
 from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
 from plugwarden.isolation.fates import Fate, KillCause, KillCauseName
+from plugwarden.isolation.gpu import GpuWatch
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
@@ -32,6 +33,7 @@ from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import (
     LossHandler,
+    gpu_memory_reason,
     hook_failure,
     memory_reason,
     tasks_reason,
@@ -51,6 +53,7 @@ class ProcessServices:
     pump: OutputPump
     results: ResultMemory = field(default_factory=lambda: ResultMemory(2**62))
     blob_bytes: int = 64 * 2**20  # each worker's room for a call's binary arguments
+    gpu: GpuWatch = field(default_factory=GpuWatch)  # holds workers to gpu_memory_mb
 
 
 class ProcessRunner(PooledRunner[WorkerProcess]):
@@ -124,6 +127,9 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             )
         if reply["kind"] == "loaded":
             self.protections = _protections(reply.get("protections"))
+            if limits.gpu_memory_mb > 0:
+                budget = int(limits.gpu_memory_mb * 2**20)
+                self.protections["gpu_memory"] = services.gpu.watch(worker, budget)
         if reply["kind"] != "loaded":
             self._discard(worker)
             reason = reply.get("reason")
@@ -287,7 +293,8 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _died(self, worker: WorkerProcess) -> None:
         """The zygote saw ``worker`` exit. A death during a call (or one we
         ordered) is the call's to report; this one happened between calls."""
-        if worker.busy or worker.killed_by not in (None, KillCause.MEMORY, KillCause.TASKS):
+        watched = (None, KillCause.MEMORY, KillCause.TASKS, KillCause.GPU_MEMORY)
+        if worker.busy or worker.killed_by not in watched:
             return
         if worker.killed_by == KillCause.MEMORY:
             reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
@@ -295,6 +302,10 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         elif worker.killed_by == KillCause.TASKS:
             reason = tasks_reason(self.limits.max_tasks, worker.peak_tasks) + " (between calls)"
             self._lose(worker, reason, "tasks", during_call=False)
+        elif worker.killed_by == KillCause.GPU_MEMORY:
+            limit, peak = self.limits.gpu_memory_mb, worker.gpu_peak_bytes
+            reason = gpu_memory_reason(limit, peak) + " (between calls)"
+            self._lose(worker, reason, "gpu_memory", during_call=False)
         else:
             reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
             self._lose(worker, reason, "crash", during_call=False)
@@ -314,6 +325,13 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         if len(workers) == 1:  # the common case, on every list request
             return workers[0].last_bytes
         return sum(w.last_bytes for w in workers) if workers else None
+
+    def gpu_bytes(self) -> int | None:
+        """The workers' GPU memory as the GPU guard last read it (None:
+        no budget, so not read)."""
+        if self.limits.gpu_memory_mb <= 0:
+            return None
+        return sum(w.gpu_bytes for w in list(self._pool.serving))
 
     def pids(self) -> list[int]:
         return [w.pid for w in list(self._pool.serving) if not w.exited.is_set()]

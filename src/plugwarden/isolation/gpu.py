@@ -1,0 +1,180 @@
+"""GPU memory per worker, from NVML, and the guard that holds a plugin to
+its ``gpu_memory_mb`` (README, "GPU memory").
+
+NVML is read in the host, never in the zygote: a process that touched NVML
+must not fork (the zygote forks every worker). :class:`GpuWatch` reads each
+process's used GPU memory (compute and graphics processes, every GPU) about
+four times a second while some runner has a budget, adds up each worker
+tree's, and kills a tree past its budget (``KillCause.GPU_MEMORY``): the
+call in flight fails ``GpuMemoryLimitExceeded`` with the peak seen, as the
+memory guard's does.
+
+``PLUGWARDEN_FAKE_NVML=PATH`` replaces NVML by a JSON file (tests, on any
+machine: ``plugwarden.testing.FakeNvml`` writes it): ``{"gpus": [{"name",
+"total", "processes": {PID: BYTES}}]}``, read at each sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from plugwarden.isolation.fates import KillCause
+from plugwarden.isolation.process import containment
+
+__all__ = ["FAKE_NVML_ENV", "SWEEP_S", "GpuReader", "GpuWatch", "Watched", "reader"]
+
+log = logging.getLogger("plugwarden.gpu")
+
+FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
+SWEEP_S = 0.25
+
+
+class GpuReader(Protocol):
+    def processes(self) -> dict[int, int]:
+        """Used GPU memory per process id (as the host sees it), every GPU."""
+
+
+class Watched(Protocol):
+    """A worker the watch holds to a budget (a WorkerProcess)."""
+
+    pid: int
+    gpu_bytes: int
+    gpu_peak_bytes: int
+
+    def kill(self, why: Any) -> None: ...
+
+
+class _FakeNvml:
+    """NVML as a JSON file says it is (PLUGWARDEN_FAKE_NVML)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def processes(self) -> dict[int, int]:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                state = json.load(file)
+        except (OSError, ValueError):
+            return {}
+        used: dict[int, int] = {}
+        for gpu in state.get("gpus", []):
+            for pid, amount in (gpu.get("processes") or {}).items():
+                used[int(pid)] = used.get(int(pid), 0) + int(amount)
+        return used
+
+
+class _Nvml:
+    """The driver's NVML (nvidia-ml-py), initialised on first use."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        nvml.nvmlInit()
+        self._handles = [
+            nvml.nvmlDeviceGetHandleByIndex(index) for index in range(nvml.nvmlDeviceGetCount())
+        ]
+
+    def processes(self) -> dict[int, int]:
+        nvml, used = self._nvml, dict[int, int]()
+        for handle in self._handles:
+            for query in (
+                nvml.nvmlDeviceGetComputeRunningProcesses,
+                nvml.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                try:
+                    found = query(handle)
+                except nvml.NVMLError:
+                    continue
+                for process in found:
+                    amount = process.usedGpuMemory
+                    if isinstance(amount, int) and amount >= 0:  # None: not readable here
+                        used[process.pid] = used.get(process.pid, 0) + amount
+        return used
+
+
+def reader() -> tuple[GpuReader | None, str]:
+    """NVML (or its fake), and a line saying which, or why there is none."""
+    fake = os.environ.get(FAKE_NVML_ENV)
+    if fake:
+        return _FakeNvml(fake), f"fake NVML ({fake})"
+    try:
+        import pynvml
+
+        return _Nvml(pynvml), "NVML"
+    # No driver, no library, no GPU: any of NVML's errors, or an import error.
+    except Exception as exc:  # noqa: BLE001
+        return None, f"NVML is not available here ({type(exc).__name__}: {exc})"
+
+
+class GpuWatch:
+    """Holds workers to their GPU memory budgets; one per host, its thread
+    running while a worker is watched."""
+
+    def __init__(self, make_reader: Callable[[], tuple[GpuReader | None, str]] = reader) -> None:
+        self._make_reader = make_reader
+        self._reader: GpuReader | None = None
+        self.state = "not started"  # which NVML, or why none
+        self._watched: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, worker: Watched, budget_bytes: int) -> str:
+        """Hold ``worker`` to ``budget_bytes``; what enforces it, or why nothing does."""
+        with self._lock:
+            if self._reader is None and self.state == "not started":
+                self._reader, self.state = self._make_reader()
+            if self._reader is None:
+                return self.state
+            self._watched[worker] = budget_bytes
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="plugwarden-gpu-watch", daemon=True
+                )
+                self._thread.start()
+        return f"enforced ({self.state})"
+
+    def sweep(self) -> None:
+        """Read NVML once and kill every watched tree past its budget."""
+        with self._lock:
+            watched = list(self._watched.items())
+            source = self._reader
+        if not watched or source is None:
+            return
+        try:
+            used = source.processes()
+        # NVML may fail in any way mid-run (a GPU fallen off the bus).
+        except Exception:
+            log.warning("reading GPU memory failed", exc_info=True)
+            return
+        for worker, budget in watched:
+            pids = {worker.pid, *containment.tree(worker.pid)}
+            total = sum(used.get(pid, 0) for pid in pids)
+            worker.gpu_bytes = total
+            worker.gpu_peak_bytes = max(worker.gpu_peak_bytes, total)
+            if total > budget:
+                with self._lock:
+                    self._watched.pop(worker, None)
+                log.warning("worker %s: %d GPU bytes over its %d budget", worker.pid, total, budget)
+                worker.kill(KillCause.GPU_MEMORY)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self.sweep()
+            self._wake.wait(SWEEP_S)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
+        with contextlib.suppress(Exception), self._lock:
+            self._watched.clear()

@@ -1,0 +1,112 @@
+"""The GPU memory guard (plugwarden.isolation.gpu) against a fake NVML:
+a worker tree past ``gpu_memory_mb`` is killed and replaced, during a call
+or between calls; one within it is left alone; no NVML, no pretence."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from plugwarden import ErrorType, HostConfig
+from plugwarden.plugin.manifest import GuardSettings, Manifest
+from plugwarden.settings import resolve
+from plugwarden.testing import FakeNvml
+from tests.conftest import plugin_source, wait_for
+
+# run() says it started, then waits for the test's word (or 30 s).
+HOLDS = plugin_source(
+    """
+import os, time
+open(args["started"], "w").close()
+deadline = time.monotonic() + 30
+while not os.path.exists(args["stop"]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+return "done"
+"""
+)
+BUDGET = {"plugins": {"cuda": {"gpu_memory_mb": 2048, "restart_backoff_s": 0.05}}}
+
+
+@pytest.fixture
+def nvml(tmp_path):
+    with FakeNvml(tmp_path / "nvml.json") as fake:
+        yield fake
+
+
+@pytest.fixture
+def gpu_host(nvml, plugwarden_plugin, plugwarden_host):
+    plugwarden_plugin("cuda", HOLDS)
+    return plugwarden_host(BUDGET)
+
+
+def holding(host, tmp_path):
+    """A call that waits in the plugin; (thread, its result list, stop file)."""
+    started, stop = tmp_path / "started", tmp_path / "stop"
+    results: list = []
+    args = {"started": str(started), "stop": str(stop)}
+    thread = threading.Thread(target=lambda: results.append(host.call("cuda", "hold", args)))
+    thread.start()
+    wait_for(started.exists, 30)
+    return thread, results, stop
+
+
+class TestBudget:
+    def test_a_worker_past_its_budget_during_a_call_is_killed_and_replaced(
+        self, gpu_host, nvml, tmp_path
+    ):
+        (pid,) = gpu_host.worker_pids("cuda")
+        assert gpu_host.status("cuda").info.protections["gpu_memory"].startswith("enforced")
+        thread, results, _ = holding(gpu_host, tmp_path)
+        nvml.use(pid, 3072)
+        thread.join(30)
+        (result,) = results
+        assert result.error_type == ErrorType.GPU_MEMORY_LIMIT and result.guard == "gpu_memory"
+        assert "exceeded 2048 MB GPU memory limit (peak seen by NVML 3072 MB)" in result.error
+        assert gpu_host.status("cuda").metrics["guard_trips"]["gpu_memory"] == 1
+        wait_for(lambda: gpu_host.worker_pids("cuda") not in ([], [pid]), 30)
+        stop = tmp_path / "stop"
+        stop.touch()
+        assert gpu_host.call(
+            "cuda", "hold", {"started": str(tmp_path / "s2"), "stop": str(stop)}
+        ).ok
+
+    def test_a_worker_past_its_budget_between_calls_is_replaced_saying_why(self, gpu_host, nvml):
+        (pid,) = gpu_host.worker_pids("cuda")
+        nvml.use(pid, 4096)
+        wait_for(lambda: gpu_host.worker_pids("cuda") not in ([], [pid]), 30)
+        reasons = [t.reason for t in gpu_host.status("cuda").history]
+        assert any("GPU memory limit" in r and "between calls" in r for r in reasons), reasons
+
+    def test_a_worker_within_its_budget_is_left_alone(self, gpu_host, nvml, tmp_path):
+        (pid,) = gpu_host.worker_pids("cuda")
+        nvml.use(pid, 1024)
+        thread, results, stop = holding(gpu_host, tmp_path)
+        wait_for(lambda: gpu_host.gpu_bytes("cuda") == 1024 * 2**20, 30)  # a sweep saw it
+        stop.touch()
+        thread.join(30)
+        assert results[0].ok and gpu_host.worker_pids("cuda") == [pid]
+
+    def test_without_nvml_the_budget_is_shown_not_enforced(
+        self, plugwarden_plugin, plugwarden_host, monkeypatch
+    ):
+        monkeypatch.setenv("PLUGWARDEN_FAKE_NVML", "")
+        monkeypatch.setattr("pynvml.nvmlInit", _no_driver)
+        plugwarden_plugin("cuda", HOLDS)
+        host = plugwarden_host(BUDGET)
+        shown = host.status("cuda").info.protections["gpu_memory"]
+        assert shown.startswith("NVML is not available here"), shown
+
+
+def _no_driver() -> None:
+    import pynvml
+
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+
+class TestSettings:
+    def test_a_manifest_budget_is_capped_only_by_an_operator_default(self):
+        asked = Manifest(guards=GuardSettings(gpu_memory_mb=8192))
+        assert resolve("p", asked, HostConfig.from_dict({})).limits.gpu_memory_mb == 8192
+        capped = HostConfig.from_dict({"defaults": {"gpu_memory_mb": 4096}})
+        assert resolve("p", asked, capped).limits.gpu_memory_mb == 4096
