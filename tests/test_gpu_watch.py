@@ -104,6 +104,51 @@ def _no_driver() -> None:
     raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
 
 
+FAULTY = plugin_source(
+    """
+import os
+if tool == "pid":
+    return os.getpid()
+raise RuntimeError(args["error"])
+"""
+)
+
+
+class TestStickyErrors:
+    @pytest.mark.parametrize(
+        ("error", "sticky"),
+        [
+            (
+                "CUDA error: an illegal memory access was encountered\nCompile with "
+                "`TORCH_USE_CUDA_DSA` to enable device-side assertions.",
+                True,
+            ),
+            ("CUDA error: device-side assert triggered", True),
+            ("CUDA error: unspecified launch failure", True),
+            ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+            ("an illegal memory access, said a plugin with no GPU", False),
+        ],
+        ids=["illegal-address", "device-assert", "launch-failure", "oom", "not-cuda"],
+    )
+    def test_a_sticky_cuda_error_recycles_its_worker_at_once(
+        self, plugwarden_plugin, plugwarden_host, error, sticky
+    ):
+        """A worker whose CUDA context is lost would fail every later call:
+        it is replaced at once; any other error leaves it serving."""
+        plugwarden_plugin("faulty", FAULTY)
+        host = plugwarden_host({"plugins": {"faulty": {"restart_backoff_s": 0.05}}})
+        (pid,) = host.worker_pids("faulty")
+        result = host.call("faulty", "fail", {"error": error})
+        assert not result.ok and result.error_type == "RuntimeError"
+        if sticky:
+            assert result.guard == "gpu_fault" and "it was recycled" in result.error
+            wait_for(lambda: host.worker_pids("faulty") not in ([], [pid]), 30)
+            assert host.status("faulty").metrics["guard_trips"]["gpu_fault"] == 1
+        else:
+            assert result.guard is None and host.worker_pids("faulty") == [pid]
+        assert host.call("faulty", "pid", {}).ok
+
+
 class TestSettings:
     def test_a_manifest_budget_is_capped_only_by_an_operator_default(self):
         asked = Manifest(guards=GuardSettings(gpu_memory_mb=8192))

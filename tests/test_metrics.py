@@ -26,6 +26,7 @@ class TestPluginMetrics:
             "crash": 0,
             "protocol": 0,
             "gpu_memory": 0,
+            "gpu_fault": 0,
         }
         used = datetime.fromisoformat(snap["last_used"].replace("Z", "+00:00"))
         assert used.tzinfo == UTC

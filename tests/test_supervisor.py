@@ -247,6 +247,7 @@ class TestGenerations:
             "crash": 0,
             "protocol": 0,
             "gpu_memory": 0,
+            "gpu_fault": 0,
         }
         assert (status.state, status.in_flight) == (State.INITIALIZED, 0)
         release.write_text("1")

@@ -15,8 +15,10 @@ __all__ = ["GUARDS", "ErrorType", "Guard"]
 
 # The guards a call can trip: a trip counts under its name in the metrics
 # (plugwarden_plugin_guard_trips_total{guard}) and in a result's ``guard``.
-Guard = Literal["timeout", "memory", "tasks", "crash", "protocol", "gpu_memory"]
-GUARDS: tuple[Guard, ...] = ("timeout", "memory", "tasks", "crash", "protocol", "gpu_memory")
+Guard = Literal["timeout", "memory", "tasks", "crash", "protocol", "gpu_memory", "gpu_fault"]
+GUARDS: tuple[Guard, ...] = (
+    "timeout", "memory", "tasks", "crash", "protocol", "gpu_memory", "gpu_fault",
+)  # fmt: skip
 
 
 class ErrorType:

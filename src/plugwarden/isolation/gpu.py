@@ -28,12 +28,43 @@ from typing import Any, Protocol
 from plugwarden.isolation.fates import KillCause
 from plugwarden.isolation.process import containment
 
-__all__ = ["FAKE_NVML_ENV", "SWEEP_S", "GpuReader", "GpuWatch", "Watched", "reader"]
+__all__ = [
+    "FAKE_NVML_ENV",
+    "SWEEP_S",
+    "GpuReader",
+    "GpuWatch",
+    "Watched",
+    "reader",
+    "sticky_cuda_error",
+]
 
 log = logging.getLogger("plugwarden.gpu")
 
 FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
 SWEEP_S = 0.25
+
+
+# CUDA errors after which a process's CUDA context is lost for good: every
+# later CUDA call fails too. As CUDA (and torch, "CUDA error: ...") words them.
+STICKY = (
+    "an illegal memory access was encountered",
+    "an illegal instruction was encountered",
+    "misaligned address",
+    "unspecified launch failure",
+    "device-side assert triggered",
+    "the launch timed out and was terminated",
+    "hardware stack error",
+    "invalid program counter",
+    "uncorrectable ECC error encountered",
+)
+
+
+def sticky_cuda_error(error: str | None) -> str | None:
+    """The sticky CUDA error ``error`` names, if it names one."""
+    if not error or ("CUDA" not in error and "cuda" not in error):
+        return None
+    lowered = error.lower()
+    return next((sticky for sticky in STICKY if sticky.lower() in lowered), None)
 
 
 class GpuReader(Protocol):

@@ -21,7 +21,7 @@ from plugwarden.exceptions import LoadError
 from plugwarden.isolation import wire
 from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
 from plugwarden.isolation.fates import Fate, KillCause, KillCauseName
-from plugwarden.isolation.gpu import GpuWatch
+from plugwarden.isolation.gpu import GpuWatch, sticky_cuda_error
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
@@ -177,6 +177,17 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             result = wire.outcome(reply)
         except wire.ProtocolViolation as exc:
             return self._violation(worker, exc.reason, hook, 0.0)
+        sticky = None if result.ok else sticky_cuda_error(result.error)
+        if sticky is not None:  # every later CUDA call of this worker would fail too
+            error = (
+                f"{result.error} A sticky CUDA error ({sticky}) leaves the worker's CUDA context "
+                "unusable: it was recycled, a fresh one takes the next call."
+            )
+            self._lose(worker, error, "gpu_fault", during_call=True)
+            return CallResult.failure(
+                error, result.error_type or ErrorType.WORKER_DIED, hook=hook,
+                duration_ms=result.duration_ms, guard="gpu_fault",
+            )  # fmt: skip
         refs = reply.get("blobs")
         if refs is None or not result.ok or hook != "run":
             return result
