@@ -5,6 +5,7 @@ or between calls; one within it is left alone; no NVML, no pretence."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -18,12 +19,15 @@ from tests.conftest import plugin_source, wait_for
 HOLDS = plugin_source(
     """
 import os, time
+if tool == "born":
+    return BORN
 open(args["started"], "w").close()
 deadline = time.monotonic() + 30
 while not os.path.exists(args["stop"]) and time.monotonic() < deadline:
     time.sleep(0.01)
 return "done"
-"""
+""",
+    prelude="import time\nBORN = time.time()  # when this worker imported it",
 )
 BUDGET = {"plugins": {"cuda": {"gpu_memory_mb": 2048, "restart_backoff_s": 0.05}}}
 
@@ -64,6 +68,7 @@ class TestBudget:
         assert result.error_type == ErrorType.GPU_MEMORY_LIMIT and result.guard == "gpu_memory"
         assert "exceeded 2048 MB GPU memory limit (peak seen by NVML 3072 MB)" in result.error
         assert gpu_host.status("cuda").metrics["guard_trips"]["gpu_memory"] == 1
+        nvml.use(pid, 0)  # the driver gives it back
         wait_for(lambda: gpu_host.worker_pids("cuda") not in ([], [pid]), 30)
         stop = tmp_path / "stop"
         stop.touch()
@@ -74,6 +79,8 @@ class TestBudget:
     def test_a_worker_past_its_budget_between_calls_is_replaced_saying_why(self, gpu_host, nvml):
         (pid,) = gpu_host.worker_pids("cuda")
         nvml.use(pid, 4096)
+        wait_for(lambda: gpu_host.worker_pids("cuda") == [], 30)
+        nvml.use(pid, 0)  # the driver gives it back
         wait_for(lambda: gpu_host.worker_pids("cuda") not in ([], [pid]), 30)
         reasons = [t.reason for t in gpu_host.status("cuda").history]
         assert any("GPU memory limit" in r and "between calls" in r for r in reasons), reasons
@@ -102,6 +109,34 @@ def _no_driver() -> None:
     import pynvml
 
     raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+
+class TestRelease:
+    def test_a_replacement_waits_until_the_killed_workers_memory_is_back(self, gpu_host, nvml):
+        (pid,) = gpu_host.worker_pids("cuda")
+        nvml.use(pid, 4096)  # over budget: killed; NVML still shows its memory
+        wait_for(lambda: gpu_host.worker_pids("cuda") == [], 30)
+        wait_for(lambda: _noted(gpu_host, "exceeded 2048 MB GPU memory limit"), 30)
+        released_at = time.time()
+        nvml.use(pid, 0)
+        wait_for(lambda: gpu_host.worker_pids("cuda") not in ([], [pid]), 30)
+        assert gpu_host.call("cuda", "born", {}).result >= released_at  # it waited
+        wait_for(lambda: _noted(gpu_host, "after its 4096 MB of GPU memory came back"), 30)
+
+    def test_memory_that_does_not_come_back_is_named(
+        self, nvml, plugwarden_plugin, plugwarden_host
+    ):
+        plugwarden_plugin("cuda", HOLDS)
+        host = plugwarden_host({**BUDGET, "server": {"gpu_release_timeout_s": 0.5}})
+        (pid,) = host.worker_pids("cuda")
+        nvml.use(pid, 4096)
+        wait_for(lambda: host.worker_pids("cuda") not in ([], [pid]), 30)
+        wait_for(lambda: _noted(host, "not released within 0.5s"), 30)
+        assert _noted(host, f"NVML still shows 4096 MB held by pid {pid}")
+
+
+def _noted(host, text: str) -> bool:
+    return any(text in transition.reason for transition in host.status("cuda").history)
 
 
 FAULTY = plugin_source(

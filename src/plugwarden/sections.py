@@ -58,6 +58,8 @@ class ServerConfig:
     plugins_dir: str | None = None
     allow_sdist: bool = False  # true: installs may build source distributions (runs their code)
     probation_s: float = 60.0  # after an upgrade: a failure within this rolls it back
+    # a lost worker's replacement waits this long for its GPU memory to come back
+    gpu_release_timeout_s: float = 30.0
 
     def plugins_directory(self) -> Path:
         """The environments' directory in force (see ``plugins_dir``)."""

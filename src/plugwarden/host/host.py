@@ -77,9 +77,11 @@ class Host(HostJobs):
         self._only = None if only is None else frozenset(only)
         self._registry = Registry(self.config.lock_timeout_s)
         result_bytes = int(self.config.server.result_memory_mb * 2**20)
+        server = self.config.server
         self._backends = Backends(
-            self.config.ray, zygote, result_bytes, self.config.server.max_blob_bytes
-        )
+            self.config.ray, zygote, result_bytes, server.max_blob_bytes,
+            server.gpu_release_timeout_s,
+        )  # fmt: skip
         self._supervisor = Supervisor(self.config, self._registry, self._backends)
         self._admission = Admission(self._registry.loadable, self._registry.names)
         self._calls = Calls(

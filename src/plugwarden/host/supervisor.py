@@ -325,7 +325,8 @@ class Supervisor:
         if reason is None:
             if cause is not None:
                 self.registry.record_restart(name, cause)
-            self.registry.note(name, "Lost worker replaced", generation)
+            how = runner.replacement_note
+            self.registry.note(name, f"Lost worker replaced{f' {how}' if how else ''}", generation)
             return
         self.fail(name, generation, f"A lost worker could not be replaced: {reason}", "failed")
 

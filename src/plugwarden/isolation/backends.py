@@ -24,6 +24,7 @@ from plugwarden.config import RayConfig
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.isolation.executor import ElasticExecutor
+from plugwarden.isolation.gpu import GpuWatch
 from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.output import OutputPump
 from plugwarden.isolation.process.runner import ProcessRunner, ProcessServices
@@ -58,9 +59,11 @@ class Backends:
         zygote: Zygote | None = None,
         result_bytes: int = 512 * 2**20,
         blob_bytes: int = 64 * 2**20,
+        gpu_release_timeout_s: float = 30.0,
     ) -> None:
         self._ray_config = ray or RayConfig()
         self._blob_bytes = blob_bytes  # each worker's room for binary arguments
+        self._gpu_release_s = gpu_release_timeout_s
         self._result_bytes = result_bytes  # long replies held at once (server.result_memory_mb)
         self._zygote = zygote
         self._ray: RayCluster | None = None
@@ -120,6 +123,7 @@ class Backends:
                 OutputPump(),
                 ResultMemory(self._result_bytes),
                 self._blob_bytes,
+                GpuWatch(release_timeout_s=self._gpu_release_s),
             )
         return self._process
 

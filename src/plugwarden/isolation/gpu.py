@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ log = logging.getLogger("plugwarden.gpu")
 
 FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
 SWEEP_S = 0.25
+RELEASE_POLL_S = 0.05  # how often a replacement looks whether its predecessor's memory is back
 
 
 # CUDA errors after which a process's CUDA context is lost for good: every
@@ -78,6 +80,7 @@ class Watched(Protocol):
     pid: int
     gpu_bytes: int
     gpu_peak_bytes: int
+    gpu_pids: dict[int, int]
 
     def kill(self, why: Any) -> None: ...
 
@@ -147,8 +150,13 @@ class GpuWatch:
     """Holds workers to their GPU memory budgets; one per host, its thread
     running while a worker is watched."""
 
-    def __init__(self, make_reader: Callable[[], tuple[GpuReader | None, str]] = reader) -> None:
+    def __init__(
+        self,
+        make_reader: Callable[[], tuple[GpuReader | None, str]] = reader,
+        release_timeout_s: float = 30.0,
+    ) -> None:
         self._make_reader = make_reader
+        self.release_timeout_s = release_timeout_s
         self._reader: GpuReader | None = None
         self.state = "not started"  # which NVML, or why none
         self._watched: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -187,7 +195,9 @@ class GpuWatch:
             return
         for worker, budget in watched:
             pids = {worker.pid, *containment.tree(worker.pid)}
-            total = sum(used.get(pid, 0) for pid in pids)
+            held = {pid: used[pid] for pid in pids if used.get(pid)}
+            total = sum(held.values())
+            worker.gpu_pids = held
             worker.gpu_bytes = total
             worker.gpu_peak_bytes = max(worker.gpu_peak_bytes, total)
             if total > budget:
@@ -195,6 +205,25 @@ class GpuWatch:
                     self._watched.pop(worker, None)
                 log.warning("worker %s: %d GPU bytes over its %d budget", worker.pid, total, budget)
                 worker.kill(KillCause.GPU_MEMORY)
+
+    def wait_released(self, held: dict[int, int]) -> dict[int, int]:
+        """Wait (at most ``release_timeout_s``) until NVML shows none of the
+        processes in ``held`` (pid -> bytes, of a killed worker) holding GPU
+        memory; what is still held then (empty: all released)."""
+        source = self._reader
+        deadline = time.monotonic() + self.release_timeout_s
+        left = dict(held)
+        while left and source is not None:
+            try:
+                used = source.processes()
+            # NVML may fail in any way mid-run: nothing more to wait for.
+            except Exception:  # noqa: BLE001
+                return {}
+            left = {pid: used[pid] for pid in left if used.get(pid)}
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(RELEASE_POLL_S)
+        return left
 
     def _run(self) -> None:
         while not self._closed:

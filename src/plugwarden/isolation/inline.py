@@ -164,6 +164,8 @@ def _reporting(reporter: InlineReporter | None, call: Any, hook: str, kwargs: An
 
 
 class InlineRunner:
+    replacement_note: str | None = None  # never replaced: restarted instead
+
     def __init__(
         self,
         source: PluginSource,

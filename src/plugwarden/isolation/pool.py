@@ -170,6 +170,8 @@ class PooledRunner(Generic[W]):
     """The part of :class:`~plugwarden.isolation.runner.Runner` that only moves
     workers in and out of the pool."""
 
+    replacement_note: str | None = None  # how the last replacement went, for the history
+
     limits: Limits
     _pool: WorkerPool[W]
     _config: dict[str, Any]

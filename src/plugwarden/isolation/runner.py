@@ -87,6 +87,7 @@ class LossRoute:
 class Runner(Protocol):
     source: PluginSource
     limits: Limits
+    replacement_note: str | None  # how its last replace_lost() went, for the history
     # What confines its workers: protection -> "enforced", "granted", or
     # "not available here: <why>" (README, "What a plugin may reach").
     protections: dict[str, str]

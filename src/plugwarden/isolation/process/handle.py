@@ -85,6 +85,7 @@ class WorkerProcess:
         self.peak_tasks = 0  # the tasks counted when the task guard killed it
         self.gpu_bytes = 0  # its tree's GPU memory as NVML last showed it (a budget's watch)
         self.gpu_peak_bytes = 0  # ...and at most
+        self.gpu_pids: dict[int, int] = {}  # ...by process (pid -> bytes)
         self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.lost = False  # its loss was handled (once, by whoever saw it first)

@@ -79,6 +79,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         self._pool: WorkerPool[WorkerProcess] = WorkerPool(limits.workers)
         self._config: dict[str, Any] = {}
         self._spawned = 0
+        self._gpu_held: dict[int, int] = {}  # GPU memory of discarded workers (pid -> bytes)
 
     def uses(self, zygote: Zygote) -> bool:
         """Whether this runner, still open, forks its workers from ``zygote``."""
@@ -323,6 +324,27 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
 
     def _discard(self, worker: WorkerProcess) -> None:
         worker.close()
+        self._gpu_held.update(worker.gpu_pids)  # its replacement waits for it to come back
+
+    def replace_lost(self) -> str | None:
+        """Refill the pool, once the GPU memory of the workers lost is back
+        (or its wait is over: the history's note names what was not)."""
+        held, self._gpu_held = self._gpu_held, {}
+        self.replacement_note = None
+        if held:
+            mb = sum(held.values()) / 2**20
+            left = self._services.gpu.wait_released(held)
+            if left:
+                pids = ", ".join(str(pid) for pid in sorted(left))
+                self.replacement_note = (
+                    f"although its GPU memory was not released within "
+                    f"{self._services.gpu.release_timeout_s:g}s: NVML still shows "
+                    f"{sum(left.values()) / 2**20:.0f} MB held by pid {pids}; the replacement "
+                    "started anyway (a process outside the worker's tree, or the driver, holds it)"
+                )
+            else:
+                self.replacement_note = f"after its {mb:.0f} MB of GPU memory came back"
+        return super().replace_lost()
 
     # -- reading -----------------------------------------------------------------
 
