@@ -4,15 +4,17 @@ or between calls; one within it is left alone; no NVML, no pretence."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from plugwarden import ErrorType, HostConfig
+from plugwarden import ErrorType, HostConfig, State
 from plugwarden.plugin.manifest import GuardSettings, Manifest
 from plugwarden.settings import resolve
-from plugwarden.testing import FakeNvml
+from plugwarden.testing import FakeNvml, fake_gpu
 from tests.conftest import plugin_source, wait_for
 
 # run() says it started, then waits for the test's word (or 30 s).
@@ -133,6 +135,57 @@ class TestRelease:
         wait_for(lambda: host.worker_pids("cuda") not in ([], [pid]), 30)
         wait_for(lambda: _noted(host, "not released within 0.5s"), 30)
         assert _noted(host, f"NVML still shows 4096 MB held by pid {pid}")
+
+
+SEES = plugin_source("import os\nreturn os.environ.get('CUDA_VISIBLE_DEVICES')")
+
+
+class TestPlacement:
+    """A GPU plugin's workers each see one GPU, chosen by memory free."""
+
+    @pytest.fixture
+    def placing(self, tmp_path, plugwarden_plugin, plugwarden_host):
+        def make(gpus_mb, others=(), **plugin):
+            fake = FakeNvml(tmp_path / "nvml.json", gpus_mb)
+            stack.enter_context(fake)
+            for gpu, mb in others:
+                fake.others(gpu, mb)
+            stack.enter_context(fake_gpu("present"))  # the pre-flight sees a GPU
+            plugwarden_plugin("seer", SEES)
+            settings = {"requires_gpu": True, **plugin}
+            return plugwarden_host({"plugins": {"seer": settings}})
+
+        with contextlib.ExitStack() as stack:
+            yield make
+
+    def seen(self, host) -> list[str]:
+        """What each worker sees (a call holds its worker: one per worker)."""
+        workers = len(host.worker_pids("seer"))
+        with ThreadPoolExecutor(workers) as pool:
+            return sorted(pool.map(lambda _: host.call("seer", "t", {}).result, range(workers * 4)))
+
+    def test_workers_spread_over_gpus_by_memory_free(self, placing):
+        host = placing((16384, 16384), workers=2)
+        assert set(self.seen(host)) == {"0", "1"}
+
+    def test_the_gpu_with_room_for_the_budget_takes_every_worker(self, placing):
+        host = placing((16384, 81920), others=[(0, 8192)], workers=2, gpu_memory_mb=10240)
+        assert set(self.seen(host)) == {"1"}
+
+    def test_a_listed_gpu_is_the_only_one_used(self, placing):
+        host = placing((16384, 81920), workers=2, gpus=[0])
+        assert set(self.seen(host)) == {"0"}
+
+    def test_a_budget_that_fits_no_gpu_is_unavailable_naming_the_most_free(self, placing):
+        host = placing((16384, 24576), others=[(1, 4096)], gpu_memory_mb=40960)
+        status = host.status("seer")
+        assert status.state is State.UNAVAILABLE
+        assert "fits no GPU: the most free is 20480 MB on GPU 1" in status.reason
+
+    def test_a_plugin_that_needs_no_gpu_is_not_placed(self, tmp_path, nvml, plugwarden_plugin,
+                                                       plugwarden_host):  # fmt: skip
+        plugwarden_plugin("seer", SEES)
+        assert plugwarden_host().call("seer", "t", {}).result is None
 
 
 def _noted(host, text: str) -> bool:

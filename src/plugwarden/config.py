@@ -54,6 +54,7 @@ _PLUGIN_KEYS = {
     "models",
     "num_cpus",
     "num_gpus",
+    "gpus",
     "env",
     "permissions",
     "preload",
@@ -75,6 +76,7 @@ class PluginConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     num_cpus: float | None = None  # isolation "ray": each actor's CPUs (None: Ray's default)
     num_gpus: float | None = None  # isolation "ray": each actor's GPUs (None: 1 if it needs one)
+    gpus: tuple[int, ...] | None = None  # the GPUs its workers may be placed on (None: "auto")
     env: dict[str, str] = field(default_factory=dict)  # over the workers' clean environment
     permissions: Permissions = field(default_factory=Permissions)  # over the manifest's
     # true: the manifest's preload modules are imported by its zygote, before
@@ -238,6 +240,15 @@ class _Parser:
             for key in ("num_cpus", "num_gpus")
             if key in table
         }
+        gpus = table.get("gpus", "auto")
+        if gpus != "auto" and (
+            not isinstance(gpus, list)
+            or not gpus
+            or any(type(n) is not int or not 0 <= n < 1024 for n in gpus)
+        ):
+            raise self.error(
+                f"{where}.gpus", f"expected 'auto' or a list of GPU indexes, got {gpus!r}"
+            )
         try:
             env = env_table(table.get("env", {}))
         except ValueError as exc:
@@ -247,6 +258,7 @@ class _Parser:
             required=table.get("required", False),
             models_dir=models_dir,
             requires_gpu=table.get("requires_gpu"),
+            gpus=None if gpus == "auto" else tuple(sorted(set(gpus))),
             preload=table.get("preload", False),
             models=specs,
             guards=guards,

@@ -44,6 +44,7 @@ class Placement:
     num_cpus: float | None = None
     num_gpus: float | None = None
     requires_gpu: bool = False
+    gpus: tuple[int, ...] | None = None  # the GPUs its process workers may use (None: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings
         manifest=effective,
         limits=limits,
         policy=resolve_policy(name, config),
-        placement=Placement(table.num_cpus, table.num_gpus, requires_gpu),
+        placement=Placement(table.num_cpus, table.num_gpus, requires_gpu, table.gpus),
         init_config=dict(table.settings),
         models_dir=table.models_dir,
         env=dict(table.env),

@@ -112,7 +112,9 @@ class Backends:
                 )
             else:
                 services = self._services_for(source, preload)
-                runner = ProcessRunner(source, limits, services, on_loss, sandbox=sandbox)
+                runner = ProcessRunner(
+                    source, limits, services, on_loss, sandbox=sandbox, placement=placement
+                )
             self._runners.add(runner)
             return runner
 

@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from plugwarden.isolation.fates import KillCause
@@ -32,6 +33,7 @@ from plugwarden.isolation.process import containment
 __all__ = [
     "FAKE_NVML_ENV",
     "SWEEP_S",
+    "Device",
     "GpuReader",
     "GpuWatch",
     "Watched",
@@ -69,9 +71,22 @@ def sticky_cuda_error(error: str | None) -> str | None:
     return next((sticky for sticky in STICKY if sticky.lower() in lowered), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One GPU as NVML shows it: its index, name and memory in bytes."""
+
+    index: int
+    name: str
+    total: int
+    used: int
+
+
 class GpuReader(Protocol):
     def processes(self) -> dict[int, int]:
         """Used GPU memory per process id (as the host sees it), every GPU."""
+
+    def devices(self) -> list[Device]:
+        """Every GPU, with its memory."""
 
 
 class Watched(Protocol):
@@ -103,6 +118,18 @@ class _FakeNvml:
                 used[int(pid)] = used.get(int(pid), 0) + int(amount)
         return used
 
+    def devices(self) -> list[Device]:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                gpus = json.load(file).get("gpus", [])
+        except (OSError, ValueError):
+            return []
+        return [
+            Device(index, str(gpu.get("name", "Fake GPU")), int(gpu.get("total", 0)),
+                   int(gpu.get("used", 0)) + sum(map(int, (gpu.get("processes") or {}).values())))
+            for index, gpu in enumerate(gpus)
+        ]  # fmt: skip
+
 
 class _Nvml:
     """The driver's NVML (nvidia-ml-py), initialised on first use."""
@@ -130,6 +157,15 @@ class _Nvml:
                     if isinstance(amount, int) and amount >= 0:  # None: not readable here
                         used[process.pid] = used.get(process.pid, 0) + amount
         return used
+
+    def devices(self) -> list[Device]:
+        nvml, found = self._nvml, []
+        for index, handle in enumerate(self._handles):
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            name = nvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            found.append(Device(index, name, int(memory.total), int(memory.used)))
+        return found
 
 
 def reader() -> tuple[GpuReader | None, str]:
@@ -206,6 +242,20 @@ class GpuWatch:
                 log.warning("worker %s: %d GPU bytes over its %d budget", worker.pid, total, budget)
                 worker.kill(KillCause.GPU_MEMORY)
 
+    def await_release(self, held: dict[int, int]) -> str:
+        """Wait for the GPU memory of a lost worker's processes (``held``:
+        pid -> bytes) to come back; how that went, for the history."""
+        left = self.wait_released(held)
+        if not left:
+            return f"after its {sum(held.values()) / 2**20:.0f} MB of GPU memory came back"
+        pids = ", ".join(str(pid) for pid in sorted(left))
+        return (
+            f"although its GPU memory was not released within {self.release_timeout_s:g}s: "
+            f"NVML still shows {sum(left.values()) / 2**20:.0f} MB held by pid {pids}; the "
+            "replacement started anyway (a process outside the worker's tree, or the driver, "
+            "holds it)"
+        )
+
     def wait_released(self, held: dict[int, int]) -> dict[int, int]:
         """Wait (at most ``release_timeout_s``) until NVML shows none of the
         processes in ``held`` (pid -> bytes, of a killed worker) holding GPU
@@ -224,6 +274,41 @@ class GpuWatch:
                 break
             time.sleep(RELEASE_POLL_S)
         return left
+
+    def place(
+        self, allowed: tuple[int, ...] | None, budget: int, placed: list[tuple[int, int, int]]
+    ) -> tuple[int | None, str]:
+        """The GPU for a new worker: of ``allowed`` (None: all), the one with
+        the most memory free once ``placed`` workers (GPU, budget, used)
+        have their budgets; it must fit ``budget``. (None, why) when none does,
+        or (None, "") when there is no NVML to place by."""
+        with self._lock:
+            if self._reader is None and self.state == "not started":
+                self._reader, self.state = self._make_reader()
+            source = self._reader
+        if source is None:
+            return None, ""
+        try:
+            devices = [d for d in source.devices() if allowed is None or d.index in allowed]
+        # NVML may fail in any way mid-run: place nothing, as with none.
+        except Exception:  # noqa: BLE001
+            return None, ""
+        if not devices:
+            return None, f"none of the GPUs {list(allowed or [])} is on this machine"
+
+        def free(device: Device) -> int:
+            reserved = sum(max(0, b - u) for i, b, u in placed if i == device.index)
+            return device.total - device.used - reserved
+
+        count = {d.index: sum(1 for i, _, _ in placed if i == d.index) for d in devices}
+        best = max(devices, key=lambda d: (free(d), -count[d.index], -d.index))
+        if budget and free(best) < budget:
+            return None, (
+                f"Its gpu_memory_mb ({budget / 2**20:.0f} MB) fits no GPU: the most free is "
+                f"{max(0, free(best)) / 2**20:.0f} MB on GPU {best.index} ({best.name}). Free "
+                "GPU memory, lower gpu_memory_mb, or allow it more GPUs ([plugins.NAME] gpus)."
+            )
+        return best.index, ""
 
     def _run(self) -> None:
         while not self._closed:

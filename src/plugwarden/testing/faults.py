@@ -115,31 +115,41 @@ def fake_gpu(kind: str) -> Iterator[None]:
 
 class FakeNvml:
     """What NVML shows hosts started in a ``with`` block (README, "GPU
-    memory"): GPU memory used per process, written to ``path`` as the test
-    sets it (a process id as the host sees it: ``host.worker_pids(name)``).
-    Only the host's GPU guard is fooled; a plugin's own CUDA calls see this
+    memory"): GPUs of ``gpus_mb`` MiB each, and the GPU memory used per
+    process as the test sets it (a process id as the host sees it:
+    ``host.worker_pids(name)``), written to ``path``. Only the host's GPU
+    guard and placement are fooled; a plugin's own CUDA calls see this
     machine."""
 
-    def __init__(self, path: str | os.PathLike[str], total_mb: float = 81920.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], gpus_mb: tuple[float, ...] = (81920,)):
         self.path = Path(path)
-        self.total = int(total_mb * 2**20)
-        self.used: dict[int, int] = {}
+        self.gpus: list[dict[str, Any]] = [
+            {"name": f"Fake GPU {index}", "total": int(mb * 2**20), "used": 0, "processes": {}}
+            for index, mb in enumerate(gpus_mb)
+        ]
         self._previous: str | None = None
 
-    def use(self, pid: int, mb: float) -> None:
-        """Show process ``pid`` using ``mb`` MiB of the GPU (0: none)."""
+    def use(self, pid: int, mb: float, gpu: int = 0) -> None:
+        """Show process ``pid`` using ``mb`` MiB of GPU ``gpu`` (0: none)."""
+        processes = self.gpus[gpu]["processes"]
         if mb:
-            self.used[pid] = int(mb * 2**20)
+            processes[str(pid)] = int(mb * 2**20)
         else:
-            self.used.pop(pid, None)
-        state = {"gpus": [{"name": "Fake GPU", "total": self.total,
-                           "processes": {str(p): b for p, b in self.used.items()}}]}  # fmt: skip
+            processes.pop(str(pid), None)
+        self._write()
+
+    def others(self, gpu: int, mb: float) -> None:
+        """Show ``mb`` MiB of GPU ``gpu`` used by processes of no worker."""
+        self.gpus[gpu]["used"] = int(mb * 2**20)
+        self._write()
+
+    def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state), encoding="utf-8")
+        temporary.write_text(json.dumps({"gpus": self.gpus}), encoding="utf-8")
         temporary.replace(self.path)  # a sweep reads it whole or not at all
 
     def __enter__(self) -> FakeNvml:
-        self.use(0, 0)
+        self._write()
         self._previous = os.environ.get(FAKE_NVML_ENV)
         os.environ[FAKE_NVML_ENV] = str(self.path)
         return self

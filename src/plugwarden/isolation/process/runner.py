@@ -13,6 +13,7 @@ host never imports the plugin's code.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ from plugwarden.isolation.runner import (
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
 from plugwarden.result import CallResult
+from plugwarden.settings import Placement
 
 __all__ = ["ProcessRunner", "ProcessServices"]
 
@@ -69,8 +71,10 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         on_loss: LossHandler,
         *,
         sandbox: Sandbox | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.source = source
+        self._placement = placement or Placement()
         self._sandbox = (sandbox or Sandbox(enabled=False)).message()
         self.protections: dict[str, str] = {}  # as its last worker reported them
         self.limits = limits
@@ -80,6 +84,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         self._config: dict[str, Any] = {}
         self._spawned = 0
         self._gpu_held: dict[int, int] = {}  # GPU memory of discarded workers (pid -> bytes)
+        self._on_gpus: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()  # placed, not yet gone
 
     def uses(self, zygote: Zygote) -> bool:
         """Whether this runner, still open, forks its workers from ``zygote``."""
@@ -94,6 +99,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         if self.limits.workers > 1 or self._spawned > self.limits.workers:
             label = f"{label}.{self._spawned - 1}"
         limits, services = self.limits, self._services
+        sandbox, gpu = self._placed()
         try:
             worker = WorkerProcess(
                 label,
@@ -102,10 +108,13 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 services.zygote,
                 services.pump,
                 self._died,
-                self._sandbox,
+                sandbox,
                 services.results,
                 Segment(services.blob_bytes, limits.max_result_bytes),
             )
+            worker.gpu_index = gpu
+            if gpu is not None:
+                self._on_gpus.add(worker)
         except OSError as exc:
             raise LoadError(
                 f"Could not start a worker process: {exc}", ErrorType.WORKER_START
@@ -140,6 +149,27 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 kind if isinstance(kind, str) else ErrorType.IMPORT_FAILED,
             )
         return worker
+
+    def _placed(self) -> tuple[dict[str, Any], int | None]:
+        """A new worker's sandbox, and its GPU: a GPU plugin's worker sees
+        only the one with the most memory free (CUDA_VISIBLE_DEVICES), of
+        those it may use; raises LoadError (UNAVAILABLE) when its budget
+        fits none."""
+        if not self._placement.requires_gpu:
+            return self._sandbox, None
+        budget = int(self.limits.gpu_memory_mb * 2**20)
+        placed = [
+            (w.gpu_index, budget, w.gpu_bytes)
+            for w in list(self._on_gpus)
+            if w.gpu_index is not None and not w.exited.is_set()
+        ]
+        index, refusal = self._services.gpu.place(self._placement.gpus, budget, placed)
+        if index is None:
+            if refusal:
+                raise LoadError(refusal, ErrorType.BACKEND_UNAVAILABLE, unavailable=True)
+            return self._sandbox, None  # no NVML to place by: every GPU visible
+        env = {**self._sandbox.get("env", {}), "CUDA_VISIBLE_DEVICES": str(index)}
+        return {**self._sandbox, "env": env}, index
 
     def _prepare(self, worker: WorkerProcess) -> str | None:
         budget = self.limits.load_timeout_s
@@ -330,20 +360,7 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
         """Refill the pool, once the GPU memory of the workers lost is back
         (or its wait is over: the history's note names what was not)."""
         held, self._gpu_held = self._gpu_held, {}
-        self.replacement_note = None
-        if held:
-            mb = sum(held.values()) / 2**20
-            left = self._services.gpu.wait_released(held)
-            if left:
-                pids = ", ".join(str(pid) for pid in sorted(left))
-                self.replacement_note = (
-                    f"although its GPU memory was not released within "
-                    f"{self._services.gpu.release_timeout_s:g}s: NVML still shows "
-                    f"{sum(left.values()) / 2**20:.0f} MB held by pid {pids}; the replacement "
-                    "started anyway (a process outside the worker's tree, or the driver, holds it)"
-                )
-            else:
-                self.replacement_note = f"after its {mb:.0f} MB of GPU memory came back"
+        self.replacement_note = self._services.gpu.await_release(held) if held else None
         return super().replace_lost()
 
     # -- reading -----------------------------------------------------------------
