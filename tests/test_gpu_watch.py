@@ -15,6 +15,8 @@ from plugwarden import ErrorType, HostConfig, State
 from plugwarden.plugin.manifest import GuardSettings, Manifest
 from plugwarden.settings import resolve
 from plugwarden.testing import FakeNvml, fake_gpu
+from plugwarden.web.page import render_page
+from plugwarden.web.prometheus import collector_registry, exposition
 from tests.conftest import plugin_source, wait_for
 
 # run() says it started, then waits for the test's word (or 30 s).
@@ -186,6 +188,56 @@ class TestPlacement:
                                                        plugwarden_host):  # fmt: skip
         plugwarden_plugin("seer", SEES)
         assert plugwarden_host().call("seer", "t", {}).result is None
+
+
+class TestXid:
+    @pytest.fixture
+    def two_gpus(self, tmp_path, plugwarden_plugin, plugwarden_host):
+        with FakeNvml(tmp_path / "nvml.json", (16384, 16384)) as fake, fake_gpu("present"):
+            plugwarden_plugin("seer", SEES)
+            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
+            yield fake, plugwarden_host({"plugins": {"seer": settings}})
+
+    def test_an_xid_on_its_gpu_recycles_the_worker_naming_it(self, two_gpus):
+        fake, host = two_gpus
+        before = set(host.worker_pids("seer"))
+        fake.xid(0, 31)
+        wait_for(lambda: len(set(host.worker_pids("seer")) - before) == 1, 30)
+        reasons = [t.reason for t in host.status("seer").history]
+        assert any("GPU 0 reported Xid 31 (GPU memory page fault)" in r for r in reasons), reasons
+        assert host.status("seer").metrics["guard_trips"]["gpu_fault"] == 1
+        (gpu0, gpu1) = host.gpus()
+        assert (gpu0["healthy"], gpu0["xids"], gpu1["xids"]) == (True, {"31": 1}, {})
+
+    def test_an_xid_that_needs_a_reset_marks_the_gpu_unhealthy(self, two_gpus):
+        fake, host = two_gpus
+        before = set(host.worker_pids("seer"))
+        fake.xid(1, 79)
+        wait_for(lambda: len(set(host.worker_pids("seer")) - before) == 1, 30)
+        assert not host.gpus()[1]["healthy"]
+        assert "Xid 79 (GPU has fallen off the bus)" in host.gpus()[1]["reason"]
+        sees = {host.call("seer", "t", {}).result for _ in range(8)}
+        assert sees == {"0"}  # no worker is placed on GPU 1 again
+
+    def test_gpus_in_metrics_and_on_the_page(self, two_gpus):
+        fake, host = two_gpus
+        fake.xid(0, 31)
+        wait_for(lambda: host.gpus()[0]["xids"] == {"31": 1}, 30)
+        text = exposition(collector_registry(host))[0].decode()
+        assert 'plugwarden_gpu_xid_total{gpu="0",xid="31"} 1.0' in text
+        assert 'plugwarden_gpu_memory_bytes{gpu="1",kind="total"} 1.7179869184e+10' in text
+        assert 'plugwarden_gpu_healthy{gpu="0"} 1.0' in text
+        page = render_page(host.statuses(), [], gpus=host.gpus())
+        assert [gpu["index"] for gpu in host.worker_gpus("seer")] == [0, 1]
+        assert "<h2>GPUs</h2>" in page and "Xid 31 &times;1" in page and "Fake GPU 1" in page
+
+    def test_an_xid_naming_a_process_recycles_only_its_worker(self, two_gpus):
+        fake, host = two_gpus
+        pids = host.worker_pids("seer")
+        fake.xid(0, 13, pid=pids[0])
+        fake.xid(1, 13, pid=pids[0])  # whichever GPU it was placed on
+        wait_for(lambda: pids[0] not in host.worker_pids("seer"), 30)
+        assert pids[1] in host.worker_pids("seer")
 
 
 def _noted(host, text: str) -> bool:

@@ -44,6 +44,7 @@ class ErrorType:
     MEMORY_LIMIT: Final = "MemoryLimitExceeded"
     TASK_LIMIT: Final = "TaskLimitExceeded"  # threads plus processes past max_tasks
     GPU_MEMORY_LIMIT: Final = "GpuMemoryLimitExceeded"  # its GPU memory (NVML) past gpu_memory_mb
+    GPU_FAULT: Final = "GpuFault"  # an Xid on its GPU: the worker was recycled
     WORKER_DIED: Final = "WorkerDied"
     # The plugin answered, but not with something the host can pass on.
     RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"

@@ -244,6 +244,17 @@ class Host(HostJobs):
         runner = self._runner_of(name)
         return runner.resident_bytes() if runner is not None else None
 
+    def gpus(self) -> list[dict[str, Any]]:
+        """Each GPU as NVML last showed it to the host's GPU watch: memory
+        used and total, utilisation, ECC errors, retired pages, health (an
+        Xid that needs a reset makes it unhealthy) and Xids counted."""
+        return self._backends.gpus()
+
+    def worker_gpus(self, name: str) -> list[dict[str, Any]]:
+        """The GPUs (as :meth:`gpus`) a plugin's workers are placed on."""
+        indices: list[int] = getattr(self._runner_of(name), "gpu_indices", list)()
+        return [gpu for gpu in self.gpus() if gpu["index"] in indices] if indices else []
+
     def gpu_bytes(self, name: str) -> int | None:
         """GPU memory of a plugin's workers as its GPU budget's guard last
         read it from NVML (None: no budget, or no worker processes)."""

@@ -18,7 +18,7 @@ import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plugwarden.config import RayConfig
 from plugwarden.error_types import ErrorType
@@ -183,6 +183,11 @@ class Backends:
         """From now on :meth:`make` raises: the host is closing."""
         with self._lock:
             self._closed = True
+
+    def gpus(self) -> list[dict[str, Any]]:
+        """Each GPU as the GPU watch last read it (empty: none read)."""
+        process = self._process
+        return process.gpu.status() if process is not None else []
 
     def close_runners(self, why: str) -> None:
         """Close every runner made here (calls in flight end with ``why``)."""

@@ -18,6 +18,7 @@ from plugwarden.isolation.fates import Fate, FateName, KillCause
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import (
     ENDED,
+    GPU_FAULT_HINT,
     gpu_memory_reason,
     memory_reason,
     tasks_reason,
@@ -29,7 +30,7 @@ from plugwarden.result import CallResult, Guard
 if TYPE_CHECKING:  # it reads a worker the runner hands it
     from plugwarden.isolation.process.handle import WorkerProcess
 
-__all__ = ["CRASH_HINT", "await_reply", "cancelled_reason", "lost_call"]
+__all__ = ["CRASH_HINT", "GUARD_KILLS", "await_reply", "cancelled_reason", "lost_call", "tripped"]
 
 CRASH_HINT = (
     "A crash in the plugin or a library it uses: the restart policy brings it back; if it "
@@ -104,21 +105,35 @@ def lost_call(
             duration_ms=elapsed,
         )
     guard: Guard
+    found = tripped(worker, limits)
     if timed_out:
         knob = None if control is None else control.timeout_knob
         error, error_type = timeout_reason(what, timeout_s, knob, worker.stuck), ErrorType.TIMEOUT
         guard = "timeout"
-    elif worker.killed_by == KillCause.MEMORY:
-        error = memory_reason(limits.memory_mb, worker.peak_bytes)
-        error_type, guard = ErrorType.MEMORY_LIMIT, "memory"
-    elif worker.killed_by == KillCause.TASKS:
-        error = tasks_reason(limits.max_tasks, worker.peak_tasks)
-        error_type, guard = ErrorType.TASK_LIMIT, "tasks"
-    elif worker.killed_by == KillCause.GPU_MEMORY:
-        error = gpu_memory_reason(limits.gpu_memory_mb, worker.gpu_peak_bytes)
-        error_type, guard = ErrorType.GPU_MEMORY_LIMIT, "gpu_memory"
+    elif found is not None:
+        error, error_type, guard = found
     else:
         worker.exited.wait(2.0)
         error = f"{worker.death_reason()} during {call}. {CRASH_HINT}"
         error_type, guard = ErrorType.WORKER_DIED, "crash"
     return CallResult.failure(error, error_type, hook=what, duration_ms=elapsed, guard=guard)
+
+
+# The guards that kill a worker between calls too (the zygote's sweep, the GPU watch).
+GUARD_KILLS = (KillCause.MEMORY, KillCause.TASKS, KillCause.GPU_MEMORY, KillCause.GPU_FAULT)
+
+
+def tripped(worker: WorkerProcess, limits: Limits) -> tuple[str, str, Guard] | None:
+    """(error, error_type, guard) of a worker one of GUARD_KILLS killed; else None."""
+    cause = worker.killed_by
+    if cause == KillCause.MEMORY:
+        return memory_reason(limits.memory_mb, worker.peak_bytes), ErrorType.MEMORY_LIMIT, "memory"
+    if cause == KillCause.TASKS:
+        return tasks_reason(limits.max_tasks, worker.peak_tasks), ErrorType.TASK_LIMIT, "tasks"
+    if cause == KillCause.GPU_MEMORY:
+        error = gpu_memory_reason(limits.gpu_memory_mb, worker.gpu_peak_bytes)
+        return error, ErrorType.GPU_MEMORY_LIMIT, "gpu_memory"
+    if cause == KillCause.GPU_FAULT:
+        error = f"{worker.gpu_fault}: the worker was recycled. {GPU_FAULT_HINT}"
+        return error, ErrorType.GPU_FAULT, "gpu_fault"
+    return None

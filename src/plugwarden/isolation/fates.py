@@ -11,7 +11,9 @@ __all__ = ["Fate", "FateName", "KillCause", "KillCauseName"]
 FateName = Literal[
     "sent", "reply", "message", "timeout", "died", "oversize", "violation", "unsendable", "shed"
 ]
-KillCauseName = Literal["timeout", "memory", "tasks", "cancel", "close", "protocol", "gpu_memory"]
+KillCauseName = Literal[
+    "timeout", "memory", "tasks", "cancel", "close", "protocol", "gpu_memory", "gpu_fault"
+]
 
 
 class Fate:
@@ -38,3 +40,4 @@ class KillCause:
     CLOSE: Final = "close"  # the runner closed
     PROTOCOL: Final = "protocol"  # it broke the protocol
     GPU_MEMORY: Final = "gpu_memory"  # its tree's GPU memory (NVML) passed gpu_memory_mb
+    GPU_FAULT: Final = "gpu_fault"  # an Xid on its GPU (or of its process)

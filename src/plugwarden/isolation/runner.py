@@ -179,6 +179,9 @@ def memory_reason(limit_mb: float, peak_bytes: int) -> str:
     )
 
 
+GPU_FAULT_HINT = "If it recurs, check the GPU (nvidia-smi -q, the kernel log's NVRM lines)."
+
+
 def gpu_memory_reason(limit_mb: float, peak_bytes: int) -> str:
     return (
         f"Plugin exceeded {limit_mb:g} MB GPU memory limit (peak seen by NVML "

@@ -65,6 +65,7 @@ __all__ = [
     "encode_progress",
     "outcome",
     "progress",
+    "protections",
 ]
 
 VERSION = 1
@@ -366,3 +367,13 @@ def progress(message: dict[str, Any]) -> Progress:
     if not isinstance(text, str):
         raise ProtocolViolation("progress field 'message' is not a string")
     return Progress(float(done), None if total is None else float(total), text[:MAX_TEXT])
+
+
+def protections(value: object) -> dict[str, str]:
+    """A worker's report of its protections, as plain short strings (it is
+    the plugin's process that sends it: nothing else is kept)."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(key)[:40]: text[:300] for key, text in list(value.items())[:20] if isinstance(text, str)
+    }

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from plugwarden.isolation.gpu import FAKE_NVML_ENV
 from plugwarden.isolation.injection import FAULTS_ENV, KINDS
+from plugwarden.isolation.nvml import FAKE_NVML_ENV
 from plugwarden.preflight.gpu import FAKE_GPU_ENV, FAKE_GPUS
 
 __all__ = ["KINDS", "FakeNvml", "FaultPlan", "fake_gpu"]
@@ -127,6 +127,7 @@ class FakeNvml:
             {"name": f"Fake GPU {index}", "total": int(mb * 2**20), "used": 0, "processes": {}}
             for index, mb in enumerate(gpus_mb)
         ]
+        self.events: list[dict[str, Any]] = []
         self._previous: str | None = None
 
     def use(self, pid: int, mb: float, gpu: int = 0) -> None:
@@ -143,9 +144,15 @@ class FakeNvml:
         self.gpus[gpu]["used"] = int(mb * 2**20)
         self._write()
 
+    def xid(self, gpu: int, xid: int, pid: int | None = None) -> None:
+        """Report Xid ``xid`` on GPU ``gpu`` (of process ``pid``, where known)."""
+        self.events.append({"gpu": gpu, "xid": xid, "pid": pid})
+        self._write()
+
     def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"gpus": self.gpus}), encoding="utf-8")
+        state = {"gpus": self.gpus, "events": self.events}
+        temporary.write_text(json.dumps(state), encoding="utf-8")
         temporary.replace(self.path)  # a sweep reads it whole or not at all
 
     def __enter__(self) -> FakeNvml:

@@ -126,6 +126,7 @@ def create_app(
         extra = {
             "worker_resident_bytes": memory,
             "worker_gpu_bytes": host.gpu_bytes(name),
+            "worker_gpus": host.worker_gpus(name),
             "worker_nodes": host.worker_nodes(name),
         }
         return Response(_with(status.to_json(), extra), media_type="application/json")
@@ -200,7 +201,9 @@ def create_app(
             return denied
         statuses = await _read(host.statuses)
         running = host.live_jobs()
-        page = render_page(statuses, readiness(host, statuses), host.memory_seen(), running)
+        page = render_page(
+            statuses, readiness(host, statuses), host.memory_seen(), running, host.gpus()
+        )
         return HTMLResponse(page)
 
     # Starlette tries routes in order: the ones probes poll come first.

@@ -235,13 +235,36 @@ def _job_row(job: Job) -> str:
     )
 
 
+def _gpu_section(gpus: list[dict[str, Any]]) -> str:
+    """One line per GPU: memory, utilisation, ECC, health, Xids (none: nothing)."""
+    if not gpus:
+        return ""
+    rows = []
+    for gpu in gpus:
+        health = "healthy" if gpu["healthy"] else f"unhealthy: {gpu['reason']}"
+        xids = ", ".join(f"Xid {x} &times;{n}" for x, n in gpu["xids"].items()) or "no Xid"
+        rows.append(
+            f"<tr><td>{gpu['index']}</td><td>{escape(gpu['name'])}</td>"
+            f"<td>{gpu['memory_used_bytes'] / 2**20:.0f} / {gpu['memory_total_bytes'] / 2**20:.0f}"
+            f" MB</td><td>{'-' if gpu['utilization'] is None else str(gpu['utilization']) + '%'}"
+            f"</td><td>{escape(health)}</td><td>{xids}</td></tr>"
+        )
+    return (
+        "<h2>GPUs</h2><table><thead><tr><th>gpu</th><th>name</th><th>memory</th>"
+        f"<th>utilisation</th><th>health</th><th>Xids</th></tr></thead><tbody>{''.join(rows)}"
+        "</tbody></table>"
+    )
+
+
 def render_page(
     statuses: list[PluginStatus],
     not_ready: list[str],
     memory: dict[str, Any] | None = None,
     jobs: list[Job] | None = None,
+    gpus: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The page; ``jobs``: the jobs running now (a progress bar each)."""
+    """The page; ``jobs``: the jobs running now (a progress bar each);
+    ``gpus``: each GPU as the host's GPU watch last read it."""
     memory = memory or {}
     running = [job for job in jobs or [] if job.state == JobState.RUNNING]
     job_rows = "".join(_job_row(job) for job in running) or (
@@ -278,7 +301,7 @@ def render_page(
 <div class="summary" id="summary">{summary}</div>{empty}
 <table><thead><tr>{headings}</tr></thead>
 <tbody id="rows">{rows}</tbody></table>
-<h2>Running jobs</h2>
+{_gpu_section(gpus or [])}<h2>Running jobs</h2>
 <table><thead><tr><th>plugin</th><th>tool</th><th>progress</th><th>started</th><th>job</th>
 </tr></thead><tbody id="jobs">{job_rows}</tbody></table>
 <template id="row-template">{template[template.index(">") + 1 : -len("</tr>")]}</template>

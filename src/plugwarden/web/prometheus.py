@@ -76,6 +76,11 @@ class HostCollector(Collector):
             "Resident memory of an isolated plugin's workers and their children.",
             labels=["plugin"],
         )
+        plugin_gpu = GaugeMetricFamily(
+            "plugwarden_plugin_gpu_memory_bytes",
+            "GPU memory of a plugin's workers (NVML), where it has a GPU budget.",
+            labels=["plugin"],
+        )
         workers = GaugeMetricFamily(
             "plugwarden_plugin_workers",
             "Serving workers by node: 'local' for worker processes here, else the Ray node.",
@@ -104,6 +109,9 @@ class HostCollector(Collector):
                 resident.add_metric([name], rss)
             for node, count in collections.Counter(self.host.worker_nodes(name)).items():
                 workers.add_metric([name, node], count)
+            gpu_bytes = self.host.gpu_bytes(name)
+            if gpu_bytes is not None:
+                plugin_gpu.add_metric([name], gpu_bytes)
         plugins = GaugeMetricFamily(
             "plugwarden_plugins", "Plugins by lifecycle state.", labels=["state"]
         )
@@ -114,9 +122,30 @@ class HostCollector(Collector):
         )
         started.add_metric([], 1.0 if self.host.started else 0.0)
         yield from (state, calls, trips, duration, uptime, in_flight, restarts, healthy, resident)
-        yield workers
+        yield from (workers, plugin_gpu)
         yield from (plugins, started)
+        yield from self._gpus()
         yield from self._jobs()
+
+    def _gpus(self) -> Iterator[Metric]:
+        memory = GaugeMetricFamily(
+            "plugwarden_gpu_memory_bytes", "Each GPU's memory, used and total (NVML).",
+            labels=["gpu", "kind"],
+        )  # fmt: skip
+        healthy = GaugeMetricFamily(
+            "plugwarden_gpu_healthy", "0 once an Xid calls for the GPU's reset.", labels=["gpu"]
+        )
+        xids = CounterMetricFamily(
+            "plugwarden_gpu_xid", "Xid errors NVML reported, by GPU and Xid.", labels=["gpu", "xid"]
+        )
+        for gpu in self.host.gpus():
+            index = str(gpu["index"])
+            memory.add_metric([index, "used"], gpu["memory_used_bytes"])
+            memory.add_metric([index, "total"], gpu["memory_total_bytes"])
+            healthy.add_metric([index], 1.0 if gpu["healthy"] else 0.0)
+            for xid, count in gpu["xids"].items():
+                xids.add_metric([index, xid], count)
+        yield from (memory, healthy, xids)
 
     def _jobs(self) -> Iterator[Metric]:
         figures = self.host.job_figures()

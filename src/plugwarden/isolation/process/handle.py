@@ -87,6 +87,7 @@ class WorkerProcess:
         self.gpu_peak_bytes = 0  # ...and at most
         self.gpu_pids: dict[int, int] = {}  # ...by process (pid -> bytes)
         self.gpu_index: int | None = None  # the one GPU it sees, where it was placed
+        self.gpu_fault: str | None = None  # the Xid that made the host kill it
         self.last_bytes = 0  # the tree's memory when last read (by a call or the zygote)
         self.busy = False  # a call (or load) is exchanging with it: the call reports its fate
         self.lost = False  # its loss was handled (once, by whoever saw it first)

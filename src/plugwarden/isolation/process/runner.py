@@ -20,9 +20,16 @@ from typing import Any, cast
 from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import LoadError
 from plugwarden.isolation import wire
-from plugwarden.isolation.exchange import CRASH_HINT, await_reply, lost_call
+from plugwarden.isolation.exchange import (
+    CRASH_HINT,
+    GUARD_KILLS,
+    await_reply,
+    lost_call,
+    tripped,
+)
 from plugwarden.isolation.fates import Fate, KillCause, KillCauseName
-from plugwarden.isolation.gpu import GpuWatch, sticky_cuda_error
+from plugwarden.isolation.gpu import GpuWatch
+from plugwarden.isolation.nvml import sticky_cuda_error
 from plugwarden.isolation.pool import PooledRunner, WorkerPool
 from plugwarden.isolation.process.frames import ResultMemory
 from plugwarden.isolation.process.handle import WorkerProcess
@@ -34,10 +41,7 @@ from plugwarden.isolation.process.zygote import Zygote
 from plugwarden.isolation.reporting import CallControl
 from plugwarden.isolation.runner import (
     LossHandler,
-    gpu_memory_reason,
     hook_failure,
-    memory_reason,
-    tasks_reason,
 )
 from plugwarden.plugin.discovery import PluginSource
 from plugwarden.plugin.limits import Limits
@@ -136,10 +140,12 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
                 reply.error or "import failed", reply.error_type or ErrorType.IMPORT_FAILED
             )
         if reply["kind"] == "loaded":
-            self.protections = _protections(reply.get("protections"))
-            if limits.gpu_memory_mb > 0:
-                budget = int(limits.gpu_memory_mb * 2**20)
-                self.protections["gpu_memory"] = services.gpu.watch(worker, budget)
+            self.protections = wire.protections(reply.get("protections"))
+            budget = int(limits.gpu_memory_mb * 2**20)
+            if budget or worker.gpu_index is not None:  # its memory, or its GPU's faults
+                enforced = services.gpu.watch(worker, budget)
+                if budget:
+                    self.protections["gpu_memory"] = enforced
         if reply["kind"] != "loaded":
             self._discard(worker)
             reason = reply.get("reason")
@@ -335,19 +341,12 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
     def _died(self, worker: WorkerProcess) -> None:
         """The zygote saw ``worker`` exit. A death during a call (or one we
         ordered) is the call's to report; this one happened between calls."""
-        watched = (None, KillCause.MEMORY, KillCause.TASKS, KillCause.GPU_MEMORY)
-        if worker.busy or worker.killed_by not in watched:
+        if worker.busy or worker.killed_by not in (None, *GUARD_KILLS):
             return
-        if worker.killed_by == KillCause.MEMORY:
-            reason = memory_reason(self.limits.memory_mb, worker.peak_bytes) + " (between calls)"
-            self._lose(worker, reason, "memory", during_call=False)
-        elif worker.killed_by == KillCause.TASKS:
-            reason = tasks_reason(self.limits.max_tasks, worker.peak_tasks) + " (between calls)"
-            self._lose(worker, reason, "tasks", during_call=False)
-        elif worker.killed_by == KillCause.GPU_MEMORY:
-            limit, peak = self.limits.gpu_memory_mb, worker.gpu_peak_bytes
-            reason = gpu_memory_reason(limit, peak) + " (between calls)"
-            self._lose(worker, reason, "gpu_memory", during_call=False)
+        found = tripped(worker, self.limits)
+        if found is not None:
+            error, _, guard = found
+            self._lose(worker, f"{error} (between calls)", guard, during_call=False)
         else:
             reason = f"{worker.death_reason()} while idle. {CRASH_HINT}"
             self._lose(worker, reason, "crash", during_call=False)
@@ -376,6 +375,9 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             return workers[0].last_bytes
         return sum(w.last_bytes for w in workers) if workers else None
 
+    def gpu_indices(self) -> list[int]:
+        return sorted({w.gpu_index for w in list(self._pool.serving) if w.gpu_index is not None})
+
     def gpu_bytes(self) -> int | None:
         """The workers' GPU memory as the GPU guard last read it (None:
         no budget, so not read)."""
@@ -388,13 +390,3 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
 
     def nodes(self) -> list[str]:
         return ["local"] * len(self._pool.serving)
-
-
-def _protections(value: object) -> dict[str, str]:
-    """A worker's report of its protections, as plain short strings (it is
-    the plugin's process that sends it: nothing else is kept)."""
-    if not isinstance(value, dict):
-        return {}
-    return {
-        str(key)[:40]: text[:300] for key, text in list(value.items())[:20] if isinstance(text, str)
-    }

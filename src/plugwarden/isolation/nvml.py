@@ -1,0 +1,223 @@
+"""NVML as plugwarden reads it (README, "GPU memory"): per-process GPU
+memory, each GPU's memory, utilisation and ECC counts, and Xid events;
+from the driver's library (nvidia-ml-py) or, for tests on any machine, a
+JSON file (``PLUGWARDEN_FAKE_NVML``, written by ``plugwarden.testing.FakeNvml``):
+``{"gpus": [{"name", "total", "used", "processes": {PID: BYTES},
+"utilization", "ecc_uncorrected", "retired_pages"}], "events": [{"gpu",
+"xid", "pid"}]}``. Also what a CUDA error or an Xid means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "FAKE_NVML_ENV",
+    "RESET_XIDS",
+    "XIDS",
+    "Device",
+    "GpuReader",
+    "XidEvent",
+    "reader",
+    "sticky_cuda_error",
+    "xid_meaning",
+]
+
+FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
+# NVIDIA's Xid catalogue (https://docs.nvidia.com/deploy/xid-errors/): the
+# ones a plugin host meets, and which call for a GPU reset.
+XIDS = {
+    13: "Graphics Engine Exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
+    45: "Preemptive cleanup, due to previous errors", 48: "Double Bit ECC Error",
+    61: "Internal micro-controller breakpoint/warning", 62: "Internal micro-controller halt",
+    63: "ECC page retirement or row remapping recording event",
+    64: "ECC page retirement or row remapper recording failure", 74: "NVLink Error",
+    79: "GPU has fallen off the bus", 92: "High single-bit ECC error rate",
+    94: "Contained ECC error", 95: "Uncontained ECC error", 119: "GSP RPC timeout",
+    120: "GSP error",
+}  # fmt: skip
+RESET_XIDS = frozenset({48, 62, 64, 74, 79, 95, 119, 120})
+
+
+def xid_meaning(xid: int) -> str:
+    return f"Xid {xid} ({XIDS.get(xid, 'see NVIDIA Xid errors')})"
+
+
+# CUDA errors after which a process's CUDA context is lost for good: every
+# later CUDA call fails too. As CUDA (and torch, "CUDA error: ...") words them.
+STICKY = (
+    "an illegal memory access was encountered",
+    "an illegal instruction was encountered",
+    "misaligned address",
+    "unspecified launch failure",
+    "device-side assert triggered",
+    "the launch timed out and was terminated",
+    "hardware stack error",
+    "invalid program counter",
+    "uncorrectable ECC error encountered",
+)
+
+
+def sticky_cuda_error(error: str | None) -> str | None:
+    """The sticky CUDA error ``error`` names, if it names one."""
+    if not error or ("CUDA" not in error and "cuda" not in error):
+        return None
+    lowered = error.lower()
+    return next((sticky for sticky in STICKY if sticky.lower() in lowered), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One GPU as NVML shows it (memory in bytes; None: not readable)."""
+
+    index: int
+    name: str
+    total: int
+    used: int
+    utilization: int | None = None  # percent of the last sample period
+    ecc_uncorrected: int | None = None  # volatile uncorrected ECC errors
+    retired_pages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    """An Xid error NVML reported on GPU ``gpu`` (``pid``: where known)."""
+
+    gpu: int
+    xid: int
+    pid: int | None = None
+
+
+class GpuReader(Protocol):
+    def processes(self) -> dict[int, int]:
+        """Used GPU memory per process id (as the host sees it), every GPU."""
+
+    def devices(self) -> list[Device]:
+        """Every GPU, with its memory, utilisation and ECC counts."""
+
+    def events(self) -> list[XidEvent]:
+        """The Xid events since the last call."""
+
+
+class _FakeNvml:
+    """NVML as a JSON file says it is (PLUGWARDEN_FAKE_NVML)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = 0  # events already read
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                state = json.load(file)
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def processes(self) -> dict[int, int]:
+        used: dict[int, int] = {}
+        for gpu in self._state().get("gpus", []):
+            for pid, amount in (gpu.get("processes") or {}).items():
+                used[int(pid)] = used.get(int(pid), 0) + int(amount)
+        return used
+
+    def devices(self) -> list[Device]:
+        found = []
+        for index, gpu in enumerate(self._state().get("gpus", [])):
+            used = int(gpu.get("used", 0)) + sum(map(int, (gpu.get("processes") or {}).values()))
+            found.append(Device(
+                index, str(gpu.get("name", "Fake GPU")), int(gpu.get("total", 0)), used,
+                gpu.get("utilization"), gpu.get("ecc_uncorrected"), gpu.get("retired_pages"),
+            ))  # fmt: skip
+        return found
+
+    def events(self) -> list[XidEvent]:
+        events = self._state().get("events", [])
+        new, self._seen = events[self._seen :], len(events)
+        return [XidEvent(int(e["gpu"]), int(e["xid"]), e.get("pid")) for e in new]
+
+
+class _Nvml:
+    """The driver's NVML (nvidia-ml-py), initialised on first use."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        nvml.nvmlInit()
+        self._handles = [
+            nvml.nvmlDeviceGetHandleByIndex(index) for index in range(nvml.nvmlDeviceGetCount())
+        ]
+        self._events: Any = None
+        try:
+            self._events = nvml.nvmlEventSetCreate()
+            for handle in self._handles:
+                nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError,
+                                              self._events)  # fmt: skip
+        except nvml.NVMLError:  # not supported here (some GPUs, some containers)
+            self._events = None
+
+    def processes(self) -> dict[int, int]:
+        nvml, used = self._nvml, dict[int, int]()
+        for handle in self._handles:
+            for query in (
+                nvml.nvmlDeviceGetComputeRunningProcesses,
+                nvml.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                try:
+                    found = query(handle)
+                except nvml.NVMLError:
+                    continue
+                for process in found:
+                    amount = process.usedGpuMemory
+                    if isinstance(amount, int) and amount >= 0:  # None: not readable here
+                        used[process.pid] = used.get(process.pid, 0) + amount
+        return used
+
+    def devices(self) -> list[Device]:
+        nvml, found = self._nvml, []
+        for index, handle in enumerate(self._handles):
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            name = nvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            found.append(Device(
+                index, name, int(memory.total), int(memory.used),
+                self._read(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu),
+                self._read(lambda h=handle: nvml.nvmlDeviceGetTotalEccErrors(
+                    h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)),
+                self._read(lambda h=handle: len(nvml.nvmlDeviceGetRetiredPages(
+                    h, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))),
+            ))  # fmt: skip
+        return found
+
+    def _read(self, query: Any) -> int | None:
+        try:
+            return int(query())
+        except self._nvml.NVMLError:  # not supported by this GPU
+            return None
+
+    def events(self) -> list[XidEvent]:
+        nvml, found = self._nvml, []
+        while self._events is not None:
+            try:
+                data = nvml.nvmlEventSetWait_v2(self._events, 0)
+            except nvml.NVMLError:  # a timeout: none waiting
+                break
+            index = next((i for i, h in enumerate(self._handles) if h == data.device), -1)
+            found.append(XidEvent(index, int(data.eventData)))
+        return found
+
+
+def reader() -> tuple[GpuReader | None, str]:
+    """NVML (or its fake), and a line saying which, or why there is none."""
+    fake = os.environ.get(FAKE_NVML_ENV)
+    if fake:
+        return _FakeNvml(fake), f"fake NVML ({fake})"
+    try:
+        import pynvml
+
+        return _Nvml(pynvml), "NVML"
+    # No driver, no library, no GPU: any of NVML's errors, or an import error.
+    except Exception as exc:  # noqa: BLE001
+        return None, f"NVML is not available here ({type(exc).__name__}: {exc})"
