@@ -182,3 +182,15 @@ class TestOperatorOverrides:
         missing = tmp_path / "weights.pth"
         host = plugwarden_host({"plugins": {"cam": {"models": {"extra": str(missing)}}}})
         assert host.status("cam").reason == f"Model file not found: {missing}"
+
+
+class TestDoctorLines:
+    def test_each_gpu_shows_its_memory_used_of_total_and_uncorrected_ecc_errors(self):
+        from plugwarden.cli.doctor import gpu_lines
+
+        nvml = {"loaded": True, "driver": "580.1", "devices": [
+            {"name": "H100", "memory_mb": 81559, "used_mb": 2048, "ecc_uncorrected": 3},
+            {"name": "H100", "memory_mb": 81559}]}  # fmt: skip
+        driver = dict(gpu_lines(GpuProbe(nvml=nvml, torch={"skipped": True})))["driver"]
+        assert "H100 (2048 of 81559 MB used, 3 uncorrected ECC errors)" in driver
+        assert "H100 (81559 MB)" in driver

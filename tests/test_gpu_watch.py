@@ -295,3 +295,46 @@ class TestSettings:
         assert resolve("p", asked, HostConfig.from_dict({})).limits.gpu_memory_mb == 8192
         capped = HostConfig.from_dict({"defaults": {"gpu_memory_mb": 4096}})
         assert resolve("p", asked, capped).limits.gpu_memory_mb == 4096
+
+
+# A plugin that takes GPU memory with torch: ``hog`` allocates args["mb"]
+# MiB and holds it while the call waits.
+TORCH_HOG = plugin_source(
+    """
+import time
+import torch
+if tool == "hog":
+    block = torch.empty(args["mb"] * 2**20, dtype=torch.uint8, device="cuda")
+    block.fill_(1)
+    torch.cuda.synchronize()
+    time.sleep(args.get("hold_s", 10))
+    return int(block.numel())
+return torch.cuda.get_device_name(0)
+"""
+)
+
+
+@pytest.mark.gpu
+def test_on_a_real_gpu_a_plugin_past_its_budget_is_killed_and_its_memory_comes_back(
+    plugwarden_plugin, plugwarden_host
+):
+    """Real NVML, a real CUDA allocation: past gpu_memory_mb the worker is
+    killed, and its replacement starts once NVML shows the memory released."""
+    plugwarden_plugin("hog", TORCH_HOG, manifest={"requires_gpu": True})
+    host = plugwarden_host(
+        {"plugins": {"hog": {"gpu_memory_mb": 1024, "memory_mb": 16384, "timeout_s": 120,
+                             "load_timeout_s": 120, "restart_backoff_s": 0.05}}}
+    )  # fmt: skip
+    assert host.status("hog").info.protections["gpu_memory"] == "enforced (NVML)"
+    within = host.call("hog", "hog", {"mb": 256, "hold_s": 2})
+    assert within.ok, within.error
+    (pid,) = host.worker_pids("hog")
+    result = host.call("hog", "hog", {"mb": 2048, "hold_s": 60})
+    assert result.error_type == ErrorType.GPU_MEMORY_LIMIT, result.error
+    wait_for(lambda: host.worker_pids("hog") not in ([], [pid]), 120)
+    wait_for(lambda: _noted_of(host, "hog", "of GPU memory came back"), 120)
+    print(f"GPU guard on {host.call('hog', 'name', {}).result}: {result.error}")
+
+
+def _noted_of(host, name: str, text: str) -> bool:
+    return any(text in transition.reason for transition in host.status(name).history)

@@ -44,7 +44,7 @@ def gpu_lines(probe: GpuProbe) -> list[tuple[str, str]]:
         else "none found (PCI bus and /dev/nvidia* scanned)"
     )
     if nvml.get("loaded"):
-        devices = ", ".join(f"{d['name']} ({d['memory_mb']} MB)" for d in nvml.get("devices", []))
+        devices = ", ".join(_device(d) for d in nvml.get("devices", []))
         driver = f"{nvml.get('driver')} via {nvml.get('source', 'NVML')}: {devices or 'no devices'}"
     else:
         driver = f"not usable: {nvml.get('error', 'unknown')}"
@@ -61,6 +61,20 @@ def gpu_lines(probe: GpuProbe) -> list[tuple[str, str]]:
         if torch.get("cuda_error"):
             torch_line += f" ({torch['cuda_error']})"
     return [("hardware", hardware), ("driver", driver), ("torch", torch_line)]
+
+
+def _device(device: dict[str, Any]) -> str:
+    """One GPU as the probe saw it: its name, memory used of total, ECC."""
+    memory = device.get("memory_mb")
+    used = device.get("used_mb")
+    shown = f"{used} of {memory} MB used" if used is not None else f"{memory} MB"
+    errors = device.get("ecc_uncorrected")
+    ecc = f", {errors} uncorrected ECC errors" if errors else ""
+    return (
+        f"{device.get('name', '?')} ({shown}{ecc})"
+        if memory is not None
+        else device.get("name", "?")
+    )
 
 
 def containment_level() -> str:

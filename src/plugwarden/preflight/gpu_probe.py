@@ -53,12 +53,18 @@ def nvml() -> dict[str, Any]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            devices.append(
-                {
-                    "name": name.decode() if isinstance(name, bytes) else name,
-                    "memory_mb": int(memory.total) // 2**20,
-                }
-            )
+            device = {
+                "name": name.decode() if isinstance(name, bytes) else name,
+                "memory_mb": int(memory.total) // 2**20,
+                "used_mb": int(memory.used) // 2**20,
+            }
+            with contextlib.suppress(pynvml.NVMLError):  # not every GPU counts them
+                device["ecc_uncorrected"] = int(
+                    pynvml.nvmlDeviceGetTotalEccErrors(
+                        handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
+                    )
+                )
+            devices.append(device)
         driver = pynvml.nvmlSystemGetDriverVersion()
         return {
             "loaded": True,
