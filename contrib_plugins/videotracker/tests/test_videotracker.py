@@ -390,6 +390,8 @@ def _first_frame_png() -> str:
 
 
 TestVideoTrackerConforms.tool_examples["detect"] = {"image": _first_frame_png()}
+TestVideoTrackerConforms.tool_examples["track_frames"] = {
+    "stream": "conformance", "frame": _first_frame_png(), "end": True}  # fmt: skip
 
 
 @pytest.mark.gpu
