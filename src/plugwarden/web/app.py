@@ -7,7 +7,7 @@ own. Plugin calls run in a thread pool, off the event loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +39,7 @@ from plugwarden.web.installroutes import INSTALL_ROUTES
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
 from plugwarden.web.page import render_page
-from plugwarden.web.payloads import mixed_answer, run_body, wants_parts
+from plugwarden.web.payloads import mixed_answer, pieces, run_body, wants_parts
 from plugwarden.web.requests import authorise, body_problem
 
 if TYPE_CHECKING:  # the app is handed a Host; it never makes one
@@ -53,7 +53,6 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 # Each plugin's own bound on concurrent HTTP runs (and, apart, on restarts):
 # a slow plugin flooded with callers holds its own threads, never another's.
 PLUGIN_CALLS = 8
-PIECE_BYTES = 1 << 20  # a large answer is written this much at a time
 
 
 class PluginLimiters:
@@ -263,15 +262,7 @@ def _answer(result: CallResult, parts: list[bytes | memoryview] | None) -> Respo
     if len(parts) == 1:
         return Response(parts[0], status, headers, media_type="application/json")
     headers["Content-Length"] = str(sum(len(part) for part in parts))
-    return StreamingResponse(_pieces(parts), status, headers, media_type="application/json")
-
-
-async def _pieces(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
-    """``parts`` as bytes, a slice of a large one at a time (the answer is
-    never copied whole; the client's pace holds the rest back)."""
-    for part in parts:
-        for start in range(0, len(part), PIECE_BYTES):
-            yield bytes(part[start : start + PIECE_BYTES])
+    return StreamingResponse(pieces(parts), status, headers, media_type="application/json")
 
 
 class _Scraper:

@@ -41,14 +41,14 @@ from plugwarden.result import CallResult
 from plugwarden.web.errors import error
 from plugwarden.web.requests import decode_json, json_body, read_body
 
-__all__ = ["MIXED", "mixed_answer", "run_body", "wants_parts"]
+__all__ = ["MIXED", "PIECE_BYTES", "mixed_answer", "pieces", "run_body", "wants_parts"]
 
 MULTIPART = "multipart/form-data"
 OCTETS = "application/octet-stream"
 MIXED = "multipart/mixed"
 MAX_PARTS = 64
 MAX_PART_HEAD = 8192  # a part's headers
-PIECE_BYTES = 1 << 20
+PIECE_BYTES = 1 << 20  # a large answer is written this much at a time
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
@@ -190,19 +190,19 @@ def mixed_answer(result: CallResult, status: int, headers: dict[str, str]) -> Re
 
     record = result.to_dict()
     record["args"] = json.loads(summary_json(result.args))
-    pieces: list[bytes | memoryview]
+    record_json: list[bytes | memoryview]
     if result.undecoded:  # a large plain result: passed on as the worker sent it
         del record["result"]
         head = json.JSONEncoder(separators=(",", ":"), default=refer).encode(record)
-        pieces = [f'{head[:-1]},"result":'.encode(), result.encoded, b"}"]  # type: ignore[list-item]
+        record_json = [f'{head[:-1]},"result":'.encode(), result.encoded, b"}"]  # type: ignore[list-item]
     else:
         options = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
-        pieces = [json.JSONEncoder(default=refer, **options).encode(record).encode()]  # type: ignore[arg-type]
+        record_json = [json.JSONEncoder(default=refer, **options).encode(record).encode()]  # type: ignore[arg-type]
     boundary = os.urandom(16).hex()
     body: list[bytes | memoryview] = [
         f"--{boundary}\r\nContent-Type: application/json\r\n"
         'Content-Disposition: inline; name="record"\r\n\r\n'.encode(),
-        *pieces,
+        *record_json,
     ]
     for number, view in enumerate(found):
         body.append(
@@ -213,10 +213,12 @@ def mixed_answer(result: CallResult, status: int, headers: dict[str, str]) -> Re
     body.append(f"\r\n--{boundary}--\r\n".encode())
     headers = {**headers, "Content-Length": str(sum(len(piece) for piece in body))}
     media = f"{MIXED}; boundary={boundary}"
-    return StreamingResponse(_pieces(body), status, headers, media_type=media)
+    return StreamingResponse(pieces(body), status, headers, media_type=media)
 
 
-async def _pieces(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
+async def pieces(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
+    """``parts`` as bytes, a slice of a large one at a time (an answer is
+    never copied whole; the client's pace holds the rest back)."""
     for part in parts:
         for start in range(0, len(part), PIECE_BYTES):
             yield bytes(part[start : start + PIECE_BYTES])
