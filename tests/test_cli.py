@@ -340,6 +340,20 @@ class TestJobs:
         unknown = cli("cancel", "f" * 32, "--token", TOKEN, url=served.url)
         assert unknown.returncode == 2 and "Unknown job" in unknown.stderr
 
+    def test_cancel_takes_the_start_of_an_id_naming_one_job(self, cli, served):
+        """As a terminal shows ids cut: a prefix of one job's id is enough;
+        one of several jobs' ids is refused naming them."""
+        jobs = [served.host.submit("steps", "count", {"n": 100000, "dt": 0.01}) for _ in range(2)]
+        first = jobs[0].id
+        unique = next(first[:n] for n in range(1, 33) if not jobs[1].id.startswith(first[:n]))
+        done = cli("cancel", unique, "--token", TOKEN, url=served.url)
+        assert done.returncode == 0 and first in done.stdout, done.stderr
+        wait_for(lambda: served.host.job(first).state == "cancelled", 10, "the cancel")
+        several = cli("cancel", "", "--token", TOKEN, url=served.url)  # the start of every id
+        assert several.returncode == 2 and "is the start of 2 jobs" in several.stderr
+        served.host.cancel(jobs[1].id)
+        assert cli("cancel", "zz", "--token", TOKEN, url=served.url).returncode == 2
+
     # plugwarden as started at a terminal, where Ctrl-C interrupts: a test
     # run that was itself started in the background inherits SIGINT ignored
     # (a shell's asynchronous commands do), and so would the command.

@@ -25,6 +25,7 @@ from plugwarden.cli.recordview import print_record
 from plugwarden.cli.remote import LocalHost, RemoteHost, server_url
 from plugwarden.config import HostConfig
 from plugwarden.console import EXIT_NOT_WELL, EXIT_OK, STATE_STYLES, all_well, well
+from plugwarden.exceptions import UnknownJob
 from plugwarden.jobs.job import JobState
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def _cmd_jobs(args: argparse.Namespace, config: HostConfig, console: Console) ->
 
 def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
     with _plugins(args, config) as plugins:
-        job = plugins.cancel(args.id)
+        job = plugins.cancel(_job_id(plugins, args.id))
     if args.json:
         _emit_json(job)
     else:
@@ -212,6 +213,24 @@ def _cmd_cancel(args: argparse.Namespace, config: HostConfig, console: Console) 
             highlight=False,
         )
     return EXIT_OK
+
+
+JOB_ID_LENGTH = 32  # a job's id: a uuid's hex
+
+
+def _job_id(plugins: Any, given: str) -> str:
+    """The job ``given`` names: its whole id, or a prefix of exactly one
+    job's (the newest 1000 are looked at), as a terminal shows ids cut."""
+    if len(given) >= JOB_ID_LENGTH:
+        return given
+    matches = [job["id"] for job in plugins.jobs(None, None, 1000) if job["id"].startswith(given)]
+    if len(matches) > 1:
+        shown = ", ".join(match[: len(given) + 4] for match in matches[:5])
+        raise ValueError(f"Job id {given!r} is the start of {len(matches)} jobs' ({shown}...): "
+                         "give more of it.")  # fmt: skip
+    if not matches:
+        raise UnknownJob(given)
+    return str(matches[0])
 
 
 def _cmd_change(args: argparse.Namespace, config: HostConfig, console: Console) -> int:
