@@ -151,8 +151,8 @@ def round_trip(name: str, calls: int = 2000, rounds: int = 9) -> list[Figure]:
             "us",
             "<= 1.0x" if name == "idle" else "<= 1.5x",
             (lambda r: r <= 1.0) if name == "idle" else (lambda r: r <= 1.5),
-            f"caller CPU {o_cpu * 1e6:.1f} vs {b_cpu * 1e6:.1f} us; vs a polling echo "
-            f"{statistics.median(polled_ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})",
+            f"range {min(ratios):.2f}-{max(ratios):.2f}; caller CPU {o_cpu * 1e6:.1f} vs "
+            f"{b_cpu * 1e6:.1f} us; vs a polling echo {statistics.median(polled_ratios):.2f}x",
             statistics.median(ratios),
         )
     ]
