@@ -94,8 +94,8 @@ class TestFaultsInTheWorker:
             wait_for(lambda pid=pid: gone(pid), 10, f"stray {pid} to be gone")
 
     def test_every_call_and_once(self, plugwarden_faults, plugwarden_plugin, plugwarden_host):
-        plugwarden_faults.inject("victim", "raise", call=0, message="always")
-        plugwarden_faults.inject("victim", "raise", hook="health", once=True, message="once")
+        plugwarden_faults.inject("victim", "raise", call=0, every=True, message="always")
+        plugwarden_faults.inject("victim", "raise", hook="health", message="once")
         plugwarden_plugin("victim", ECHO + "\n@hookimpl\ndef health():\n    return {}\n")
         host = plugwarden_host({"plugins": {"victim": {"workers": 2}}})
         errors = [host.call("victim", "t", {}).error for _ in range(3)]
@@ -108,14 +108,24 @@ class TestFaultsInTheWorker:
     ):
         """Fault injection drives the restart policy: each restarted worker
         crashes again until the crash loop stops the restarts."""
-        plugwarden_faults.inject("victim", "crash", hook="init")
+        plugwarden_faults.inject("victim", "crash", hook="init", every=True)
         plugwarden_plugin("victim", ECHO + "\n@hookimpl\ndef init(config):\n    pass\n")
         host = plugwarden_host({"defaults": {**FAST, "max_restarts": 2}})
         wait_for(lambda: "Crash loop" in host.status("victim").reason, 30, "the crash loop")
         assert_state(host, "victim", State.FAILED, "SIGSEGV")
 
+    def test_a_crash_by_default_crashes_once_and_its_replacement_serves(
+        self, plugwarden_faults, host
+    ):
+        """The default is what a test author expects: the faulted call fails,
+        the replacement worker is not faulted again."""
+        plugwarden_faults.inject("victim", "crash")
+        assert host.call("victim", "t", {}).error_type == ErrorType.WORKER_DIED
+        wait_for(lambda: host.call("victim", "t", {}).ok, 30, "the replacement")
+        assert [host.call("victim", "t", {}).ok for _ in range(3)] == [True] * 3
+
     def test_injected_for_a_block_only(self, plugwarden_faults, host):
-        with plugwarden_faults.injected("victim", "raise", call=0, message="inside"):
+        with plugwarden_faults.injected("victim", "raise", call=0, every=True, message="inside"):
             assert host.call("victim", "t", {}).error == "RuntimeError: inside"
         assert host.call("victim", "t", {}).ok
 

@@ -51,11 +51,15 @@ class FaultPlan:
         *,
         hook: str = "run",
         call: int = 1,
-        once: bool = False,
+        every: bool = False,
+        once: bool | None = None,
         **params: Any,
     ) -> None:
-        """From now on, ``plugin``'s ``call``-th call of ``hook`` in each
-        worker (0: every call; ``once``: in one worker only) does ``kind``:
+        """From now on, ``plugin``'s ``call``-th call of ``hook`` (0: every
+        call) does ``kind``, in the first worker to make that call only: a
+        replacement worker is not faulted again. ``every=True``: in every
+        worker, replacements included (a crash loop). (``once``, older: the
+        same as ``not every``.)
 
         - ``crash`` (SIGSEGV), ``exit`` (``code``, default 3), ``signal``
           (``signal``, default SIGKILL): the worker dies;
@@ -69,6 +73,7 @@ class FaultPlan:
             raise ValueError(f"Unknown fault {kind!r}; one of {', '.join(KINDS)}")
         if isinstance(call, bool) or not isinstance(call, int) or call < 0:
             raise ValueError(f"call must be a whole number >= 0 (0: every call), got {call!r}")
+        once = not every if once is None else once
         fault = {"plugin": plugin, "kind": kind, "hook": hook, "call": call, "once": once}
         self._faults.append(fault | params)
         self._write()
