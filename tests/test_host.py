@@ -273,3 +273,18 @@ def test_a_failing_exit_listener_does_not_end_the_zygote_reports(caplog):
         zygote.close()
         for fd in ours:
             os.close(fd)
+
+
+class TestManifestNotes:
+    def test_a_plugin_without_a_manifest_says_so_in_its_history(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        """It runs (any tool is accepted), with a word on what it gives up."""
+        plugwarden_plugin("bare", ECHO)
+        plugwarden_plugin("declared", ECHO, manifest={"tools": {"t": "echo"}})
+        host = plugwarden_host()
+        bare = [t.reason for t in host.status("bare").history]
+        assert any(r.startswith("No manifest (manifest.toml in its package)") for r in bare)
+        assert host.status("bare").available and host.call("bare", "anything", {}).ok
+        declared = [t.reason for t in host.status("declared").history]
+        assert not any(r.startswith("No manifest") for r in declared)
