@@ -289,6 +289,16 @@ class TestJobs:
         plugwarden_plugin("steps", plugin_source(STEPS))
         return plugwarden_server({"server": {"token": TOKEN}})
 
+    def test_run_job_without_a_terminal_prints_plain_progress_lines(self, cli, served):
+        """For a log or a pipe: a line when progress changes (at most one a
+        second), the last always, instead of a bar nobody sees."""
+        args = '{"n": 20, "dt": 0.05}'
+        done = cli("run", "steps", "count", "--args", args, "--job", "--token", TOKEN,
+                   url=served.url)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = [line for line in done.stdout.splitlines() if line.startswith("steps count:")]
+        assert len(lines) >= 2 and "20/20" in lines[-1], done.stdout
+
     def test_run_job_follows_it_to_its_result(self, cli, served):
         args = '{"n": 10, "dt": 0.05}'
         done = cli(

@@ -6,6 +6,7 @@ rich draws the bar and the table."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from plugwarden.console import JOB_STATE_STYLES
+from plugwarden.jobs.job import JobState
 
 __all__ = ["follow_job", "jobs_table", "offer_cancel", "print_job"]
 
@@ -28,8 +30,11 @@ class JobClient(Protocol):
 
 
 def follow_job(client: JobClient, job: dict[str, Any], console: Console) -> dict[str, Any]:
-    """Show ``job``'s progress until it ends; the finished job."""
+    """Show ``job``'s progress until it ends (a bar at a terminal, else a
+    plain line at most every PLAIN_EVERY_S); the finished job."""
     job_id = job["id"]
+    if not console.is_terminal:
+        return _follow_plainly(client, job, console)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -43,19 +48,40 @@ def follow_job(client: JobClient, job: dict[str, Any], console: Console) -> dict
         task = bar.add_task(f"{job['plugin']} {job['tool']}", total=None, done="", message="")
         for job in client.follow(job_id):
             progress = job.get("progress") or {}
-            total = progress.get("total")
-            done = progress.get("done")
-            text = "" if done is None else f"{done:g}"
-            text += "" if total is None or done is None else f"/{total:g}"
             bar.update(
                 task,
-                total=total,
-                completed=done or 0,
-                done=text,
+                total=progress.get("total"),
+                completed=progress.get("done") or 0,
+                done=_progress_text(progress),
                 message=escape(str(progress.get("message") or job["state"])),
             )
             bar.refresh()
     return job
+
+
+PLAIN_EVERY_S = 1.0
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    total, done = progress.get("total"), progress.get("done")
+    text = "" if done is None else f"{done:g}"
+    return text + ("" if total is None or done is None else f"/{total:g}")
+
+
+def _follow_plainly(client: JobClient, job: dict[str, Any], console: Console) -> dict[str, Any]:
+    """Progress as lines, for a log or a pipe: one when it changes, at most
+    one every PLAIN_EVERY_S (the last before the end is always shown)."""
+    shown, last, current = "", 0.0, job
+    for current in client.follow(job["id"]):
+        progress = current.get("progress") or {}
+        said = progress.get("message") or current["state"]
+        line = f"{job['plugin']} {job['tool']}: {_progress_text(progress)} {said}"
+        now = time.monotonic()
+        ended = current["state"] not in JobState.LIVE
+        if line != shown and (now - last >= PLAIN_EVERY_S or ended):
+            console.print(escape(line.strip()), highlight=False, soft_wrap=True)
+            shown, last = line, now
+    return current
 
 
 def offer_cancel(client: JobClient, job_id: str, console: Console) -> int:
