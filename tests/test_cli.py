@@ -299,6 +299,16 @@ class TestJobs:
         lines = [line for line in done.stdout.splitlines() if line.startswith("steps count:")]
         assert len(lines) >= 2 and "20/20" in lines[-1], done.stdout
 
+    def test_jobs_watch_follows_a_job_again_to_its_end(self, cli, served):
+        """After a Ctrl-C left it running: 'jobs watch ID' (or its start)."""
+        job = served.host.submit("steps", "count", {"n": 20, "dt": 0.05})
+        done = cli("jobs", "watch", job.id[:12], "--token", TOKEN, url=served.url)
+        assert done.returncode == 0, done.stderr
+        assert f"job {job.id} is" in done.stdout and "succeeded" in done.stdout
+        assert '"done": 20' in done.stdout
+        wrong = cli("jobs", "look", job.id, "--token", TOKEN, url=served.url)
+        assert wrong.returncode == 2 and "jobs takes 'watch ID'" in wrong.stderr
+
     def test_run_job_follows_it_to_its_result(self, cli, served):
         args = '{"n": 10, "dt": 0.05}'
         done = cli(
@@ -402,7 +412,7 @@ class TestJobs:
             follower.stdout.close()  # a hung follower must not leak its pipes into other tests
             follower.stderr.close()
         assert follower.returncode == 130, (out, err)
-        assert f"plugwarden cancel {job_id}" in out
+        assert f"plugwarden cancel {job_id}" in out and f"plugwarden jobs watch {job_id}" in out
         assert served.host.job(job_id).state == "running"
         served.host.cancel(job_id)
 

@@ -176,12 +176,16 @@ def _described(value: Any) -> Any:
 
 
 def _to_its_end(
-    plugins: RemoteHost | LocalHost, job: dict[str, Any], args: argparse.Namespace, console: Console
+    plugins: RemoteHost | LocalHost,
+    job: dict[str, Any],
+    args: argparse.Namespace,
+    console: Console,
+    said: str = "submitted",
 ) -> int:
     """Follow ``job`` with a progress bar, then print how it ended."""
     try:
         if not args.json:
-            console.print(f"job {job['id']} submitted", highlight=False)
+            console.print(f"job {job['id']} {said}", highlight=False)
         ended = follow_job(plugins, job, Console(stderr=True) if args.json else console)
     except KeyboardInterrupt:
         return offer_cancel(plugins, job["id"], console)
@@ -196,6 +200,11 @@ def _cmd_jobs(args: argparse.Namespace, config: HostConfig, console: Console) ->
     if not 1 <= args.limit <= 1000:
         raise ValueError("--limit must be from 1 to 1000")
     with _plugins(args, config) as plugins:
+        if args.watch is not None:  # jobs watch ID: follow it again, to its end
+            if args.watch != "watch" or not args.id:
+                raise ValueError("jobs takes 'watch ID' (a job's id or its start), or nothing")
+            job = plugins.job(_job_id(plugins, args.id))
+            return _to_its_end(plugins, job, args, console, f"is {job['state']}")
         jobs = plugins.jobs(args.plugin, args.state, args.limit)
     _print_rows(jobs, args.json, console, jobs_table, "No jobs.")
     return EXIT_OK

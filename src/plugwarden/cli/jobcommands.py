@@ -92,7 +92,7 @@ def offer_cancel(client: JobClient, job_id: str, console: Console) -> int:
         console.print(f"Cancel requested; job {job_id} is {cancelled['state']}.")
         return EXIT_INTERRUPTED
     console.print(
-        f"Job {job_id} goes on. Follow it with 'plugwarden jobs', cancel it with "
+        f"Job {job_id} goes on. Follow it with 'plugwarden jobs watch {job_id}', cancel it with "
         f"'plugwarden cancel {job_id}'.",
         soft_wrap=True,
     )

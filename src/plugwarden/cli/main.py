@@ -95,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     restart = command("restart", "Restart a plugin of the running server: its pipeline again.")
     restart.add_argument("name")
-    jobs = command("jobs", "List the jobs of the running server, newest first.")
+    jobs = command(
+        "jobs", "List the jobs of the running server, newest first; 'jobs watch ID' follows one."
+    )
+    jobs.add_argument("watch", nargs="?", metavar="watch", help="follow job ID to its end")
+    jobs.add_argument("id", nargs="?", metavar="ID", help="the job's id, or its start")
     jobs.add_argument("--plugin", help="only this plugin's jobs")
     jobs.add_argument("--state", choices=JobState.ALL, help="only jobs in this state")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
