@@ -161,7 +161,7 @@ def test_host_works_with_no_config_and_no_plugins(tmp_path, monkeypatch):
 
 def test_second_start_is_a_no_op(plugwarden_plugin, plugwarden_host):
     """start() twice loads nothing twice and changes no state."""
-    plugwarden_plugin("p", ECHO)
+    plugwarden_plugin("p", ECHO, manifest={"description": "an echo"})
     host = plugwarden_host()
     pids = host.worker_pids("p")
     host.start()

@@ -64,20 +64,11 @@ class PluginSettings:
     notes: tuple[str, ...] = ()  # warnings for the plugin's history
 
 
-NO_MANIFEST = (
-    "No manifest (manifest.toml in its package): it declares no tools (any tool name is "
-    "accepted), packages, model files or guards, so nothing of it is checked before a call. "
-    "Add one: plugwarden check NAME says what is missing."
-)
-
-
 def resolve(name: str, manifest: Manifest, config: HostConfig) -> PluginSettings:
     """``name``'s settings: ``config``'s defaults, then ``manifest``, then
     the operator's table for it."""
     table = config.plugin(name)
     notes = [] if manifest.unknown_reason is None else [manifest.unknown_reason]
-    if manifest.path is None:
-        notes.append(NO_MANIFEST)
     asked = manifest.guards.isolation
     if asked in OPERATOR_ISOLATIONS and table.guards.isolation is None:
         where = "in the host process" if asked == "inline" else "on a Ray cluster"

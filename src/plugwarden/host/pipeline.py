@@ -46,6 +46,13 @@ PREFLIGHT: list[Check] = [*LOCAL_PREFLIGHT, check_gpu]
 RunnerMaker = Callable[[PluginSource, PluginRecord, int], Runner]
 
 
+NO_MANIFEST = (
+    "No manifest (manifest.toml in its package): it declares no tools (any tool name is "
+    "accepted), packages, model files or guards, so nothing of it is checked before a call. "
+    "Add one: plugwarden check NAME says what is missing."
+)
+
+
 class Pipeline:
     """One run of manifest -> checks -> load -> init/validate, as generation
     ``slot.generation`` of plugin ``name``."""
@@ -110,6 +117,8 @@ class Pipeline:
             )
             return
         settings = slot.use(resolve(name, manifest, config))
+        if manifest.path is None:  # none in its package: it runs, undeclared
+            self.notes.append(NO_MANIFEST)
         self.notes.extend(settings.notes)
         context = PreflightContext(
             self.source,
