@@ -21,8 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -52,6 +54,33 @@ def _raw_loop(connection: Connection, video: str, device: str) -> None:
         connection.send((time.perf_counter() - started) / FRAMES)
 
 
+def against_raw(
+    ours: Callable[[], float], loop: Callable[..., None], args: tuple[Any, ...], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per frame of ``ours`` and of ``loop(connection, *args)`` (the
+    raw loop, in a child process started under the same condition as the
+    plugin's worker), after one warm-up each, in alternating rounds."""
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    raw = multiprocessing.get_context("spawn").Process(target=loop, args=(child, *args))
+    raw.start()
+
+    def baseline() -> float:
+        parent.send(True)
+        return float(parent.recv())
+
+    try:
+        ours()
+        baseline()
+        mine, base = [], []
+        for _ in range(rounds):
+            base.append(baseline())
+            mine.append(ours())
+    finally:
+        parent.send(False)
+        raw.join()
+    return mine, base
+
+
 def fps(name: str, device: str, video: str, rounds: int = 5) -> Figure:
     # What its manifest asks for, granted as an operator does (the defaults are a ceiling).
     grants = {"memory_mb": 6144, "timeout_s": 600, "load_timeout_s": 300}
@@ -67,27 +96,8 @@ def fps(name: str, device: str, video: str, rounds: int = 5) -> Figure:
             assert result.ok, result.error
             return (time.perf_counter() - started) / FRAMES
 
-        parent, child = multiprocessing.get_context("spawn").Pipe()
-        raw = multiprocessing.get_context("spawn").Process(
-            target=_raw_loop, args=(child, video, device)
-        )
-        raw.start()
-
-        def baseline() -> float:
-            parent.send(True)
-            return float(parent.recv())
-
-        ours()
-        baseline()
-        mine, base, ratios = [], [], []
-        for _ in range(rounds):
-            b = baseline()
-            o = ours()
-            mine.append(o)
-            base.append(b)
-            ratios.append(o / b)
-        parent.send(False)
-        raw.join()
+        mine, base = against_raw(ours, _raw_loop, (video, device), rounds)
+    ratios = [o / b for o, b in zip(mine, base, strict=True)]
     return Figure(
         f"track fps on {device}, {name} (plugwarden vs raw loop)",
         1 / statistics.median(mine),
@@ -153,11 +163,6 @@ def detect_over_http(name: str, device: str, video: str, rounds: int = 5) -> Fig
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("plugwarden serve did not get ready")
             time.sleep(0.2)
-        parent, child = multiprocessing.get_context("spawn").Pipe()
-        raw = multiprocessing.get_context("spawn").Process(
-            target=_raw_detect, args=(child, video, device)
-        )
-        raw.start()
 
         def ours() -> float:
             started = time.perf_counter()
@@ -171,26 +176,13 @@ def detect_over_http(name: str, device: str, video: str, rounds: int = 5) -> Fig
                 assert answer.status_code == 200 and answer.json()["ok"], answer.text
             return (time.perf_counter() - started) / len(frames)
 
-        def baseline() -> float:
-            parent.send(True)
-            return float(parent.recv())
-
         try:
-            ours()
-            baseline()
-            mine, base, ratios = [], [], []
-            for _ in range(rounds):
-                b = baseline()
-                o = ours()
-                mine.append(o)
-                base.append(b)
-                ratios.append(b / o)
+            mine, base = against_raw(ours, _raw_detect, (video, device), rounds)
         finally:
-            parent.send(False)
-            raw.join()
             client.close()
             server.terminate()
             server.wait(60)
+    ratios = [b / o for o, b in zip(mine, base, strict=True)]
     return Figure(
         f"detect fps over HTTP multipart on {device}, {name} (vs raw detect loop)",
         1 / statistics.median(mine),
