@@ -30,7 +30,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -50,11 +50,6 @@ MAX_PARTS = 64
 MAX_PART_HEAD = 8192  # a part's headers
 PIECE_BYTES = 1 << 20  # a large answer is written this much at a time
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
-
-
-class Part(NamedTuple):
-    data: memoryview
-    content_type: str
 
 
 def _media(header: str) -> tuple[str, dict[str, str]]:
@@ -89,15 +84,14 @@ async def run_body(request: Request, max_body: int, max_blob: int, timeout_s: fl
         request_part = parts.pop("request", None)
         if request_part is None:
             raise ValueError("no 'request' part: send the JSON body as a part named 'request'")
-        if len(request_part.data) > max_body:
+        if len(request_part) > max_body:
             return error(f"The 'request' part is over {max_body} bytes (max_body_bytes).",
                          ErrorType.PAYLOAD_TOO_LARGE)  # fmt: skip
-        body = decode_json(request_part.data, "The 'request' part")
+        body = decode_json(request_part, "The 'request' part")
         if isinstance(body, Response) or not isinstance(body, dict):
             return body
         used: set[str] = set()
-        views = {name: part.data for name, part in parts.items()}
-        body["args"] = with_parts(body.get("args"), views, used)
+        body["args"] = with_parts(body.get("args"), parts, used)
         unused = sorted(set(parts) - used)
         if unused:
             raise ValueError(f"part {unused[0]!r} is not referred to by any argument "
@@ -124,7 +118,8 @@ def _octets(request: Request, raw: memoryview) -> dict[str, Any]:
     return {"tool": tool, "args": args}
 
 
-def _multipart(body: memoryview, boundary: str) -> dict[str, Part]:
+def _multipart(body: memoryview, boundary: str) -> dict[str, memoryview]:
+    """Each part's bytes by its name, as views of ``body``."""
     if not 0 < len(boundary) <= 70:
         raise ValueError("the Content-Type has no multipart boundary")
     data = body.obj if isinstance(body.obj, bytes) else bytes(body)
@@ -133,7 +128,7 @@ def _multipart(body: memoryview, boundary: str) -> dict[str, Part]:
     if position < 0:
         raise ValueError("the body holds no part (no boundary line)")
     position += len(delimiter)
-    parts: dict[str, Part] = {}
+    parts: dict[str, memoryview] = {}
     while not data.startswith(b"--", position):
         if not data.startswith(b"\r\n", position):
             raise ValueError("a boundary line is not followed by CRLF")
@@ -150,8 +145,7 @@ def _multipart(body: memoryview, boundary: str) -> dict[str, Part]:
             raise ValueError("each part needs Content-Disposition: form-data; name=...")
         if name in parts or len(parts) >= MAX_PARTS:
             raise ValueError(f"part {name!r} twice, or over {MAX_PARTS} parts")
-        kind = headers.get("content-type", OCTETS)
-        parts[name] = Part(body[head_end + 4 : end], kind)
+        parts[name] = body[head_end + 4 : end]
         position = end + 2 + len(delimiter)
     return parts
 
