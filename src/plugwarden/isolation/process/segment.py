@@ -63,12 +63,23 @@ def _aligned(offset: int) -> int:
     return -(-offset // ALIGN) * ALIGN
 
 
-def _fits(sizes: list[int], start: int) -> int:
-    """Where values of ``sizes``, each aligned, end when written from ``start``."""
-    end = start
+def _layout(sizes: list[int], start: int) -> tuple[list[int], int]:
+    """Where values of ``sizes`` go, one after another from ``start``, each
+    at an aligned offset; and where the last ends."""
+    offsets, end = [], start
     for size in sizes:
-        end = _aligned(end) + size
-    return end
+        end = _aligned(end)
+        offsets.append(end)
+        end += size
+    return offsets, end
+
+
+def _refs(blobs: list[tuple[Any, ...]], offsets: list[int]) -> list[list[Any]]:
+    """A reply's references to ``blobs`` (path, view, kind, dtype, shape) at ``offsets``."""
+    return [
+        [path, offset, view.nbytes, kind, dtype, list(shape)]
+        for (path, view, kind, dtype, shape), offset in zip(blobs, offsets, strict=True)
+    ]
 
 
 class _Binary:
@@ -187,21 +198,21 @@ class Segment:
             self._pickler.clear_memo()  # no reference to the caller's objects kept
 
     def _write(self, buffers: list[Any], start: int, end: int) -> list[tuple[int, int]]:
-        table, offset = [], start
+        """``buffers`` written from ``start``; each one's (offset, size)
+        (raises :class:`BlobsTooLarge` past ``end``)."""
         sizes = [memoryview(b).nbytes for b in buffers]
-        if _fits(sizes, start) > end:
+        offsets, last = _layout(sizes, start)
+        if last > end:
             raise BlobsTooLarge(
                 f"The call's binary values are {sum(sizes)} bytes, over the {end - start}-byte "
                 "room for them (server.max_blob_bytes for arguments, max_result_bytes for a "
                 "result). Send less, or raise the limit."
             )
         assert self._map is not None
-        for buffer, size in zip(buffers, sizes, strict=True):
+        for buffer, size, offset in zip(buffers, sizes, offsets, strict=True):
             with memoryview(buffer) as view:
                 self._map[offset : offset + size] = view.cast("B") if view.ndim != 1 else view
-            table.append((offset, size))
-            offset = _aligned(offset + size)
-        return table
+        return list(zip(offsets, sizes, strict=True))
 
     def copy(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` of the results' area (checked by :func:`place`)."""
@@ -221,10 +232,7 @@ class Segment:
         """The outcome header's references to ``blobs`` (path, view, kind,
         dtype, shape), written to the results' area; raises :class:`BlobsTooLarge`."""
         table = self._write([b[1] for b in blobs], self.args_end, self.size)
-        return [
-            [path, offset, size, kind, dtype, list(shape)]
-            for (path, _, kind, dtype, shape), (offset, size) in zip(blobs, table, strict=True)
-        ]
+        return _refs(blobs, [offset for offset, _ in table])
 
 
 class Joined:
@@ -242,19 +250,16 @@ class Joined:
     def of(cls, blobs: list[tuple[Any, ...]], max_bytes: int) -> tuple[Joined, list[list[Any]]]:
         """``blobs`` (path, view, kind, dtype, shape) joined, and their
         references; raises :class:`BlobsTooLarge` past ``max_bytes``."""
-        parts, refs, offset = bytearray(), [], 0
-        for path, view, kind, dtype, shape in blobs:
-            parts += bytes(_aligned(offset) - offset)
-            offset = _aligned(offset)
-            parts += view
-            refs.append([path, offset, view.nbytes, kind, dtype, list(shape)])
-            offset += view.nbytes
-            if offset > max_bytes:
-                raise BlobsTooLarge(
-                    f"The result's binary values are over {max_bytes} bytes (max_result_bytes). "
-                    "Return less, or raise the cap."
-                )
-        return cls(bytes(parts)), refs
+        offsets, end = _layout([b[1].nbytes for b in blobs], 0)
+        if end > max_bytes:
+            raise BlobsTooLarge(
+                f"The result's binary values are over {max_bytes} bytes (max_result_bytes). "
+                "Return less, or raise the cap."
+            )
+        joined = bytearray(end)
+        for (_, view, *_), offset in zip(blobs, offsets, strict=True):
+            joined[offset : offset + view.nbytes] = view
+        return cls(bytes(joined)), _refs(blobs, offsets)
 
     def copy(self, offset: int, length: int) -> bytes:
         return self.data[offset : offset + length]
