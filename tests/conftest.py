@@ -58,7 +58,12 @@ def identity(pid: int) -> str:
 pytest_plugins = ["pytester"]  # the author kit is tested as an author runs it
 
 # The Ray backend's tests need Ray and a network namespace of their own: tox -e ray.
-collect_ignore = [] if importlib.util.find_spec("ray") else ["ray"]
+# Schemathesis against a live server: tox -e api.
+collect_ignore = [
+    folder
+    for folder, needs in (("ray", "ray"), ("api", "schemathesis"))
+    if not importlib.util.find_spec(needs)
+]
 
 
 def plugwarden_command(

@@ -119,11 +119,24 @@ class TestBuild:
         assert "Connection refused" in refused.value.reason
 
     @pytest.mark.parametrize(
-        "spec", ["--index-url=http://127.0.0.1:9/", " -e .", "six\n--pre", "", "x" * 5000]
+        "spec",
+        [
+            "--index-url=http://127.0.0.1:9/",
+            " -e .",
+            "six\n--pre",
+            "",
+            "x" * 5000,
+            "six ª=1",
+            "a b",
+        ],
     )
     def test_a_spec_that_is_not_one_requirement_is_refused(self, spec):
         with pytest.raises(InstallFailed):
             InstallPlan.of((spec,), False)
+
+    @pytest.mark.parametrize("spec", ["six==1.16.0", "six[x]>=1; python_version>'3'", "./p.whl"])
+    def test_a_requirement_or_a_path_is_taken(self, spec):
+        assert InstallPlan.of((spec,), False).specs == (spec,)
 
 
 class TestNaming:

@@ -76,6 +76,7 @@ class TestRoutes:
             ({"spec": 3}, 422),
             ({"spec": "--index-url=http://127.0.0.1:9/"}, 422),
             ({"spec": "x", "extra": 1}, 422),
+            ({"spec": "yª8"}, 422),
             ([1], 422),
         ],
     )

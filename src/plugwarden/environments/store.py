@@ -99,7 +99,21 @@ def spec_problem(spec: object) -> str | None:
             f"{spec[:60]!r} looks like an installer option: give a requirement, a wheel or a "
             "project directory (index settings are the operator's: UV_INDEX_URL...)."
         )
+    if not _path_like(spec):
+        try:
+            Requirement(spec)
+        except InvalidRequirement as exc:
+            first = str(exc).splitlines()[0]
+            return (
+                f"{spec[:60]!r} is neither a requirement (name, extras, version: 'pkg>=1.2') "
+                f"nor a path to a wheel or a project: {first[:200]}"
+            )
     return None
+
+
+def _path_like(spec: str) -> bool:
+    """A wheel, an archive or a project directory, named by its path."""
+    return os.sep in spec or spec.startswith(".") or spec.endswith((".whl", ".tar.gz", ".zip"))
 
 
 class EnvironmentStore:

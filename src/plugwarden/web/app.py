@@ -1,4 +1,4 @@
-"""The HTTP app (README, "HTTP"): a Starlette application over one Host.
+"""The HTTP app (docs/guides/operating.md#http): a Starlette application over one Host.
 
 Handlers read the registry and call the host; they hold no logic of their
 own. Plugin calls run in a thread pool, off the event loop.
@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+import plugwarden
 from plugwarden.config import HostConfig
 from plugwarden.encoding import compact_json
 from plugwarden.error_types import ErrorType
@@ -38,6 +39,7 @@ from plugwarden.web.errors import (
 from plugwarden.web.installroutes import INSTALL_ROUTES
 from plugwarden.web.jobroutes import job_routes
 from plugwarden.web.listing import Listing, PolledRoutesApp
+from plugwarden.web.openapi import document
 from plugwarden.web.page import render_page
 from plugwarden.web.payloads import mixed_answer, pieces, run_body, wants_parts
 from plugwarden.web.requests import authorise, body_problem
@@ -194,6 +196,10 @@ def create_app(
         content, media_type = await run_in_threadpool(scrape)
         return Response(content, media_type=media_type)
 
+    async def openapi(request: Request) -> Response:
+        denied = read_refused(request)
+        return denied or JSONResponse(document(plugwarden.__version__))
+
     async def page(request: Request) -> Response:
         denied = read_refused(request)
         if denied is not None:
@@ -214,13 +220,14 @@ def create_app(
         Route("/v1/plugins/{name}", plugin, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/", page, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),
         Route("/v1/plugins/{name}/restart", restart, methods=["POST"]),
         *job_routes(host, token, server),
         *INSTALL_ROUTES,
     ]
     app = PolledRoutesApp(
-        routes=routes,
+        routes=by_path(routes),
         lifespan=lifespan,
         middleware=[Middleware(ContainErrors)],
         exception_handlers={
@@ -231,6 +238,26 @@ def create_app(
     app.listing = listing if server.public_reads else None  # its caches answer anyone
     app.state.host, app.state.token, app.state.server = host, token, server
     return app
+
+
+def by_path(routes: list[Route]) -> list[Route]:
+    """One route per path, dispatching on the method: a path served by
+    several handlers (GET and DELETE of a job) answers a wrong method with a
+    405 whose ``Allow`` names them all, not only the first route's."""
+    handlers: dict[str, dict[str, Callable[[Request], Any]]] = {}
+    for route in routes:
+        for method in route.methods or ():
+            handlers.setdefault(route.path, {})[method] = route.endpoint
+
+    def dispatch(by_method: dict[str, Callable[[Request], Any]]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            handler = by_method.get(request.method) or by_method["GET"]  # HEAD: as GET
+            response: Response = await handler(request)
+            return response
+
+        return endpoint
+
+    return [Route(path, dispatch(found), methods=list(found)) for path, found in handlers.items()]
 
 
 def _with(record_json: str, fields: dict[str, Any]) -> str:
@@ -268,7 +295,7 @@ def _answer(result: CallResult, parts: list[bytes | memoryview] | None) -> Respo
 class _Scraper:
     """``GET /metrics``'s exposition. prometheus-client (~13 ms of imports)
     and the collector are loaded at the first scrape, not on the way to
-    serving (start; README, "Benchmarks")."""
+    serving (start; docs/benchmarks.md)."""
 
     def __init__(self, host: Host) -> None:
         self._host = host
