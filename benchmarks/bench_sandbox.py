@@ -1,7 +1,7 @@
-"""The sandbox's cost (README, "What a plugin may reach"): the same plugin
-in two hosts of the same run, one with the sandbox (the default) and one
-with ``sandbox = false``, rounds interleaved, under three conditions (idle,
-one CPU busy, pinned to one CPU).
+"""The sandbox's cost (docs/guides/isolation.md, "What a plugin may reach"):
+the same plugin in two hosts of the same run, one with the sandbox (the
+default) and one with ``sandbox = false``, rounds interleaved, under three
+conditions (idle, one CPU busy, pinned to one CPU).
 
 - Bringing a worker up: ``restart`` (the whole pipeline: checks, a fresh
   worker with its init, namespaces, mounts, Landlock and seccomp, import,

@@ -1,4 +1,4 @@
-"""What a hostile plugin reaches (README, "What a plugin may reach"): every
+"""What a hostile plugin reaches (docs/guides/isolation.md#what-a-plugin-may-reach): every
 attack of ``tests/hostile.py``, run against a real host as root and as an
 unprivileged user, at each containment level this machine offers. Each
 host is its own process, so that the unprivileged one is really that user."""

@@ -4,7 +4,7 @@ module over 400 lines, no folder of more than 20 modules, no two modules
 named alike, no private name imported across modules, and the host's own
 parts (the registry, the job queue) imported by the host package alone.
 
-The layers, lowest first (README, "How it fits together"): the shared basics
+The layers, lowest first (docs/architecture.md): the shared basics
 at the package root; ``plugin`` (what a plugin is); ``config``, ``sections`` and
 ``settings`` (the operator's file, and one plugin's settings resolved);
 ``preflight``;

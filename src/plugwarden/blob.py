@@ -1,5 +1,6 @@
-"""Binary values (README, "Binary payloads"): what a bytes-like argument or
-result is on each side of the worker boundary, and its JSON forms.
+"""Binary values (docs/guides/isolation.md#binary-payloads): what a
+bytes-like argument or result is on each side of the worker boundary, and
+its JSON forms.
 
 Bytes, bytearrays, memoryviews and C-contiguous buffers (a numpy array, a
 PIL image's bytes) travel through shared memory, not as JSON. A worker gets

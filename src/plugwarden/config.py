@@ -1,4 +1,5 @@
-"""The host config (README, "Host config"): a TOML file, a dict, or built-in defaults.
+"""The host config (docs/guides/operating.md#host-config): a TOML file, a
+dict, or built-in defaults.
 
 ``--config PATH``, else ``plugwarden.toml`` in the working directory, else the
 defaults; no file is ever required. A malformed config raises
@@ -19,7 +20,7 @@ from plugwarden.plugin import numbers
 from plugwarden.plugin.environment import env_table
 from plugwarden.plugin.limits import Limits
 from plugwarden.plugin.manifest import GuardSettings, ModelSpec, guard_settings, model_specs
-from plugwarden.plugin.permissions import Permissions, permissions
+from plugwarden.plugin.permissions import PERMISSION_KEYS, Permissions, permissions
 from plugwarden.plugin.policy import RESTART_MODES, RestartPolicy
 from plugwarden.sections import (
     JobsConfig,
@@ -32,6 +33,7 @@ from plugwarden.sections import (
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
+    "TABLES",
     "URL_ENV",
     "HostConfig",
     "JobsConfig",
@@ -60,6 +62,21 @@ _PLUGIN_KEYS = {
     "preload",
 }
 _POLICY_KEYS = set(RestartPolicy.__dataclass_fields__)
+_GUARD_KEYS = set(GuardSettings.__dataclass_fields__)
+_PERMISSION_TABLE = "permissions"
+
+# Every key each table of the host config takes, as the parser below reads
+# them (docs/reference/config.md is generated from this). [plugins.NAME]
+# also passes any other key on to the plugin's init as a setting.
+TABLES: dict[str, frozenset[str]] = {
+    "defaults": frozenset(_GUARD_KEYS | _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS),
+    "defaults.permissions": frozenset(PERMISSION_KEYS),
+    "plugins.NAME": frozenset(_GUARD_KEYS | _PLUGIN_KEYS | _POLICY_KEYS) - {_PERMISSION_TABLE},
+    "plugins.NAME.permissions": frozenset(PERMISSION_KEYS),
+    "server": frozenset(ServerConfig.__dataclass_fields__),
+    "jobs": frozenset(JobsConfig.__dataclass_fields__),
+    "ray": frozenset(RayConfig.__dataclass_fields__),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +173,7 @@ class _Parser:
                     "unknown section; expected [defaults], [plugins.NAME], [server], [jobs], [ray]",
                 )
         defaults = self.table(data, "defaults")
-        own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS | {"permissions"}
+        own = _HOST_KEYS | _HOST_COUNTS | _POLICY_KEYS | {_PERMISSION_TABLE}
         guard_part = {k: v for k, v in defaults.items() if k not in own}
         guards = guard_settings(guard_part, where="defaults", fail=self.error)
         host_values: dict[str, Any] = {
@@ -215,7 +232,7 @@ class _Parser:
         where = f"plugins.{name}"
         if not isinstance(table, dict):
             raise self.error(where, f"expected a table, got {table!r}")
-        guard_keys = set(GuardSettings.__dataclass_fields__)
+        guard_keys = _GUARD_KEYS
         policy = self.policy(table, where)
         guards = guard_settings(
             {k: v for k, v in table.items() if k in guard_keys}, where=where, fail=self.error

@@ -1,4 +1,5 @@
-"""Every ``error_type`` of the contract (README, "Isolation" and "HTTP"), one constant each.
+"""Every ``error_type`` of the contract (docs/guides/isolation.md and
+"HTTP"), one constant each.
 
 A result record's or an HTTP error body's ``error_type`` is either one of
 these names or, for an exception a plugin raised in its own code, that
@@ -27,9 +28,9 @@ class ErrorType:
     # A call that did not run, or ran and was cut short by the host.
     BUSY: Final = "Busy"  # every worker stayed busy for the call's whole timeout
     PLUGIN_NOT_AVAILABLE: Final = "PluginNotAvailable"  # FAILED, UNAVAILABLE or not loaded
-    UNKNOWN_PLUGIN: Final = "UnknownPlugin"
-    UNKNOWN_TOOL: Final = "UnknownTool"
-    INVALID_ARGUMENTS: Final = "InvalidArguments"
+    UNKNOWN_PLUGIN: Final = "UnknownPlugin"  # no plugin of that name (it lists the known)
+    UNKNOWN_TOOL: Final = "UnknownTool"  # a tool the plugin's manifest does not declare
+    INVALID_ARGUMENTS: Final = "InvalidArguments"  # args not an object, a bad tool or timeout_s
     RESTARTED: Final = "Restarted"  # the plugin was restarted while the call ran
     CLOSED: Final = "Closed"  # the host closed while the call ran
     SHUTTING_DOWN: Final = "ShuttingDown"  # the server is draining
@@ -40,44 +41,44 @@ class ErrorType:
     INSTALL_FAILED: Final = "InstallFailed"  # nothing changed; the reason says why
     ROLLED_BACK: Final = "RolledBack"  # an upgrade failed in probation: the old version serves
     # A guard tripped.
-    TIMEOUT: Final = "Timeout"
-    MEMORY_LIMIT: Final = "MemoryLimitExceeded"
+    TIMEOUT: Final = "Timeout"  # past timeout_s: killed (the reason says where it was stuck)
+    MEMORY_LIMIT: Final = "MemoryLimitExceeded"  # its worker tree's memory past memory_mb: killed
     TASK_LIMIT: Final = "TaskLimitExceeded"  # threads plus processes past max_tasks
     GPU_MEMORY_LIMIT: Final = "GpuMemoryLimitExceeded"  # its GPU memory (NVML) past gpu_memory_mb
     GPU_FAULT: Final = "GpuFault"  # an Xid on its GPU: the worker was recycled
-    WORKER_DIED: Final = "WorkerDied"
+    WORKER_DIED: Final = "WorkerDied"  # the worker exited or was killed by a signal (named)
     # The plugin answered, but not with something the host can pass on.
-    RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"
+    RESULT_NOT_SERIALIZABLE: Final = "ResultNotSerializable"  # not JSON; the plugin stays up
     RESULT_TOO_LARGE: Final = "ResultTooLarge"  # past max_result_bytes; the plugin stays up
     RESULT_TOO_DEEP: Final = "ResultTooDeep"  # nests past 128 levels; the plugin stays up
-    PROTOCOL: Final = "ProtocolViolation"
+    PROTOCOL: Final = "ProtocolViolation"  # the worker broke the wire protocol: it was killed
     # Loading.
-    WORKER_START: Final = "WorkerStart"
-    IMPORT_FAILED: Final = "ImportFailed"
-    MISSING_HOOK: Final = "MissingHook"
-    UNKNOWN_HOOK: Final = "UnknownHook"
-    HOOK_SIGNATURE: Final = "HookSignatureMismatch"
+    WORKER_START: Final = "WorkerStart"  # no worker process could be started
+    IMPORT_FAILED: Final = "ImportFailed"  # importing the plugin raised, exited, crashed or hung
+    MISSING_HOOK: Final = "MissingHook"  # a required hook (validate, run) is not implemented
+    UNKNOWN_HOOK: Final = "UnknownHook"  # a @hookimpl not named init, validate, run or health
+    HOOK_SIGNATURE: Final = "HookSignatureMismatch"  # parameters unlike its hookspec's
     BACKEND_UNAVAILABLE: Final = "BackendUnavailable"  # Ray not installed, or no node fits
     # The host itself.
-    REGISTRY_TIMEOUT: Final = "RegistryTimeout"
+    REGISTRY_TIMEOUT: Final = "RegistryTimeout"  # the registry stayed locked past lock_timeout_s
     JOB_STORE: Final = "JobStoreUnavailable"  # the jobs database refused a write
-    INTERNAL: Final = "InternalError"
+    INTERNAL: Final = "InternalError"  # a fault of plugwarden's own, logged: retry
     # HTTP requests refused before any plugin code runs.
-    INVALID_JSON: Final = "InvalidJSON"
-    INVALID_REQUEST: Final = "InvalidRequest"
-    PAYLOAD_TOO_LARGE: Final = "PayloadTooLarge"
+    INVALID_JSON: Final = "InvalidJSON"  # a body that is not JSON, not finite, or nested too deep
+    INVALID_REQUEST: Final = "InvalidRequest"  # unknown fields, a bad spec, a bad query
+    PAYLOAD_TOO_LARGE: Final = "PayloadTooLarge"  # a body past max_body_bytes (or max_blob_bytes)
     UNSUPPORTED_MEDIA_TYPE: Final = "UnsupportedMediaType"  # not JSON, multipart or octets
-    CLIENT_DISCONNECT: Final = "ClientDisconnect"
+    CLIENT_DISCONNECT: Final = "ClientDisconnect"  # the client left while sending the body
     REQUEST_TIMEOUT: Final = "RequestTimeout"  # a body slower than server.body_timeout_s
-    MUTATIONS_DISABLED: Final = "MutationsDisabled"
-    UNAUTHORIZED: Final = "Unauthorized"
-    FORBIDDEN: Final = "Forbidden"
-    NOT_FOUND: Final = "NotFound"
-    UNKNOWN_JOB: Final = "UnknownJob"
+    MUTATIONS_DISABLED: Final = "MutationsDisabled"  # no token: run, jobs, installs are off
+    UNAUTHORIZED: Final = "Unauthorized"  # no bearer token sent
+    FORBIDDEN: Final = "Forbidden"  # a wrong bearer token
+    NOT_FOUND: Final = "NotFound"  # no such route
+    UNKNOWN_JOB: Final = "UnknownJob"  # no job of that id (or removed by retention)
     JOB_NOT_FINISHED: Final = "JobNotFinished"  # a job's result, asked before its end
-    METHOD_NOT_ALLOWED: Final = "MethodNotAllowed"
-    BAD_REQUEST: Final = "BadRequest"
-    HTTP_ERROR: Final = "HTTPError"
+    METHOD_NOT_ALLOWED: Final = "MethodNotAllowed"  # Allow names the methods it serves
+    BAD_REQUEST: Final = "BadRequest"  # a request the HTTP layer could not read
+    HTTP_ERROR: Final = "HTTPError"  # any other HTTP-level refusal
 
     # The names of a call the host ended on purpose: no guard trip, no crash.
     ENDED_BY_HOST: Final = frozenset({RESTARTED, CLOSED, SHUTTING_DOWN, CANCELLED, UNINSTALLED})

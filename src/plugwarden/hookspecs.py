@@ -1,4 +1,5 @@
-"""The four hooks a plugwarden plugin implements (README, "A plugin in one file").
+"""The four hooks a plugwarden plugin implements
+(docs/guides/writing-plugins.md#a-plugin-in-one-file).
 
 A plugin is any object (usually a module) holding functions marked with
 :data:`hookimpl`. ``validate`` and ``run`` are required; ``init`` and ``health``

@@ -1,4 +1,4 @@
-"""The one record of a call's fate (README, "Isolation"), in the spirit of
+"""The one record of a call's fate (docs/guides/isolation.md), in the spirit of
 pluggy's ``Result.from_call``: whatever the plugin did, a value or any
 ``BaseException``, is captured as a :class:`CallResult`; nothing is raised.
 

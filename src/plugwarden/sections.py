@@ -1,5 +1,5 @@
 """The host config's ``[server]``, ``[jobs]`` and ``[ray]`` tables
-(README, "Host config"), each a frozen value with its parser.
+(docs/guides/operating.md#host-config), each a frozen value with its parser.
 
 A parser takes the table and ``fail(key, message)``, which builds the
 :class:`~plugwarden.exceptions.ConfigError` to raise.

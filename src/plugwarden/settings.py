@@ -9,8 +9,8 @@ the operator may decide (running a plugin in the host process or on a Ray
 cluster) is never taken from a manifest; the operator's ``[defaults]`` are a
 ceiling for what a manifest asks (more time, memory, workers, result bytes)
 unless the operator's table for the plugin sets that guard itself; the
-plugin's history says what was ignored or capped (``notes``). The README's
-"Host config" section lists every key.
+plugin's history says what was ignored or capped (``notes``). docs/reference/config.md
+lists every key.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The CLI's job commands (README, "CLI"): ``run --job`` with a live
-progress bar, ``jobs`` and ``cancel``. They talk to the running server, or
-(``--local``) to a one-shot host, through the same client as the others.
-rich draws the bar and the table."""
+"""The CLI's job commands (docs/guides/operating.md#cli): ``run --job`` with
+a live progress bar, ``jobs`` and ``cancel``. They talk to the running
+server, or (``--local``) to a one-shot host, through the same client as the
+others. rich draws the bar and the table."""
 
 from __future__ import annotations
 

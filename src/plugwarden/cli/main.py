@@ -1,4 +1,4 @@
-"""The ``plugwarden`` command (README, "CLI").
+"""The ``plugwarden`` command (docs/guides/operating.md#cli).
 
 argparse (standard library) parses; rich draws tables and colours. Every
 command works with no config file; every command that prints data takes
@@ -18,7 +18,7 @@ from plugwarden.console import EXIT_USAGE
 from plugwarden.exceptions import PlugwardenError
 from plugwarden.jobs.job import JobState
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 
 REMOTE_COMMANDS = (
@@ -27,7 +27,8 @@ REMOTE_COMMANDS = (
 )  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The `plugwarden` command line (docs/reference/cli.md is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="plugwarden", description="A crash-proof plugin host for Python."
     )
@@ -142,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.command != "serve":  # serve sets up its own logging, from its config
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.ERROR,

@@ -1,7 +1,7 @@
-"""Plugins' own environments (README, "Environments and live installs"):
-virtual environments built with uv under ``[server] plugins_dir``, one per
-installed version of a plugin, each holding the host's own ``plugwarden``
-for the worker side.
+"""Plugins' own environments (docs/guides/environments.md): virtual
+environments built with uv under ``[server] plugins_dir``, one per installed
+version of a plugin, each holding the host's own ``plugwarden`` for the
+worker side.
 
 The host package drives installs, upgrades and rollbacks through
 :class:`EnvironmentStore`; nothing here starts a plugin.

@@ -1,5 +1,5 @@
-"""The call path (README, "Isolation"): caller -> checks -> registry -> runner ->
-result -> metrics -> registry, and the background health checks.
+"""The call path (docs/guides/isolation.md): caller -> checks -> registry ->
+runner -> result -> metrics -> registry, and the background health checks.
 
 Nothing here raises to the caller: every call, whatever the plugin or the
 caller did, ends in a :class:`~plugwarden.result.CallResult`. A call's

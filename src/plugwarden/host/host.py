@@ -1,4 +1,5 @@
-"""The host (README, "Python API"): a thin facade over the parts that do the work.
+"""The host (docs/guides/python-api.md): a thin facade over the parts that
+do the work.
 
 discovery -> :class:`~plugwarden.host.supervisor.Supervisor` (pipeline,
 restart policy) -> runners made by :class:`~plugwarden.isolation.backends.Backends`;

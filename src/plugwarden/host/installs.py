@@ -1,5 +1,5 @@
-"""Installs, upgrades, rollbacks and uninstalls on a running host (README,
-"Environments and live installs"), each run as a job of the host's own.
+"""Installs, upgrades, rollbacks and uninstalls on a running host
+(docs/guides/environments.md), each run as a job of the host's own.
 
 A plugin installed here gets an environment of its own
 (:mod:`plugwarden.environments`); it is discovered, checked and started

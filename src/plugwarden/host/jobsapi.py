@@ -1,6 +1,6 @@
-"""The host's jobs (README, "Jobs" and "Environments and live installs"):
-the part of :class:`~plugwarden.host.host.Host` that queues, reads and
-cancels jobs, a plugin's calls and the host's own installs alike."""
+"""The host's jobs (docs/guides/jobs.md and "Environments and live
+installs"): the part of :class:`~plugwarden.host.host.Host` that queues,
+reads and cancels jobs, a plugin's calls and the host's own installs alike."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class HostJobs:
     def status(self, name: str, lock_timeout: float | None = None) -> PluginStatus:
         raise NotImplementedError
 
-    # -- installs (README, "Environments and live installs") ----------------------------
+    # -- installs (docs/guides/environments.md) ----------------------------
 
     def change(
         self,

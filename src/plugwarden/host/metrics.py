@@ -1,4 +1,5 @@
-"""Per-plugin call metrics (README, "Isolation"), exact under concurrent calls."""
+"""Per-plugin call metrics (docs/guides/isolation.md), exact under
+concurrent calls."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""One run of the pipeline for one plugin (README, "States and reasons"):
-manifest -> pre-flight checks -> load -> init -> validate, each step's
-outcome a lifecycle transition with its reason.
+"""One run of the pipeline for one plugin (docs/guides/states.md): manifest
+-> pre-flight checks -> load -> init -> validate, each step's outcome a
+lifecycle transition with its reason.
 
 The pipeline gets what it needs (the config, the registry, a way to make a
 runner), never the host; the supervisor runs it and owns what it leaves

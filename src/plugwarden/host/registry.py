@@ -2,7 +2,7 @@
 (:class:`~plugwarden.host.record.PluginRecord`, the one per-plugin object).
 
 Every state change goes through :meth:`Registry.transition`, which enforces
-the lifecycle (README, "States and reasons") and records the transition's time
+the lifecycle (docs/guides/states.md) and records the transition's time
 and reason. Readers (the HTTP app, the CLI) take snapshots under the read
 lock; a lock that cannot be taken in time raises
 :class:`~plugwarden.exceptions.RegistryTimeout`.

@@ -1,7 +1,7 @@
 """The supervisor: the one owner of "this plugin failed".
 
 It alone moves a plugin to FAILED (outside its own pipeline), closes or
-replaces its runner, and applies the restart policy (README, "States and reasons"):
+replaces its runner, and applies the restart policy (docs/guides/states.md):
 
 - a lost worker is replaced, the plugin staying available: at once when it
   is the first restart in the window, else after the backoff (if others

@@ -1,5 +1,5 @@
-"""Switching a plugin between versions without a failed call (README,
-"Environments and live installs").
+"""Switching a plugin between versions without a failed call
+(docs/guides/environments.md).
 
 An upgrade brings the new version up *beside* the running one: its own
 pipeline (manifest, pre-flight, load, init and validate) against a record
@@ -114,7 +114,7 @@ class Versions:
 
     def _smoke(self, runner: Runner) -> str | None:
         """The conformance checks that need nothing of the plugin's own
-        (README, "Conformance"): PW008, an unknown tool is a clear per-call
+        (docs/guides/writing-plugins.md): PW008, an unknown tool is a clear per-call
         error; PW009, health() answers, on every worker."""
         budget = self.config.health_timeout_s
         timeout = runner.limits.timeout_s

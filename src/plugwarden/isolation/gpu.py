@@ -1,5 +1,5 @@
-"""The host's watch over GPU workers (README, "GPU memory"): their GPU
-memory budgets, their placement, the faults that recycle them.
+"""The host's watch over GPU workers (docs/guides/gpu.md): their GPU memory
+budgets, their placement, the faults that recycle them.
 
 NVML (:mod:`plugwarden.isolation.nvml`) is read in the host, never in the
 zygote: a process that touched NVML must not fork (the zygote forks every

@@ -1,4 +1,4 @@
-"""Guards around every hook implementation (README, "Isolation").
+"""Guards around every hook implementation (docs/guides/isolation.md).
 
 :class:`GuardedHook` is a wrapt proxy put around each hook implementation
 *before* it is registered with pluggy (pluggy declares a registered

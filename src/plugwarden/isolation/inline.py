@@ -74,7 +74,7 @@ resident_bytes = _OwnResidentBytes()
 # shallowly, is already a deep copy.
 INLINE_IS_UNCONFINED = (
     "not available here: isolation = inline runs the plugin in the host process, outside "
-    'every protection (README, "What a plugin may reach")'
+    "every protection (docs/guides/isolation.md#what-a-plugin-may-reach)"
 )
 _ATOMS = frozenset({str, int, float, bool, bytes, type(None)})
 

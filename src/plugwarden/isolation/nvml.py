@@ -1,11 +1,10 @@
-"""NVML as plugwarden reads it (README, "GPU memory"): per-process GPU
-memory, each GPU's memory, utilisation and ECC counts, and Xid events;
-from the driver's library (nvidia-ml-py) or, for tests on any machine, a
-JSON file (``PLUGWARDEN_FAKE_NVML``, written by ``plugwarden.testing.FakeNvml``):
+"""NVML as plugwarden reads it (docs/guides/gpu.md): per-process GPU memory,
+each GPU's memory, utilisation and ECC counts, and Xid events; from the
+driver's library (nvidia-ml-py) or, for tests on any machine, a JSON file
+(``PLUGWARDEN_FAKE_NVML``, written by ``plugwarden.testing.FakeNvml``):
 ``{"gpus": [{"name", "total", "used", "processes": {PID: BYTES},
 "utilization", "ecc_uncorrected", "retired_pages"}], "events": [{"gpu",
-"xid", "pid"}]}``. Also what a CUDA error or an Xid means.
-"""
+"xid", "pid"}]}``. Also what a CUDA error or an Xid means."""
 
 from __future__ import annotations
 

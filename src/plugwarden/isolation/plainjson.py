@@ -1,4 +1,5 @@
-"""Checking JSON bytes without building them (README, "The worker boundary").
+"""Checking JSON bytes without building them
+(docs/guides/isolation.md#the-worker-boundary).
 
 The host passes a worker's result on as the bytes the worker sent; it must
 still know that they are plain JSON (no NaN or Infinity, integers of sane

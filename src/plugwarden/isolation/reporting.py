@@ -1,4 +1,4 @@
-"""Progress and cancellation between a running job and the host (README, "Jobs").
+"""Progress and cancellation between a running job and the host (docs/guides/jobs.md).
 
 Plugin side: :func:`progress` and :func:`cancelled` (exported as
 ``plugwarden.progress`` and ``plugwarden.cancelled``) reach the *reporter*

@@ -89,7 +89,7 @@ class Runner(Protocol):
     limits: Limits
     replacement_note: str | None  # how its last replace_lost() went, for the history
     # What confines its workers: protection -> "enforced", "granted", or
-    # "not available here: <why>" (README, "What a plugin may reach").
+    # "not available here: <why>" (docs/guides/isolation.md#what-a-plugin-may-reach).
     protections: dict[str, str]
 
     def load(self) -> None:

@@ -1,6 +1,6 @@
 """The wire between the host and a worker process, both halves: every
 message is one type here, with its one encoding and its one decoding
-(README, "The worker boundary").
+(docs/guides/isolation.md#the-worker-boundary).
 
 **Host -> worker: pickle.** The worker is the side at risk from that
 direction, and it trusts the host that started it: the host sends only

@@ -1,4 +1,4 @@
-"""Jobs in motion (README, "Jobs"): one bounded queue per plugin, threads
+"""Jobs in motion (docs/guides/jobs.md): one bounded queue per plugin, threads
 that run its jobs through the ordinary call path, cancellation, watchers.
 
 A plugin's jobs run at most ``workers`` at a time, on threads made when

@@ -1,6 +1,6 @@
 """Finished jobs kept in memory too, so that reads of a job just done skip
 the database: the newest, bounded by count and by the bytes of their results
-(README, "Jobs")."""
+(docs/guides/jobs.md)."""
 
 from __future__ import annotations
 

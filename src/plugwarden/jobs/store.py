@@ -1,4 +1,4 @@
-"""Where jobs live (README, "Jobs"): an embedded SQLite database.
+"""Where jobs live (docs/guides/jobs.md): an embedded SQLite database.
 
 stdlib ``sqlite3`` in WAL mode (readers never block the writer), one
 connection behind a lock. Rows are written when a job is submitted, starts

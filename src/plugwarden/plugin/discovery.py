@@ -1,5 +1,7 @@
-"""Entry-point discovery (README, "A plugin in one file"): one plugin per entry point of the
-group ``plugwarden.plugins``, found with importlib.metadata, nothing imported."""
+"""Entry-point discovery
+(docs/guides/writing-plugins.md#a-plugin-in-one-file): one plugin per entry
+point of the group ``plugwarden.plugins``, found with importlib.metadata,
+nothing imported."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ secret (the search path, home, locale, time zone, temporary directory,
 thread counts, the CUDA and NVIDIA variables a GPU plugin needs), then the
 plugin's own ``env`` table from the operator's config. ``PLUGWARDEN_*``
 never passes, not even from an ``env`` table; proxies and tokens pass only
-when the operator puts them in the plugin's table (README, "Host config").
+when the operator puts them in the plugin's table (docs/guides/operating.md#host-config).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Plugin lifecycle states and the transitions allowed between them
-(README, "States and reasons")."""
+(docs/guides/states.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Numbers read from a config or a manifest, each checked against its range
-(README, "Host config"): a value out of range is an error naming its key at
+(docs/guides/operating.md#host-config): a value out of range is an error naming its key at
 startup, never an overflow later (a timeout past what a thread can wait, a
 count past what SQLite stores)."""
 

@@ -1,5 +1,5 @@
 """What a plugin may reach beyond its own code: network, paths to read, paths
-to write (README, "What a plugin may reach").
+to write (docs/guides/isolation.md#what-a-plugin-may-reach).
 
 A manifest's ``[permissions]`` declares what the plugin needs; the
 operator's ``[plugins.NAME.permissions]`` (or ``[defaults.permissions]``)

@@ -1,4 +1,4 @@
-"""The restart policy (README, "States and reasons"): when a FAILED plugin, or a lost
+"""The restart policy (docs/guides/states.md): when a FAILED plugin, or a lost
 worker, is brought back, and when to stop trying.
 
 Pure bookkeeping, no threads: :class:`RestartBudget` counts the automatic

@@ -1,4 +1,4 @@
-"""A plugin's own environment (README, "Environments and live installs"):
+"""A plugin's own environment (docs/guides/environments.md):
 the virtual environment ``plugwarden install`` built for it, as discovery
 and the zygote need to know it.
 

@@ -1,4 +1,4 @@
-"""The pre-flight: checks that run before any plugin code (README, "States and reasons").
+"""The pre-flight: checks that run before any plugin code (docs/guides/states.md).
 
 A check takes the :class:`PreflightContext` and returns the problems it found;
 more checks (GPU, model files) join by being added to ``PREFLIGHT``.

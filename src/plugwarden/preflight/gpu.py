@@ -1,4 +1,4 @@
-"""The GPU pre-flight (README, "States and reasons"): tell apart no GPU, a broken driver and
+"""The GPU pre-flight (docs/guides/states.md): tell apart no GPU, a broken driver and
 a missing CUDA stack, before a ``requires_gpu`` plugin's code runs.
 
 The probe itself runs in a subprocess (:mod:`plugwarden.preflight.gpu_probe`)

@@ -119,8 +119,9 @@ def fake_gpu(kind: str) -> Iterator[None]:
 
 
 class FakeNvml:
-    """What NVML shows hosts started in a ``with`` block (README, "GPU
-    memory"): GPUs of ``gpus_mb`` MiB each, and the GPU memory used per
+    """What NVML shows hosts started in a ``with`` block
+    (docs/guides/gpu.md): GPUs of ``gpus_mb`` MiB each, and the GPU memory
+    used per
     process as the test sets it (a process id as the host sees it:
     ``host.worker_pids(name)``), written to ``path``. Only the host's GPU
     guard and placement are fooled; a plugin's own CUDA calls see this

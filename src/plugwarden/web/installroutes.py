@@ -1,4 +1,4 @@
-"""The install routes (README, "Environments and live installs"): install,
+"""The install routes (docs/guides/environments.md): install,
 upgrade, roll back and uninstall a plugin on the running server, each a
 job (202, its ``Location`` under ``/v1/jobs``) whose progress and outcome
 are read like any job's. Every one needs the token. The host, token and

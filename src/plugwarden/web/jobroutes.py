@@ -1,4 +1,4 @@
-"""The job routes (README, "HTTP"): submit, read, list, cancel, and follow a
+"""The job routes (docs/guides/operating.md#http): submit, read, list, cancel, and follow a
 job as server-sent events. Same error shape and never-500 rules as the
 other routes; database reads and writes run off the event loop."""
 

@@ -1,10 +1,9 @@
-"""``plugwarden serve``, in the order that makes it ready soonest (README,
-"Benchmarks"): bind the port (a busy one is one clear error before anything starts),
-start the zygote (its interpreter boots while this one imports the host),
-start the plugins, and only then import the web stack (starlette, uvicorn:
-~100 ms) and build the app, while the zygote forks the workers on the
-other CPUs.
-"""
+"""``plugwarden serve``, in the order that makes it ready soonest
+(docs/benchmarks.md): bind the port (a busy one is one clear error before
+anything starts), start the zygote (its interpreter boots while this one
+imports the host), start the plugins, and only then import the web stack
+(starlette, uvicorn: ~100 ms) and build the app, while the zygote forks the
+workers on the other CPUs."""
 
 from __future__ import annotations
 

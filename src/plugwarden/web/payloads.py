@@ -1,4 +1,4 @@
-"""Binary values over HTTP (README, "Binary payloads").
+"""Binary values over HTTP (docs/guides/isolation.md#binary-payloads).
 
 A run or a job takes, besides a JSON body:
 

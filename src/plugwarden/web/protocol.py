@@ -1,6 +1,6 @@
-"""uvicorn's h11 protocol with plugwarden's rules for connections (README,
-"Bounds"): a deadline for a request's headers, and a bounded number of
-connections in which an idle one makes room for a new one.
+"""uvicorn's h11 protocol with plugwarden's rules for connections
+(docs/guides/operating.md#bounds): a deadline for a request's headers, and a
+bounded number of connections in which an idle one makes room for a new one.
 
 No client can hold the server's descriptors or starve its probes by
 opening connections and sending nothing: past ``max_connections`` the

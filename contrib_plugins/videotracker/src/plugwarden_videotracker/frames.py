@@ -54,8 +54,7 @@ def read_image(path: str) -> Any:
 def as_image(value: Any, what: str = "args.image") -> Any:
     """An RGB uint8 frame from what a caller sent: a path the worker can
     read, an encoded image's bytes (JPEG, PNG...), or a raw RGB array of
-    shape (height, width, 3), as binary values arrive (README, "Binary
-    payloads")."""
+    shape (height, width, 3), as binary values arrive (docs/guides/isolation.md#binary-payloads)."""
     import numpy as np
 
     if isinstance(value, str) and value:

@@ -1,4 +1,5 @@
-"""Containment: how far a worker's process tree is held (README, "Isolation").
+"""Containment: how far a worker's process tree is held
+(docs/guides/isolation.md).
 
 Every descendant of a worker, however it detaches (double fork, ``setsid``,
 ``setpgid``), must die with the worker and count against its memory limit.

@@ -16,7 +16,7 @@ one per worker), forks the init, tells the zygote the worker's pid, and
 exits with the worker's own status; where no namespace can be had, the
 keeper forks the worker itself and reaps its orphans. Without a keeper a
 worker starts ~2 ms sooner and its exit is reported ~1 ms sooner (start,
-crash recovery; README, "Benchmarks").
+crash recovery; docs/benchmarks.md).
 The zygote is a subreaper: a stray it adopts is killed. It exits when the
 host's end of the socket closes; keepers and workers die with their
 parents (``PR_SET_PDEATHSIG``).
@@ -100,7 +100,7 @@ def main(fd: int, options: str = "{}") -> None:
 
 
 def preload(modules: list[str], sites: list[str]) -> str | None:
-    """Import the manifest's ``preload`` modules (README, "Warm starts"),
+    """Import the manifest's ``preload`` modules (docs/guides/environments.md),
     so that every worker forked later has them; why not, or None. ``sites``:
     the plugin's own environment's site-packages, read first (the operator
     trusts its code here by allowing preload). A module that initialises

@@ -1,5 +1,5 @@
-"""Reading a worker's replies, and the host's memory for long ones (README,
-"The worker boundary").
+"""Reading a worker's replies, and the host's memory for long ones
+(docs/guides/isolation.md#the-worker-boundary).
 
 :class:`FrameReader` cuts the bytes of a worker's connection into frames
 (multiprocessing.Connection's framing: a 4-byte big-endian length, then the

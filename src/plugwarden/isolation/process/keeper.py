@@ -1,5 +1,5 @@
 """What stands between the zygote and a worker: its keeper and its init
-(README, "Containment levels").
+(docs/guides/isolation.md#containment-levels).
 
 The *init* is PID 1 of the worker's PID namespace: it sets up the worker's
 mount namespace and its pids cgroup (:mod:`~plugwarden.isolation.process.sandbox`,

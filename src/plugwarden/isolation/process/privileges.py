@@ -1,5 +1,5 @@
-"""What a worker gives up before it imports its plugin (README, "What a
-plugin may reach").
+"""What a worker gives up before it imports its plugin
+(docs/guides/isolation.md#what-a-plugin-may-reach).
 
 :func:`give_up_privileges` runs in the worker right after the fork, before
 any thread or plugin code: no new privileges (``no_new_privs``: no setuid

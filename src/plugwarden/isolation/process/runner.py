@@ -1,4 +1,4 @@
-"""Process isolation (README, "Isolation"): the plugin runs in worker processes.
+"""Process isolation (docs/guides/isolation.md): the plugin runs in worker processes.
 
 A :class:`ProcessRunner` keeps a pool of ``limits.workers`` workers. A call
 that overruns its timeout, or a worker tree past its memory limit, gets that

@@ -1,5 +1,5 @@
-"""The sandbox a worker runs in: what it may read, write and reach (README,
-"What a plugin may reach").
+"""The sandbox a worker runs in: what it may read, write and reach
+(docs/guides/isolation.md#what-a-plugin-may-reach).
 
 The host draws a :class:`Sandbox` for each plugin: the paths its workers
 read (the Python installation and search path, system libraries, a handful
@@ -39,7 +39,7 @@ __all__ = [
     "switch_user",
 ]
 
-# Each protection a worker reports, and what it stops (README, doctor).
+# Each protection a worker reports, and what it stops (docs/guides/isolation.md, doctor).
 PROTECTIONS = {
     "own_proc": "a /proc of its own PID namespace: no other process seen, signalled or read",
     "private_shm": "its own /dev/shm and tmp (memory, counted by its guard, gone with it)",

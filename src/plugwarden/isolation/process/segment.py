@@ -1,5 +1,5 @@
-"""A worker's shared memory, through which binary values travel (README,
-"Binary payloads"), both halves.
+"""A worker's shared memory, through which binary values travel
+(docs/guides/isolation.md#binary-payloads), both halves.
 
 The host makes one memfd per worker, sized ``[server] max_blob_bytes`` (the
 arguments' area) plus the plugin's ``max_result_bytes`` (the results'

@@ -1,4 +1,4 @@
-"""Where a stuck call was stuck (README, "Isolation"): before the host kills
+"""Where a stuck call was stuck (docs/guides/isolation.md): before the host kills
 a worker whose call ran past its timeout, it asks the worker for its Python
 stacks (``faulthandler`` on :data:`STACKS_SIGNAL`, every thread, written to
 the worker's output), waits for them a moment (bounded in time and size),

@@ -1,9 +1,9 @@
-"""What a plugin tries beyond its grants, told once each (README, "What a
-plugin may reach"): a sandboxed worker's audit hook logs a socket, a TCP
-connect or bind without ``network``, a write outside its writable paths.
-The kernel refuses them either way; the line tells the plugin's author
-(``plugwarden check``, PW012) and its operator what to declare or grant.
-"""
+"""What a plugin tries beyond its grants, told once each
+(docs/guides/isolation.md#what-a-plugin-may-reach): a sandboxed worker's
+audit hook logs a socket, a TCP connect or bind without ``network``, a write
+outside its writable paths. The kernel refuses them either way; the line
+tells the plugin's author (``plugwarden check``, PW012) and its operator
+what to declare or grant."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Ray agent's messages (README, "Ray"): a hook call for an actor, and
+"""The Ray agent's messages (docs/guides/ray.md): a hook call for an actor, and
 its answer, whose record is a wire outcome frame the host checks as it
 checks a process worker's (:mod:`plugwarden.isolation.wire`)."""
 

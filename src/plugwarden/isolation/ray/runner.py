@@ -1,4 +1,4 @@
-"""Ray isolation (README, "Isolation"): a plugin's workers are Ray actors.
+"""Ray isolation (docs/guides/isolation.md): a plugin's workers are Ray actors.
 
 A :class:`RayRunner` keeps ``limits.workers`` actors, each an
 :class:`~plugwarden.isolation.ray.agent.Agent` that runs the plugin on the node
