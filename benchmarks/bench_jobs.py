@@ -93,8 +93,8 @@ def progress_cost(name: str, work: int, n: int = 1000, rounds: int = 9) -> Figur
             while not host.job(job.id).finished:
                 time.sleep(0.001)
             record = host.job(job.id).record
-            assert record is not None and record["ok"], record
-            return float(record["result"])
+            assert record is not None and record.ok, record
+            return float(record.result)
 
         loop(True)
         loop(False)

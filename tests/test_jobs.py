@@ -105,8 +105,8 @@ class TestProgress:
             time.sleep(0.02)
         done = host.job(job.id)
         assert done.state == JobState.SUCCEEDED and done.ok
-        assert done.record["ok"] and done.record["result"] == {"done": 20}
-        assert done.record["tool"] == "count" and done.record["plugin"] == steps
+        assert done.record.ok and done.record.result == {"done": 20}
+        assert done.record.tool == "count" and done.record.plugin == steps
         assert seen == sorted(seen) and len(set(seen)) >= 3
         assert done.progress.done == 20 and done.progress.total == 20
         assert done.progress.message == "step 20 of 20" and done.progress.fraction == 1.0
@@ -130,8 +130,8 @@ class TestProgress:
         plugwarden_plugin("sloppy", plugin_source("import plugwarden\nplugwarden.progress('half')"))
         host = plugwarden_host()
         job = finished(host, host.submit("sloppy", "t", {}).id)
-        assert job.state == JobState.FAILED and job.record["error_type"] == "TypeError"
-        assert "finite numbers" in job.record["error"]
+        assert job.state == JobState.FAILED and job.record.error_type == "TypeError"
+        assert "finite numbers" in job.record.error
 
     def test_a_progress_flood_past_the_throttle_kills_the_worker_not_the_host(
         self, plugwarden_plugin, plugwarden_host
@@ -147,8 +147,8 @@ class TestProgress:
         host = plugwarden_host({"defaults": {"restart_backoff_s": 0.05}})
         job = finished(host, host.submit("flood", "t", {}).id)
         assert job.state == JobState.FAILED
-        assert job.record["error_type"] == ErrorType.PROTOCOL
-        assert "progress flood" in job.record["error"]
+        assert job.record.error_type == ErrorType.PROTOCOL
+        assert "progress flood" in job.record.error
         wait_for(lambda: host.call("flood", "t", {}).ok, 30, "the plugin to serve again")
 
     def test_a_forked_child_reporting_progress_sends_nothing(
@@ -170,7 +170,7 @@ class TestProgress:
         assert first.state == JobState.SUCCEEDED, first.record
         assert first.progress.message == "parent"
         second = finished(host, host.submit("forker", "t", {}).id)
-        assert second.record["result"] == first.record["result"]  # the same worker
+        assert second.record.result == first.record.result  # the same worker
 
 
 class TestCancel:
@@ -185,7 +185,7 @@ class TestCancel:
         done = finished(host, job.id)
         assert time.monotonic() - asked < host.config.jobs.cancel_grace_s + 1
         assert done.state == JobState.CANCELLED
-        assert done.record["ok"] and "stopped_at" in done.record["result"]
+        assert done.record.ok and "stopped_at" in done.record.result
         assert host.worker_pids(steps) == pid_before  # nothing was killed
         assert host.call(steps, "count", {"n": 1, "dt": 0}).ok
 
@@ -205,9 +205,9 @@ class TestCancel:
         done = finished(host, job.id)
         assert time.monotonic() - asked < 1 + 1
         assert done.state == JobState.CANCELLED
-        assert done.record["error_type"] == ErrorType.CANCELLED
-        assert "cancel_grace_s (1s)" in done.record["error"]
-        assert not done.record["guard_tripped"]
+        assert done.record.error_type == ErrorType.CANCELLED
+        assert "cancel_grace_s (1s)" in done.record.error
+        assert not done.record.guard_tripped
         after = host.call("deaf", "t", {})
         assert after.ok and after.result != first_pid
         status = host.status("deaf")
@@ -229,7 +229,7 @@ class TestCancel:
         gate.wait_started()
         host.cancel(job.id)
         done = finished(host, job.id)
-        assert done.state == JobState.CANCELLED and "abandoned" in done.record["error"]
+        assert done.state == JobState.CANCELLED and "abandoned" in done.record.error
         assert host.status("gate").available
         gate.release()
 
@@ -237,7 +237,7 @@ class TestCancel:
         host, _, job = gated_job()
         host.restart("gate")
         done = finished(host, job.id)
-        assert done.state == JobState.FAILED and done.record["error_type"] == ErrorType.RESTARTED
+        assert done.state == JobState.FAILED and done.record.error_type == ErrorType.RESTARTED
 
     def test_a_drain_past_its_timeout_loses_the_running_job(self, gated_job, plugwarden_host):
         host, gate, job = gated_job()
@@ -261,7 +261,7 @@ class TestCancel:
         assert host.job(queued.id).state == JobState.QUEUED
         cancelled = host.cancel(queued.id)
         assert cancelled.state == JobState.CANCELLED and cancelled.started_at is None
-        assert "before it started" in cancelled.record["error"]
+        assert "before it started" in cancelled.record.error
         gate.release()
         assert finished(host, running.id).state == JobState.SUCCEEDED
         assert host.worker_pids("gate") == pids
@@ -281,8 +281,8 @@ class TestGuardsAndQueue:
         host = plugwarden_host()
         done = finished(host, host.submit("segv", "t", {}).id)
         assert done.state == JobState.FAILED
-        assert done.record["error_type"] == ErrorType.WORKER_DIED
-        assert "SIGSEGV" in done.record["error"]
+        assert done.record.error_type == ErrorType.WORKER_DIED
+        assert "SIGSEGV" in done.record.error
 
     def test_a_job_past_its_timeout_fails_naming_job_timeout_s(
         self, plugwarden_plugin, plugwarden_host
@@ -291,11 +291,11 @@ class TestGuardsAndQueue:
         config = {"job_timeout_s": 0.5, "restart_backoff_s": 0.05}
         host = plugwarden_host({"plugins": {"sleepy": config}})
         done = finished(host, host.submit("sleepy", "t", {}).id)
-        assert done.state == JobState.FAILED and done.record["error_type"] == ErrorType.TIMEOUT
-        assert "job_timeout_s" in done.record["error"] and done.timeout_s == 0.5
+        assert done.state == JobState.FAILED and done.record.error_type == ErrorType.TIMEOUT
+        assert "job_timeout_s" in done.record.error and done.timeout_s == 0.5
         wait_for(lambda: host.status("sleepy").available, 30, "the restart")
         shorter = finished(host, host.submit("sleepy", "t", {}, timeout_s=0.2).id)
-        assert shorter.timeout_s == 0.2 and "0.2s" in shorter.record["error"]
+        assert shorter.timeout_s == 0.2 and "0.2s" in shorter.record.error
 
     def test_a_job_past_its_memory_limit_fails_with_the_usual_reason(
         self, plugwarden_plugin, plugwarden_host
@@ -305,8 +305,8 @@ class TestGuardsAndQueue:
         host = plugwarden_host({"plugins": {"hog": {"memory_mb": 200}}})
         done = finished(host, host.submit("hog", "t", {}).id)
         assert done.state == JobState.FAILED
-        assert done.record["error_type"] == ErrorType.MEMORY_LIMIT
-        assert "200 MB memory limit" in done.record["error"]
+        assert done.record.error_type == ErrorType.MEMORY_LIMIT
+        assert "200 MB memory limit" in done.record.error
 
     def test_a_full_queue_answers_busy(self, gated_job):
         host, gate, first = gated_job({"jobs": {"max_queued_jobs": 2}})
@@ -385,9 +385,9 @@ class TestDurable:
             child.stdout.close()
         host = plugwarden_host({"jobs": {"path": str(database)}})
         lost = host.job(running_id)
-        assert lost.state == JobState.LOST and lost.record["error_type"] == ErrorType.JOB_LOST
-        assert "Host stopped while the job was running" in lost.record["error"]
-        assert "before the job started" in host.job(queued_id).record["error"]
+        assert lost.state == JobState.LOST and lost.record.error_type == ErrorType.JOB_LOST
+        assert "Host stopped while the job was running" in lost.record.error
+        assert "before the job started" in host.job(queued_id).record.error
 
     def test_a_live_host_s_jobs_are_not_marked_lost_by_another(
         self, plugwarden_plugin, plugwarden_host, tmp_path
@@ -415,7 +415,7 @@ class TestDurable:
         host.close()
         reopened = plugwarden_host()
         assert reopened.job(running.id).state == JobState.LOST
-        assert "while the job was running" in reopened.job(running.id).record["error"]
+        assert "while the job was running" in reopened.job(running.id).record.error
         assert reopened.job(queued.id).state == JobState.LOST
 
     def test_retention_keeps_the_newest_keep_max_jobs(self, steps, plugwarden_host):
@@ -460,11 +460,11 @@ class TestBoundedStore:
         host = plugwarden_host({"jobs": {"max_result_bytes": 10_000}})
         job = finished(host, host.submit("big", "t", {"n": 200_000}).id)
         assert job.state == JobState.FAILED
-        assert job.record["error_type"] == ErrorType.RESULT_TOO_LARGE
-        assert "[jobs] max_result_bytes" in job.record["error"]
-        assert job.record["result"] is None
+        assert job.record.error_type == ErrorType.RESULT_TOO_LARGE
+        assert "[jobs] max_result_bytes" in job.record.error
+        assert job.record.result is None
         small = finished(host, host.submit("big", "t", {"n": 10}).id)
-        assert small.state == JobState.SUCCEEDED and small.record["result"] == "x" * 10
+        assert small.state == JobState.SUCCEEDED and small.record.result == "x" * 10
         database = host.config.jobs.database()
         host.close()
         assert b"x" * 20_000 not in Path(database).read_bytes()
@@ -475,7 +475,7 @@ class TestBoundedStore:
 
         host = plugwarden_host()
         job = finished(host, host.submit(steps, "c", {"n": 1, "dt": 0, "pad": "y" * 50_000}).id)
-        assert job.record["args"]["pad"] == "y" * 50_000  # the Python record is whole
+        assert job.record.args["pad"] == "y" * 50_000  # the Python record is whole
         with contextlib.closing(sqlite3.connect(host.config.jobs.database())) as db:
             args, record = db.execute(
                 "SELECT args, record FROM jobs WHERE id = ?", (job.id,)
@@ -513,7 +513,7 @@ class TestBoundedStore:
         )
         job = finished(host, host.submit("big", "t", {"n": 2_000_000}).id)
         assert job.state == JobState.FAILED
-        assert job.record["error_type"] == ErrorType.JOB_STORE and "full" in job.record["error"]
+        assert job.record.error_type == ErrorType.JOB_STORE and "full" in job.record.error
         assert host.job(job.id).state == JobState.FAILED
         assert [(j.id, j.state) for j in host.jobs()] == [(job.id, JobState.FAILED)]
         host.close()

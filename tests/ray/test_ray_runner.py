@@ -1,4 +1,4 @@
-"""isolation = "ray" on a real local Ray cluster (README, "Isolation"): the same
+"""isolation = "ray" on a real local Ray cluster (docs/guides/isolation.md): the same
 states, records and guards as process workers, with Ray actors as workers."""
 
 from __future__ import annotations
@@ -299,4 +299,4 @@ class TestJobs:
         wait_for(lambda: host.job(job).finished, timeout_s=60)
         finished = host.job(job)
         assert finished.state == "cancelled", finished.record
-        assert "stopped_at" in finished.record["result"]
+        assert "stopped_at" in finished.record.result

@@ -325,8 +325,8 @@ class TestJobs:
         wait_for(lambda: host.job(job.id).finished, 30, "the cancel")
         done = host.job(job.id)
         assert done.state == JobState.CANCELLED
-        assert done.record["ok"] and done.record["result"]["summary"]["cancelled"]
-        assert done.record["result"]["summary"]["frames"] < 600
+        assert done.record.ok and done.record.result["summary"]["cancelled"]
+        assert done.record.result["summary"]["frames"] < 600
 
     def test_a_job_to_completion(self, host):
         job = host.submit("videotracker", "track", {"video": str(VIDEO), "max_frames": 10})

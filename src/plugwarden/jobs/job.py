@@ -1,4 +1,4 @@
-"""A job (README, "Jobs"): a call that runs in the background, with progress.
+"""A job (docs/guides/jobs.md): a call that runs in the background, with progress.
 
 :class:`Job` is an immutable snapshot, safe to hand out; the
 :class:`~plugwarden.jobs.queue.JobQueue` keeps the live ones and the
@@ -132,17 +132,29 @@ class Job:
         return round(max(0.0, end - self.started_at), 3)
 
     @property
-    def record(self) -> dict[str, Any] | None:
+    def record(self) -> CallResult | None:
         """The result record of the job's call, as a synchronous call returns
-        it (its result decoded); None until it finished."""
+        it (:meth:`Host.call`, its result decoded); None until it finished."""
         if self.outcome is None:
             return None
-        result = None if self.result_json is None else json.loads(self.result_json)
-        return {**self.outcome, "args": self.args, "result": result}
+        outcome = self.outcome
+        return CallResult(
+            ok=bool(outcome.get("ok")),
+            plugin=outcome.get("plugin") or "",
+            hook=outcome.get("hook") or "run",
+            tool=outcome.get("tool"),
+            args=self.args,
+            result=None if self.result_json is None else json.loads(self.result_json),
+            error=outcome.get("error"),
+            error_type=outcome.get("error_type"),
+            duration_ms=float(outcome.get("duration_ms") or 0.0),
+            guard=outcome.get("guard"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The job as Python data, its record whole."""
-        return self._fields() | {"record": self.record}
+        record = self.record
+        return self._fields() | {"record": None if record is None else record.to_dict()}
 
     def to_json(self, *, result: bool = True) -> str:
         """The job as HTTP answers it: the record without its args (the
