@@ -56,6 +56,25 @@ class TestReadManifest:
         assert manifest.tools == {"read": "Read text"}
         assert manifest.name == "ocr"
 
+    def test_a_tool_may_carry_an_example_in_either_form(self, tmp_path):
+        (tmp_path / "manifest.toml").write_text(
+            '[tools.greet]\ndescription = "Say hello"\nexample = {name = "Ada"}\n'
+            '[tools.echo]\ndescription = "Echo"\n'
+        )
+        manifest = read_manifest(tmp_path)
+        assert manifest.tools == {"greet": "Say hello", "echo": "Echo"}
+        assert manifest.examples == {"greet": {"name": "Ada"}}
+        (tmp_path / "manifest.toml").unlink()
+        data = {"tools": [{"id": "read", "description": "Read", "example": {"path": "a.png"}}]}
+        (tmp_path / "manifest.json").write_text(json.dumps(data))
+        assert read_manifest(tmp_path).examples == {"read": {"path": "a.png"}}
+
+    def test_an_example_that_is_not_a_table_names_its_key(self, tmp_path):
+        (tmp_path / "manifest.toml").write_text('[tools.greet]\nexample = "Ada"\n')
+        with pytest.raises(ManifestError) as refused:
+            read_manifest(tmp_path)
+        assert refused.value.key == "tools.greet.example"
+
     def test_no_manifest_is_an_empty_one(self, tmp_path):
         manifest = read_manifest(tmp_path)
         assert manifest.path is None and manifest.tools == {}

@@ -107,6 +107,57 @@ class TestEachCheckFailsByItsId:
         assert verdicts["PW010"].outcome == "pass"
 
 
+class TestRootCauses:
+    def test_an_entry_point_naming_no_module_fails_first_and_the_rest_follow(
+        self, plugwarden_plugin, plugwarden_site
+    ):
+        plugwarden_plugin("good", GOOD, manifest=GOOD_MANIFEST, entry_point="good_pluginx")
+        verdicts = check(plugwarden_site)
+        assert verdicts["PW001"].outcome == "fail"
+        assert "'good_pluginx'" in verdicts["PW001"].detail
+        assert verdicts["PW001"].fix == verdicts["PW001"].check.fix
+        followers = [v for i, v in verdicts.items() if v.outcome == "fail" and i != "PW001"]
+        assert followers, "the manifest and hooks checks fail too"
+        for verdict in followers:
+            assert verdict.detail.startswith("follows from PW001: "), verdict
+            assert verdict.fix == "Fix PW001 first."
+            assert "package data" not in verdict.detail
+
+
+class TestExamples:
+    MANIFEST = (
+        'description = "A conforming plugin."\nversion = "1.0.0"\n'
+        '[tools.greet]\ndescription = "Say hello."\nexample = {name = "Ada"}\n'
+    )
+
+    def test_the_manifests_example_is_run(self, plugwarden_plugin, plugwarden_site):
+        strict = GOOD.replace('args.get("name", "world")', 'args["name"]')
+        plugwarden_plugin("good", strict, manifest=self.MANIFEST)
+        verdicts = check(plugwarden_site, tool_examples={}, level=LATEST_LEVEL)
+        assert verdicts["PW007"].outcome == "pass", verdicts["PW007"]
+        assert verdicts["PW011"].outcome == "pass"
+        raising = GOOD.replace('"Hello, "', "1 / 0 or ")
+        plugwarden_plugin("good", raising, manifest=self.MANIFEST)
+        verdict = check(plugwarden_site, tool_examples={})["PW007"]
+        assert verdict.outcome == "fail" and "{'name': 'Ada'}" in verdict.detail
+
+    def test_a_tool_without_an_example_is_said_untried_not_failed(
+        self, plugwarden_plugin, plugwarden_site
+    ):
+        strict = GOOD.replace('args.get("name", "world")', 'args["name"]')
+        plugwarden_plugin("good", strict, manifest=GOOD_MANIFEST)
+        verdict = check(plugwarden_site, tool_examples={})["PW007"]
+        assert verdict.outcome == "pass"
+        assert "not checked: greet (no example" in verdict.detail
+
+    def test_a_result_json_cannot_carry_says_so(self, plugwarden_plugin, plugwarden_site):
+        plugwarden_plugin("good", GOOD.replace('{"message": "Hello, "', "{1, 2} or {"),
+                          manifest=self.MANIFEST)  # fmt: skip
+        verdict = check(plugwarden_site, tool_examples={})["PW007"]
+        assert verdict.outcome == "fail" and "JSON cannot carry" in verdict.detail
+        assert "example" not in verdict.detail
+
+
 class TestLevelsAndSkips:
     def test_a_check_above_the_pinned_level_warns_instead_of_failing(
         self, plugwarden_plugin, plugwarden_site

@@ -86,6 +86,26 @@ class TestPluginConformance:
         )
         pytester.runpytest_subprocess().assert_outcomes(passed=11, failed=1)
 
+    def test_an_installed_copy_that_differs_from_the_project_is_warned_about(
+        self, pytester, plugwarden_plugin, plugwarden_site
+    ):
+        plugwarden_plugin("good", GOOD, manifest=GOOD_MANIFEST)
+        pytester.makepyfile(test_good=conformance_file("good", plugwarden_site))
+        fresh = pytester.runpytest_subprocess("-W", "error::UserWarning")
+        fresh.assert_outcomes(passed=12)  # no project source here: nothing to compare
+        project = pytester.path / "src" / "good_plugin"
+        project.mkdir(parents=True)
+        (project / "__init__.py").write_text(GOOD)
+        (project / "manifest.toml").write_text(GOOD_MANIFEST)
+        same = pytester.runpytest_subprocess("-W", "error::UserWarning")
+        same.assert_outcomes(passed=12)
+        (project / "__init__.py").write_text(GOOD.replace("Hello, ", "Hi, "))
+        stale = pytester.runpytest_subprocess()
+        stale.assert_outcomes(passed=12, warnings=1)
+        stale.stdout.fnmatch_lines(
+            ["*StaleInstallWarning*'good'*differs from this project's source (__init__.py)*"]
+        )
+
     def test_the_setuptools_wheel_without_package_data_fails_pw002(
         self, pytester, setuptools_wheel, tmp_path
     ):

@@ -121,8 +121,8 @@ def _table(name: str, verdicts: list[Verdict], level: int) -> Table:
     for verdict in verdicts:
         style = STYLES[verdict.outcome]
         text = escape(verdict.detail)
-        if verdict.outcome in ("fail", "warn"):
-            text += f"\n[bold]Fix:[/bold] {escape(verdict.check.fix)}"
+        if verdict.fix:
+            text += f"\n[bold]Fix:[/bold] {escape(verdict.fix)}"
         table.add_row(
             verdict.check.id,
             f"[{style}]{verdict.outcome}[/{style}]",

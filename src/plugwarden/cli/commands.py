@@ -1,6 +1,6 @@
-"""The client commands of ``plugwarden`` (README, "CLI"): everything but
-``serve``, which :mod:`plugwarden.cli.main` starts without importing these
-(rich, httpx: ~100 ms a server does not need at start).
+"""The client commands of ``plugwarden`` (docs/guides/operating.md#cli):
+everything but ``serve``, which :mod:`plugwarden.cli.main` starts without
+importing these (rich, httpx: ~100 ms a server does not need at start).
 
 rich draws tables and colours; every command that prints data takes
 ``--json``.
@@ -284,7 +284,7 @@ def _cmd_new(args: argparse.Namespace, config: HostConfig, console: Console) -> 
     target = new_plugin(args.name, Path(args.dir) if args.dir else None)
     console.print(
         escape(
-            f"Wrote plugin {args.name!r} in {target}/. Next: cd {target} && pip install "
+            f"Wrote plugin {args.name!r} in {target}/. Next: cd {target} && pip install -e "
             "'.[test]' && pytest (and plugwarden check .)"
         ),
         highlight=False,

@@ -103,16 +103,21 @@ description = "{name}: a plugwarden plugin."
 requires_gpu = false
 packages = []
 
-[tools]
-hello = "Say hello to args.name (default: world)."
-steps = "Count args.n steps (5) with progress; run it as a job."
+# Each tool, with an example call that the checks run (PW007).
+[tools.hello]
+description = "Say hello to args.name (default: world)."
+example = {{name = "Ada"}}
+
+[tools.steps]
+description = "Count args.n steps (5) with progress; run it as a job."
+example = {{n = 3}}
 
 [guards]
 timeout_s = 30
 memory_mb = 512
 
 # What it may reach beyond its code, models, state and tmp directories:
-# undeclared is denied (README, "What a plugin may reach").
+# undeclared is denied (docs/guides/isolation.md#what-a-plugin-may-reach).
 [permissions]
 network = false     # true, or the TCP ports it connects to: [443]
 read = []           # paths it reads
@@ -128,8 +133,7 @@ from plugwarden.testing import PluginConformance
 
 class Test{title}Conforms(PluginConformance):
     plugin = "{name}"
-    tool_examples = {{"hello": {{"name": "Ada"}}, "steps": {{"n": 3}}}}
-    conformance_level = "1"
+    conformance_level = "1"  # the tools' examples come from the manifest
 '''
 
 README = """\
@@ -138,9 +142,10 @@ README = """\
 A plugwarden plugin named `{name}`.
 
 ```bash
-pip install .                      # then: plugwarden run {name} hello --args '{{"name": "Ada"}}'
-pip install '.[test]' && pytest    # the conformance checks, against the installed plugin
-plugwarden check .                 # the same checks on the built wheel
+pip install -e '.[test]'   # editable: the tests and the host see your edits
+pytest                     # the conformance checks, against the installed plugin
+plugwarden check .         # the same checks on the wheel this project builds
+plugwarden run {name} hello --args '{{"name": "Ada"}}' --local
 ```
 
 - `src/{package}/__init__.py`: the hooks (`validate` and `run` required,

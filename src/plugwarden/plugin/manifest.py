@@ -1,5 +1,5 @@
 """Plugin manifests: ``manifest.toml`` or ``manifest.json``, read without
-importing the plugin's code (README, "A plugin in one file").
+importing the plugin's code (docs/guides/writing-plugins.md#a-plugin-in-one-file).
 
 Every key is optional. Unknown top-level keys are ignored (ForgeSyte manifests
 carry UI keys of their own); keys under ``[guards]`` are checked strictly,
@@ -87,6 +87,8 @@ class Manifest:
     install: str | None = None  # the one command that installs ``packages``
     models: dict[str, ModelSpec] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
+    # tool -> the arguments of an example call (checks run it: PW007, upgrades)
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)
     guards: GuardSettings = field(default_factory=GuardSettings)
     permissions: Permissions = field(default_factory=Permissions)
     unknown: tuple[str, ...] = ()  # top-level keys it does not know (typos): warned about
@@ -180,6 +182,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         install=reader.string(data, "install"),
         models=_models(reader),
         tools=_tools(reader),
+        examples=_examples(reader),
         guards=_guards(reader),
         permissions=permissions(
             data.get("permissions", {}),
@@ -233,34 +236,52 @@ def model_specs(value: object, *, where: str, path: Path | None = None) -> dict[
 
 
 _TOOLS_FORMS = (
-    'either a table of tool name -> description ([tools] then greet = "Say hello") or a '
-    "list of tables each with an 'id' (or 'name') and a 'description' "
+    'either a table of tool name -> description ([tools] then greet = "Say hello", or '
+    "[tools.greet] with description and example) or a list of tables each with an "
+    "'id' (or 'name'), a 'description' and an optional 'example' "
     '([[tools]] then id = "greet")'
 )
 
 
-def _tools(reader: _Reader) -> dict[str, str]:
+def _tool_entries(reader: _Reader) -> list[tuple[str, Any]]:
+    """Each tool's name and its entry: a description, or a table."""
     value = reader.data.get("tools", {})
     if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, list):
-        # ForgeSyte form: a list of {"id"|"name": ..., "description": ...}.
-        items = []
-        for index, entry in enumerate(value):
-            tool_name = entry.get("id") or entry.get("name") if isinstance(entry, dict) else None
-            if not isinstance(tool_name, str):
-                raise reader.fail(f"tools[{index}]", _TOOLS_FORMS, entry)
-            items.append((tool_name, entry.get("description", "")))
-    else:
+        return list(value.items())
+    if not isinstance(value, list):
         raise reader.fail("tools", _TOOLS_FORMS, value)
+    # ForgeSyte form: a list of {"id"|"name": ..., "description": ...}.
+    items = []
+    for index, entry in enumerate(value):
+        tool_name = entry.get("id") or entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(tool_name, str):
+            raise reader.fail(f"tools[{index}]", _TOOLS_FORMS, entry)
+        items.append((tool_name, entry))
+    return items
+
+
+def _tools(reader: _Reader) -> dict[str, str]:
     tools: dict[str, str] = {}
-    for tool_name, description in items:
-        if isinstance(description, dict):
-            description = description.get("description", "")
+    for tool_name, entry in _tool_entries(reader):
+        description = entry.get("description", "") if isinstance(entry, dict) else entry
         if not isinstance(description, str):
             raise reader.fail(f"tools.{tool_name}", "a description string", description)
         tools[tool_name] = description
     return tools
+
+
+def _examples(reader: _Reader) -> dict[str, dict[str, Any]]:
+    examples: dict[str, dict[str, Any]] = {}
+    for tool_name, entry in _tool_entries(reader):
+        example = entry.get("example") if isinstance(entry, dict) else None
+        if example is None:
+            continue
+        if not isinstance(example, dict):
+            raise reader.fail(
+                f"tools.{tool_name}.example", 'a table of arguments ({name = "Ada"})', example
+            )
+        examples[tool_name] = example
+    return examples
 
 
 def _guards(reader: _Reader) -> GuardSettings:

@@ -1,4 +1,5 @@
-"""Helpers for testing plugwarden plugins (README, "Writing and testing a plugin"): real
+"""Helpers for testing plugwarden plugins
+(docs/guides/writing-plugins.md#writing-and-testing-a-plugin): real
 distributions on a temporary path, the conformance checks, fault injection,
 and (through the pytest plugin) fixtures that build hosts over them.
 
@@ -10,6 +11,7 @@ from typing import Any
 from plugwarden.testing.assertions import assert_state, wait_for, wait_for_state
 from plugwarden.testing.dists import ECHO_PLUGIN, plugin_source, write_plugin, write_wheel
 from plugwarden.testing.faults import FakeNvml, FaultPlan, fake_gpu
+from plugwarden.testing.stale import StaleInstallWarning
 
 __all__ = [
     "ECHO_PLUGIN",
@@ -17,6 +19,7 @@ __all__ = [
     "FaultPlan",
     "LiveServer",
     "PluginConformance",
+    "StaleInstallWarning",
     "assert_state",
     "fake_gpu",
     "plugin_source",

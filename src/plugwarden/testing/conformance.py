@@ -6,30 +6,33 @@ real worker processes. Subclass it in a test file::
 
     class TestHelloConforms(PluginConformance):
         plugin = "hello"
-        tool_examples = {"greet": {"name": "Ada"}, "echo": {"x": 1}}
         conformance_level = "1"
 
 Each check is its own test, named by its stable id (``test_PW001`` ...;
-the README's table says what each checks). A check newer than the pinned
+docs/guides/writing-plugins.md says what each checks). A check newer than the pinned
 ``conformance_level`` that fails is reported as a skip reading "warning",
 never a failure: raise the level when you are ready for it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from plugwarden.plugin.discovery import discover
 from plugwarden.testing.contract import CHECKS, Verdict, run_checks
+from plugwarden.testing.stale import StaleInstallWarning, stale_files, stale_message
 
 __all__ = ["PluginConformance"]
 
 
 class PluginConformance:
     """Set ``plugin`` (the entry point's name). Optional: ``tool_examples``
-    (tool -> args, one per tool of the manifest), ``conformance_level``
+    (tool -> args, over the manifest's examples), ``conformance_level``
     (pin it: "1"), ``skip_checks`` (id -> the reason), ``requires_gpu``
     (True: the run-time checks skip where there is no GPU), ``host_config``
     (a host config dict, e.g. the plugin's settings) and ``search_path``
@@ -45,8 +48,10 @@ class PluginConformance:
 
     @pytest.fixture(scope="class")
     @classmethod
-    def conformance(cls) -> dict[str, Verdict]:
-        """One conformance run for the class: every check's verdict by id."""
+    def conformance(cls, request: pytest.FixtureRequest) -> dict[str, Verdict]:
+        """One conformance run for the class: every check's verdict by id.
+        A warning (:class:`StaleInstallWarning`) when the installed plugin
+        is not the code of the project under test."""
         if not cls.plugin:
             pytest.fail(f"{cls.__name__}: set plugin = '<entry point name>'")
         level = cls.conformance_level
@@ -64,17 +69,25 @@ class PluginConformance:
             skip=cls.skip_checks,
             requires_gpu=cls.requires_gpu,
         )
+        source = discover(cls.search_path).plugins.get(cls.plugin)
+        if source is not None and source.package_dir is not None:
+            differing = stale_files(source.package_dir, Path(request.config.rootpath))
+            if differing:
+                message = stale_message(cls.plugin, source.package_dir, differing)
+                warnings.warn(message, StaleInstallWarning, stacklevel=1)
         return {verdict.check.id: verdict for verdict in verdicts}
 
 
 def _present(verdict: Verdict, level: str) -> None:
     check = verdict.check
     if verdict.outcome == "fail":
-        pytest.fail(f"{check.id} {check.title}: {verdict.detail}. Fix: {check.fix}", pytrace=False)
+        pytest.fail(
+            f"{check.id} {check.title}: {verdict.detail}. Fix: {verdict.fix}", pytrace=False
+        )
     if verdict.outcome == "warn":
         pytest.skip(
             f"warning: {check.id} (level {check.level}, above the pinned conformance_level "
-            f"{level}) fails: {verdict.detail}. Fix: {check.fix}"
+            f"{level}) fails: {verdict.detail}. Fix: {verdict.fix}"
         )
     if verdict.outcome == "skip":
         pytest.skip(f"{check.id} skipped: {verdict.detail}")

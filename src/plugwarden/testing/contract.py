@@ -1,4 +1,4 @@
-"""The conformance checks (README, "Writing and testing a plugin"): one
+"""The conformance checks (docs/guides/writing-plugins.md#writing-and-testing-a-plugin): one
 installed plugin distribution against the contract, through a real host with real worker processes.
 
 Each check has a stable id (``PW001``...) and the conformance level that
@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from plugwarden.error_types import ErrorType
 from plugwarden.exceptions import ManifestError
 from plugwarden.host.host import Host
 from plugwarden.isolation.process.undeclared import UNDECLARED
@@ -55,7 +56,7 @@ CHECKS = (
           "the host must never import the plugin's module itself."),
     Check("PW002", 1, "manifest packaged with the distribution", PACKAGING_FIX),
     Check("PW003", 1, "manifest valid, no unknown keys",
-          "Fix the manifest: the README's manifest table lists every key and type."),
+          "Fix the manifest: docs/guides/writing-plugins.md lists every key."),
     Check("PW004", 1, "declared packages and Requires-Dist importable",
           "List every import in Requires-Dist (with versions) and install them."),
     Check("PW005", 1, "hooks present with the right signatures",
@@ -63,9 +64,10 @@ CHECKS = (
           "each marked @plugwarden.hookimpl."),
     Check("PW006", 1, "init and validate reach INITIALIZED within the guards",
           "Make init(config) and validate() succeed quickly (load_timeout_s, memory_mb)."),
-    Check("PW007", 1, "every declared tool answers its example with JSON",
-          "Give an example for every tool of the manifest (tool_examples, or --examples) "
-          "and return plain data."),
+    Check("PW007", 1, "every tool with an example answers it with plain data",
+          "Make each tool answer its example with JSON-serialisable data (or bytes and "
+          "arrays); an example is the manifest's [tools.NAME] example = {...}, or "
+          "tool_examples / --examples."),
     Check("PW008", 1, "an unknown tool is a clear per-call error; the plugin stays up",
           "Raise a ValueError naming the tool (or declare your tools in the manifest)."),
     Check("PW009", 1, "health() is plain data within its budget",
@@ -87,12 +89,19 @@ class Verdict:
     check: Check
     outcome: str  # "pass", "fail", "warn" (a failure above the pinned level) or "skip"
     detail: str = ""
+    follows: str | None = None  # the failed check this failure follows from
+
+    @property
+    def fix(self) -> str:
+        """What to do about a failure: its check's fix, or its root cause's."""
+        if self.outcome not in ("fail", "warn"):
+            return ""
+        return f"Fix {self.follows} first." if self.follows else self.check.fix
 
     def to_dict(self) -> dict[str, Any]:
         check = self.check
         return {"id": check.id, "level": check.level, "title": check.title,
-                "outcome": self.outcome, "detail": self.detail,
-                "fix": check.fix if self.outcome in ("fail", "warn") else ""}  # fmt: skip
+                "outcome": self.outcome, "detail": self.detail, "fix": self.fix}  # fmt: skip
 
 
 class _Run:
@@ -102,16 +111,20 @@ class _Run:
         self.level = level
         self.skip = skip
         self.verdicts: dict[str, Verdict] = {}
+        self.root: str | None = None  # the check whose failure the later ones follow from
 
     def record(self, check_id: str, problem: str | None, detail: str = "") -> None:
         check = next(c for c in CHECKS if c.id == check_id)
+        follows = self.root if problem is not None and self.root != check_id else None
+        if follows:
+            problem = f"follows from {follows}: {problem}"
         if check_id in self.skip:
             self.verdicts[check_id] = Verdict(check, "skip", self.skip[check_id])
         elif problem is None:
             self.verdicts[check_id] = Verdict(check, "pass", detail)
         else:
             outcome = "fail" if check.level <= self.level else "warn"
-            self.verdicts[check_id] = Verdict(check, outcome, problem)
+            self.verdicts[check_id] = Verdict(check, outcome, problem, follows)
 
     def skip_rest(self, why: str) -> None:
         for check in CHECKS:
@@ -148,6 +161,12 @@ def run_checks(
         run.record("PW001", problem)
         run.skip_rest("the plugin was not found")
         return list(run.verdicts.values())
+    top = source.module.split(".")[0]
+    if source.package_dir is None:
+        # The root cause: every check after this one fails because of it.
+        run.record("PW001", f"the entry point {plugin} = {source.value!r} names module "
+                   f"{top!r}, which {source.origin} does not contain")  # fmt: skip
+        run.root = "PW001"
     manifest = _manifest_checks(run, source, project_dir)
     _requirement_checks(run, source, manifest)
     host_config = {"jobs": {"path": ":memory:"}, **dict(config or {})}
@@ -162,9 +181,9 @@ def run_checks(
         logging.getLogger("plugwarden.plugin").removeHandler(undeclared)
     if any(v.check.id == "PW006" and v.outcome == "pass" for v in run.verdicts.values()):
         run.record("PW012", "; ".join(undeclared.seen[:5]) or None)
-    top = source.module.split(".")[0]
     leaked = top not in modules_before and top in sys.modules
-    run.record("PW001", f"the host process imported {top!r}" if leaked else None, source.origin)
+    if run.root != "PW001":
+        run.record("PW001", f"the host process imported {top!r}" if leaked else None, source.origin)
     run.record("PW010", _leftovers(before))
     _describe_check(run, manifest)
     return sorted(run.verdicts.values(), key=lambda v: v.check.id)
@@ -188,15 +207,11 @@ def _manifest_checks(run: _Run, source: PluginSource, project_dir: Path | None) 
     packaged = source.package_dir is not None and any(
         (source.package_dir / name).is_file() for name in MANIFEST_NAMES
     )
-    in_project = (
-        sorted(
-            str(p.relative_to(project_dir)) for n in MANIFEST_NAMES for p in project_dir.rglob(n)
-        )
-        if project_dir is not None
-        else []
-    )
+    in_project = _project_manifests(project_dir) if project_dir is not None else []
     if packaged:
         run.record("PW002", None)
+    elif source.package_dir is None:
+        run.record("PW002", "no package to look in")
     elif in_project:
         run.record(
             "PW002",
@@ -265,7 +280,7 @@ def _host_checks(
         run.skip_rest("the plugin did not reach INITIALIZED")
         return
     run.record("PW006", None)
-    run.record("PW007", _tool_problems(host, plugin, manifest, examples))
+    run.record("PW007", *_tool_problems(host, plugin, manifest, examples))
     unknown = host.call(plugin, UNKNOWN_TOOL, {})
     stays = host.status(plugin).available
     if unknown.ok:
@@ -283,17 +298,26 @@ def _host_checks(
 
 def _tool_problems(
     host: Host, plugin: str, manifest: Manifest | None, examples: Mapping[str, Mapping[str, Any]]
-) -> str | None:
-    tools = list(manifest.tools) if manifest is not None and manifest.tools else list(examples)
-    problems = []
+) -> tuple[str | None, str]:
+    """What went wrong running each tool's example (the caller's over the
+    manifest's). A tool with no example is tried with no arguments; its
+    failure is said, and fails nothing: it may simply need arguments."""
+    given = {**(manifest.examples if manifest is not None else {}), **examples}
+    tools = list(manifest.tools) if manifest is not None and manifest.tools else list(given)
+    problems, untried = [], []
     for tool in tools:
-        # A tool without an example is tried with no arguments.
-        args = dict(examples.get(tool, {}))
+        args = dict(given.get(tool, {}))
         result = host.call(plugin, tool, args)
-        if not result.ok:
-            given = "" if tool in examples else " (no example given: tool_examples / --examples)"
-            problems.append(f"{tool}({args}){given}: {result.error_type}: {result.error}")
-    return "; ".join(problems) or None
+        if result.ok:
+            continue
+        if tool not in given:
+            untried.append(f"{tool} (no example; with no arguments: {result.error_type})")
+        elif result.error_type == ErrorType.RESULT_NOT_SERIALIZABLE:
+            problems.append(f"{tool}({args}) returned what JSON cannot carry: {result.error}")
+        else:
+            problems.append(f"{tool}({args}): {result.error_type}: {result.error}")
+    note = f"not checked: {', '.join(untried)}" if untried else ""
+    return "; ".join(problems) + (f"; {note}" if problems and note else "") or None, note
 
 
 def _describe_check(run: _Run, manifest: Manifest | None) -> None:
