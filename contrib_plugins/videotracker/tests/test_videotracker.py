@@ -84,6 +84,14 @@ class TestWithoutAGpu:
         report = host.check_health("videotracker")
         assert report["ok"] and report["report"]["device"] == "cpu"
 
+    def test_its_first_call_finds_the_model_and_tracker_already_run(self, host):
+        """validate() runs a frame through the default detector and tracker,
+        so a first call does not pay for imports, thread pools and kernel
+        choices (a first track after serve once took 7x the next one)."""
+        warmed = host.check_health("videotracker")["report"]["warmed_up"]
+        assert (warmed["detector"], warmed["tracker"]) == ("mtcnn", "bytetrack")
+        assert warmed["seconds"] > 0
+
 
 class TestTrackingQuality:
     def test_each_object_keeps_one_id_and_boxes_match_the_truth(self, host):
@@ -255,6 +263,8 @@ def _bad_sources(root: Path) -> Path:
 
     (root / "empty.mp4").write_bytes(b"")
     (root / "text.mp4").write_text("not a video at all\n" * 100)
+    (root / "notes.txt").write_text("FFmpeg renders this as ANSI art\n" * 2000)
+    (root / "noise.bin").write_bytes(np.random.default_rng(7).bytes(200_000))
     data = VIDEO.read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
     writer = cv2.VideoWriter(str(root / "zero.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15, (64, 64))
@@ -278,6 +288,8 @@ class TestHardening:
             ({"video": "/no/such/video.mp4"}, "Video not found: /no/such/video.mp4"),
             ({"video": "{root}/empty.mp4"}, "Video file is empty"),
             ({"video": "{root}/text.mp4"}, "Not a video OpenCV can read"),
+            ({"video": "{root}/notes.txt"}, "FFmpeg reads it as 'ansi'"),
+            ({"video": "{root}/noise.bin"}, "no video codec in it"),
             ({"video": "{root}/truncated.mp4"}, "truncated"),
             ({"video": "{root}/zero.mp4"}, "no frames"),
             ({"video": "{root}/frames"}, "Frame 2 (002.png) is unreadable"),

@@ -12,6 +12,9 @@ from typing import Any
 __all__ = ["MAX_PIXELS", "FrameSource", "VideoError", "as_image", "open_source", "read_image"]
 
 MAX_PIXELS = 4096 * 4096  # a frame past this is refused: downscale first
+# FFmpeg "plays" text files as video (its tty demuxer renders them as ANSI
+# art): codecs no camera or encoder of footage produces.
+TEXT_CODECS = frozenset({"ansi", "bint", "xbin", "idf"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -127,7 +130,15 @@ def _video(path: str, stride: int, max_frames: int | None) -> FrameSource:
             f"Not a video OpenCV can read: {path} (no frames, truncated, damaged or not a video). "
             "Re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4."
         )
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    codec = _codec(capture.get(cv2.CAP_PROP_FOURCC))
+    if not codec or codec in TEXT_CODECS:
+        capture.release()
+        found = f"FFmpeg reads it as {codec!r}" if codec else "no video codec in it"
+        raise VideoError(
+            f"Not a video: {path} ({found}: text or arbitrary bytes, not footage). Pass a "
+            "video file (MP4, AVI, MKV...) or a directory of images."
+        )
+    count = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) or None
     ok, first = capture.read()
     if not ok or first is None:
@@ -138,6 +149,12 @@ def _video(path: str, stride: int, max_frames: int | None) -> FrameSource:
         total = len(range(0, count, stride))
         total = min(total, max_frames) if max_frames else total
     return FrameSource(path, total, fps, _frames(capture, first, path, count, stride, max_frames))
+
+
+def _codec(fourcc: float) -> str:
+    """A capture's FOURCC as text ("avc1", "mp4v"; "" for none)."""
+    code = int(fourcc) & 0xFFFFFFFF
+    return code.to_bytes(4, "little").decode("latin-1").strip("\0 ").lower()
 
 
 def _frames(

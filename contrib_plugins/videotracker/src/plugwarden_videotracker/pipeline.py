@@ -91,6 +91,16 @@ def make_tracker(kind: str, fps: float) -> Any:
     return made()
 
 
+def warm_up(detector: Detector, tracker_kind: str) -> None:
+    """One frame of noise through the detector and a tracker: the imports
+    (the tracker's stack), thread pools, kernel choices and (on a GPU) the
+    CUDA context a first call would otherwise pay for."""
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    Stream(detector, tracker_kind, 0.0, 15.0).update(noise)
+
+
 class Stream:
     """A tracker fed one frame at a time: :meth:`update` is a frame's
     confirmed tracks. ``track`` runs one over a video; the ``track_frames``
