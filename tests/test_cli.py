@@ -22,7 +22,7 @@ def cli(plugwarden_plugin, plugwarden_site, tmp_path):
     plugwarden_plugin("bad", "raise RuntimeError('weights missing [see docs]')\n")
 
     def run(
-        *args: str, config: str | None = None, url: str | None = None
+        *args: str, config: str | None = None, url: str | None = None, columns: int = 200
     ) -> subprocess.CompletedProcess[str]:
         if config is not None:
             (tmp_path / "plugwarden.toml").write_text(config)
@@ -30,7 +30,7 @@ def cli(plugwarden_plugin, plugwarden_site, tmp_path):
         env = {
             **os.environ,
             "PYTHONPATH": str(plugwarden_site),
-            "COLUMNS": "200",
+            "COLUMNS": str(columns),
             "PLUGWARDEN_URL": url or f"http://127.0.0.1:{free_port()}",
         }
         return subprocess.run(
@@ -53,6 +53,18 @@ class TestList:
         assert "good" in done.stdout and "INITIALIZED" in done.stdout
         assert "bad" in done.stdout and "FAILED" in done.stdout
         assert "RuntimeError: weights missing [see docs]" in done.stdout
+
+    def test_at_80_columns_no_word_is_broken(self, cli, plugwarden_plugin):
+        """A reason's first sentence in the table, the whole reason below it,
+        wrapped at spaces: an install command can be copied as it is."""
+        plugwarden_plugin("needy", ECHO, requires=["no-such-dist-for-pw-cli>=1.2"])
+        done = cli("list", "--local", columns=80)
+        lines = done.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), done.stdout
+        reason = next(line for line in lines if line.startswith("needy:"))
+        tail = done.stdout[done.stdout.index(reason) :]
+        assert "'no-such-dist-for-pw-cli>=1.2'" in tail, done.stdout
+        assert "weights missing [see docs]" in done.stdout
 
     def test_json(self, cli):
         done = cli("list", "--json", "--local")
@@ -345,11 +357,22 @@ class TestJobs:
         listed = json.loads(cli("jobs", "--json", *token, url=served.url).stdout)
         assert [j["id"] for j in listed] == [job.id]
         table = cli("jobs", "--plugin", "steps", *token, url=served.url)
-        assert table.returncode == 0 and job.id in table.stdout and "succeeded" in table.stdout
+        assert table.returncode == 0 and job.id[:12] in table.stdout
+        assert "succeeded" in table.stdout
         failed = cli("jobs", "--state", "failed", "--json", *token, url=served.url)
         assert json.loads(failed.stdout) == []
         refused = cli("jobs", url=served.url)
         assert refused.returncode == 2 and "Missing token" in refused.stderr
+
+    def test_at_80_columns_a_job_is_one_line_with_the_start_of_its_id(self, cli, served):
+        job = served.host.submit("steps", "count", {"n": 1, "dt": 0})
+        wait_for(lambda: served.host.job(job.id).finished)
+        table = cli("jobs", "--token", TOKEN, url=served.url, columns=80)
+        (row,) = [line for line in table.stdout.splitlines() if job.id[:12] in line]
+        assert "steps" in row and "succeeded" in row and job.id not in table.stdout
+        assert all(len(line) <= 80 for line in table.stdout.splitlines())
+        cancelled = cli("cancel", job.id[:12], "--token", TOKEN, url=served.url)
+        assert cancelled.returncode == 0, cancelled.stderr  # the start shown is enough
 
     def test_cancel_cancels_a_running_job_and_an_unknown_id_is_a_usage_error(self, cli, served):
         job = served.host.submit("steps", "count", {"n": 100000, "dt": 0.01})

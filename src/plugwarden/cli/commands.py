@@ -56,9 +56,12 @@ def _state(record: dict[str, Any]) -> str:
 
 
 def _status_table(records: list[dict[str, Any]], title: str = "Plugins") -> Table:
+    """One line of reason each (its first sentence): the whole reasons of
+    the plugins that are not well follow the table (:func:`_reasons`), so an
+    install command is never broken mid-word in a narrow column."""
     table = Table(title=title, title_justify="left")
     for column in ("plugin", "state", "version", "calls ok/err", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="ellipsis", no_wrap=column != "reason")
     for record in sorted(records, key=lambda r: str(r.get("name"))):
         health = "" if record.get("healthy", True) else " [red](unhealthy)[/red]"
         table.add_row(
@@ -66,9 +69,22 @@ def _status_table(records: list[dict[str, Any]], title: str = "Plugins") -> Tabl
             _state(record) + health,
             escape(str(record.get("version", ""))),
             f"{record.get('success_count', 0)}/{record.get('error_count', 0)}",
-            escape(str(record.get("reason", ""))),  # reasons quote config keys like [plugins.x]
+            escape(_first_sentence(str(record.get("reason", "")))),  # quotes [plugins.x]
         )
     return table
+
+
+def _first_sentence(reason: str) -> str:
+    head, _, rest = reason.partition(". ")
+    return f"{head}. (more below)" if rest else head
+
+
+def _reasons(records: list[dict[str, Any]], console: Console) -> None:
+    """The whole reason of each plugin that is not well, wrapped at spaces."""
+    for record in sorted(records, key=lambda r: str(r.get("name"))):
+        reason = str(record.get("reason", ""))
+        if not well(record) and reason != _first_sentence(reason):
+            console.print(f"\n[bold]{escape(str(record.get('name')))}[/bold]: {escape(reason)}")
 
 
 def _print_rows(
@@ -92,6 +108,8 @@ def _cmd_list(args: argparse.Namespace, config: HostConfig, console: Console) ->
         records = plugins.records()
     empty = "No plugins installed (entry point group 'plugwarden.plugins')."
     _print_rows(records, args.json, console, _status_table, empty)
+    if not args.json:
+        _reasons(records, console)
     return EXIT_OK if all_well(records) else EXIT_NOT_WELL
 
 

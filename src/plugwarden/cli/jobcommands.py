@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -118,22 +119,35 @@ def print_job(job: dict[str, Any], console: Console) -> None:
         )
 
 
+SHORT_ID = 12  # a job's id in the table: its start (cancel and jobs watch take it)
+
+
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table(title="Jobs (newest first)", title_justify="left")
+    """Jobs at 80 columns: an id's start, the time submitted (UTC) without
+    its date when it is today's; --json has every field whole."""
+    table = Table(title="Jobs (newest first, times UTC)", title_justify="left")
     for column in ("job", "plugin", "tool", "state", "progress", "submitted", "took"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("job", "submitted"))
     for job in jobs:
         progress = job.get("progress") or {}
         fraction = progress.get("fraction")
         shown = f"{fraction:.0%}" if fraction is not None else str(progress.get("done", ""))
         took = job.get("duration_s")
         table.add_row(
-            job["id"],
+            escape(job["id"][:SHORT_ID]),
             escape(job["plugin"]),
             escape(job["tool"]),
             _state(job["state"]),
             escape(shown),
-            escape(str(job.get("submitted_at") or "")),
+            escape(_when(job.get("submitted_at"))),
             "" if took is None else f"{took:.1f} s",
         )
     return table
+
+
+def _when(stamp: str | None) -> str:
+    """``2026-12-07T02:03:50.489Z`` as ``02:03:50`` today, else ``12-07 02:03``."""
+    if not stamp or len(stamp) < 19:
+        return stamp or ""
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return stamp[11:19] if stamp.startswith(today) else f"{stamp[5:10]} {stamp[11:16]}"
