@@ -1,4 +1,4 @@
-"""Issue 4: what the GPU pre-flight costs start().
+"""What the GPU pre-flight costs start().
 
 With no plugin needing a GPU, start() with the GPU check in the pre-flight vs
 start() without it (target: nothing measurable). With one plugin needing a

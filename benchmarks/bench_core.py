@@ -1,6 +1,6 @@
-"""Issue 2: a guarded inline run call vs the same plugin through raw pluggy.
+"""A guarded inline run call vs the same plugin through raw pluggy.
 
-Issue 14: an inline no-op call against its floor, the two-lock ping-pong:
+An inline no-op call against its floor, the two-lock ping-pong:
 raw pluggy called on a worker thread that the caller waits for with a
 deadline (what any call with a hard timeout on another thread costs),
 interleaved, with the caller's CPU time, under three conditions."""
@@ -94,6 +94,44 @@ def floor(name: str, calls: int = 5000, rounds: int = 9) -> Figure:
     )
 
 
+def against_process(name: str, calls: int = 3000, rounds: int = 9) -> Figure:
+    """The same no-op plugin inline and process-isolated, in one host,
+    interleaved: what the docs say about choosing inline (it is not the
+    faster path), measured. Information, no goal."""
+    site = site_with({"echo": ECHO, "echo2": ECHO})
+    config = {"plugins": {"echo": {"isolation": "inline"}, "echo2": {"isolation": "process"}}}
+    with condition(name), Host(config, search_path=[str(site)]) as host:
+
+        def inline() -> object:
+            return host.call("echo", "t", {"x": 1})
+
+        def process() -> object:
+            return host.call("echo2", "t", {"x": 1})
+
+        for _ in range(300):
+            inline()
+            process()
+        ratios, walls, cpus = [], [], []
+        for _ in range(rounds):
+            p_wall, p_cpu = timed(process, calls, time.process_time)
+            i_wall, i_cpu = timed(inline, calls, time.process_time)
+            ratios.append(i_wall / p_wall)
+            walls.append((i_wall, p_wall))
+            cpus.append((i_cpu, p_cpu))
+    median = statistics.median
+    return Figure(
+        f"inline no-op call / process-isolated no-op call, {name}",
+        median(w for w, _ in walls) * 1e6,
+        median(p for _, p in walls) * 1e6,
+        "us",
+        "information",
+        lambda r: True,
+        f"caller CPU {median(c for c, _ in cpus) * 1e6:.1f} vs "
+        f"{median(p for _, p in cpus) * 1e6:.1f} us; range {min(ratios):.2f}-{max(ratios):.2f}",
+        median(ratios),
+    )
+
+
 def run() -> list[Figure]:
     site = site_with({"echo": ECHO, "work": WORK})
     sys.path.insert(0, str(site))
@@ -119,4 +157,8 @@ def run() -> list[Figure]:
                     ratio,
                 )
             )
-    return figures + [floor(name) for name in CONDITIONS]
+    return (
+        figures
+        + [floor(name) for name in CONDITIONS]
+        + [against_process(name) for name in CONDITIONS]
+    )

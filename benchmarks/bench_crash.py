@@ -1,4 +1,4 @@
-"""Issue 14: from a call that crashes its worker to the next successful call,
+"""From a call that crashes its worker to the next successful call,
 with nobody restarting anything by hand, against pebble's ``ProcessPool``
 (which replaces a dead worker by itself), rounds interleaved, under three
 conditions (idle, one CPU busy, pinned to one CPU).
@@ -127,4 +127,4 @@ def run(rounds: int = 7) -> list[Figure]:
 if __name__ == "__main__":
     from benchmarks._harness import print_table
 
-    print_table(run(), "Crash recovery (issue 14)")
+    print_table(run(), "Crash recovery")

@@ -1,4 +1,4 @@
-"""Issue 3: process isolation against raw multiprocessing, and guard precision."""
+"""Process isolation against raw multiprocessing, and guard precision."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11: what jobs cost, each against a same-run baseline, interleaved,
+"""What jobs cost, each against a same-run baseline, interleaved,
 under three conditions (idle, one CPU busy, pinned to one CPU).
 
 - A no-op job, submit to succeeded (queue, a thread hand-off, three SQLite

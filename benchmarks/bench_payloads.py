@@ -1,4 +1,4 @@
-"""Binary payloads (issue 27): frames and arrays through the worker boundary.
+"""Binary payloads: frames and arrays through the worker boundary.
 
 Every figure is measured in interleaved rounds against its baseline in the
 same run, idle, beside a busy CPU and pinned to one CPU, with the caller's

@@ -1,4 +1,4 @@
-"""Issue 15: the Ray backend's cost, against raw Ray in the same run.
+"""The Ray backend's cost, against raw Ray in the same run.
 
 - A no-op call to a plugin on the ray backend against a raw Ray actor
   method call doing the same echo (``ray.get(actor.run.remote(...))``), on
@@ -133,4 +133,4 @@ def run() -> list[Figure]:
 
 
 if __name__ == "__main__":
-    print_table(run(), "Ray backend (issue 15)")
+    print_table(run(), "Ray backend")

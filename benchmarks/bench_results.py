@@ -1,4 +1,4 @@
-"""Host memory for large results (issue 25): the host's peak memory while it
+"""Host memory for large results: the host's peak memory while it
 answers a 64 MiB result of small objects over HTTP, over the result's size
 (goal <= 3x; the host decoded such a result into ~50 times its size), and
 the call's wall and host CPU time, against a bare relay (the same JSON made

@@ -1,4 +1,4 @@
-"""Issue 14: how long ``plugwarden serve`` takes to be ready, against honest
+"""How long ``plugwarden serve`` takes to be ready, against honest
 baselines in the same run, interleaved.
 
 - ``plugwarden serve`` with 50 plugins, from the process start to the first

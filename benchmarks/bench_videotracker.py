@@ -1,11 +1,11 @@
-"""Issue 13: frames per second of the VideoTracker's ``track`` on the
+"""Frames per second of the VideoTracker's ``track`` on the
 synthetic two-face video, against the raw detector + tracker loop (no
 plugwarden: the same decoding, MTCNN and ByteTrack, in a child process
 started under the same condition as the plugin's worker), in the
 same run, interleaved rounds, idle / one CPU busy / pinned to one CPU.
 Goal: host overhead <= 3%. CPU when no GPU, CUDA too where there is one.
 
-Issue 27: ``detect`` fed one frame per request over HTTP (a real
+Frames over HTTP: ``detect`` fed one frame per request over HTTP (a real
 ``plugwarden serve``; each decoded frame a multipart part, a raw RGB array
 with its dtype and shape), against the raw loop of the same MTCNN detecting
 the same frames in one process. Goal: >= 0.9x its frames per second.
@@ -213,12 +213,12 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cores")
     if "track" in suites:
         figures = [fps(name, device, video) for device in devices for name in CONDITIONS]
-        print_table(figures, "VideoTracker (issue 13)")
+        print_table(figures, "VideoTracker")
     if "detect" in suites:
         figures = [
             detect_over_http(name, device, video) for device in devices for name in CONDITIONS
         ]
-        print_table(figures, "VideoTracker frames over HTTP (issue 27)")
+        print_table(figures, "VideoTracker frames over HTTP")
     return 0
 
 

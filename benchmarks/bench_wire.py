@@ -1,4 +1,4 @@
-"""Issue 9: the worker boundary's costs, each against a same-run baseline.
+"""The worker boundary's costs, each against a same-run baseline.
 
 - The isolated round trip with the plain-JSON wire (request ids, pid and
   depth checks) against a raw ``multiprocessing`` Pipe echo of the same

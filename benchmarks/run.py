@@ -31,18 +31,18 @@ from benchmarks import (
 from benchmarks._harness import print_table
 
 SUITES = {
-    "core": (bench_core.run, "Guarded calls (issue 2)"),
-    "isolation": (bench_isolation.run, "Process isolation (issue 3)"),
-    "checks": (bench_checks.run, "Dependency checks (issue 4)"),
-    "http": (bench_http.run, "Health service (issue 5)"),
-    "wire": (bench_wire.run, "Worker boundary (issue 9)"),
-    "jobs": (bench_jobs.run, "Jobs (issue 11)"),
-    "start": (bench_start.run, "Start (issue 14)"),
-    "crash": (bench_crash.run, "Crash recovery (issue 14)"),
-    "sandbox": (bench_sandbox.run, "The sandbox's cost (issue 24)"),
-    "results": (bench_results.run, "Host memory for large results (issue 25)"),
-    "environments": (bench_environments.run, "Plugins' own environments (issue 26)"),
-    "payloads": (bench_payloads.run, "Binary payloads (issue 27)"),
+    "core": (bench_core.run, "Guarded calls"),
+    "isolation": (bench_isolation.run, "Process isolation"),
+    "checks": (bench_checks.run, "Dependency checks"),
+    "http": (bench_http.run, "Health service"),
+    "wire": (bench_wire.run, "Worker boundary"),
+    "jobs": (bench_jobs.run, "Jobs"),
+    "start": (bench_start.run, "Start"),
+    "crash": (bench_crash.run, "Crash recovery"),
+    "sandbox": (bench_sandbox.run, "The sandbox's cost"),
+    "results": (bench_results.run, "Host memory for large results"),
+    "environments": (bench_environments.run, "Plugins' own environments"),
+    "payloads": (bench_payloads.run, "Binary payloads"),
 }
 
 
