@@ -6,12 +6,15 @@ and a README that stays short and opens with its two commands.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from plugwarden.testing import ECHO_PLUGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -90,6 +93,20 @@ class TestPointers:
         nav = set(re.findall(r":\s*([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M))
         pages = {str(page.relative_to(DOCS)) for page in DOCS.rglob("*.md")}
         assert nav == pages
+
+
+class TestSamples:
+    def test_the_sample_health_record_has_every_field_a_real_one_has(
+        self, plugwarden_plugin, plugwarden_host
+    ):
+        text = (DOCS / "guides" / "operating.md").read_text()
+        start = text.index("$ curl -s localhost:8765/v1/plugins/hello/health\n")
+        sample = json.loads(text[text.index("{", start) : text.index("\n\n", start)])
+        plugwarden_plugin("hello", ECHO_PLUGIN)
+        real = plugwarden_host().status("hello").to_dict()
+        assert set(sample) == set(real)
+        assert set(sample["guard_trips"]) == set(real["guard_trips"])
+        assert set(sample["protections"]) == set(real["protections"])
 
 
 class TestReadme:
