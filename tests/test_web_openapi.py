@@ -123,3 +123,16 @@ class TestServed:
         assert httpx.get(server.url + "/openapi.json", timeout=30).status_code == 401
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.get(server.url + "/openapi.json", headers=auth, timeout=30).status_code == 200
+
+    def test_a_wrong_method_is_answered_with_every_method_the_path_serves(self, plugwarden_server):
+        server = plugwarden_server({"server": {"token": TOKEN}})
+        for path, methods in (
+            ("/v1/jobs/0123", {"GET", "DELETE"}),
+            ("/v1/plugins", {"GET", "POST"}),
+            ("/v1/plugins/x", {"GET", "DELETE"}),
+        ):
+            answer = httpx.request("PUT", server.url + path, timeout=30)
+            assert answer.status_code == 405, path
+            allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+            assert methods <= allowed, (path, allowed)
+            assert answer.json()["error_type"] == "MethodNotAllowed"

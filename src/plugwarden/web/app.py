@@ -251,8 +251,8 @@ def by_path(routes: list[Route]) -> list[Route]:
 
     def dispatch(by_method: dict[str, Callable[[Request], Any]]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            handler = by_method.get(request.method) or by_method["GET"]  # HEAD: as GET
-            response: Response = await handler(request)
+            # The router answered any other method 405; HEAD is GET's (Starlette).
+            response: Response = await by_method[request.method](request)
             return response
 
         return endpoint
