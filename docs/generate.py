@@ -333,9 +333,12 @@ def http_page() -> str:
             if parameters:
                 lines += ["", "| parameter | in | type | |", "|---|---|---|---|"]
                 for p in parameters:
-                    kind = p["schema"].get("type", "")
-                    if "enum" in p["schema"]:
-                        kind = " \\| ".join(map(str, p["schema"]["enum"]))
+                    schema = p.get("schema") or next(iter(p["content"].values()))["schema"]
+                    kind = schema.get("type", "")
+                    if "content" in p:
+                        kind = f"{kind} ({next(iter(p['content']))})"
+                    if "enum" in schema:
+                        kind = " \\| ".join(map(str, schema["enum"]))
                     lines.append(f"| `{p['name']}` | {p['in']} | {kind} | "
                                  f"{p.get('description', '')} |")  # fmt: skip
             body = operation.get("requestBody")

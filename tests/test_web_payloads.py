@@ -144,3 +144,14 @@ class TestHostileBodies:
         assert says in answer.json()["error"]
         assert server.host.status("binary").state is State.INITIALIZED
         assert server.host.status("binary").metrics["error_count"] == 0
+
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [("[" * 3000, "nests deeper"), ('{"a": NaN}', "finite"), ("[1]", "JSON object")],
+    )
+    def test_an_octet_streams_query_args_are_held_to_the_json_body_rules(self, server, args, says):
+        octets = {"Content-Type": "application/octet-stream"}
+        query = {"tool": "echo", "arg": "value", "args": args}
+        answer = run(server, content=b"abc", headers=octets, params=query)
+        assert answer.status_code in (400, 422), answer.text
+        assert says in answer.json()["error"]

@@ -1,5 +1,6 @@
-"""The conformance checks (docs/guides/writing-plugins.md#writing-and-testing-a-plugin): one
-installed plugin distribution against the contract, through a real host with real worker processes.
+"""The conformance checks (docs/guides/writing-plugins.md): one installed
+plugin distribution against the contract, through a real host with real
+worker processes.
 
 Each check has a stable id (``PW001``...) and the conformance level that
 introduced it. :func:`run_checks` runs them all and returns one

@@ -9,7 +9,7 @@ from plugwarden.error_types import GUARDS, HTTP_STATUS, ErrorType
 from plugwarden.jobs.job import JobState
 from plugwarden.plugin.lifecycle import State
 
-__all__ = ["ERROR_BODY_TYPES", "SCHEMAS", "object_of", "ref"]
+__all__ = ["ERROR_BODY_TYPES", "SCHEMAS", "Schema", "object_of", "ref"]
 
 Schema = dict[str, Any]
 

@@ -10,16 +10,14 @@ against it with Schemathesis.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from plugwarden.error_types import HTTP_STATUS
 from plugwarden.jobs.job import JobState
-from plugwarden.web.apischemas import SCHEMAS, object_of, ref
+from plugwarden.web.apischemas import SCHEMAS, Schema, object_of, ref
 from plugwarden.web.jobroutes import MAX_PAGE
 
 __all__ = ["document"]
 
-Schema = dict[str, Any]
 _JSON = "application/json"
 
 
@@ -100,8 +98,9 @@ _OCTET_QUERY = [
         "name": key,
         "in": "query",
         "required": False,
-        "schema": {"type": "string"},
         "description": f"{what} (only with an application/octet-stream body)",
+        **({"content": {_JSON: {"schema": {"type": "object"}}}} if key == "args" else
+           {"schema": {"type": "string"}}),
     }
     for key, what in (
         ("tool", "the tool"),
@@ -110,7 +109,7 @@ _OCTET_QUERY = [
         ("dtype", "an array's dtype, e.g. |u1"),
         ("shape", "an array's shape, e.g. 1080,1920,3"),
     )
-]
+]  # fmt: skip
 
 
 def _plugin_routes() -> dict[str, Schema]:

@@ -101,7 +101,7 @@ async def run_body(request: Request, max_body: int, max_blob: int, timeout_s: fl
         return error(f"Cannot read the request: {exc}", ErrorType.INVALID_REQUEST)
 
 
-def _octets(request: Request, raw: memoryview) -> dict[str, Any]:
+def _octets(request: Request, raw: memoryview) -> dict[str, Any] | Response:
     query = request.query_params
     tool, arg = query.get("tool"), query.get("arg")
     if not tool or not arg:
@@ -109,7 +109,10 @@ def _octets(request: Request, raw: memoryview) -> dict[str, Any]:
             "an application/octet-stream body needs ?tool=TOOL&arg=ARGUMENT (the argument "
             "that takes the bytes), and may add args={...} (JSON), dtype and shape"
         )
-    args = json.loads(query.get("args") or "{}")
+    # As any JSON body: finite numbers of sane length, bounded nesting.
+    args = decode_json((query.get("args") or "{}").encode(), "The query's args")
+    if isinstance(args, Response):
+        return args
     if not isinstance(args, dict):
         raise ValueError("the query's args must be a JSON object")
     shape = query.get("shape")
