@@ -299,6 +299,17 @@ class TestUpgrade:
         assert job.state == "failed" and "PW008" in job.outcome["error"], job.outcome
         assert host.call("steady", "which", {}).result["version"] == "1.0"
 
+    def test_a_version_failing_its_manifests_example_is_refused(self, installing, wheels):
+        """The smoke check: PW007, each tool answers the example its manifest gives."""
+        host = installing()
+        installed(host, wheels("steady", requires=(SIX_OLD,)))
+        manifest = '[tools.which]\ndescription = "w"\nexample = {sleep = "soon"}\n'
+        broken = wheels("steady", "2.0", (SIX_NEW,), extra={"steady/manifest.toml": manifest})
+        job = finished(host, host.upgrade("steady", [str(broken)]))
+        assert job.state == "failed" and "its example of which failed" in job.outcome["error"]
+        assert "PW007" in job.outcome["error"], job.outcome
+        assert host.call("steady", "which", {}).result["version"] == "1.0"
+
     def test_a_running_job_stays_on_the_version_it_started_on(self, installing, wheels):
         host = installing(probation_s=0.2)
         installed(host, wheels("steady", requires=(SIX_OLD,)))

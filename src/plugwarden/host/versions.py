@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plugwarden.config import HostConfig
 from plugwarden.error_types import ErrorType
@@ -105,19 +105,26 @@ class Versions:
         if status.state is not State.INITIALIZED or runner is None or record.settings is None:
             self._close(runner, ErrorType.CLOSED)
             raise InstallFailed(f"{source.origin} is {status.state.value}: {status.reason}")
-        tell("checking", f"smoke check of {source.origin} (an unknown tool; health)")
-        reason = self._smoke(runner) or (losses[0].reason if losses else None)
+        tell("checking", f"smoke check of {source.origin} (its examples; an unknown tool; health)")
+        reason = self._smoke(runner, record.manifest.examples) or (
+            losses[0].reason if losses else None
+        )
         if reason is not None:
             self._close(runner, ErrorType.CLOSED)
             raise InstallFailed(f"{source.origin} failed its smoke check: {reason}")
         return Running(source, record.settings, record.sandbox, runner, route, status.info)
 
-    def _smoke(self, runner: Runner) -> str | None:
-        """The conformance checks that need nothing of the plugin's own
-        (docs/guides/writing-plugins.md): PW008, an unknown tool is a clear per-call
-        error; PW009, health() answers, on every worker."""
+    def _smoke(self, runner: Runner, examples: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """The level-1 conformance checks a new version can pass or fail on
+        its own (docs/guides/writing-plugins.md): PW007, each tool answers the
+        example its manifest gives; PW008, an unknown tool is a clear
+        per-call error; PW009, health() answers, on every worker."""
         budget = self.config.health_timeout_s
         timeout = runner.limits.timeout_s
+        for tool, args in examples.items():
+            answer = runner.call("run", {"tool": tool, "args": dict(args)}, timeout, wait_s=timeout)
+            if not answer.ok:
+                return f"its example of {tool} failed: {answer.error_type}: {answer.error} (PW007)"
         unknown = runner.call("run", {"tool": SMOKE_TOOL, "args": {}}, timeout, wait_s=timeout)
         if unknown.ok:
             return f"run() of an unknown tool ({SMOKE_TOOL!r}) answered ok (PW008)"
