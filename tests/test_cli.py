@@ -374,6 +374,33 @@ class TestJobs:
         cancelled = cli("cancel", job.id[:12], "--token", TOKEN, url=served.url)
         assert cancelled.returncode == 0, cancelled.stderr  # the start shown is enough
 
+    def test_the_jobs_table_keeps_every_word_whole_at_80_columns(self):
+        """Long plugin and tool names, an old job: each job one line, a name
+        too long cut with an ellipsis, never a word broken over two lines."""
+        import io
+
+        from rich.console import Console
+
+        from plugwarden.cli.jobcommands import jobs_table
+
+        rows = [
+            {"id": "9700da076121427ebffabd696324489b", "plugin": name, "tool": tool,
+             "state": state, "progress": {"fraction": 0.75}, "duration_s": 2.3,
+             "submitted_at": "2026-01-06T19:49:50.567Z"}
+            for name, tool, state in (("plugwarden", "install", "succeeded"),
+                                      ("videotracker", "track_frames", "cancelled"),
+                                      ("a-plugin-named-at-great-length", "count", "failed"))
+        ]  # fmt: skip
+        out = io.StringIO()
+        Console(file=out, width=80).print(jobs_table(rows))
+        lines = out.getvalue().splitlines()
+        assert all(len(line) <= 80 for line in lines)
+        body = [line for line in lines if "9700da076121" in line]
+        assert len(body) == 3
+        for line, state in zip(body, ("succeeded", "cancelled", "failed"), strict=True):
+            assert state in line and "01-06 19:49" in line and "2.3 s" in line
+        assert "plugwarden" in body[0] and "videotracker" in body[1]
+
     def test_cancel_cancels_a_running_job_and_an_unknown_id_is_a_usage_error(self, cli, served):
         job = served.host.submit("steps", "count", {"n": 100000, "dt": 0.01})
         wait_for(lambda: served.host.job(job.id).progress is not None, 30, "progress")

@@ -125,9 +125,19 @@ SHORT_ID = 12  # a job's id in the table: its start (cancel and jobs watch take 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     """Jobs at 80 columns: an id's start, the time submitted (UTC) without
     its date when it is today's; --json has every field whole."""
-    table = Table(title="Jobs (newest first, times UTC)", title_justify="left")
-    for column in ("job", "plugin", "tool", "state", "progress", "submitted", "took"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("job", "submitted"))
+    table = Table(
+        title="Jobs (newest first, times UTC)",
+        title_justify="left",
+        box=None,  # columns two spaces apart: the room goes to the fields
+        pad_edge=False,
+        header_style="bold",
+    )
+    # One line a job within 80 columns: the fixed-width fields whole, a long
+    # plugin or tool name cut (…), never a word broken over two lines.
+    widths = {"job": (SHORT_ID, SHORT_ID), "plugin": (6, 12), "tool": (4, 10),
+              "state": (9, 9), "done": (4, 4), "submitted": (11, 11), "took": (7, 8)}  # fmt: skip
+    for column, (least, most) in widths.items():
+        table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=least, max_width=most)
     for job in jobs:
         progress = job.get("progress") or {}
         fraction = progress.get("fraction")
