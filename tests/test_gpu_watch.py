@@ -136,6 +136,14 @@ class TestRelease:
         wait_for(lambda: host.worker_pids("cuda") not in ([], [pid]), 30)
         wait_for(lambda: _noted(host, "not released within 0.5s"), 30)
         assert _noted(host, f"NVML still shows 4096 MB held by pid {pid}")
+        (gpu,) = host.gpus()
+        assert (gpu["stranded_bytes"], gpu["stranded_pids"]) == (4096 * 2**20, [pid])
+        page = render_page(host.statuses(), [], host.memory_seen(), [], host.gpus())
+        assert f"4096 MB still held by pid {pid} of a lost worker" in page
+        text = exposition(collector_registry(host))[0].decode()
+        assert 'plugwarden_gpu_memory_bytes{gpu="0",kind="stranded"} 4.294967296e+09' in text
+        nvml.use(pid, 0)  # the driver lets go at last: the GPU's record forgets it
+        wait_for(lambda: host.gpus()[0]["stranded_bytes"] == 0, 30)
 
 
 SEES = plugin_source("import os\nreturn os.environ.get('CUDA_VISIBLE_DEVICES')")

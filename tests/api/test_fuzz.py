@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from plugwarden.testing import FakeNvml, fake_gpu
 from tests.conftest import ECHO
 
 HERE = Path(__file__).parent
@@ -25,19 +26,23 @@ EXCLUDED = "use_after_free"
 
 @pytest.fixture
 def fuzzed_server(plugwarden_plugin, plugwarden_server, tmp_path_factory, monkeypatch):
-    """Plugins in each steady state behind a served host. Installs stay on
-    this machine: uv works offline (a fuzzed spec names no real package)."""
+    """Plugins in each steady state behind a served host, one of them placed
+    on a (fake) GPU so that records carry GPUs. Installs stay on this
+    machine: uv works offline (a fuzzed spec names no real package)."""
     monkeypatch.setenv("UV_OFFLINE", "1")
+    state = tmp_path_factory.mktemp("state")  # apart from the plugins' site: none may read it
     plugwarden_plugin("echo", ECHO, manifest={"description": "echoes", "tools": {"echo": "e"}})
     plugwarden_plugin("broken", "raise ImportError('no luck')\n")
     plugwarden_plugin("missing", ECHO, requires=["not-installed-anywhere-xyz"])
-    state = tmp_path_factory.mktemp("state")  # apart from the plugins' site: none may read it
-    return plugwarden_server(
-        {
-            "server": {"token": TOKEN, "plugins_dir": str(state / "envs")},
-            "jobs": {"path": str(state / "jobs.sqlite3")},
-        }
-    )
+    plugwarden_plugin("gpu", ECHO, manifest={"requires_gpu": True, "tools": {"echo": "e"}})
+    with FakeNvml(state / "nvml.json", (16384,)), fake_gpu("present"):
+        yield plugwarden_server(
+            {
+                "server": {"token": TOKEN, "plugins_dir": str(state / "envs")},
+                "jobs": {"path": str(state / "jobs.sqlite3")},
+                "plugins": {"gpu": {"gpu_memory_mb": 1024}},
+            }
+        )
 
 
 def schemathesis(url: str, where: Path, *options: str) -> subprocess.CompletedProcess[str]:

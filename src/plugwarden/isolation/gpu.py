@@ -66,6 +66,9 @@ class GpuWatch:
         self._watched: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self.unhealthy: dict[int, str] = {}  # GPU -> why no worker is placed there
         self.xids: collections.Counter[tuple[int, int]] = collections.Counter()  # (GPU, Xid)
+        # The processes of lost workers that still held GPU memory when their
+        # replacement stopped waiting, until NVML shows them holding none.
+        self.stranded: set[int] = set()
         self._devices: list[Device] = []  # as last read
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -111,6 +114,7 @@ class GpuWatch:
         trees = {worker: {worker.pid, *containment.tree(worker.pid)} for worker, _ in watched}
         for event in events:
             self._xid(event.gpu, event.xid, event.pid, trees)
+        self.stranded = {pid for pid in self.stranded if used.get(pid)}
         for worker, budget in watched:
             held = {pid: used[pid] for pid in trees[worker] if used.get(pid)}
             worker.gpu_pids = held
@@ -140,7 +144,8 @@ class GpuWatch:
             self._watched.pop(worker, None)
 
     def status(self) -> list[dict[str, Any]]:
-        """Each GPU as last read: memory, utilisation, ECC, health, Xids."""
+        """Each GPU as last read: memory, utilisation, ECC, health, Xids, and
+        the memory lost workers' processes still hold (``stranded``)."""
         if self._source() is not None and not self._devices:
             with contextlib.suppress(Exception):
                 self._devices = self._reader.devices() if self._reader else []
@@ -151,6 +156,8 @@ class GpuWatch:
                 "ecc_uncorrected": d.ecc_uncorrected, "retired_pages": d.retired_pages,
                 "healthy": d.index not in self.unhealthy, "reason": self.unhealthy.get(d.index),
                 "xids": {str(x): n for (g, x), n in sorted(self.xids.items()) if g == d.index},
+                "stranded_bytes": sum(n for p, n in d.processes.items() if p in self.stranded),
+                "stranded_pids": sorted(p for p in d.processes if p in self.stranded),
             }
             for d in self._devices
         ]  # fmt: skip
@@ -195,6 +202,7 @@ class GpuWatch:
         """Wait for the GPU memory of a lost worker's processes (``held``:
         pid -> bytes) to come back; how that went, for the history."""
         left = self.wait_released(held)
+        self.stranded |= set(left)  # its GPU's record names it until it lets go
         if not left:
             return f"after its {sum(held.values()) / 2**20:.0f} MB of GPU memory came back"
         pids = ", ".join(str(pid) for pid in sorted(left))

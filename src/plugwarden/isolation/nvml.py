@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
@@ -79,6 +79,7 @@ class Device:
     utilization: int | None = None  # percent of the last sample period
     ecc_uncorrected: int | None = None  # volatile uncorrected ECC errors
     retired_pages: int | None = None
+    processes: dict[int, int] = field(default_factory=dict)  # pid -> its bytes on this GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +127,12 @@ class _FakeNvml:
     def devices(self) -> list[Device]:
         found = []
         for index, gpu in enumerate(self._state().get("gpus", [])):
-            used = int(gpu.get("used", 0)) + sum(map(int, (gpu.get("processes") or {}).values()))
+            processes = {int(pid): int(n) for pid, n in (gpu.get("processes") or {}).items()}
+            used = int(gpu.get("used", 0)) + sum(processes.values())
             found.append(Device(
                 index, str(gpu.get("name", "Fake GPU")), int(gpu.get("total", 0)), used,
                 gpu.get("utilization"), gpu.get("ecc_uncorrected"), gpu.get("retired_pages"),
+                processes,
             ))  # fmt: skip
         return found
 
@@ -158,20 +161,26 @@ class _Nvml:
             self._events = None
 
     def processes(self) -> dict[int, int]:
-        nvml, used = self._nvml, dict[int, int]()
+        used: dict[int, int] = {}
         for handle in self._handles:
-            for query in (
-                nvml.nvmlDeviceGetComputeRunningProcesses,
-                nvml.nvmlDeviceGetGraphicsRunningProcesses,
-            ):
-                try:
-                    found = query(handle)
-                except nvml.NVMLError:
-                    continue
-                for process in found:
-                    amount = process.usedGpuMemory
-                    if isinstance(amount, int) and amount >= 0:  # None: not readable here
-                        used[process.pid] = used.get(process.pid, 0) + amount
+            for pid, amount in self._processes_on(handle).items():
+                used[pid] = used.get(pid, 0) + amount
+        return used
+
+    def _processes_on(self, handle: Any) -> dict[int, int]:
+        nvml, used = self._nvml, dict[int, int]()
+        for query in (
+            nvml.nvmlDeviceGetComputeRunningProcesses,
+            nvml.nvmlDeviceGetGraphicsRunningProcesses,
+        ):
+            try:
+                found = query(handle)
+            except nvml.NVMLError:
+                continue
+            for process in found:
+                amount = process.usedGpuMemory
+                if isinstance(amount, int) and amount >= 0:  # None: not readable here
+                    used[process.pid] = used.get(process.pid, 0) + amount
         return used
 
     def devices(self) -> list[Device]:
@@ -187,6 +196,7 @@ class _Nvml:
                     h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)),
                 self._read(lambda h=handle: len(nvml.nvmlDeviceGetRetiredPages(
                     h, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))),
+                self._processes_on(handle),
             ))  # fmt: skip
         return found
 

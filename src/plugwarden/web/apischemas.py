@@ -83,7 +83,11 @@ _RECORD_FIELDS: dict[str, Schema] = {
 _WORKER_FIELDS: dict[str, Schema] = {
     "worker_resident_bytes": {"type": ["integer", "null"], "minimum": 0},
     "worker_gpu_bytes": {"type": ["integer", "null"], "minimum": 0},
-    "worker_gpus": {"type": "array", "items": {"type": "integer"}},
+    "worker_gpus": {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Gpu"},
+        "description": "the GPUs its workers are placed on",
+    },
     "worker_nodes": {"type": "array", "items": {"type": "string"}},
 }
 
@@ -193,6 +197,26 @@ SCHEMAS: dict[str, Schema] = {
             {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 32},
         ],
     },
+    "Gpu": object_of(
+        {
+            "index": {"type": "integer", "minimum": 0},
+            "name": {"type": "string"},
+            "memory_used_bytes": {"type": "integer"},
+            "memory_total_bytes": {"type": "integer"},
+            "utilization": {"type": ["integer", "null"]},
+            "ecc_uncorrected": {"type": ["integer", "null"]},
+            "retired_pages": {"type": ["integer", "null"]},
+            "healthy": {"type": "boolean"},
+            "reason": {"type": ["string", "null"], "description": "why it is unhealthy"},
+            "xids": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "stranded_bytes": {
+                "type": "integer",
+                "description": "held by processes of lost workers after their replacement "
+                "stopped waiting for it",
+            },
+            "stranded_pids": {"type": "array", "items": {"type": "integer"}},
+        }
+    ),
     "Readiness": object_of(
         {"ready": {"type": "boolean"}, "reasons": {"type": "array", "items": {"type": "string"}}}
     ),

@@ -242,6 +242,12 @@ def _gpu_section(gpus: list[dict[str, Any]]) -> str:
     rows = []
     for gpu in gpus:
         health = "healthy" if gpu["healthy"] else f"unhealthy: {gpu['reason']}"
+        if gpu["stranded_bytes"]:
+            pids = ", ".join(map(str, gpu["stranded_pids"]))
+            health += (
+                f"; {gpu['stranded_bytes'] / 2**20:.0f} MB still held by pid {pids} "
+                "of a lost worker"
+            )
         xids = ", ".join(f"Xid {x} &times;{n}" for x, n in gpu["xids"].items()) or "no Xid"
         rows.append(
             f"<tr><td>{gpu['index']}</td><td>{escape(gpu['name'])}</td>"

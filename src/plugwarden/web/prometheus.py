@@ -129,7 +129,9 @@ class HostCollector(Collector):
 
     def _gpus(self) -> Iterator[Metric]:
         memory = GaugeMetricFamily(
-            "plugwarden_gpu_memory_bytes", "Each GPU's memory, used and total (NVML).",
+            "plugwarden_gpu_memory_bytes",
+            "Each GPU's memory: used and total (NVML), and stranded (held by the processes of "
+            "lost workers after their replacement stopped waiting for it).",
             labels=["gpu", "kind"],
         )  # fmt: skip
         healthy = GaugeMetricFamily(
@@ -142,6 +144,7 @@ class HostCollector(Collector):
             index = str(gpu["index"])
             memory.add_metric([index, "used"], gpu["memory_used_bytes"])
             memory.add_metric([index, "total"], gpu["memory_total_bytes"])
+            memory.add_metric([index, "stranded"], gpu["stranded_bytes"])
             healthy.add_metric([index], 1.0 if gpu["healthy"] else 0.0)
             for xid, count in gpu["xids"].items():
                 xids.add_metric([index, xid], count)
