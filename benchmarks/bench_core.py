@@ -8,16 +8,14 @@ interleaved, with the caller's CPU time, under three conditions."""
 from __future__ import annotations
 
 import importlib
-import statistics
 import sys
 import threading
-import time
 from typing import Any
 
 import pluggy
 
 from benchmarks._harness import ECHO, WORK, Figure, compare, site_with
-from benchmarks.bench_wire import CONDITIONS, condition, timed
+from benchmarks.bench_wire import CONDITIONS, condition, interleaved
 from plugwarden import Host, hookspecs
 
 
@@ -70,27 +68,9 @@ def floor(name: str, calls: int = 5000, rounds: int = 9) -> Figure:
         def base() -> object:
             return pong.call({"x": 1})
 
-        for _ in range(500):
-            ours()
-            base()
-        ratios, walls, cpus = [], [], []
-        for _ in range(rounds):
-            b_wall, b_cpu = timed(base, calls, time.process_time)
-            o_wall, o_cpu = timed(ours, calls, time.process_time)
-            ratios.append(o_wall / b_wall)
-            walls.append((o_wall, b_wall))
-            cpus.append((o_cpu, b_cpu))
-    median = statistics.median
-    return Figure(
-        f"inline no-op call / two-lock ping-pong floor, {name}",
-        median(w for w, _ in walls) * 1e6,
-        median(b for _, b in walls) * 1e6,
-        "us",
-        "<= 1.3x",
-        lambda r: r <= 1.3,
-        f"CPU {median(c for c, _ in cpus) * 1e6:.1f} vs {median(b for _, b in cpus) * 1e6:.1f} "
-        f"us; range {min(ratios):.2f}-{max(ratios):.2f}",
-        median(ratios),
+        rounds_of = interleaved(ours, base, calls, rounds, warm=500)
+    return rounds_of.figure(
+        f"inline no-op call / two-lock ping-pong floor, {name}", "<= 1.3x", lambda r: r <= 1.3
     )
 
 
@@ -108,27 +88,9 @@ def against_process(name: str, calls: int = 3000, rounds: int = 9) -> Figure:
         def process() -> object:
             return host.call("echo2", "t", {"x": 1})
 
-        for _ in range(300):
-            inline()
-            process()
-        ratios, walls, cpus = [], [], []
-        for _ in range(rounds):
-            p_wall, p_cpu = timed(process, calls, time.process_time)
-            i_wall, i_cpu = timed(inline, calls, time.process_time)
-            ratios.append(i_wall / p_wall)
-            walls.append((i_wall, p_wall))
-            cpus.append((i_cpu, p_cpu))
-    median = statistics.median
-    return Figure(
-        f"inline no-op call / process-isolated no-op call, {name}",
-        median(w for w, _ in walls) * 1e6,
-        median(p for _, p in walls) * 1e6,
-        "us",
-        "information",
-        lambda r: True,
-        f"caller CPU {median(c for c, _ in cpus) * 1e6:.1f} vs "
-        f"{median(p for _, p in cpus) * 1e6:.1f} us; range {min(ratios):.2f}-{max(ratios):.2f}",
-        median(ratios),
+        rounds_of = interleaved(inline, process, calls, rounds, warm=300)
+    return rounds_of.figure(
+        f"inline no-op call / process-isolated no-op call, {name}", "information", lambda r: True
     )
 
 

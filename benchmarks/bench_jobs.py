@@ -18,7 +18,7 @@ import threading
 import time
 
 from benchmarks._harness import ECHO, Figure, site_with
-from benchmarks.bench_wire import CONDITIONS, condition, timed
+from benchmarks.bench_wire import CONDITIONS, condition, interleaved
 from plugwarden import Host
 from plugwarden.testing import plugin_source
 
@@ -59,28 +59,17 @@ def job_overhead(name: str, calls: int = 300, rounds: int = 7) -> Figure:
         def job() -> None:
             _job_until_done(host)
 
-        for _ in range(50):
-            call()
-            job()
-        ours, base, ours_cpu, base_cpu, ratios = [], [], [], [], []
-        for _ in range(rounds):
-            b_wall, b_cpu = timed(call, calls, time.process_time)
-            o_wall, o_cpu = timed(job, calls, time.process_time)
-            ours.append(o_wall)
-            base.append(b_wall)
-            ours_cpu.append(o_cpu)
-            base_cpu.append(b_cpu)
-            ratios.append(o_wall / b_wall)
+        measured = interleaved(job, call, calls, rounds, warm=50)
     return Figure(
         f"no-op job vs sync call, {name}",
-        statistics.median(ours) * 1e6,
-        statistics.median(base) * 1e6,
+        measured.median_us("walls", 0),
+        measured.median_us("walls", 1),
         "us",
         "reported",
         lambda ratio: True,
-        note=f"host CPU {statistics.median(ours_cpu) * 1e6:.0f} vs "
-        f"{statistics.median(base_cpu) * 1e6:.0f} us",
-        measured_ratio=statistics.median(ratios),
+        note=f"host CPU {measured.median_us('cpus', 0):.0f} vs "
+        f"{measured.median_us('cpus', 1):.0f} us",
+        measured_ratio=statistics.median(measured.ratios),
     )
 
 

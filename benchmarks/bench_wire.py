@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import psutil
@@ -88,6 +89,55 @@ def timed(
     for _ in range(calls):
         function()
     return (time.perf_counter() - wall) / calls, (cpu_clock() - cpu) / calls
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """Interleaved rounds of two calls: per round, each one's wall and CPU
+    seconds a call."""
+
+    walls: list[tuple[float, float]]  # (ours, baseline)
+    cpus: list[tuple[float, float]]
+
+    def median_us(self, series: str, side: int) -> float:
+        """The median of ``series`` ("walls" or "cpus") for ``side`` (0:
+        ours, 1: the baseline), in microseconds a call."""
+        return statistics.median(pair[side] for pair in getattr(self, series)) * 1e6
+
+    @property
+    def ratios(self) -> list[float]:
+        return [ours / base for ours, base in self.walls]
+
+    def figure(self, title: str, target: str, ok: Callable[[float], bool]) -> Figure:
+        ratios = self.ratios
+        return Figure(
+            title,
+            self.median_us("walls", 0),
+            self.median_us("walls", 1),
+            "us",
+            target,
+            ok,
+            f"CPU {self.median_us('cpus', 0):.1f} vs {self.median_us('cpus', 1):.1f} us; "
+            f"range {min(ratios):.2f}-{max(ratios):.2f}",
+            statistics.median(ratios),
+        )
+
+
+def interleaved(
+    ours: Callable[[], object], base: Callable[[], object], calls: int, rounds: int, warm: int
+) -> Rounds:
+    """``warm`` calls of each, then ``rounds`` rounds of ``calls``, the
+    baseline first in each round, with the caller's CPU time."""
+    for _ in range(warm):
+        ours()
+        base()
+    walls, cpus = [], []
+    for _ in range(rounds):
+        b_wall, b_cpu = timed(base, calls, time.process_time)
+        o_wall, o_cpu = timed(ours, calls, time.process_time)
+        walls.append((o_wall, b_wall))
+        cpus.append((o_cpu, b_cpu))
+    return Rounds(walls, cpus)
 
 
 def round_trip(name: str, calls: int = 2000, rounds: int = 9) -> list[Figure]:
