@@ -25,7 +25,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from plugwarden.isolation.fates import KillCause
-from plugwarden.isolation.nvml import RESET_XIDS, Device, GpuReader, reader, xid_meaning
+from plugwarden.isolation.nvml import (
+    RESET_XIDS,
+    Device,
+    GpuReader,
+    per_process,
+    reader,
+    xid_meaning,
+)
 from plugwarden.isolation.process import containment
 
 __all__ = ["SWEEP_S", "GpuWatch", "Watched"]
@@ -104,13 +111,13 @@ class GpuWatch:
         if source is None:
             return
         try:
-            used = source.processes()
             events = source.events()
-            self._devices = source.devices()
+            self._devices = devices = source.devices()
         # NVML may fail in any way mid-run (a GPU fallen off the bus).
         except Exception:
             log.warning("reading NVML failed", exc_info=True)
             return
+        used = per_process(device.processes for device in devices)  # NVML read once a sweep
         trees = {worker: {worker.pid, *containment.tree(worker.pid)} for worker, _ in watched}
         for event in events:
             self._xid(event.gpu, event.xid, event.pid, trees)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ __all__ = [
     "Device",
     "GpuReader",
     "XidEvent",
+    "per_process",
     "reader",
     "sticky_cuda_error",
     "xid_meaning",
@@ -91,6 +93,15 @@ class XidEvent:
     pid: int | None = None
 
 
+def per_process(parts: Iterable[dict[int, int]]) -> dict[int, int]:
+    """Each process's GPU memory summed over ``parts`` (pid -> bytes, a GPU each)."""
+    used: dict[int, int] = {}
+    for part in parts:
+        for pid, amount in part.items():
+            used[pid] = used.get(pid, 0) + amount
+    return used
+
+
 class GpuReader(Protocol):
     def processes(self) -> dict[int, int]:
         """Used GPU memory per process id (as the host sees it), every GPU."""
@@ -118,11 +129,7 @@ class _FakeNvml:
         return state if isinstance(state, dict) else {}
 
     def processes(self) -> dict[int, int]:
-        used: dict[int, int] = {}
-        for gpu in self._state().get("gpus", []):
-            for pid, amount in (gpu.get("processes") or {}).items():
-                used[int(pid)] = used.get(int(pid), 0) + int(amount)
-        return used
+        return per_process(device.processes for device in self.devices())
 
     def devices(self) -> list[Device]:
         found = []
@@ -161,11 +168,7 @@ class _Nvml:
             self._events = None
 
     def processes(self) -> dict[int, int]:
-        used: dict[int, int] = {}
-        for handle in self._handles:
-            for pid, amount in self._processes_on(handle).items():
-                used[pid] = used.get(pid, 0) + amount
-        return used
+        return per_process(self._processes_on(handle) for handle in self._handles)
 
     def _processes_on(self, handle: Any) -> dict[int, int]:
         nvml, used = self._nvml, dict[int, int]()
