@@ -82,6 +82,10 @@ CONFIG_NOTES = {
 }
 
 
+class _Said(str):
+    """A default told in words (inherited, layered), not a value to quote."""
+
+
 def _toml(value: Any) -> str:
     if value is None:
         return "unset"
@@ -112,13 +116,13 @@ def config_page() -> str:
         return found
 
     host = HostConfig()
-    inherited = dict.fromkeys(fields(Limits(), RestartPolicy()), "from `[defaults]`")
+    inherited = dict.fromkeys(fields(Limits(), RestartPolicy()), _Said("from `[defaults]`"))
     sources: dict[str, tuple[dict[str, Any], tuple[type, ...]]] = {
         "defaults": (fields(host.defaults, host.policy, host), (Limits, RestartPolicy)),
         "defaults.permissions": (fields(Permissions(False, (), ())), (Permissions,)),
         "plugins.NAME": (inherited | fields(PluginConfig()), (Limits, PluginConfig)),
         "plugins.NAME.permissions": (dict.fromkeys(TABLES["defaults.permissions"],
-                                                   "over the manifest's"), (Permissions,)),
+                                                   _Said("over the manifest's")), (Permissions,)),
         "server": (fields(ServerConfig()), (ServerConfig,)),
         "jobs": (fields(JobsConfig()), (JobsConfig,)),
         "ray": (fields(RayConfig()), (RayConfig,)),
@@ -140,9 +144,7 @@ def config_page() -> str:
         lines += ["", f"## `[{table}]`", "", "| key | default | meaning |", "|---|---|---|"]
         for key in sorted(keys):
             default = defaults.get(key)
-            shown = default if isinstance(default, str) and "`" in default else _toml(default)
-            if isinstance(default, str) and default.startswith(("from ", "over ")):
-                shown = default
+            shown = default if isinstance(default, _Said) else _toml(default)
             note = notes.get(key)
             if note is None:
                 raise SystemExit(f"config key [{table}] {key} has no description: comment its "

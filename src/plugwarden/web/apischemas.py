@@ -66,6 +66,11 @@ _SUMMARY_FIELDS: dict[str, Schema] = {
     "health": {"type": ["object", "null"], "description": "the last health check's report"},
     "environment": {"type": ["object", "null"], "description": "null: the host's own"},
 }
+# What every item of the plugin listing has at least (the rest may follow).
+_LISTED = (
+    "name", "state", "reason", "description", "version", "uptime_seconds", "last_used",
+    "success_count", "error_count", "last_execution_time_ms", "avg_execution_time_ms",
+)  # fmt: skip
 _RECORD_FIELDS: dict[str, Schema] = {
     "permissions": {"type": "object", "description": "what the plugin is granted"},
     "protections": {
@@ -124,18 +129,7 @@ SCHEMAS: dict[str, Schema] = {
         {"args": {"type": ["object", "null"]}},
     ),
     "PluginSummary": object_of(
-        {k: _SUMMARY_FIELDS[k] for k in ("name", "state", "reason", "description", "version")}
-        | {
-            k: _SUMMARY_FIELDS[k]
-            for k in (
-                "uptime_seconds",
-                "last_used",
-                "success_count",
-                "error_count",
-                "last_execution_time_ms",
-                "avg_execution_time_ms",
-            )
-        },
+        {key: _SUMMARY_FIELDS[key] for key in _LISTED},
         _SUMMARY_FIELDS | {"worker_resident_bytes": _WORKER_FIELDS["worker_resident_bytes"]},
     ),
     "PluginHealth": object_of(_SUMMARY_FIELDS | _RECORD_FIELDS),
