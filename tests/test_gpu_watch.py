@@ -247,6 +247,84 @@ class TestXid:
         assert pids[1] in host.worker_pids("seer")
 
 
+class TestXidOnASharedGpu:
+    """Two workers on one GPU: the driver's kernel log line says which
+    process an Xid hit; without it, both are recycled."""
+
+    @pytest.fixture
+    def sharing(self, tmp_path, plugwarden_plugin, plugwarden_host):
+        def make(kernel_log: bool):
+            fake = stack.enter_context(FakeNvml(tmp_path / "nvml.json", kernel_log=kernel_log))
+            stack.enter_context(fake_gpu("present"))
+            plugwarden_plugin("seer", SEES)
+            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
+            return fake, plugwarden_host({"plugins": {"seer": settings}})
+
+        with contextlib.ExitStack() as stack:
+            yield make
+
+    def test_the_kernel_logs_line_recycles_only_the_worker_it_names(self, sharing):
+        fake, host = sharing(kernel_log=True)
+        pids = host.worker_pids("seer")
+        fake.xid(0, 31, pid=pids[1])
+        wait_for(lambda: pids[1] not in host.worker_pids("seer"), 30)
+        wait_for(lambda: len(host.worker_pids("seer")) == 2, 30)
+        assert pids[0] in host.worker_pids("seer")
+        assert host.status("seer").metrics["guard_trips"]["gpu_fault"] == 1
+        assert host.gpus()[0]["xid_attribution"].startswith("per process")
+
+    def test_without_the_kernel_log_an_xid_recycles_every_worker_on_its_gpu(self, sharing):
+        fake, host = sharing(kernel_log=False)
+        pids = host.worker_pids("seer")
+        fake.xid(0, 31, pid=pids[1])
+        wait_for(lambda: not set(pids) & set(host.worker_pids("seer")), 30)
+        assert host.status("seer").metrics["guard_trips"]["gpu_fault"] == 2
+        attribution = host.gpus()[0]["xid_attribution"]
+        assert attribution.startswith("per GPU: the driver's Xid lines cannot be read")
+        page = render_page(host.statuses(), [], gpus=host.gpus())
+        assert "Xids recycle workers per GPU: the driver&#x27;s Xid lines" in page
+
+
+class TestMemoryRepairs:
+    """A GPU whose memory repairs wait for a reset, or failed, takes no new
+    worker while NVML says so; its counts are shown."""
+
+    @pytest.fixture
+    def two_gpus(self, tmp_path, plugwarden_plugin, plugwarden_host):
+        with FakeNvml(tmp_path / "nvml.json", (16384, 16384)) as fake, fake_gpu("present"):
+            plugwarden_plugin("seer", SEES)
+            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
+            yield fake, plugwarden_host({"plugins": {"seer": settings}})
+
+    def test_a_pending_row_remapping_keeps_workers_off_the_gpu_until_it_is_done(self, two_gpus):
+        fake, host = two_gpus
+        fake.repairs(1, remapped_rows=2, pending=True)
+        wait_for(lambda: not host.gpus()[1]["healthy"], 30)
+        gpu = host.gpus()[1]
+        assert "a memory row remapping is pending: it needs a reset" in gpu["reason"]
+        assert gpu["remapped_rows"] == 2
+        assert host.restart("seer").state is State.INITIALIZED
+        assert [g["index"] for g in host.worker_gpus("seer")] == [0]
+        fake.repairs(1, remapped_rows=2)  # reset: the rows are remapped
+        wait_for(lambda: host.gpus()[1]["healthy"], 30)
+        assert host.restart("seer").state is State.INITIALIZED
+        assert [g["index"] for g in host.worker_gpus("seer")] == [0, 1]
+
+    def test_a_failed_remapping_says_the_gpu_needs_service(self, two_gpus):
+        fake, host = two_gpus
+        fake.repairs(0, remapped_rows=512, failed=True)
+        fake.repairs(1, remapped_rows=512, failed=True)
+        wait_for(lambda: not any(gpu["healthy"] for gpu in host.gpus()), 30)
+        status = host.restart("seer")
+        assert status.state is State.UNAVAILABLE
+        assert "Every GPU it may use is unhealthy (GPU 0: remapping a failed memory row" in (
+            status.reason
+        )
+        assert "the GPU needs service" in status.reason
+        page = render_page(host.statuses(), [], gpus=host.gpus())
+        assert "<th>ECC</th>" in page and "512 remapped rows" in page
+
+
 def _noted(host, text: str) -> bool:
     return any(text in transition.reason for transition in host.status("cuda").history)
 

@@ -7,10 +7,12 @@ worker). :class:`GpuWatch` reads it about four times a second while a GPU
 worker is watched: each process's used GPU memory, added up per worker
 tree (a tree past its budget is killed, ``KillCause.GPU_MEMORY``: the call
 in flight fails ``GpuMemoryLimitExceeded`` with the peak seen), the Xid
-events (the workers on that GPU, or the process named, are recycled,
-``KillCause.GPU_FAULT``; an Xid that calls for a reset marks the GPU
-unhealthy, and no worker is placed there again), and each GPU's memory,
-utilisation and ECC counts.
+events (the worker whose process the driver's kernel log line names, else
+every worker on that GPU, is recycled, ``KillCause.GPU_FAULT``; an Xid that
+calls for a reset marks the GPU unhealthy, and no worker is placed there
+again), and each GPU's memory, utilisation, ECC counts and memory repairs
+(a row remapping or page retirement waiting for a reset, or a failed one,
+keeps workers off the GPU while NVML says so).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from plugwarden.isolation.nvml import (
     xid_meaning,
 )
 from plugwarden.isolation.process import containment
+from plugwarden.isolation.xidlog import XidAttribution
 
 __all__ = ["SWEEP_S", "GpuWatch", "Watched"]
 
@@ -71,7 +74,9 @@ class GpuWatch:
         self._reader: GpuReader | None = None
         self.state = "not started"  # which NVML, or why none
         self._watched: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self.unhealthy: dict[int, str] = {}  # GPU -> why no worker is placed there
+        self.unhealthy: dict[int, str] = {}  # GPU -> why no worker is placed there (an Xid)
+        self.repairs: dict[int, str] = {}  # GPU -> its memory repairs' fault, as last read
+        self._attribution: XidAttribution | None = None
         self.xids: collections.Counter[tuple[int, int]] = collections.Counter()  # (GPU, Xid)
         # The processes of lost workers that still held GPU memory when their
         # replacement stopped waiting, until NVML shows them holding none.
@@ -86,6 +91,9 @@ class GpuWatch:
         with self._lock:
             if self._reader is None and self.state == "not started":
                 self._reader, self.state = self._make_reader()
+                if self._reader is not None:
+                    with contextlib.suppress(Exception):  # NVML may fail in any way
+                        self._attribution = XidAttribution(self._reader.kernel_log())
             return self._reader
 
     def watch(self, worker: Watched, budget_bytes: int) -> str:
@@ -107,7 +115,7 @@ class GpuWatch:
         workers an Xid hit, note each GPU's state."""
         with self._lock:
             watched = list(self._watched.items())
-            source = self._reader
+            source, attribution = self._reader, self._attribution
         if source is None:
             return
         try:
@@ -117,6 +125,9 @@ class GpuWatch:
         except Exception:
             log.warning("reading NVML failed", exc_info=True)
             return
+        self._note_repairs(devices)
+        if attribution is not None:
+            events = attribution.resolve(events, {d.index: d.bus for d in devices})
         used = per_process(device.processes for device in devices)  # NVML read once a sweep
         trees = {worker: {worker.pid, *containment.tree(worker.pid)} for worker, _ in watched}
         for event in events:
@@ -146,6 +157,16 @@ class GpuWatch:
                 self._forget(worker)
                 worker.kill(KillCause.GPU_FAULT)
 
+    def _note_repairs(self, devices: list[Device]) -> None:
+        repairs = {d.index: d.memory_fault for d in devices if d.memory_fault}
+        for index in repairs.keys() - self.repairs.keys():
+            log.warning("GPU %d taken out of placement: %s", index, repairs[index])
+        self.repairs = repairs
+
+    def why_unhealthy(self, index: int) -> str | None:
+        """Why no worker is placed on GPU ``index`` (None: it is healthy)."""
+        return self.unhealthy.get(index) or self.repairs.get(index)
+
     def _forget(self, worker: Watched) -> None:
         with self._lock:
             self._watched.pop(worker, None)
@@ -156,12 +177,16 @@ class GpuWatch:
         if self._source() is not None and not self._devices:
             with contextlib.suppress(Exception):
                 self._devices = self._reader.devices() if self._reader else []
+                self._note_repairs(self._devices)
+        attribution = self._attribution.state if self._attribution else self.state
         return [
             {
                 "index": d.index, "name": d.name, "memory_used_bytes": d.used,
                 "memory_total_bytes": d.total, "utilization": d.utilization,
                 "ecc_uncorrected": d.ecc_uncorrected, "retired_pages": d.retired_pages,
-                "healthy": d.index not in self.unhealthy, "reason": self.unhealthy.get(d.index),
+                "remapped_rows": d.remapped_rows,
+                "healthy": self.why_unhealthy(d.index) is None,
+                "reason": self.why_unhealthy(d.index), "xid_attribution": attribution,
                 "xids": {str(x): n for (g, x), n in sorted(self.xids.items()) if g == d.index},
                 "stranded_bytes": sum(n for p, n in d.processes.items() if p in self.stranded),
                 "stranded_pids": sorted(p for p in d.processes if p in self.stranded),
@@ -180,15 +205,17 @@ class GpuWatch:
         if source is None:
             return None, ""
         try:
-            devices = [d for d in source.devices() if allowed is None or d.index in allowed]
+            every = source.devices()
         # NVML may fail in any way mid-run: place nothing, as with none.
         except Exception:  # noqa: BLE001
             return None, ""
+        self._note_repairs(every)
+        devices = [d for d in every if allowed is None or d.index in allowed]
         if not devices:
             return None, f"None of the GPUs {list(allowed or [])} it may use is on this machine."
-        healthy = [d for d in devices if d.index not in self.unhealthy]
+        healthy = [d for d in devices if self.why_unhealthy(d.index) is None]
         if not healthy:
-            why = "; ".join(f"GPU {d.index}: {self.unhealthy[d.index]}" for d in devices)
+            why = "; ".join(f"GPU {d.index}: {self.why_unhealthy(d.index)}" for d in devices)
             return None, f"Every GPU it may use is unhealthy ({why})."
 
         def free(device: Device) -> int:
@@ -252,3 +279,5 @@ class GpuWatch:
             thread.join(2.0)
         with contextlib.suppress(Exception), self._lock:
             self._watched.clear()
+            if self._attribution is not None:
+                self._attribution.close()

@@ -1,10 +1,14 @@
 """NVML as plugwarden reads it (docs/guides/gpu.md): per-process GPU memory,
-each GPU's memory, utilisation and ECC counts, and Xid events; from the
-driver's library (nvidia-ml-py) or, for tests on any machine, a JSON file
+each GPU's memory, utilisation, ECC counts and memory repairs (retired
+pages, remapped rows), and Xid events; from the driver's library
+(nvidia-ml-py) or, for tests on any machine, a JSON file
 (``PLUGWARDEN_FAKE_NVML``, written by ``plugwarden.testing.FakeNvml``):
-``{"gpus": [{"name", "total", "used", "processes": {PID: BYTES},
-"utilization", "ecc_uncorrected", "retired_pages"}], "events": [{"gpu",
-"xid", "pid"}]}``. Also what a CUDA error or an Xid means."""
+``{"gpus": [{"name", "bus", "total", "used", "processes": {PID: BYTES},
+"utilization", "ecc_uncorrected", "retired_pages", "remapped_rows",
+"remap_pending", "remap_failed", "retire_pending"}], "events": [{"gpu",
+"xid"}], "kernel_log": PATH}``. NVML's Xid events name no process; the
+driver's line in the kernel log does (:mod:`plugwarden.isolation.xidlog`).
+Also what a CUDA error or an Xid means."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ __all__ = [
     "Device",
     "GpuReader",
     "XidEvent",
+    "memory_fault",
+    "pci_bus",
     "per_process",
     "reader",
     "sticky_cuda_error",
@@ -45,6 +51,23 @@ RESET_XIDS = frozenset({48, 62, 64, 74, 79, 95, 119, 120})
 
 def xid_meaning(xid: int) -> str:
     return f"Xid {xid} ({XIDS.get(xid, 'see NVIDIA Xid errors')})"
+
+
+def memory_fault(
+    remap_pending: bool = False, remap_failed: bool = False, retire_pending: bool = False
+) -> str | None:
+    """Why a GPU's memory repairs take it out of service, if they do: a row
+    remapping (Ampere and later) or page retirement (before) that waits for a
+    reset, or a remapping that failed."""
+    if remap_failed:
+        return (
+            "remapping a failed memory row did not succeed: the GPU needs service "
+            "(nvidia-smi -q -d ROW_REMAPPER)"
+        )
+    if remap_pending or retire_pending:
+        what = "memory row remapping" if remap_pending else "memory page retirement"
+        return f"a {what} is pending: it needs a reset (nvidia-smi -r, or a reboot)"
+    return None
 
 
 # CUDA errors after which a process's CUDA context is lost for good: every
@@ -82,15 +105,30 @@ class Device:
     ecc_uncorrected: int | None = None  # volatile uncorrected ECC errors
     retired_pages: int | None = None
     processes: dict[int, int] = field(default_factory=dict)  # pid -> its bytes on this GPU
+    bus: str = ""  # PCI domain:bus:device, as the kernel log names it ("0000:3b:00")
+    remapped_rows: int | None = None  # rows remapped for ECC errors (Ampere and later)
+    memory_fault: str | None = None  # why its memory repairs take it out of service
 
 
 @dataclass(frozen=True, slots=True)
 class XidEvent:
-    """An Xid error NVML reported on GPU ``gpu`` (``pid``: where known)."""
+    """An Xid error NVML reported on GPU ``gpu`` (``pid``: the process the
+    driver's kernel log line names, where it names one)."""
 
     gpu: int
     xid: int
     pid: int | None = None
+
+
+def pci_bus(address: str) -> str:
+    """A PCI address as the kernel log names a GPU ("0000:3b:00") from NVML's
+    ("00000000:3B:00.0") or the kernel's own; "" when it is neither."""
+    parts = address.split(".")[0].split(":")
+    try:
+        domain, bus, device = (int(part, 16) for part in parts[-3:])
+    except ValueError:
+        return ""
+    return f"{domain:04x}:{bus:02x}:{device:02x}"
 
 
 def per_process(parts: Iterable[dict[int, int]]) -> dict[int, int]:
@@ -111,6 +149,9 @@ class GpuReader(Protocol):
 
     def events(self) -> list[XidEvent]:
         """The Xid events since the last call."""
+
+    def kernel_log(self) -> str | None:
+        """Where the driver's Xid lines can be read (None: nowhere)."""
 
 
 class _FakeNvml:
@@ -139,14 +180,20 @@ class _FakeNvml:
             found.append(Device(
                 index, str(gpu.get("name", "Fake GPU")), int(gpu.get("total", 0)), used,
                 gpu.get("utilization"), gpu.get("ecc_uncorrected"), gpu.get("retired_pages"),
-                processes,
+                processes, str(gpu.get("bus", "")), gpu.get("remapped_rows"),
+                memory_fault(bool(gpu.get("remap_pending")), bool(gpu.get("remap_failed")),
+                             bool(gpu.get("retire_pending"))),
             ))  # fmt: skip
         return found
 
     def events(self) -> list[XidEvent]:
         events = self._state().get("events", [])
         new, self._seen = events[self._seen :], len(events)
-        return [XidEvent(int(e["gpu"]), int(e["xid"]), e.get("pid")) for e in new]
+        return [XidEvent(int(e["gpu"]), int(e["xid"])) for e in new]  # as NVML: no process
+
+    def kernel_log(self) -> str | None:
+        path = self._state().get("kernel_log")
+        return str(path) if path else None
 
 
 class _Nvml:
@@ -158,6 +205,7 @@ class _Nvml:
         self._handles = [
             nvml.nvmlDeviceGetHandleByIndex(index) for index in range(nvml.nvmlDeviceGetCount())
         ]
+        self._buses = [self._bus(handle) for handle in self._handles]
         self._events: Any = None
         try:
             self._events = nvml.nvmlEventSetCreate()
@@ -166,6 +214,13 @@ class _Nvml:
                                               self._events)  # fmt: skip
         except nvml.NVMLError:  # not supported here (some GPUs, some containers)
             self._events = None
+
+    def _bus(self, handle: Any) -> str:
+        try:
+            bus = self._nvml.nvmlDeviceGetPciInfo(handle).busId  # "00000000:3B:00.0"
+        except self._nvml.NVMLError:
+            return ""
+        return pci_bus(bus.decode() if isinstance(bus, bytes) else str(bus))
 
     def processes(self) -> dict[int, int]:
         return per_process(self._processes_on(handle) for handle in self._handles)
@@ -192,6 +247,7 @@ class _Nvml:
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             name = nvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
+            rows, fault = self._repairs(handle)
             found.append(Device(
                 index, name, int(memory.total), int(memory.used),
                 self._read(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu),
@@ -199,9 +255,20 @@ class _Nvml:
                     h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)),
                 self._read(lambda h=handle: len(nvml.nvmlDeviceGetRetiredPages(
                     h, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))),
-                self._processes_on(handle),
+                self._processes_on(handle), self._buses[index], rows, fault,
             ))  # fmt: skip
         return found
+
+    def _repairs(self, handle: Any) -> tuple[int | None, str | None]:
+        """Remapped rows (Ampere and later) or pending page retirement (before),
+        and whether they take the GPU out of service."""
+        nvml = self._nvml
+        try:
+            corrected, uncorrected, pending, failed = nvml.nvmlDeviceGetRemappedRows(handle)
+        except nvml.NVMLError:  # no row remapper: page retirement, where there is ECC
+            retiring = self._read(lambda: nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
+            return None, memory_fault(retire_pending=retiring == nvml.NVML_FEATURE_ENABLED)
+        return int(corrected) + int(uncorrected), memory_fault(bool(pending), bool(failed))
 
     def _read(self, query: Any) -> int | None:
         try:
@@ -219,6 +286,9 @@ class _Nvml:
             index = next((i for i, h in enumerate(self._handles) if h == data.device), -1)
             found.append(XidEvent(index, int(data.eventData)))
         return found
+
+    def kernel_log(self) -> str | None:
+        return "/dev/kmsg"
 
 
 def reader() -> tuple[GpuReader | None, str]:

@@ -120,20 +120,31 @@ def fake_gpu(kind: str) -> Iterator[None]:
 
 class FakeNvml:
     """What NVML shows hosts started in a ``with`` block
-    (docs/guides/gpu.md): GPUs of ``gpus_mb`` MiB each, and the GPU memory
-    used per
-    process as the test sets it (a process id as the host sees it:
-    ``host.worker_pids(name)``), written to ``path``. Only the host's GPU
-    guard and placement are fooled; a plugin's own CUDA calls see this
-    machine."""
+    (docs/guides/gpu.md): GPUs of ``gpus_mb`` MiB each, the GPU memory used
+    per process as the test sets it (a process id as the host sees it:
+    ``host.worker_pids(name)``), Xid events and memory repairs, written to
+    ``path``; and the driver's Xid lines in a kernel log beside it (none
+    readable when ``kernel_log`` is false). Only the host's GPU guard and
+    placement are fooled; a plugin's own CUDA calls see this machine."""
 
-    def __init__(self, path: str | os.PathLike[str], gpus_mb: tuple[float, ...] = (81920,)):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        gpus_mb: tuple[float, ...] = (81920,),
+        kernel_log: bool = True,
+    ):
         self.path = Path(path)
+        self.kernel_log = self.path.with_suffix(".kmsg")
         self.gpus: list[dict[str, Any]] = [
-            {"name": f"Fake GPU {index}", "total": int(mb * 2**20), "used": 0, "processes": {}}
+            {
+                "name": f"Fake GPU {index}", "bus": f"0000:{index + 1:02x}:00",
+                "total": int(mb * 2**20), "used": 0, "processes": {},
+            }
             for index, mb in enumerate(gpus_mb)
-        ]
+        ]  # fmt: skip
         self.events: list[dict[str, Any]] = []
+        self._logs = kernel_log
+        self._sequence = 0
         self._previous: str | None = None
 
     def use(self, pid: int, mb: float, gpu: int = 0) -> None:
@@ -151,17 +162,40 @@ class FakeNvml:
         self._write()
 
     def xid(self, gpu: int, xid: int, pid: int | None = None) -> None:
-        """Report Xid ``xid`` on GPU ``gpu`` (of process ``pid``, where known)."""
-        self.events.append({"gpu": gpu, "xid": xid, "pid": pid})
+        """Report Xid ``xid`` on GPU ``gpu`` as the driver does: a kernel log
+        line naming process ``pid`` (None: ``pid='<unknown>'``), then an NVML
+        event (which names no process)."""
+        self._sequence += 1
+        named = "'<unknown>', name=<unknown>" if pid is None else f"{pid}, name=python3"
+        line = (
+            f"4,{self._sequence},{self._sequence * 1000},-;NVRM: Xid "
+            f"(PCI:{self.gpus[gpu]['bus']}): {xid}, pid={named}, Ch 00000008\n"
+        )
+        with self.kernel_log.open("a", encoding="utf-8") as log:
+            log.write(line)
+        self.events.append({"gpu": gpu, "xid": xid})
+        self._write()
+
+    def repairs(
+        self, gpu: int, remapped_rows: int = 0, pending: bool = False, failed: bool = False
+    ) -> None:
+        """Show GPU ``gpu``'s memory repairs: rows remapped, a remapping that
+        waits for a reset (``pending``), one that failed."""
+        self.gpus[gpu].update(
+            remapped_rows=remapped_rows, remap_pending=pending, remap_failed=failed
+        )
         self._write()
 
     def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        state = {"gpus": self.gpus, "events": self.events}
+        state: dict[str, Any] = {"gpus": self.gpus, "events": self.events}
+        if self._logs:
+            state["kernel_log"] = str(self.kernel_log)
         temporary.write_text(json.dumps(state), encoding="utf-8")
         temporary.replace(self.path)  # a sweep reads it whole or not at all
 
     def __enter__(self) -> FakeNvml:
+        self.kernel_log.touch()
         self._write()
         self._previous = os.environ.get(FAKE_NVML_ENV)
         os.environ[FAKE_NVML_ENV] = str(self.path)

@@ -200,8 +200,21 @@ SCHEMAS: dict[str, Schema] = {
             "utilization": {"type": ["integer", "null"]},
             "ecc_uncorrected": {"type": ["integer", "null"]},
             "retired_pages": {"type": ["integer", "null"]},
+            "remapped_rows": {
+                "type": ["integer", "null"],
+                "description": "memory rows remapped for ECC errors (Ampere and later)",
+            },
             "healthy": {"type": "boolean"},
-            "reason": {"type": ["string", "null"], "description": "why it is unhealthy"},
+            "reason": {
+                "type": ["string", "null"],
+                "description": "why it is unhealthy: an Xid that needs a reset, or a memory "
+                "repair that waits for one or failed",
+            },
+            "xid_attribution": {
+                "type": "string",
+                "description": "whether an Xid recycles only the worker it names (the "
+                "driver's kernel log is read) or every worker on its GPU, and why",
+            },
             "xids": {"type": "object", "additionalProperties": {"type": "integer"}},
             "stranded_bytes": {
                 "type": "integer",

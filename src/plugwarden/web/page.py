@@ -249,16 +249,21 @@ def _gpu_section(gpus: list[dict[str, Any]]) -> str:
                 "of a lost worker"
             )
         xids = ", ".join(f"Xid {x} &times;{n}" for x, n in gpu["xids"].items()) or "no Xid"
+        counts = (("ecc_uncorrected", "uncorrected"), ("retired_pages", "retired pages"),
+                  ("remapped_rows", "remapped rows"))  # fmt: skip
+        ecc = ", ".join(f"{gpu[key]} {what}" for key, what in counts if gpu[key] is not None)
         rows.append(
             f"<tr><td>{gpu['index']}</td><td>{escape(gpu['name'])}</td>"
             f"<td>{gpu['memory_used_bytes'] / 2**20:.0f} / {gpu['memory_total_bytes'] / 2**20:.0f}"
             f" MB</td><td>{'-' if gpu['utilization'] is None else str(gpu['utilization']) + '%'}"
-            f"</td><td>{escape(health)}</td><td>{xids}</td></tr>"
+            f"</td><td>{escape(health)}</td><td>{ecc or '-'}</td><td>{xids}</td></tr>"
         )
+    attribution = gpus[0]["xid_attribution"]
     return (
         "<h2>GPUs</h2><table><thead><tr><th>gpu</th><th>name</th><th>memory</th>"
-        f"<th>utilisation</th><th>health</th><th>Xids</th></tr></thead><tbody>{''.join(rows)}"
-        "</tbody></table>"
+        "<th>utilisation</th><th>health</th><th>ECC</th><th>Xids</th></tr></thead><tbody>"
+        f"{''.join(rows)}"
+        f'</tbody></table><p class="small">Xids recycle workers {escape(attribution)}.</p>'
     )
 
 
