@@ -5,12 +5,14 @@ or between calls; one within it is left alone; no NVML, no pretence."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 
 import pytest
 
 from plugwarden import ErrorType, HostConfig, State
+from plugwarden.isolation.nvml import reader as nvml_reader
 from plugwarden.plugin.manifest import GuardSettings, Manifest
 from plugwarden.settings import resolve
 from plugwarden.testing import FakeNvml, fake_gpu
@@ -423,3 +425,23 @@ def test_on_a_real_gpu_a_plugin_past_its_budget_is_killed_and_its_memory_comes_b
 
 def _noted_of(host, name: str, text: str) -> bool:
     return any(text in transition.reason for transition in host.status(name).history)
+
+
+@pytest.mark.gpu
+def test_on_a_real_gpu_nvml_names_each_gpus_bus_and_its_repairs_are_read(
+    plugwarden_plugin, plugwarden_host
+):
+    """Real NVML: every GPU is read with the PCI address its kernel log lines
+    carry, and (as root) the driver's Xid lines can be read."""
+    plugwarden_plugin("hog", TORCH_HOG, manifest={"requires_gpu": True})
+    host = plugwarden_host({"plugins": {"hog": {"load_timeout_s": 120}}})
+    assert host.status("hog").state is State.INITIALIZED
+    gpus = host.gpus()
+    assert gpus and all(gpu["memory_total_bytes"] > 0 for gpu in gpus)
+    reader, state = nvml_reader()
+    assert reader is not None and state == "NVML"
+    buses = [device.bus for device in reader.devices()]
+    assert all(len(bus) == len("0000:3b:00") for bus in buses), buses
+    if os.geteuid() == 0:
+        assert gpus[0]["xid_attribution"].startswith("per process"), gpus[0]
+    print(f"NVML on {gpus[0]['name']}: buses {buses}; {gpus}")
