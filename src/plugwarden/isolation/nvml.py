@@ -12,7 +12,9 @@ Also what a CUDA error or an Xid means."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ __all__ = [
     "sticky_cuda_error",
     "xid_meaning",
 ]
+
+log = logging.getLogger("plugwarden.gpu")
 
 FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
 # NVIDIA's Xid catalogue (https://docs.nvidia.com/deploy/xid-errors/): the
@@ -283,12 +287,21 @@ class _Nvml:
                 data = nvml.nvmlEventSetWait_v2(self._events, 0)
             except nvml.NVMLError:  # a timeout: none waiting
                 break
-            index = next((i for i, h in enumerate(self._handles) if h == data.device), -1)
+            # A handle is a ctypes pointer: a new object each time, equal only by address.
+            device = _address(data.device)
+            index = next((i for i, h in enumerate(self._handles) if _address(h) == device), -1)
+            if index < 0:
+                log.warning("NVML reported Xid %s on a GPU it did not list", data.eventData)
+                continue
             found.append(XidEvent(index, int(data.eventData)))
         return found
 
     def kernel_log(self) -> str | None:
         return "/dev/kmsg"
+
+
+def _address(handle: Any) -> int | None:
+    return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def reader() -> tuple[GpuReader | None, str]:

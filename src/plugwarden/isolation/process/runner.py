@@ -174,7 +174,9 @@ class ProcessRunner(PooledRunner[WorkerProcess]):
             if refusal:
                 raise LoadError(refusal, ErrorType.BACKEND_UNAVAILABLE, unavailable=True)
             return self._sandbox, None  # no NVML to place by: every GPU visible
-        env = {**self._sandbox.get("env", {}), "CUDA_VISIBLE_DEVICES": str(index)}
+        # NVML numbers GPUs in PCI bus order; CUDA, unless told, fastest first.
+        env = {**self._sandbox.get("env", {}), "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+               "CUDA_VISIBLE_DEVICES": str(index)}  # fmt: skip
         return {**self._sandbox, "env": env}, index
 
     def _prepare(self, worker: WorkerProcess) -> str | None:
