@@ -187,6 +187,16 @@ class TestPlacement:
         assert self.placed(host) == [0]
         assert {host.call("seer", "t", {}).result for _ in range(4)} == {"0"}
 
+    def test_a_placed_worker_numbers_gpus_as_nvml_does(
+        self, tmp_path, plugwarden_plugin, plugwarden_host
+    ):
+        """NVML numbers GPUs in PCI bus order; CUDA, unless told, fastest first."""
+        order = plugin_source("import os\nreturn os.environ.get('CUDA_DEVICE_ORDER')")
+        with FakeNvml(tmp_path / "nvml.json"), fake_gpu("present"):
+            plugwarden_plugin("order", order)
+            host = plugwarden_host({"plugins": {"order": {"requires_gpu": True}}})
+            assert host.call("order", "t", {}).result == "PCI_BUS_ID"
+
     def test_a_budget_that_fits_no_gpu_is_unavailable_naming_the_most_free(self, placing):
         host = placing((16384, 24576), others=[(1, 4096)], gpu_memory_mb=40960)
         status = host.status("seer")

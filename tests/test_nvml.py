@@ -6,7 +6,11 @@ library hands one out, as the real library does."""
 
 from __future__ import annotations
 
+import copy
 import ctypes
+import os
+import shutil
+import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +18,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from plugwarden.isolation.nvml import XidEvent, reader
+from plugwarden.isolation.nvml import XidEvent, foreign_pids, reader
 
 MIB = 2**20
 
@@ -26,7 +30,7 @@ class Driver:
     NVMLError = pynvml.NVMLError
 
     def __init__(self, gpus: list[dict[str, Any]]) -> None:
-        self.gpus = gpus
+        self.gpus = copy.deepcopy(gpus)  # a test changes its own
         self._structs = [pynvml.struct_c_nvmlDevice_t() for _ in gpus]
         self.pending: list[tuple[int, int]] = []  # (GPU, Xid) events not yet waited for
         for name in dir(pynvml):
@@ -173,4 +177,19 @@ class TestEvents:
         driver.pending += [(1, 79), (0, 31)]
         assert source.events() == [XidEvent(1, 79), XidEvent(0, 31)]
         assert source.events() == []
-        assert source.kernel_log() == "/dev/kmsg"
+        assert source.kernel_log() == ("/dev/kmsg", "")
+
+
+class TestPidNamespace:
+    def test_a_host_in_the_machines_pid_namespace_reads_nvmls_ids_as_its_own(self):
+        assert foreign_pids() == ""
+
+    @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+    def test_a_host_in_a_pid_namespace_of_its_own_says_nvmls_ids_are_not_its(self):
+        code = "from plugwarden.isolation.nvml import foreign_pids; print(foreign_pids())"
+        done = subprocess.run(
+            ["unshare", "--pid", "--fork", sys.executable, "-c", code],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert "this host runs in a PID namespace of its own" in done.stdout
+        assert "Kubernetes hostPID" in done.stdout

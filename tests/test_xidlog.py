@@ -103,3 +103,9 @@ class TestAttribution:
         attribution = XidAttribution(str(tmp_path / "absent"))
         assert attribution.resolve([XidEvent(0, 31)], BUSES, now=0.0) == [XidEvent(0, 31)]
         assert attribution.state.startswith("per GPU: the driver's Xid lines cannot be read")
+
+    def test_a_reader_that_knows_its_pids_are_not_the_hosts_reads_no_log(self, kmsg):
+        attribution = XidAttribution(None, "this host runs in a PID namespace of its own")
+        kmsg.write_text(f"{WITH_PID}\n")
+        assert attribution.resolve([XidEvent(0, 31)], BUSES, now=0.0) == [XidEvent(0, 31)]
+        assert attribution.state == "per GPU: this host runs in a PID namespace of its own"

@@ -93,7 +93,7 @@ class GpuWatch:
                 self._reader, self.state = self._make_reader()
                 if self._reader is not None:
                     with contextlib.suppress(Exception):  # NVML may fail in any way
-                        self._attribution = XidAttribution(self._reader.kernel_log())
+                        self._attribution = XidAttribution(*self._reader.kernel_log())
             return self._reader
 
     def watch(self, worker: Watched, budget_bytes: int) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "Device",
     "GpuReader",
     "XidEvent",
+    "foreign_pids",
     "memory_fault",
     "pci_bus",
     "per_process",
@@ -38,6 +39,7 @@ __all__ = [
 log = logging.getLogger("plugwarden.gpu")
 
 FAKE_NVML_ENV = "PLUGWARDEN_FAKE_NVML"
+INIT_PID_NAMESPACE = 0xEFFFFFFC  # the kernel's fixed inode number of the machine's PID namespace
 # NVIDIA's Xid catalogue (https://docs.nvidia.com/deploy/xid-errors/): the
 # ones a plugin host meets, and which call for a GPU reset.
 XIDS = {
@@ -154,8 +156,8 @@ class GpuReader(Protocol):
     def events(self) -> list[XidEvent]:
         """The Xid events since the last call."""
 
-    def kernel_log(self) -> str | None:
-        """Where the driver's Xid lines can be read (None: nowhere)."""
+    def kernel_log(self) -> tuple[str | None, str]:
+        """Where the driver's Xid lines can be read, or (None, why not)."""
 
 
 class _FakeNvml:
@@ -195,9 +197,9 @@ class _FakeNvml:
         new, self._seen = events[self._seen :], len(events)
         return [XidEvent(int(e["gpu"]), int(e["xid"])) for e in new]  # as NVML: no process
 
-    def kernel_log(self) -> str | None:
+    def kernel_log(self) -> tuple[str | None, str]:
         path = self._state().get("kernel_log")
-        return str(path) if path else None
+        return (str(path), "") if path else (None, "the fake NVML names no kernel log")
 
 
 class _Nvml:
@@ -296,8 +298,25 @@ class _Nvml:
             found.append(XidEvent(index, int(data.eventData)))
         return found
 
-    def kernel_log(self) -> str | None:
-        return "/dev/kmsg"
+    def kernel_log(self) -> tuple[str | None, str]:
+        foreign = foreign_pids()
+        return (None, foreign) if foreign else ("/dev/kmsg", "")
+
+
+def foreign_pids(namespace: str = "/proc/self/ns/pid") -> str:
+    """Why NVML's (and the driver's) process ids are not this host's, if
+    they are not: NVML names processes by the machine's ids, and a host in
+    a PID namespace of its own (a container) sees other ones."""
+    try:
+        if os.stat(namespace).st_ino == INIT_PID_NAMESPACE:
+            return ""
+    except OSError:
+        return ""
+    return (
+        "this host runs in a PID namespace of its own, and NVML names processes by the "
+        "machine's ids, so its workers' GPU memory reads 0 (run it in the machine's PID "
+        "namespace: docker --pid=host, Kubernetes hostPID)"
+    )
 
 
 def _address(handle: Any) -> int | None:
@@ -312,7 +331,8 @@ def reader() -> tuple[GpuReader | None, str]:
     try:
         import pynvml
 
-        return _Nvml(pynvml), "NVML"
+        foreign = foreign_pids()
+        return _Nvml(pynvml), f"NVML; {foreign}" if foreign else "NVML"
     # No driver, no library, no GPU: any of NVML's errors, or an import error.
     except Exception as exc:  # noqa: BLE001
         return None, f"NVML is not available here ({type(exc).__name__}: {exc})"

@@ -98,11 +98,12 @@ class XidAttribution:
     """Gives NVML's Xid events the process the kernel log names: an event
     waits (at most :data:`ATTRIBUTION_S`) for its line."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, why_not: str = "") -> None:
         self._log = XidLog(path) if path else None
-        if self._log is None or self._log.problem:
-            why = self._log.problem if self._log else "no kernel log is known"
-            self.state = f"per GPU: the driver's Xid lines cannot be read ({why})"
+        if self._log is None:
+            self.state = f"per GPU: {why_not or 'no kernel log is known'}"
+        elif self._log.problem:
+            self.state = f"per GPU: the driver's Xid lines cannot be read ({self._log.problem})"
             self._log = None
         else:
             self.state = f"per process (the driver's Xid lines in {path})"

@@ -189,8 +189,9 @@ class FakeNvml:
     def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
         state: dict[str, Any] = {"gpus": self.gpus, "events": self.events}
-        if self._logs:
-            state["kernel_log"] = str(self.kernel_log)
+        # A log the host cannot read: a path with nothing there.
+        readable = self.kernel_log if self._logs else self.path.with_suffix(".unreadable")
+        state["kernel_log"] = str(readable)
         temporary.write_text(json.dumps(state), encoding="utf-8")
         temporary.replace(self.path)  # a sweep reads it whole or not at all
 
