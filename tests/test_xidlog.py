@@ -17,9 +17,10 @@ WITH_PID = (
     "Ch 00000008, intr 00000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_0 faulted"
 )
 UNKNOWN = (
-    "NVRM: Xid (PCI:0000:3B:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus."
+    "3,1301,3512987654,-;NVRM: Xid (PCI:0000:3B:00): 79, pid='<unknown>', name=<unknown>, "
+    "GPU has fallen off the bus."
 )
-OLD = "NVRM: Xid (PCI:0000:00:1e): 13, Graphics SM Warp Exception on (GPC 0, TPC 0)"
+OLD = "4,77,1200,c;NVRM: Xid (PCI:0000:00:1e): 13, Graphics SM Warp Exception on (GPC 0, TPC 0)"
 
 
 class TestParse:
@@ -32,7 +33,14 @@ class TestParse:
 
     def test_other_kernel_lines_are_not_xids(self):
         assert parse("6,1,2,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module 550.54") is None
-        assert parse("nvidia-modeset: Xid 31 somewhere") is None
+        assert parse("4,2,3,-;nvidia-modeset: NVRM: Xid (PCI:0000:3b:00): 31, pid=1") is None
+        assert parse(" DEVICE=+pci:0000:3b:00.0") is None  # a record's continuation line
+
+    def test_a_line_written_from_user_space_is_not_the_drivers(self):
+        """The kernel gives what a process writes to /dev/kmsg a facility
+        of its own (here LOG_USER, 8 + level): it cannot frame a worker."""
+        assert parse(WITH_PID.replace("4,1287,", "12,1287,", 1)) is None
+        assert parse(WITH_PID.split(";", 1)[1]) is None  # no record at all
 
     def test_nvml_and_the_kernel_name_a_gpu_alike(self):
         assert pci_bus("00000000:3B:00.0") == pci_bus("0000:3b:00") == "0000:3b:00"

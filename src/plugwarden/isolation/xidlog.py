@@ -25,6 +25,10 @@ __all__ = ["ATTRIBUTION_S", "LoggedXid", "XidAttribution", "XidLog"]
 ATTRIBUTION_S = 1.0
 LINE_KEEP_S = 10.0
 READS_PER_SWEEP = 4096  # a flood of kernel messages cannot hold a sweep up
+# A /dev/kmsg record: "PRIORITY,SEQUENCE,MICROSECONDS,FLAGS[,...];MESSAGE". Its
+# priority is facility * 8 + level, and the kernel gives every line written from
+# user space a facility other than its own (0): only a driver's line is below 8.
+_RECORD = re.compile(r"(\d+),\d+,\d+,[^;]*;(.*)")
 _XID = re.compile(
     r"NVRM: Xid \(PCI:([0-9A-Fa-f]+:[0-9A-Fa-f]+:[0-9A-Fa-f]+)[^)]*\): (\d+)"
     r"(?:, pid='?(\d+|<unknown>)'?)?"
@@ -41,9 +45,14 @@ class LoggedXid:
     pid: int | None
 
 
-def parse(line: str) -> LoggedXid | None:
-    """The Xid a kernel log line reports, if it reports one."""
-    found = _XID.search(line)
+def parse(record: str) -> LoggedXid | None:
+    """The Xid a kernel log record reports, if the kernel wrote it and it
+    reports one (a process that writes to /dev/kmsg cannot name another's
+    worker as the culprit of the next Xid)."""
+    kernel = _RECORD.match(record)
+    if kernel is None or int(kernel[1]) >= 8:
+        return None
+    found = _XID.match(kernel[2])
     if found is None:
         return None
     bus, xid, pid = found.groups()
