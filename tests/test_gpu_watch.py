@@ -285,6 +285,18 @@ class TestXidOnASharedGpu:
         assert host.status("seer").metrics["guard_trips"]["gpu_fault"] == 1
         assert host.gpus()[0]["xid_attribution"].startswith("per process")
 
+    def test_an_xid_that_needs_a_reset_drains_the_gpu_whoever_caused_it(self, sharing):
+        """The GPU is lost to every worker on it, not only the named one:
+        all are recycled, and none is placed there again."""
+        fake, host = sharing(kernel_log=True)
+        pids = host.worker_pids("seer")
+        fake.xid(0, 95, pid=pids[1])
+        wait_for(lambda: not set(pids) & set(host.worker_pids("seer")), 30)
+        wait_for(lambda: host.status("seer").state is State.UNAVAILABLE, 30)
+        assert "Every GPU it may use is unhealthy (GPU 0: Xid 95 (Uncontained ECC error)" in (
+            host.status("seer").reason
+        )
+
     def test_without_the_kernel_log_an_xid_recycles_every_worker_on_its_gpu(self, sharing):
         fake, host = sharing(kernel_log=False)
         pids = host.worker_pids("seer")

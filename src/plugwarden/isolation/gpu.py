@@ -145,14 +145,16 @@ class GpuWatch:
 
     def _xid(self, gpu: int, xid: int, pid: int | None, trees: dict[Any, set[int]]) -> None:
         """An Xid on ``gpu``: the workers it hit recycled; a GPU it leaves
-        needing a reset marked unhealthy (no worker is placed there)."""
+        needing a reset marked unhealthy (no worker is placed there) and
+        drained: every worker on it is recycled, to be placed elsewhere."""
         meaning = xid_meaning(xid)
         self.xids[(gpu, xid)] += 1
         log.warning("GPU %d reported %s (process %s)", gpu, meaning, pid)
-        if xid in RESET_XIDS:
+        drain = xid in RESET_XIDS
+        if drain:
             self.unhealthy[gpu] = f"{meaning}: it needs a reset (nvidia-smi -r, or a reboot)"
         for worker, tree in trees.items():
-            if worker.gpu_index == gpu and (pid is None or pid in tree):
+            if worker.gpu_index == gpu and (drain or pid is None or pid in tree):
                 worker.gpu_fault = f"GPU {gpu} reported {meaning}"
                 self._forget(worker)
                 worker.kill(KillCause.GPU_FAULT)
