@@ -194,3 +194,13 @@ class TestDoctorLines:
         driver = dict(gpu_lines(GpuProbe(nvml=nvml, torch={"skipped": True})))["driver"]
         assert "H100 (2048 of 81559 MB used, 3 uncorrected ECC errors)" in driver
         assert "H100 (81559 MB)" in driver
+
+    def test_memory_repairs_show_the_rows_remapped_and_what_the_gpu_needs(self):
+        from plugwarden.cli.doctor import gpu_lines
+
+        fault = "a memory row remapping is pending: it needs a reset (nvidia-smi -r, or a reboot)"
+        nvml = {"loaded": True, "driver": "580.1", "devices": [
+            {"name": "H100", "memory_mb": 81559, "used_mb": 0, "remapped_rows": 2,
+             "memory_fault": fault}]}  # fmt: skip
+        driver = dict(gpu_lines(GpuProbe(nvml=nvml, torch={"skipped": True})))["driver"]
+        assert f"H100 (0 of 81559 MB used, 2 memory rows remapped; {fault})" in driver

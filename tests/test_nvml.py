@@ -19,6 +19,7 @@ import pynvml
 import pytest
 
 from plugwarden.isolation.nvml import XidEvent, foreign_pids, reader
+from plugwarden.preflight import gpu_probe
 
 MIB = 2**20
 
@@ -28,6 +29,7 @@ class Driver:
     dicts: name, bus, total, used, compute/graphics processes, remapper."""
 
     NVMLError = pynvml.NVMLError
+    NVMLError_LibraryNotFound = pynvml.NVMLError_LibraryNotFound
 
     def __init__(self, gpus: list[dict[str, Any]]) -> None:
         self.gpus = copy.deepcopy(gpus)  # a test changes its own
@@ -47,6 +49,12 @@ class Driver:
 
     def nvmlInit(self) -> None:
         pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "580.65.06"
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
@@ -193,3 +201,15 @@ class TestPidNamespace:
         )  # fmt: skip
         assert "this host runs in a PID namespace of its own" in done.stdout
         assert "Kubernetes hostPID" in done.stdout
+
+
+class TestProbe:
+    def test_the_gpu_probe_reads_each_gpus_memory_repairs_as_the_watch_does(self, driver):
+        """What ``plugwarden doctor`` shows (its probe runs in a process of its own)."""
+        found = gpu_probe.nvml()
+        assert found["loaded"] and found["driver"] == "580.65.06"
+        h100, v100 = found["devices"]
+        assert (h100["memory_mb"], h100["used_mb"], h100["remapped_rows"]) == (81559, 4096, 3)
+        assert "a memory row remapping is pending" in h100["memory_fault"]
+        assert v100["remapped_rows"] is None
+        assert "a memory page retirement is pending" in v100["memory_fault"]

@@ -68,8 +68,11 @@ def _device(device: dict[str, Any]) -> str:
     memory = device.get("memory_mb")
     used = device.get("used_mb")
     shown = f"{used} of {memory} MB used" if used is not None else f"{memory} MB"
-    errors = device.get("ecc_uncorrected")
+    errors, rows, fault = (device.get(k) for k in ("ecc_uncorrected", "remapped_rows",
+                                                   "memory_fault"))  # fmt: skip
     ecc = f", {errors} uncorrected ECC errors" if errors else ""
+    ecc += f", {rows} memory rows remapped" if rows else ""
+    ecc += f"; {fault}" if fault else ""
     return (
         f"{device.get('name', '?')} ({shown}{ecc})"
         if memory is not None

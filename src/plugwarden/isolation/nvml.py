@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from plugwarden.preflight.gpu_probe import memory_fault, memory_repairs
+
 __all__ = [
     "FAKE_NVML_ENV",
     "RESET_XIDS",
@@ -28,7 +30,6 @@ __all__ = [
     "GpuReader",
     "XidEvent",
     "foreign_pids",
-    "memory_fault",
     "pci_bus",
     "per_process",
     "reader",
@@ -57,23 +58,6 @@ RESET_XIDS = frozenset({48, 62, 64, 74, 79, 95, 119, 120})
 
 def xid_meaning(xid: int) -> str:
     return f"Xid {xid} ({XIDS.get(xid, 'see NVIDIA Xid errors')})"
-
-
-def memory_fault(
-    remap_pending: bool = False, remap_failed: bool = False, retire_pending: bool = False
-) -> str | None:
-    """Why a GPU's memory repairs take it out of service, if they do: a row
-    remapping (Ampere and later) or page retirement (before) that waits for a
-    reset, or a remapping that failed."""
-    if remap_failed:
-        return (
-            "remapping a failed memory row did not succeed: the GPU needs service "
-            "(nvidia-smi -q -d ROW_REMAPPER)"
-        )
-    if remap_pending or retire_pending:
-        what = "memory row remapping" if remap_pending else "memory page retirement"
-        return f"a {what} is pending: it needs a reset (nvidia-smi -r, or a reboot)"
-    return None
 
 
 # CUDA errors after which a process's CUDA context is lost for good: every
@@ -253,7 +237,7 @@ class _Nvml:
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             name = nvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
-            rows, fault = self._repairs(handle)
+            rows, fault = memory_repairs(nvml, handle)
             found.append(Device(
                 index, name, int(memory.total), int(memory.used),
                 self._read(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu),
@@ -264,17 +248,6 @@ class _Nvml:
                 self._processes_on(handle), self._buses[index], rows, fault,
             ))  # fmt: skip
         return found
-
-    def _repairs(self, handle: Any) -> tuple[int | None, str | None]:
-        """Remapped rows (Ampere and later) or pending page retirement (before),
-        and whether they take the GPU out of service."""
-        nvml = self._nvml
-        try:
-            corrected, uncorrected, pending, failed = nvml.nvmlDeviceGetRemappedRows(handle)
-        except nvml.NVMLError:  # no row remapper: page retirement, where there is ECC
-            retiring = self._read(lambda: nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
-            return None, memory_fault(retire_pending=retiring == nvml.NVML_FEATURE_ENABLED)
-        return int(corrected) + int(uncorrected), memory_fault(bool(pending), bool(failed))
 
     def _read(self, query: Any) -> int | None:
         try:

@@ -19,6 +19,38 @@ from typing import Any
 NVIDIA_VENDOR = "0x10de"
 
 
+def memory_fault(
+    remap_pending: bool = False, remap_failed: bool = False, retire_pending: bool = False
+) -> str | None:
+    """Why a GPU's memory repairs take it out of service, if they do: a row
+    remapping (Ampere and later) or page retirement (before) that waits for a
+    reset, or a remapping that failed."""
+    if remap_failed:
+        return (
+            "remapping a failed memory row did not succeed: the GPU needs service "
+            "(nvidia-smi -q -d ROW_REMAPPER)"
+        )
+    if remap_pending or retire_pending:
+        what = "memory row remapping" if remap_pending else "memory page retirement"
+        return f"a {what} is pending: it needs a reset (nvidia-smi -r, or a reboot)"
+    return None
+
+
+def memory_repairs(nvml: Any, handle: Any) -> tuple[int | None, str | None]:
+    """A GPU's remapped rows (Ampere and later; None before, where pages are
+    retired instead), and whether its repairs take it out of service, read
+    with the driver's library ``nvml`` (nvidia-ml-py)."""
+    try:
+        corrected, uncorrected, pending, failed = nvml.nvmlDeviceGetRemappedRows(handle)
+    except nvml.NVMLError:  # no row remapper: page retirement, where there is ECC
+        try:
+            retiring = nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle)
+        except nvml.NVMLError:  # no ECC at all
+            return None, None
+        return None, memory_fault(retire_pending=retiring == nvml.NVML_FEATURE_ENABLED)
+    return int(corrected) + int(uncorrected), memory_fault(bool(pending), bool(failed))
+
+
 def pci_devices() -> list[str]:
     """NVIDIA display/3D controllers on the PCI bus (seen with no driver at all)."""
     found = []
@@ -64,6 +96,7 @@ def nvml() -> dict[str, Any]:
                         handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
                     )
                 )
+            device["remapped_rows"], device["memory_fault"] = memory_repairs(pynvml, handle)
             devices.append(device)
         driver = pynvml.nvmlSystemGetDriverVersion()
         return {
