@@ -9,7 +9,15 @@ import os
 import pytest
 
 from plugwarden.isolation.nvml import XidEvent, pci_bus
-from plugwarden.isolation.xidlog import ATTRIBUTION_S, LoggedXid, XidAttribution, XidLog, parse
+from plugwarden.isolation.xidlog import (
+    ATTRIBUTION_S,
+    LINES_KEPT,
+    WAITING_MAX,
+    LoggedXid,
+    XidAttribution,
+    XidLog,
+    parse,
+)
 
 # As drivers of several generations write them.
 WITH_PID = (
@@ -117,3 +125,15 @@ class TestAttribution:
         kmsg.write_text(f"{WITH_PID}\n")
         assert attribution.resolve([XidEvent(0, 31)], BUSES, now=0.0) == [XidEvent(0, 31)]
         assert attribution.state == "per GPU: this host runs in a PID namespace of its own"
+
+    def test_an_xid_storm_keeps_its_bookkeeping_bounded(self, kmsg):
+        """A GPU can report thousands of Xids a second: only the newest lines
+        are kept, and events past what may wait go at once, GPU-wide."""
+        attribution = XidAttribution(str(kmsg))
+        other = WITH_PID.replace("3b:00", "86:00")
+        kmsg.write_text(f"{other}\n" * (LINES_KEPT * 3) + f"{WITH_PID}\n")
+        storm = [XidEvent(1, 43)] * (WAITING_MAX * 4)  # no line of theirs comes
+        ready = attribution.resolve([XidEvent(0, 31), *storm], BUSES, now=0.0)
+        assert ready[0] == XidEvent(0, 31, 20817)  # its line was among the newest kept
+        assert len(ready) == 1 + WAITING_MAX * 3  # the rest of the storm waits, bounded
+        assert len(attribution.resolve([], BUSES, now=ATTRIBUTION_S)) == WAITING_MAX

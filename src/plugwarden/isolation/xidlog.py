@@ -18,13 +18,17 @@ from dataclasses import dataclass
 
 from plugwarden.isolation.nvml import XidEvent, pci_bus
 
-__all__ = ["ATTRIBUTION_S", "LoggedXid", "XidAttribution", "XidLog"]
+__all__ = ["ATTRIBUTION_S", "LINES_KEPT", "WAITING_MAX", "LoggedXid", "XidAttribution", "XidLog"]
 
 # How long an event waits for its line (the driver writes both at once), and
 # how long a line waits for its event.
 ATTRIBUTION_S = 1.0
 LINE_KEEP_S = 10.0
 READS_PER_SWEEP = 4096  # a flood of kernel messages cannot hold a sweep up
+# An Xid storm (a GPU can report thousands a second) keeps only the newest
+# lines, and events past these wait for none: they go at once, GPU-wide.
+LINES_KEPT = 1024
+WAITING_MAX = 64
 # A /dev/kmsg record: "PRIORITY,SEQUENCE,MICROSECONDS,FLAGS[,...];MESSAGE". Its
 # priority is facility * 8 + level, and the kernel gives every line written from
 # user space a facility other than its own (0): only a driver's line is below 8.
@@ -130,13 +134,14 @@ class XidAttribution:
         now = time.monotonic() if now is None else now
         self._lines = [(t, line) for t, line in self._lines if now - t < LINE_KEEP_S]
         self._lines += [(now, line) for line in self._log.read()]
+        del self._lines[:-LINES_KEPT]
         waiting, self._waiting, ready = self._waiting + [(now, e) for e in events], [], []
         for arrived, event in waiting:
             line = self._take(buses.get(event.gpu, ""), event.xid)
             if line is not None:
                 ready.append(dataclasses.replace(event, pid=line.pid))
-            elif now - arrived >= ATTRIBUTION_S:
-                ready.append(event)  # no line came: every worker on its GPU
+            elif now - arrived >= ATTRIBUTION_S or len(self._waiting) >= WAITING_MAX:
+                ready.append(event)  # no line came (or a storm): every worker on its GPU
             else:
                 self._waiting.append((arrived, event))
         return ready
