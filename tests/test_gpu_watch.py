@@ -109,6 +109,16 @@ class TestBudget:
         shown = host.status("cuda").info.protections["gpu_memory"]
         assert shown.startswith("NVML is not available here"), shown
 
+    def test_an_inline_plugins_budget_is_shown_not_enforced(
+        self, nvml, plugwarden_plugin, plugwarden_host
+    ):
+        """NVML counts GPU memory per process: the host's own holds no budget."""
+        plugwarden_plugin("cuda", HOLDS)
+        host = plugwarden_host({"plugins": {"cuda": {**BUDGET["plugins"]["cuda"],
+                                                     "isolation": "inline"}}})  # fmt: skip
+        shown = host.status("cuda").info.protections["gpu_memory"]
+        assert shown.startswith("not enforced: isolation = inline"), shown
+
 
 def _no_driver() -> None:
     import pynvml

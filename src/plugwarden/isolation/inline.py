@@ -177,6 +177,11 @@ class InlineRunner:
         self.source = source
         self.limits = limits
         self.protections = {"sandbox": INLINE_IS_UNCONFINED}
+        if limits.gpu_memory_mb:  # NVML counts processes: the host's own is no budget's
+            self.protections["gpu_memory"] = (
+                "not enforced: isolation = inline shares the host's process, and GPU memory "
+                "is counted per process (use isolation = process)"
+            )
         self._executor = executor
         self._memory = memory
         self._on_loss = on_loss
