@@ -197,6 +197,24 @@ class TestPlacement:
         assert self.placed(host) == [0]
         assert {host.call("seer", "t", {}).result for _ in range(4)} == {"0"}
 
+    @pytest.mark.parametrize("visible", ["1", "GPU-00000001", "GPU-00000001-fake-4000,0"])
+    def test_the_hosts_cuda_visible_devices_bounds_every_placement(
+        self, placing, monkeypatch, visible
+    ):
+        """An operator who starts the host with CUDA_VISIBLE_DEVICES set keeps
+        its plugins to those GPUs (indexes, or UUIDs as CUDA reads them)."""
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        expected = [0, 1] if visible.endswith(",0") else [1]
+        assert self.placed(placing((16384, 16384), workers=2)) == expected
+
+    def test_a_host_that_sees_none_of_its_gpus_makes_it_unavailable_saying_why(
+        self, placing, monkeypatch
+    ):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        status = placing((16384, 16384), workers=2).status("seer")
+        assert status.state is State.UNAVAILABLE
+        assert status.reason.startswith("The host's CUDA_VISIBLE_DEVICES ('', GPUs [] by NVML")
+
     def test_a_placed_worker_numbers_gpus_as_nvml_does(
         self, tmp_path, plugwarden_plugin, plugwarden_host
     ):

@@ -18,7 +18,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from plugwarden.isolation.nvml import XidEvent, foreign_pids, reader
+from plugwarden.isolation.nvml import Device, XidEvent, cuda_visible, foreign_pids, reader
 from plugwarden.preflight import gpu_probe
 
 MIB = 2**20
@@ -82,6 +82,9 @@ class Driver:
         info.busId = self._gpu(handle)["bus"].encode()
         return info
 
+    def nvmlDeviceGetUUID(self, handle: Any) -> Any:
+        return self._gpu(handle)["uuid"]
+
     def nvmlDeviceGetName(self, handle: Any) -> Any:
         return self._gpu(handle)["name"]
 
@@ -128,11 +131,11 @@ class Driver:
 H100 = {
     "name": "NVIDIA H100 80GB HBM3", "bus": "00000000:1B:00.0", "total": 81559 * MIB,
     "used": 4096 * MIB, "compute": {101: 3072 * MIB, 102: None}, "graphics": {101: 1024 * MIB},
-    "remapper": (2, 1, 1, 0), "ecc": 1,
+    "remapper": (2, 1, 1, 0), "ecc": 1, "uuid": "GPU-8f6c1e2a-61c4-53b1-0e4b-1a2b3c4d5e6f",
 }  # fmt: skip
 V100 = {
     "name": b"Tesla V100-SXM2-16GB", "bus": "00000000:86:00.0", "total": 16384 * MIB,
-    "used": 0, "retire_pending": True,
+    "used": 0, "retire_pending": True, "uuid": b"GPU-0d9e1f7c-2b3a-4c5d-8e9f-a0b1c2d3e4f5",
 }  # fmt: skip
 
 
@@ -159,6 +162,7 @@ class TestDevices:
         assert h100.processes == {101: 4096 * MIB}  # compute and graphics; unreadable left out
         assert source.processes() == {101: 4096 * MIB}
         assert (h100.utilization, h100.ecc_uncorrected) == (37, 1)
+        assert (h100.uuid, v100.uuid) == (H100["uuid"], V100["uuid"].decode())
 
     def test_repairs_are_remapped_rows_from_ampere_on_and_retired_pages_before(self, driver):
         source, _ = reader()
@@ -213,3 +217,22 @@ class TestProbe:
         assert "a memory row remapping is pending" in h100["memory_fault"]
         assert v100["remapped_rows"] is None
         assert "a memory page retirement is pending" in v100["memory_fault"]
+
+
+THREE = tuple(Device(i, "H100", 1, 0, uuid=f"GPU-{i}a7e-5f0c") for i in range(3))
+
+
+class TestCudaVisible:
+    @pytest.mark.parametrize(
+        ("spec", "visible"),
+        [
+            (None, None),
+            ("", set()),
+            ("2", {2}),
+            ("0,GPU-1a7e,7,2", {0, 1}),  # as CUDA: up to the first it cannot read
+            ("GPU-", set()),  # names more than one: CUDA stops there
+            ("MIG-4f1e", set()),
+        ],
+    )
+    def test_as_cuda_reads_it(self, spec, visible):
+        assert cuda_visible(spec, THREE) == visible

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -31,6 +32,7 @@ from plugwarden.isolation.nvml import (
     RESET_XIDS,
     Device,
     GpuReader,
+    cuda_visible,
     per_process,
     reader,
     xid_meaning,
@@ -70,6 +72,8 @@ class GpuWatch:
         release_timeout_s: float = 30.0,
     ) -> None:
         self._make_reader = make_reader
+        # The host's own CUDA_VISIBLE_DEVICES: the operator's bound on every placement.
+        self.host_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.release_timeout_s = release_timeout_s
         self._reader: GpuReader | None = None
         self.state = "not started"  # which NVML, or why none
@@ -212,7 +216,17 @@ class GpuWatch:
         except Exception:  # noqa: BLE001
             return None, ""
         self._note_repairs(every)
+        visible = cuda_visible(self.host_visible, every)
         devices = [d for d in every if allowed is None or d.index in allowed]
+        if visible is not None and devices:
+            devices = [d for d in devices if d.index in visible]
+            if not devices:
+                return None, (
+                    f"The host's CUDA_VISIBLE_DEVICES ({self.host_visible!r}, GPUs "
+                    f"{sorted(visible)} by NVML's numbering) leaves it none of the GPUs it may "
+                    "use. Start the host with the GPUs it should use visible, or change "
+                    "[plugins.NAME] gpus."
+                )
         if not devices:
             return None, f"None of the GPUs {list(allowed or [])} it may use is on this machine."
         healthy = [d for d in devices if self.why_unhealthy(d.index) is None]

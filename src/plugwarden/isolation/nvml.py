@@ -29,6 +29,7 @@ __all__ = [
     "Device",
     "GpuReader",
     "XidEvent",
+    "cuda_visible",
     "foreign_pids",
     "pci_bus",
     "per_process",
@@ -98,6 +99,7 @@ class Device:
     bus: str = ""  # PCI domain:bus:device, as the kernel log names it ("0000:3b:00")
     remapped_rows: int | None = None  # rows remapped for ECC errors (Ampere and later)
     memory_fault: str | None = None  # why its memory repairs take it out of service
+    uuid: str = ""  # "GPU-8f6c...", as CUDA_VISIBLE_DEVICES may name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,27 @@ def pci_bus(address: str) -> str:
     except ValueError:
         return ""
     return f"{domain:04x}:{bus:02x}:{device:02x}"
+
+
+def cuda_visible(spec: str | None, devices: Iterable[Device]) -> set[int] | None:
+    """The GPUs (NVML indexes) a ``CUDA_VISIBLE_DEVICES`` value leaves
+    visible: indexes (NVML's PCI bus order, which CUDA_DEVICE_ORDER=PCI_BUS_ID
+    makes CUDA's) or UUIDs (``GPU-...``, or a unique start of one), read as
+    CUDA reads them, up to the first it cannot; None when unset (all)."""
+    if spec is None:
+        return None
+    listed = {device.index: device for device in devices}
+    found: set[int] = set()
+    for token in (part.strip() for part in spec.split(",")):
+        uuid = token.startswith("GPU-")
+        named = [i for i, device in listed.items() if uuid and device.uuid.startswith(token)]
+        if token.isdigit() and int(token) in listed:
+            found.add(int(token))
+        elif len(named) == 1:
+            found.add(named[0])
+        else:
+            break
+    return found
 
 
 def per_process(parts: Iterable[dict[int, int]]) -> dict[int, int]:
@@ -173,6 +196,7 @@ class _FakeNvml:
                 processes, str(gpu.get("bus", "")), gpu.get("remapped_rows"),
                 memory_fault(bool(gpu.get("remap_pending")), bool(gpu.get("remap_failed")),
                              bool(gpu.get("retire_pending"))),
+                str(gpu.get("uuid", "")),
             ))  # fmt: skip
         return found
 
@@ -196,6 +220,7 @@ class _Nvml:
             nvml.nvmlDeviceGetHandleByIndex(index) for index in range(nvml.nvmlDeviceGetCount())
         ]
         self._buses = [self._bus(handle) for handle in self._handles]
+        self._uuids = [self._uuid(handle) for handle in self._handles]
         self._events: Any = None
         try:
             self._events = nvml.nvmlEventSetCreate()
@@ -211,6 +236,13 @@ class _Nvml:
         except self._nvml.NVMLError:
             return ""
         return pci_bus(bus.decode() if isinstance(bus, bytes) else str(bus))
+
+    def _uuid(self, handle: Any) -> str:
+        try:
+            uuid = self._nvml.nvmlDeviceGetUUID(handle)
+        except self._nvml.NVMLError:
+            return ""
+        return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
 
     def processes(self) -> dict[int, int]:
         return per_process(self._processes_on(handle) for handle in self._handles)
@@ -246,6 +278,7 @@ class _Nvml:
                 self._read(lambda h=handle: len(nvml.nvmlDeviceGetRetiredPages(
                     h, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))),
                 self._processes_on(handle), self._buses[index], rows, fault,
+                self._uuids[index],
             ))  # fmt: skip
         return found
 

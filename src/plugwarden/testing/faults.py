@@ -138,6 +138,7 @@ class FakeNvml:
         self.gpus: list[dict[str, Any]] = [
             {
                 "name": f"Fake GPU {index}", "bus": f"0000:{index + 1:02x}:00",
+                "uuid": f"GPU-{index:08x}-fake-4000-8000-000000000000",
                 "total": int(mb * 2**20), "used": 0, "processes": {},
             }
             for index, mb in enumerate(gpus_mb)
