@@ -4,8 +4,6 @@ matched to NVML's events, which name no process."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from plugwarden.isolation.nvml import XidEvent, pci_bus
@@ -84,8 +82,8 @@ class TestXidLog:
 
     def test_the_real_kernel_log_is_read_without_waiting_where_it_may_be(self):
         log = XidLog("/dev/kmsg")
-        if log.problem:  # not root, and kernel.dmesg_restrict set
-            assert os.geteuid() != 0 and "/dev/kmsg" in log.problem
+        if log.problem:  # no CAP_SYSLOG where kernel.dmesg_restrict is set, or no such file
+            assert log.problem.startswith("/dev/kmsg: ")
         else:
             assert all(isinstance(line, LoggedXid) for line in log.read())  # returns: no block
         log.close()
