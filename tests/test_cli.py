@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from plugwarden.testing import FakeNvml, fake_gpu
 from tests.conftest import ECHO, free_port, plugin_source, wait_for
 from tests.test_segment import BINARY
 
@@ -289,6 +290,29 @@ class TestDoctorAlarms:
         report = json.loads(cli("doctor", "--json", url=served.url).stdout)
         assert report["plugins_from"] == f"the server at {served.url}"
         assert {p["name"]: p for p in report["plugins"]}["good"]["success_count"] == 1
+
+    def test_doctor_shows_the_gpus_as_the_server_sees_them(
+        self, cli, plugwarden_plugin, plugwarden_server, tmp_path
+    ):
+        """Health, Xids and whose workers use each GPU come from the running
+        host's GPU watch (GET /v1/gpus), not from a probe of its own."""
+        sees = plugin_source("import os\nreturn os.environ.get('CUDA_VISIBLE_DEVICES')")
+        with FakeNvml(tmp_path / "nvml.json", (16384, 16384)) as fake, fake_gpu("present"):
+            plugwarden_plugin("seer", sees, manifest={"requires_gpu": True})
+            settings = {"workers": 2, "restart_backoff_s": 0.05}
+            served = plugwarden_server({"plugins": {"seer": settings}})
+            fake.xid(1, 79)
+            wait_for(lambda: [g["index"] for g in served.host.worker_gpus("seer")] == [0], 30)
+            shown = cli("doctor", url=served.url).stdout
+            report = json.loads(cli("doctor", "--json", url=served.url).stdout)
+        assert f"GPUs, as the server at {served.url} sees them" in shown
+        assert "Fake GPU 0: 0 of 16384 MB used; healthy; no Xid; workers of seer" in shown
+        assert (
+            "Fake GPU 1: 0 of 16384 MB used; unhealthy: Xid 79 (GPU has fallen off the bus): "
+            "it needs a reset (nvidia-smi -r, or a reboot); Xid 79 x1; workers of no plugin"
+        ) in " ".join(shown.split())  # as one line, however the panel wraps it
+        assert [gpu["healthy"] for gpu in report["host_gpus"]] == [True, False]
+        assert [g["index"] for g in report["plugin_gpus"]["seer"]["worker_gpus"]] == [0]
 
 
 class TestJobs:

@@ -8,10 +8,12 @@ names the fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -147,18 +149,76 @@ def ray_lines(cluster: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
-def plugin_records(config: HostConfig) -> tuple[list[dict[str, Any]], str]:
-    """The running server's plugins if one answers, else a one-shot host's;
-    and where they came from."""
+@dataclass
+class Seen:
+    """What the running server (else a one-shot host) shows: its plugins,
+    the GPUs as its GPU watch reads them, and each GPU plugin's workers'
+    GPUs and GPU memory (``worker_gpus``, ``worker_gpu_bytes``)."""
+
+    records: list[dict[str, Any]]
+    source: str
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    on_gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def plugin_records(config: HostConfig) -> Seen:
+    """The running server's plugins if one answers, else a one-shot host's,
+    with its GPUs, and where they came from."""
     url = server_url(config)
     try:
         with RemoteHost(url, config.server.token, timeout_s=10) as server:
-            return server.records(), f"the server at {url}"
+            seen = Seen(server.records(), f"the server at {url}")
+            with contextlib.suppress(ServerError):  # reads may need the token
+                seen.gpus = server.gpus()
+                for name in _gpu_plugins(seen.records):
+                    seen.on_gpus[name] = server.record(name)
+            return seen
     except (ServerUnreachable, ServerError):
         pass
     with Host(config) as host:
-        records = [status.to_dict() for status in host.statuses()]
-    return records, f"a one-shot host here (no server answers at {url})"
+        seen = Seen(
+            [status.to_dict() for status in host.statuses()],
+            f"a one-shot host here (no server answers at {url})",
+        )
+        if _gpu_plugins(seen.records):
+            seen.gpus = host.gpus()
+        for name in _gpu_plugins(seen.records):
+            seen.on_gpus[name] = {
+                "worker_gpus": host.worker_gpus(name), "worker_gpu_bytes": host.gpu_bytes(name),
+            }  # fmt: skip
+    return seen
+
+
+def _gpu_plugins(records: list[dict[str, Any]]) -> list[str]:
+    return [str(r["name"]) for r in records if r.get("requires_gpu")]
+
+
+def host_gpu_lines(seen: Seen) -> list[tuple[str, str]]:
+    """(what, finding) pairs: each GPU as the host's GPU watch sees it
+    (memory, utilisation, health, Xids, whose workers use it), each
+    plugin's GPU memory, and how an Xid is traced to a worker."""
+    users: dict[int, list[str]] = {}
+    for name, record in sorted(seen.on_gpus.items()):
+        for gpu in record.get("worker_gpus") or []:
+            users.setdefault(gpu["index"], []).append(name)
+    lines = []
+    for gpu in seen.gpus:
+        index = gpu["index"]
+        health = "healthy" if gpu["healthy"] else f"unhealthy: {gpu['reason']}"
+        busy = "" if gpu["utilization"] is None else f", {gpu['utilization']}% busy"
+        xids = ", ".join(f"Xid {x} x{n}" for x, n in gpu["xids"].items()) or "no Xid"
+        lines.append((f"GPU {index}", (
+            f"{gpu['name']}: {gpu['memory_used_bytes'] // 2**20} of "
+            f"{gpu['memory_total_bytes'] // 2**20} MB used{busy}; {health}; {xids}; "
+            f"workers of {', '.join(users.get(index, [])) or 'no plugin'}"
+        )))  # fmt: skip
+    for name, record in sorted(seen.on_gpus.items()):
+        held = record.get("worker_gpu_bytes")
+        if held is not None:
+            lines.append((name, f"{held // 2**20} MB of GPU memory (its workers, NVML)"))
+    if seen.gpus:
+        lines.append(("Xids", f"recycle workers {seen.gpus[0]['xid_attribution']}"))
+    return lines
 
 
 def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> int:
@@ -168,8 +228,9 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     contained = {"level": level, "meaning": LEVELS.get(level, "could not be probed")}
     protections = machine_support(level)
     cluster = ray_cluster(config)
-    records, source = plugin_records(config)
-    needs_gpu = [str(r["name"]) for r in records if r.get("requires_gpu")]
+    seen = plugin_records(config)
+    records, source = seen.records, seen.source
+    needs_gpu = _gpu_plugins(records)
     verdict = (
         {"ok": True, "state": None, "reason": "GPU plugins can run here."}
         if problem is None
@@ -187,6 +248,8 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
             "protections": protections,
             "ray": cluster,
             "gpu": {**probe.to_dict(), "verdict": verdict, "needed_by": needs_gpu},
+            "host_gpus": seen.gpus,
+            "plugin_gpus": seen.on_gpus,
             "plugins_from": source,
             "plugins": records,
         }
@@ -210,6 +273,13 @@ def doctor(config: HostConfig, console: Console, *, as_json: bool = False) -> in
     if needs_gpu:
         gpu.add_row("[bold]needed by[/bold]", escape(", ".join(needs_gpu)))
     console.print(Panel(gpu, title="GPU, driver, CUDA", title_align="left"))
+    watched = host_gpu_lines(seen)
+    if watched:
+        grid = Table.grid(padding=(0, 2))
+        for what, finding in watched:
+            grid.add_row(f"[bold]{escape(what)}[/bold]", escape(finding))
+        console.print(Panel(grid, title=f"GPUs, as {escape(source)} sees them",
+                            title_align="left"))  # fmt: skip
     colour = "green" if level == "pid-namespace" else "yellow"
     console.print(
         f"[bold]containment[/bold] [{colour}]{level}[/{colour}]: {escape(contained['meaning'])}",

@@ -107,6 +107,10 @@ class RemoteHost:
         record: dict[str, Any] = self._request("GET", f"/v1/plugins/{name}")
         return record
 
+    def gpus(self) -> list[dict[str, Any]]:
+        gpus: list[dict[str, Any]] = self._request("GET", "/v1/gpus")
+        return gpus
+
     def run(
         self, name: str, tool: str, args: dict[str, Any], files: dict[str, bytes] | None = None
     ) -> dict[str, Any]:

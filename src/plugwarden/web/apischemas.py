@@ -224,6 +224,11 @@ SCHEMAS: dict[str, Schema] = {
             "stranded_pids": {"type": "array", "items": {"type": "integer"}},
         }
     ),
+    "Gpus": {
+        "description": "each GPU as NVML last showed it (none without NVML)",
+        "type": "array",
+        "items": ref("Gpu"),
+    },
     "Readiness": object_of(
         {"ready": {"type": "boolean"}, "reasons": {"type": "array", "items": {"type": "string"}}}
     ),

@@ -196,6 +196,11 @@ def create_app(
         content, media_type = await run_in_threadpool(scrape)
         return Response(content, media_type=media_type)
 
+    async def gpus(request: Request) -> Response:
+        denied = read_refused(request)
+        # NVML as the GPU watch last read it; its first read may block: a thread.
+        return denied or JSONResponse(await run_in_threadpool(host.gpus))
+
     async def openapi(request: Request) -> Response:
         denied = read_refused(request)
         return denied or JSONResponse(document(plugwarden.__version__))
@@ -219,6 +224,7 @@ def create_app(
         Route("/v1/plugins", plugins, methods=["GET"]),
         Route("/v1/plugins/{name}", plugin, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/gpus", gpus, methods=["GET"]),
         Route("/", page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/plugins/{name}/run", run, methods=["POST"]),

@@ -369,6 +369,9 @@ def _host_routes() -> dict[str, Schema]:
             }
         },
         "/metrics": page("metrics", "Prometheus text exposition", "text/plain", {"type": "string"}),
+        "/v1/gpus": page(
+            "listGpus", "Each GPU as the host's GPU watch reads it", _JSON, ref("Gpus")
+        ),
         "/": page("statusPage", "The status page", "text/html", {"type": "string"}),
         "/openapi.json": page("openapi", "This document", _JSON, {"type": "object"}),
     }
