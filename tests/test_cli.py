@@ -256,6 +256,8 @@ class TestDoctor:
             "protections",
             "ray",
             "gpu",
+            "host_gpus",
+            "plugin_gpus",
             "plugins_from",
             "plugins",
         }

@@ -134,7 +134,7 @@ class FakeNvml:
         kernel_log: bool = True,
     ):
         self.path = Path(path)
-        self.kernel_log = self.path.with_suffix(".kmsg")
+        self.kernel_log_path = self.path.with_suffix(".kmsg")
         self.gpus: list[dict[str, Any]] = [
             {
                 "name": f"Fake GPU {index}", "bus": f"0000:{index + 1:02x}:00",
@@ -172,7 +172,7 @@ class FakeNvml:
             f"4,{self._sequence},{self._sequence * 1000},-;NVRM: Xid "
             f"(PCI:{self.gpus[gpu]['bus']}): {xid}, pid={named}, Ch 00000008\n"
         )
-        with self.kernel_log.open("a", encoding="utf-8") as log:
+        with self.kernel_log_path.open("a", encoding="utf-8") as log:
             log.write(line)
         self.events.append({"gpu": gpu, "xid": xid})
         self._write()
@@ -191,13 +191,13 @@ class FakeNvml:
         temporary = self.path.with_suffix(".tmp")
         state: dict[str, Any] = {"gpus": self.gpus, "events": self.events}
         # A log the host cannot read: a path with nothing there.
-        readable = self.kernel_log if self._logs else self.path.with_suffix(".unreadable")
+        readable = self.kernel_log_path if self._logs else self.path.with_suffix(".unreadable")
         state["kernel_log"] = str(readable)
         temporary.write_text(json.dumps(state), encoding="utf-8")
         temporary.replace(self.path)  # a sweep reads it whole or not at all
 
     def __enter__(self) -> FakeNvml:
-        self.kernel_log.touch()
+        self.kernel_log_path.touch()
         self._write()
         self._previous = os.environ.get(FAKE_NVML_ENV)
         os.environ[FAKE_NVML_ENV] = str(self.path)
