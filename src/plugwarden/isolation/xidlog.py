@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 from plugwarden.isolation.nvml import XidEvent, pci_bus
 
-__all__ = ["ATTRIBUTION_S", "LINES_KEPT", "WAITING_MAX", "LoggedXid", "XidAttribution", "XidLog"]
+__all__ = [
+    "ATTRIBUTION_S",
+    "LINES_KEPT",
+    "WAITING_MAX",
+    "LoggedXid",
+    "XidAttribution",
+    "XidLog",
+    "parse",
+]
 
 # How long an event waits for its line (the driver writes both at once), and
 # how long a line waits for its event.
