@@ -290,6 +290,7 @@ class TestMutatingRoutes:
             "/v1/plugins",
             "/v1/plugins/ready",
             "/v1/plugins/ready/health",
+            "/v1/gpus",
             "/metrics",
             "/",
         ):
