@@ -66,7 +66,8 @@ class Driver:
         return object()
 
     def nvmlDeviceRegisterEvents(self, handle: Any, types: int, events: object) -> None:
-        pass
+        if self.gpus[0].get("no_events"):
+            self._fail()
 
     def nvmlEventSetWait_v2(self, events: object, timeout_ms: int) -> Any:
         if not self.pending:
@@ -190,6 +191,12 @@ class TestEvents:
         assert source.events() == [XidEvent(1, 79), XidEvent(0, 31)]
         assert source.events() == []
         assert source.kernel_log() == ("/dev/kmsg", "")
+
+    def test_a_gpu_that_delivers_no_xid_events_is_said_in_the_log(self, driver, caplog):
+        driver.gpus[0]["no_events"] = True
+        source, _ = reader()
+        assert source is not None and source.events() == []
+        assert "NVML delivers no Xid events here (Not Supported)" in caplog.text
 
 
 class TestPidNamespace:

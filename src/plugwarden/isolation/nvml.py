@@ -227,8 +227,9 @@ class _Nvml:
             for handle in self._handles:
                 nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError,
                                               self._events)  # fmt: skip
-        except nvml.NVMLError:  # not supported here (some GPUs, some containers)
+        except nvml.NVMLError as exc:  # not supported here (some GPUs, some containers)
             self._events = None
+            log.warning("NVML delivers no Xid events here (%s): GPU faults go unseen", exc)
 
     def _bus(self, handle: Any) -> str:
         try:
