@@ -237,14 +237,29 @@ class TestPlacement:
         assert plugwarden_host().call("seer", "t", {}).result is None
 
 
-class TestXid:
-    @pytest.fixture
-    def two_gpus(self, tmp_path, plugwarden_plugin, plugwarden_host):
-        with FakeNvml(tmp_path / "nvml.json", (16384, 16384)) as fake, fake_gpu("present"):
-            plugwarden_plugin("seer", SEES)
-            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
-            yield fake, plugwarden_host({"plugins": {"seer": settings}})
+@pytest.fixture
+def seers(tmp_path, plugwarden_plugin, plugwarden_host):
+    """``make(gpus_mb=(16384, 16384), kernel_log=True) -> (fake NVML, host)``:
+    a host whose GPU plugin ``seer`` has two workers, on a fake NVML."""
 
+    def make(gpus_mb=(16384, 16384), kernel_log=True):
+        fake = FakeNvml(tmp_path / "nvml.json", gpus_mb, kernel_log=kernel_log)
+        stack.enter_context(fake)
+        stack.enter_context(fake_gpu("present"))
+        plugwarden_plugin("seer", SEES)
+        settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
+        return fake, plugwarden_host({"plugins": {"seer": settings}})
+
+    with contextlib.ExitStack() as stack:
+        yield make
+
+
+@pytest.fixture
+def two_gpus(seers):
+    return seers()
+
+
+class TestXid:
     def test_an_xid_on_its_gpu_recycles_the_worker_naming_it(self, two_gpus):
         fake, host = two_gpus
         before = set(host.worker_pids("seer"))
@@ -292,16 +307,8 @@ class TestXidOnASharedGpu:
     process an Xid hit; without it, both are recycled."""
 
     @pytest.fixture
-    def sharing(self, tmp_path, plugwarden_plugin, plugwarden_host):
-        def make(kernel_log: bool):
-            fake = stack.enter_context(FakeNvml(tmp_path / "nvml.json", kernel_log=kernel_log))
-            stack.enter_context(fake_gpu("present"))
-            plugwarden_plugin("seer", SEES)
-            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
-            return fake, plugwarden_host({"plugins": {"seer": settings}})
-
-        with contextlib.ExitStack() as stack:
-            yield make
+    def sharing(self, seers):
+        return lambda kernel_log: seers((81920,), kernel_log)
 
     def test_the_kernel_logs_line_recycles_only_the_worker_it_names(self, sharing):
         fake, host = sharing(kernel_log=True)
@@ -340,13 +347,6 @@ class TestXidOnASharedGpu:
 class TestMemoryRepairs:
     """A GPU whose memory repairs wait for a reset, or failed, takes no new
     worker while NVML says so; its counts are shown."""
-
-    @pytest.fixture
-    def two_gpus(self, tmp_path, plugwarden_plugin, plugwarden_host):
-        with FakeNvml(tmp_path / "nvml.json", (16384, 16384)) as fake, fake_gpu("present"):
-            plugwarden_plugin("seer", SEES)
-            settings = {"requires_gpu": True, "workers": 2, "restart_backoff_s": 0.05}
-            yield fake, plugwarden_host({"plugins": {"seer": settings}})
 
     def test_a_pending_row_remapping_keeps_workers_off_the_gpu_until_it_is_done(self, two_gpus):
         fake, host = two_gpus
