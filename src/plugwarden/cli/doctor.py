@@ -180,9 +180,10 @@ def plugin_records(config: HostConfig) -> Seen:
             [status.to_dict() for status in host.statuses()],
             f"a one-shot host here (no server answers at {url})",
         )
-        if _gpu_plugins(seen.records):
+        on_gpus = _gpu_plugins(seen.records)
+        if on_gpus:
             seen.gpus = host.gpus()
-        for name in _gpu_plugins(seen.records):
+        for name in on_gpus:
             seen.on_gpus[name] = {
                 "worker_gpus": host.worker_gpus(name), "worker_gpu_bytes": host.gpu_bytes(name),
             }  # fmt: skip
